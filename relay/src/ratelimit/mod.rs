@@ -1,0 +1,1 @@
+//! Connection rate limiting: the userspace twin of the XDP program, and (feature `ebpf`) its loader.

@@ -1,0 +1,1 @@
+//! SMTP (submission and MX), sans-I/O.

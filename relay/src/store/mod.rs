@@ -1,0 +1,497 @@
+//! The message store: one append-only log of records split into segment files, read back through
+//! `memmap2`, with an in-memory index (accounts, mailboxes, UIDs, flags, modseq) rebuilt from the
+//! log or loaded from an rkyv checkpoint at start.
+//!
+//! # Guarantees
+//! - A write (`commit`) resolves only after its record is `fdatasync`ed: the caller may then answer
+//!   `250`/`OK`. Concurrent commits are grouped: one `fdatasync` serves every record of a batch.
+//! - After `kill -9` at any moment, `open` cuts a torn tail and every committed record is present.
+//! - This process is the only writer (a `flock` on the directory enforces it). Only the store
+//!   touches its files.
+//! - Readers never see a record before it is durable and applied to the index.
+//! - IDLE wake-ups: `watch(account)` changes after each committed change of that account; no
+//!   message data is copied to wake a session.
+//!
+//! # No I/O outside
+//! Reads are synchronous and in memory (index) or from the mmap (bodies). Writes go to one writer
+//! thread that batches, writes, syncs, applies to the index and then completes the callers.
+
+use std::path::Path;
+use std::sync::Arc;
+
+/// Identifies an account; stable for the account's life, never reused while the store is open.
+pub type AccountId = u32;
+/// Identifies a mailbox within its account.
+pub type MailboxId = u32;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error on a store file.
+    #[error("store i/o error during {op} on {path}: {source}")]
+    Io {
+        /// What the store was doing.
+        op: &'static str,
+        /// The file concerned.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The account, mailbox or message does not exist.
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    /// The thing to create exists already.
+    #[error("{0} exists already")]
+    Exists(&'static str),
+    /// The account's quota does not allow the write (`552 5.2.2`, IMAP `NO [OVERQUOTA]`).
+    #[error("quota exceeded")]
+    OverQuota,
+    /// The request itself is invalid (e.g. a bad mailbox name, too many keywords).
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
+    /// The store is shutting down or its writer died.
+    #[error("store is closed")]
+    Closed,
+    /// The store directory is locked by another process.
+    #[error("store directory {0} is in use by another process")]
+    Locked(String),
+    /// Stored data failed verification in a way recovery cannot repair.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+/// Tuning and limits of the store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Per-account quota in bytes (`max_mailbox_size`).
+    pub max_mailbox_size: u64,
+    /// Size at which a segment file is sealed and a new one started.
+    pub segment_size: u64,
+    /// Whether to `fdatasync` before completing commits. Always true outside benchmarks that
+    /// explicitly measure its cost.
+    pub fsync: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            max_mailbox_size: 500 * 1024 * 1024,
+            segment_size: 64 * 1024 * 1024,
+            fsync: true,
+        }
+    }
+}
+
+/// A system flag or keyword, as IMAP names them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Flag {
+    /// `\Seen`
+    Seen,
+    /// `\Answered`
+    Answered,
+    /// `\Flagged`
+    Flagged,
+    /// `\Deleted`
+    Deleted,
+    /// `\Draft`
+    Draft,
+    /// A keyword such as `$MDNSent` (case preserved as first seen in the account).
+    Keyword(String),
+}
+
+/// Bits of [`MessageMeta::flags`] for the system flags; keyword `i` of the account's keyword table
+/// is bit `KEYWORD_SHIFT + i`.
+pub mod flag_bits {
+    /// `\Seen`
+    pub const SEEN: u64 = 1 << 0;
+    /// `\Answered`
+    pub const ANSWERED: u64 = 1 << 1;
+    /// `\Flagged`
+    pub const FLAGGED: u64 = 1 << 2;
+    /// `\Deleted`
+    pub const DELETED: u64 = 1 << 3;
+    /// `\Draft`
+    pub const DRAFT: u64 = 1 << 4;
+    /// First keyword bit.
+    pub const KEYWORD_SHIFT: u32 = 8;
+    /// Keywords an account can define (bits 8..64).
+    pub const MAX_KEYWORDS: usize = 56;
+}
+
+/// How a STORE changes flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagMode {
+    /// `+FLAGS`
+    Add,
+    /// `-FLAGS`
+    Remove,
+    /// `FLAGS`
+    Replace,
+}
+
+/// Where a message body lives in the log. Opaque; read it with [`Store::read`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BodyRef {
+    pub(crate) segment: u32,
+    pub(crate) offset: u64,
+    pub(crate) len: u32,
+}
+
+/// A message body borrowed from the mmap of its segment (no copy).
+pub struct Body {
+    map: Arc<memmap2::Mmap>,
+    start: usize,
+    len: usize,
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map[self.start..self.start + self.len]
+    }
+}
+
+/// One message of a mailbox, without its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageMeta {
+    /// IMAP UID, strictly increasing within the mailbox.
+    pub uid: u32,
+    /// System flag bits and keyword bits, see [`flag_bits`].
+    pub flags: u64,
+    /// RFC 7162 modification sequence of the last change to this message.
+    pub modseq: u64,
+    /// INTERNALDATE, unix seconds.
+    pub internal_date: i64,
+    /// RFC822.SIZE in bytes.
+    pub size: u32,
+    /// Where the body is.
+    pub body: BodyRef,
+}
+
+/// A snapshot of one mailbox (SELECT, refresh after a change).
+#[derive(Debug, Clone)]
+pub struct MailboxView {
+    /// Mailbox id.
+    pub id: MailboxId,
+    /// Full name, `/`-separated hierarchy, `INBOX` for the inbox.
+    pub name: String,
+    /// UIDVALIDITY.
+    pub uid_validity: u32,
+    /// UIDNEXT.
+    pub uid_next: u32,
+    /// HIGHESTMODSEQ (RFC 7162).
+    pub highest_modseq: u64,
+    /// Messages in UID order.
+    pub messages: Vec<MessageMeta>,
+    /// The account's keyword table: keyword `i` is flag bit `KEYWORD_SHIFT + i`.
+    pub keywords: Vec<String>,
+}
+
+/// Summary of a mailbox for LIST/STATUS.
+#[derive(Debug, Clone)]
+pub struct MailboxInfo {
+    /// Mailbox id.
+    pub id: MailboxId,
+    /// Full name.
+    pub name: String,
+    /// LSUB state.
+    pub subscribed: bool,
+    /// Number of messages.
+    pub messages: u32,
+    /// Messages without `\Seen`.
+    pub unseen: u32,
+    /// Messages with `\Recent` semantics are not tracked; always 0.
+    pub recent: u32,
+    /// UIDNEXT.
+    pub uid_next: u32,
+    /// UIDVALIDITY.
+    pub uid_validity: u32,
+    /// HIGHESTMODSEQ.
+    pub highest_modseq: u64,
+    /// Sum of message sizes.
+    pub size: u64,
+}
+
+/// An account as the index knows it.
+#[derive(Debug, Clone)]
+pub struct AccountInfo {
+    /// Account id.
+    pub id: AccountId,
+    /// Full address, lowercase, e.g. `abc123456@[127.0.0.1]`.
+    pub addr: String,
+    /// `{SHA512-CRYPT}$6$...`.
+    pub password_hash: String,
+    /// Creation time, unix seconds.
+    pub created: i64,
+    /// Day (unix seconds / 86400) of the last successful login.
+    pub last_login_day: u32,
+    /// Bytes used by all messages of the account (quota).
+    pub bytes_used: u64,
+    /// Number of messages in all mailboxes.
+    pub messages: u64,
+    /// Incoming cleartext is refused for this account (reference's `enforceE2EEincoming`).
+    pub enforce_e2ee_incoming: bool,
+}
+
+/// A write to the store. Each resolves only once durable.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Create an account with INBOX (and the `enforce_e2ee_incoming` marker set).
+    /// `Error::Exists` if it exists.
+    CreateAccount {
+        /// Lowercase address.
+        addr: String,
+        /// `{SHA512-CRYPT}...` hash.
+        password_hash: String,
+        /// Unix seconds.
+        now: i64,
+    },
+    /// Record the day of a successful login (no-op if unchanged).
+    SetLastLogin {
+        /// Account.
+        account: AccountId,
+        /// Unix day.
+        day: u32,
+    },
+    /// Remove an account and all its messages.
+    DeleteAccount {
+        /// Account.
+        account: AccountId,
+    },
+    /// Store one body once and add it to the INBOX of every recipient. Per-recipient result in
+    /// [`OpResult::Delivered`]; recipients over quota get `Err(OverQuota)` and no copy.
+    Deliver {
+        /// Recipient accounts (distinct).
+        recipients: Vec<AccountId>,
+        /// INTERNALDATE, unix seconds.
+        internal_date: i64,
+        /// The complete message as it will be served by IMAP.
+        body: Vec<u8>,
+    },
+    /// IMAP APPEND.
+    Append {
+        /// Account.
+        account: AccountId,
+        /// Target mailbox.
+        mailbox: MailboxId,
+        /// Initial flags.
+        flags: Vec<Flag>,
+        /// INTERNALDATE, unix seconds.
+        internal_date: i64,
+        /// Message bytes.
+        body: Vec<u8>,
+    },
+    /// IMAP STORE.
+    SetFlags {
+        /// Account.
+        account: AccountId,
+        /// Mailbox.
+        mailbox: MailboxId,
+        /// UIDs to change (missing ones are ignored).
+        uids: Vec<u32>,
+        /// How.
+        mode: FlagMode,
+        /// Flags.
+        flags: Vec<Flag>,
+        /// RFC 7162 UNCHANGEDSINCE.
+        unchanged_since: Option<u64>,
+    },
+    /// IMAP EXPUNGE / UID EXPUNGE / MOVE source removal: remove these UIDs.
+    Expunge {
+        /// Account.
+        account: AccountId,
+        /// Mailbox.
+        mailbox: MailboxId,
+        /// UIDs to remove (missing ones are ignored).
+        uids: Vec<u32>,
+    },
+    /// IMAP COPY or MOVE (bodies are shared, not copied).
+    Copy {
+        /// Account.
+        account: AccountId,
+        /// Source mailbox.
+        from: MailboxId,
+        /// Target mailbox.
+        to: MailboxId,
+        /// Source UIDs.
+        uids: Vec<u32>,
+        /// Remove the sources in the same record (MOVE).
+        remove_source: bool,
+    },
+    /// CREATE.
+    CreateMailbox {
+        /// Account.
+        account: AccountId,
+        /// Name.
+        name: String,
+    },
+    /// DELETE (not INBOX).
+    DeleteMailbox {
+        /// Account.
+        account: AccountId,
+        /// Mailbox.
+        mailbox: MailboxId,
+    },
+    /// RENAME.
+    RenameMailbox {
+        /// Account.
+        account: AccountId,
+        /// Mailbox.
+        mailbox: MailboxId,
+        /// New name.
+        to: String,
+    },
+    /// SUBSCRIBE / UNSUBSCRIBE.
+    Subscribe {
+        /// Account.
+        account: AccountId,
+        /// Name (may not exist, RFC 3501 allows it).
+        name: String,
+        /// New state.
+        subscribed: bool,
+    },
+    /// SETMETADATA: `None` deletes the entry.
+    SetMetadata {
+        /// Account.
+        account: AccountId,
+        /// `None` for server entries (`""`), else the mailbox.
+        mailbox: Option<MailboxId>,
+        /// Entry name, e.g. `/private/devicetoken`.
+        key: String,
+        /// Value.
+        value: Option<Vec<u8>>,
+    },
+}
+
+/// The result of a committed [`Op`].
+#[derive(Debug, Clone)]
+pub enum OpResult {
+    /// Nothing to report.
+    Done,
+    /// `CreateAccount`.
+    AccountCreated(AccountId),
+    /// `Deliver`: one entry per recipient, in order: the UID in INBOX or why not.
+    Delivered(Vec<Result<u32, DeliverError>>),
+    /// `Append`: UIDPLUS APPENDUID.
+    Appended {
+        /// UIDVALIDITY of the target.
+        uid_validity: u32,
+        /// New UID.
+        uid: u32,
+    },
+    /// `SetFlags`: changed messages with their new flags and modseq; and the UIDs that failed
+    /// UNCHANGEDSINCE (`[MODIFIED ...]`).
+    FlagsSet {
+        /// `(uid, flags, modseq)` of every message whose flags changed.
+        changed: Vec<(u32, u64, u64)>,
+        /// UIDs refused by UNCHANGEDSINCE.
+        modified: Vec<u32>,
+    },
+    /// `Expunge`: UIDs actually removed.
+    Expunged(Vec<u32>),
+    /// `Copy`: UIDPLUS COPYUID.
+    Copied {
+        /// UIDVALIDITY of the target.
+        uid_validity: u32,
+        /// `(source uid, new uid)`.
+        pairs: Vec<(u32, u32)>,
+    },
+    /// `CreateMailbox`.
+    MailboxCreated(MailboxId),
+}
+
+/// Why one recipient of a `Deliver` did not get the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliverError {
+    /// The account's quota is full.
+    OverQuota,
+    /// The account does not exist (any more).
+    NoSuchAccount,
+}
+
+/// Handle to the store; cheap to clone, shareable across threads.
+#[derive(Clone)]
+pub struct Store {
+    _inner: Arc<()>,
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`: take the lock, load the newest checkpoint, replay the
+    /// log after it, cut a torn tail, start the writer thread.
+    ///
+    /// # Errors
+    /// `Locked` if another process holds the directory, `Io` or `Corrupt` otherwise.
+    pub fn open(_dir: &Path, _config: StoreConfig) -> Result<Store, Error> {
+        todo!("store::open")
+    }
+
+    /// Look up an account by lowercase address.
+    pub fn account(&self, _addr: &str) -> Option<AccountInfo> {
+        todo!()
+    }
+
+    /// Look up an account by id.
+    pub fn account_by_id(&self, _id: AccountId) -> Option<AccountInfo> {
+        todo!()
+    }
+
+    /// All mailboxes of an account, in name order.
+    pub fn mailboxes(&self, _account: AccountId) -> Vec<MailboxInfo> {
+        todo!()
+    }
+
+    /// A snapshot of a mailbox by name (`INBOX` is case-insensitive).
+    pub fn mailbox_view(&self, _account: AccountId, _name: &str) -> Option<MailboxView> {
+        todo!()
+    }
+
+    /// Subscribed mailbox names (LSUB), including ones that do not exist.
+    pub fn subscriptions(&self, _account: AccountId) -> Vec<String> {
+        todo!()
+    }
+
+    /// The body of a message. Fails only if the message's segment was removed.
+    pub fn read(&self, _body: BodyRef) -> Result<Body, Error> {
+        todo!()
+    }
+
+    /// A metadata entry.
+    pub fn metadata(
+        &self,
+        _account: AccountId,
+        _mailbox: Option<MailboxId>,
+        _key: &str,
+    ) -> Option<Vec<u8>> {
+        todo!()
+    }
+
+    /// `(used, limit)` in bytes for GETQUOTAROOT and the SMTP quota check.
+    pub fn quota(&self, _account: AccountId) -> (u64, u64) {
+        todo!()
+    }
+
+    /// A receiver that changes (to the account's newest modseq) after every committed change to
+    /// the account's mailboxes. Sessions in IDLE wait on it.
+    pub fn watch(&self, _account: AccountId) -> tokio::sync::watch::Receiver<u64> {
+        todo!()
+    }
+
+    /// Submit a write; the returned future resolves once it is durable and visible to readers.
+    /// The future is `Send + 'static` and needs no particular runtime.
+    pub fn commit(
+        &self,
+        _op: Op,
+    ) -> impl std::future::Future<Output = Result<OpResult, Error>> + Send + 'static {
+        async { todo!() }
+    }
+
+    /// `commit` for callers outside async code (tests, admin tools): blocks the thread.
+    pub fn commit_blocking(&self, _op: Op) -> Result<OpResult, Error> {
+        todo!()
+    }
+
+    /// Write a checkpoint of the index so the next `open` replays less.
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        todo!()
+    }
+}
