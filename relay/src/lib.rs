@@ -23,3 +23,4 @@ pub mod session;
 pub mod shared;
 pub mod smtp;
 pub mod store;
+pub mod tls;
