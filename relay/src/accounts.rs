@@ -352,7 +352,10 @@ mod tests {
         assert!(verify_password(&h, "correct horse"));
         assert!(!verify_password(&h, "correct horsE"));
         // Bare crypt strings (as in a reference relay's password file) verify too.
-        assert!(verify_password(h.strip_prefix(HASH_PREFIX).unwrap(), "correct horse"));
+        assert!(verify_password(
+            h.strip_prefix(HASH_PREFIX).unwrap(),
+            "correct horse"
+        ));
     }
 
     #[test]

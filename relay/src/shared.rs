@@ -20,8 +20,10 @@ pub struct Shared {
 impl Shared {
     /// Shared state over an open store.
     pub fn new(config: Config, store: Store) -> Shared {
-        let send_limiter =
-            SendLimiter::new(config.max_user_send_per_minute, config.max_user_send_burst_size);
+        let send_limiter = SendLimiter::new(
+            config.max_user_send_per_minute,
+            config.max_user_send_burst_size,
+        );
         Shared {
             config,
             store,

@@ -64,13 +64,12 @@ pub fn setup(config: &Config) -> Result<TlsConfigs, Error> {
     };
     let cert_pem = read(&cert_path)?;
     let key_pem = read(&key_path)?;
-    let certs: Vec<CertificateDer<'static>> =
-        rustls_pemfile::certs(&mut cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| Error::Invalid {
-                path: cert_path.clone(),
-                what: e.to_string(),
-            })?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Invalid {
+            path: cert_path.clone(),
+            what: e.to_string(),
+        })?;
     if certs.is_empty() {
         return Err(Error::Invalid {
             path: cert_path,
@@ -189,7 +188,10 @@ mod tests {
         let config = Config::dev(dir.path().to_owned());
         let a = setup(&config).unwrap();
         let b = setup(&config).unwrap();
-        assert_eq!(a.cert_pem, b.cert_pem, "second start must reuse the certificate");
+        assert_eq!(
+            a.cert_pem, b.cert_pem,
+            "second start must reuse the certificate"
+        );
         assert!(a.cert_pem.contains("BEGIN CERTIFICATE"));
         let key_mode = std::fs::metadata(dir.path().join("tls/key.pem"))
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
@@ -212,11 +214,9 @@ mod tests {
             .with_no_client_auth()
         };
         let handshake = |server: Arc<ServerConfig>, cc: rustls::ClientConfig| {
-            let mut c = rustls::ClientConnection::new(
-                Arc::new(cc),
-                "127.0.0.1".try_into().unwrap(),
-            )
-            .unwrap();
+            let mut c =
+                rustls::ClientConnection::new(Arc::new(cc), "127.0.0.1".try_into().unwrap())
+                    .unwrap();
             let mut s = rustls::ServerConnection::new(server).unwrap();
             for _ in 0..10 {
                 let mut buf = Vec::new();
