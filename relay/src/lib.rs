@@ -17,8 +17,10 @@
 pub mod accounts;
 pub mod config;
 pub mod imap;
+pub mod io;
 pub mod policy;
 pub mod ratelimit;
+pub mod server;
 pub mod session;
 pub mod shared;
 pub mod smtp;
