@@ -39,7 +39,7 @@ sends as fast as the server answers) unless --rate sets a fixed total rate.
 `loadgen idle`: K IMAP sessions that log in and IDLE (spread over loopback source addresses),
 the server's RSS per session (--server-pid), and the wake-up latency of a sample.
 
-Accounts: --accounts-pattern 'lg{n:06}@[127.0.0.1]' (the relay creates them on first login;
+Accounts: --accounts-pattern 'lg{n:07}@[127.0.0.1]' (the relay creates them on first login;
 senders are numbers --first.., receivers follow) or --accounts-file (lines 'address [password]',
 e.g. /var/lib/baseline-mail/users.txt).
 
@@ -47,7 +47,7 @@ Examples:
   loadgen --senders 8 --receivers 4 --duration 10 --json out.json            # relay dev
   loadgen --rate 1000 --duration 10 --senders 4 --receivers 4                # latency at 1000/s
   loadgen --smtp-port 2465 --imap-port 2993 --server-name _baseline.test \\
-          --accounts-pattern 'lg{n:06}@baseline.test'                        # the baseline
+          --accounts-pattern 'lg{n:07}@baseline.test'                        # the baseline
   loadgen idle --connections 10000 --server-pid $(pidof relay) --sample 50";
 
 #[derive(Parser)]
@@ -83,7 +83,7 @@ struct ServerArgs {
     #[arg(long, default_value_t = 10993)]
     imap_port: u16,
     /// Account addresses; `{n}`, `{n:6}` or `{n:06}` is replaced by the account number.
-    #[arg(long, default_value = "lg{n:06}@[127.0.0.1]")]
+    #[arg(long, default_value = "lg{n:07}@[127.0.0.1]")]
     accounts_pattern: String,
     /// Read accounts from this file (`address [password]` per line) instead of the pattern.
     #[arg(long)]
