@@ -92,7 +92,7 @@ replies! {
     /// RFC 5321 §4.2.4.
     unknown_command = 500, "5.5.2 Error: command not recognized";
     /// RFC 5321 §4.5.3.1.4.
-    line_too_long = 500, "5.5.2 Error: line too long";
+    line_too_long = 500, "5.5.2 Line too long";
     /// RFC 4954 §4: the client sent `*`.
     auth_aborted = 501, "5.7.0 Authentication aborted";
     /// RFC 4954 §4: the response is not valid base64 or not a PLAIN message (RFC 4616 §2).
