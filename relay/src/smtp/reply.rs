@@ -26,11 +26,6 @@ impl Reply {
         }
     }
 
-    /// Whether the code is a failure (4xx or 5xx).
-    pub fn is_error(&self) -> bool {
-        self.code >= 400
-    }
-
     /// Appends the wire form: `code-text` CRLF for all lines but the last, `code text` CRLF for
     /// the last (RFC 5321 §4.2.1). CR, LF and other control bytes in the text become spaces.
     pub fn encode(&self, out: &mut Vec<u8>) {

@@ -661,8 +661,13 @@ impl crate::session::Session for Session {
             .next_timeout()
             .is_some_and(|deadline| now_ms >= deadline)
         {
-            let reply = reply::timeout(self.domain());
-            self.close_with(reply);
+            if self.awaiting_tls {
+                // The handshake stalled: a plaintext reply would only garble it.
+                self.close();
+            } else {
+                let reply = reply::timeout(self.domain());
+                self.close_with(reply);
+            }
         }
     }
 

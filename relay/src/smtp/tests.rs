@@ -372,6 +372,19 @@ fn plaintext_between_starttls_and_handshake_is_discarded() {
 }
 
 #[test]
+fn stalled_handshake_times_out_silently() {
+    let mut t = T::new(Mode::Mx, false);
+    t.auto_tls = false;
+    t.line("STARTTLS").code(220);
+    t.advance(IDLE_TIMEOUT_MS);
+    assert!(
+        t.timeout().0.is_empty(),
+        "no plaintext into a TLS handshake"
+    );
+    assert!(t.closed);
+}
+
+#[test]
 fn starttls_twice_is_refused() {
     let mut t = T::new(Mode::Submission, true);
     t.line("STARTTLS").code(503);
@@ -1082,4 +1095,65 @@ proptest! {
             check(golden, &actual, &format!("random splits, seed {seed}"));
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing (not run by default)
+
+/// Prints DATA throughput of one large message and the rate of small pipelined transactions
+/// with durable (fsynced) delivery. Run:
+/// `cargo test --release -p relay --lib smtp::tests::timing -- --ignored --nocapture`
+#[test]
+#[ignore = "timing figures; run explicitly with --release"]
+fn timing() {
+    use std::time::Instant;
+
+    // 1. One ~30 MB message through the DATA receiver, fed in 64 KiB reads. The message is
+    //    cleartext, so policy refuses it after parsing it: receive + policy are measured.
+    let mut t = T::mx();
+    t.line("MAIL FROM:<carol@[192.0.2.1]>").code(250);
+    t.line(&format!("RCPT TO:<{BOB}>")).code(250);
+    t.line("DATA").code(354);
+    let mut body = plain("carol@[192.0.2.1]", BOB).into_bytes();
+    let line = b".a dot-stuffed line of seventy-odd characters, as base64 would be .......\r\n";
+    while body.len() + line.len() < 30_000_000 {
+        body.push(b'.');
+        body.extend_from_slice(line);
+    }
+    body.extend_from_slice(b".\r\n");
+    let start = Instant::now();
+    for chunk in body.chunks(64 * 1024) {
+        t.s.receive(chunk, t.now);
+    }
+    t.drive();
+    let elapsed = start.elapsed();
+    t.take().code(523);
+    eprintln!(
+        "DATA: {} bytes in {:?} = {:.0} MB/s (receive + un-stuff + policy check)",
+        body.len(),
+        elapsed,
+        body.len() as f64 / elapsed.as_secs_f64() / 1e6
+    );
+
+    // 2. Pipelined transactions of the encrypted fixture, each delivered with an fsync.
+    let n = 200;
+    let mut batch = String::new();
+    let from = "carol@[192.0.2.1]";
+    let message = stuffed(&encrypted(from, BOB, ""));
+    for _ in 0..n {
+        batch.push_str(&format!(
+            "MAIL FROM:<{from}>\r\nRCPT TO:<{BOB}>\r\nDATA\r\n{message}"
+        ));
+    }
+    let start = Instant::now();
+    let r = t.send(batch.as_bytes());
+    let elapsed = start.elapsed();
+    assert_eq!(r.0.len(), 4 * n);
+    assert!(r.codes().iter().all(|&c| c == 250 || c == 354));
+    eprintln!(
+        "{n} transactions ({} bytes each) in {:?} = {:.0}/s, one fsynced commit each",
+        message.len(),
+        elapsed,
+        n as f64 / elapsed.as_secs_f64()
+    );
 }
