@@ -1157,3 +1157,57 @@ fn timing() {
         n as f64 / elapsed.as_secs_f64()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// More AUTH and RCPT details
+
+#[test]
+fn auth_authzid_must_match() {
+    let mut t = T::new(Mode::Submission, true);
+    t.account(ALICE);
+    t.account(BOB);
+    t.auto_effects = false;
+    t.line("EHLO client.example").code(250);
+    // authzid bob, authcid alice: refused without even checking the password.
+    t.line("AUTH PLAIN Ym9iQFsxMjcuMC4wLjFdAGFsaWNlQFsxMjcuMC4wLjFdAHNlY3JldA==")
+        .code(535);
+    assert!(t.held.is_empty());
+    // authzid equal to authcid (any case) is fine; the effect carries what the client sent.
+    let r = t.line("AUTH PLAIN QUxJQ0VAWzEyNy4wLjAuMV0AYWxpY2VAWzEyNy4wLjAuMV0Ac2VjcmV0");
+    assert!(r.0.is_empty());
+    match t.held.pop() {
+        Some(Effect::Login { user, password }) => {
+            assert_eq!(user, ALICE);
+            assert_eq!(password.0, PASSWORD);
+            assert_eq!(format!("{password:?}"), "Secret(..)");
+            t.run(Effect::Login { user, password });
+        }
+        other => panic!("expected a Login effect, got {other:?}"),
+    }
+    t.drive();
+    t.take().code(235);
+}
+
+#[test]
+fn duplicate_and_plus_recipients_get_one_copy() {
+    let mut t = T::submission();
+    t.line(&format!("MAIL FROM:<{ALICE}>")).code(250);
+    t.line(&format!("RCPT TO:<{BOB}>")).code(250);
+    t.line("RCPT TO:<Bob@[127.0.0.1]>").code(250);
+    t.line("RCPT TO:<bob+chat@[127.0.0.1]>").code(250);
+    t.line("DATA").code(354);
+    t.send(stuffed(&encrypted(ALICE, BOB, "")).as_bytes())
+        .code(250);
+    assert_eq!(t.inbox(BOB).len(), 1);
+}
+
+#[test]
+fn mx_has_no_per_sender_limit() {
+    let mut t = T::mx();
+    let burst = t.shared.config.max_user_send_burst_size;
+    for _ in 0..burst * 2 {
+        t.line("MAIL FROM:<carol@[192.0.2.1]>").code(250);
+        t.line("RSET").code(250);
+    }
+    assert!(!t.closed);
+}
