@@ -1211,3 +1211,29 @@ fn mx_has_no_per_sender_limit() {
     }
     assert!(!t.closed);
 }
+
+#[test]
+fn partial_quota_failure_still_250() {
+    let mut t = T::with(Mode::Mx, true, |_, store| store.max_mailbox_size = 1500);
+    let alice = t.account(ALICE);
+    t.account(BOB);
+    t.shared
+        .store
+        .commit_blocking(Op::Deliver {
+            recipients: vec![alice],
+            internal_date: 0,
+            body: vec![b'x'; 1000],
+        })
+        .unwrap();
+    t.line("EHLO other.example").code(250);
+    let from = "carol@[192.0.2.1]";
+    let message = encrypted(from, BOB, "");
+    assert!(message.len() > 500 && message.len() < 1500);
+    t.line(&format!("MAIL FROM:<{from}>")).code(250);
+    t.line(&format!("RCPT TO:<{ALICE}>")).code(250);
+    t.line(&format!("RCPT TO:<{BOB}>")).code(250);
+    t.line("DATA").code(354);
+    t.send(stuffed(&message).as_bytes()).code(250);
+    assert_eq!(t.inbox(ALICE).len(), 1, "alice keeps only the filler");
+    assert_eq!(t.inbox(BOB).len(), 1);
+}
