@@ -1,7 +1,7 @@
 //! The SMTP server state machine (RFC 5321, 3207 STARTTLS, 4954 AUTH, 2920 PIPELINING, 1870 SIZE).
 //!
 //! # Implementation notes
-//! - Sans-I/O: bytes in through [`Session::receive`], reply bytes out through `output`, everything
+//! - Sans-I/O: bytes in through `receive`, reply bytes out through `output`, everything
 //!   slow (password check, durable write) as an [`Effect`] the driver runs and reports back. No
 //!   clock: time comes in as `now_ms`.
 //! - `250` after DATA is sent only once the store reported the delivery durable
