@@ -1,0 +1,1 @@
+//! Session tests: a Session paired with a real Store in a tempdir.
