@@ -1,0 +1,723 @@
+//! Store tests: real files in temp dirs, real fsync.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+pub(super) fn cfg() -> StoreConfig {
+    StoreConfig {
+        max_mailbox_size: 1 << 20,
+        segment_size: 1 << 16,
+        fsync: true,
+    }
+}
+
+pub(super) fn new_account(s: &Store, addr: &str) -> AccountId {
+    match s
+        .commit_blocking(Op::CreateAccount {
+            addr: addr.into(),
+            password_hash: "{SHA512-CRYPT}$6$x".into(),
+            now: 1_700_000_000,
+        })
+        .unwrap()
+    {
+        OpResult::AccountCreated(id) => id,
+        r => panic!("unexpected {r:?}"),
+    }
+}
+
+pub(super) fn deliver(s: &Store, to: &[AccountId], body: &[u8]) -> Vec<Result<u32, DeliverError>> {
+    match s
+        .commit_blocking(Op::Deliver {
+            recipients: to.to_vec(),
+            internal_date: 1_700_000_100,
+            body: body.to_vec(),
+        })
+        .unwrap()
+    {
+        OpResult::Delivered(r) => r,
+        r => panic!("unexpected {r:?}"),
+    }
+}
+
+fn inbox(s: &Store, a: AccountId) -> MailboxView {
+    s.mailbox_view(a, "INBOX").unwrap()
+}
+
+fn body_of(s: &Store, m: &MessageMeta) -> Vec<u8> {
+    s.read(m.body).unwrap().to_vec()
+}
+
+#[test]
+fn create_account_deliver_read_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b);
+    {
+        let s = Store::open(dir.path(), cfg()).unwrap();
+        a = new_account(&s, "alice@x");
+        b = new_account(&s, "bob@x");
+        assert_ne!(a, b);
+        assert!(matches!(
+            s.commit_blocking(Op::CreateAccount {
+                addr: "alice@x".into(),
+                password_hash: String::new(),
+                now: 0
+            }),
+            Err(Error::Exists(_))
+        ));
+        assert_eq!(s.account("alice@x").unwrap().id, a);
+        assert_eq!(s.account_by_id(b).unwrap().addr, "bob@x");
+        assert_eq!(
+            deliver(&s, &[a, b, 999], b"hello"),
+            vec![Ok(1), Ok(1), Err(DeliverError::NoSuchAccount)]
+        );
+        assert_eq!(deliver(&s, &[a], b"second"), vec![Ok(2)]);
+        let v = inbox(&s, a);
+        assert_eq!(v.messages.len(), 2);
+        assert_eq!(body_of(&s, &v.messages[0]), b"hello");
+        assert_eq!(body_of(&s, &v.messages[1]), b"second");
+        assert_eq!(v.uid_next, 3);
+        // Body stored once for both recipients.
+        assert_eq!(inbox(&s, b).messages[0].body, v.messages[0].body);
+        assert_eq!(s.quota(a).0, 11);
+        assert_eq!(s.accounts().len(), 2);
+        assert_eq!(s.messages(a).len(), 2);
+    }
+    let s = Store::open(dir.path(), cfg()).unwrap();
+    let v = inbox(&s, a);
+    assert_eq!(v.messages.len(), 2);
+    assert_eq!(body_of(&s, &v.messages[1]), b"second");
+    assert_eq!(s.quota(a).0, 11);
+    assert_eq!(deliver(&s, &[a], b"third"), vec![Ok(3)]);
+}
+
+#[test]
+fn second_open_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), cfg()).unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), cfg()),
+        Err(Error::Locked(_))
+    ));
+    drop(s);
+    Store::open(dir.path(), cfg()).unwrap();
+}
+
+#[test]
+fn quota_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.max_mailbox_size = 100;
+    let s = Store::open(dir.path(), c).unwrap();
+    let a = new_account(&s, "a@x");
+    let b = new_account(&s, "b@x");
+    assert_eq!(deliver(&s, &[a], &[b'x'; 60]), vec![Ok(1)]);
+    // a is at 60/100: 50 more is refused for a only.
+    assert_eq!(
+        deliver(&s, &[a, b], &[b'y'; 50]),
+        vec![Err(DeliverError::OverQuota), Ok(1)]
+    );
+    assert_eq!(s.quota(a), (60, 100));
+    assert_eq!(s.quota(b), (50, 100));
+    let r = s.commit_blocking(Op::Append {
+        account: a,
+        mailbox: index::INBOX_ID,
+        flags: vec![],
+        internal_date: 0,
+        body: vec![b'z'; 41],
+    });
+    assert!(matches!(r, Err(Error::OverQuota)), "{r:?}");
+    // Exactly up to the limit is fine.
+    let r = s.commit_blocking(Op::Append {
+        account: a,
+        mailbox: index::INBOX_ID,
+        flags: vec![],
+        internal_date: 0,
+        body: vec![b'z'; 40],
+    });
+    assert!(matches!(r, Ok(OpResult::Appended { uid: 2, .. })), "{r:?}");
+    // COPY needs quota too; MOVE does not.
+    let r = s.commit_blocking(Op::Copy {
+        account: a,
+        from: index::INBOX_ID,
+        to: index::INBOX_ID,
+        uids: vec![1],
+        remove_source: false,
+    });
+    assert!(matches!(r, Err(Error::OverQuota)), "{r:?}");
+    let mb = match s
+        .commit_blocking(Op::CreateMailbox {
+            account: a,
+            name: "Other".into(),
+        })
+        .unwrap()
+    {
+        OpResult::MailboxCreated(id) => id,
+        r => panic!("{r:?}"),
+    };
+    let r = s.commit_blocking(Op::Copy {
+        account: a,
+        from: index::INBOX_ID,
+        to: mb,
+        uids: vec![1],
+        remove_source: true,
+    });
+    assert!(matches!(r, Ok(OpResult::Copied { .. })), "{r:?}");
+    assert_eq!(s.quota(a).0, 100);
+    // Expunge frees quota.
+    s.commit_blocking(Op::Expunge {
+        account: a,
+        mailbox: mb,
+        uids: vec![1],
+    })
+    .unwrap();
+    assert_eq!(s.quota(a).0, 40);
+    assert_eq!(s.account_by_id(a).unwrap().messages, 1);
+}
+
+#[test]
+fn flags_keywords_and_unchanged_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), cfg()).unwrap();
+    let a = new_account(&s, "a@x");
+    deliver(&s, &[a], b"1");
+    deliver(&s, &[a], b"2");
+    let before = inbox(&s, a);
+    let r = s
+        .commit_blocking(Op::SetFlags {
+            account: a,
+            mailbox: before.id,
+            uids: vec![1, 2, 77],
+            mode: FlagMode::Add,
+            flags: vec![Flag::Seen, Flag::Keyword("$MDNSent".into())],
+            unchanged_since: None,
+        })
+        .unwrap();
+    let OpResult::FlagsSet { changed, modified } = r else {
+        panic!("{r:?}")
+    };
+    assert!(modified.is_empty());
+    assert_eq!(changed.len(), 2);
+    let kw = 1 << flag_bits::KEYWORD_SHIFT;
+    assert_eq!(changed[0].1, flag_bits::SEEN | kw);
+    let v = inbox(&s, a);
+    assert_eq!(v.keywords, vec!["$MDNSent".to_string()]);
+    assert!(v.highest_modseq > before.highest_modseq);
+    assert_eq!(v.messages[0].modseq, v.highest_modseq);
+    // UNCHANGEDSINCE older than the message's modseq: refused.
+    let r = s
+        .commit_blocking(Op::SetFlags {
+            account: a,
+            mailbox: v.id,
+            uids: vec![1],
+            mode: FlagMode::Remove,
+            flags: vec![Flag::Keyword("$mdnsent".into())],
+            unchanged_since: Some(v.highest_modseq - 1),
+        })
+        .unwrap();
+    assert!(
+        matches!(&r, OpResult::FlagsSet { changed, modified } if changed.is_empty() && modified == &[1]),
+        "{r:?}"
+    );
+    // Case-insensitive keyword removal.
+    s.commit_blocking(Op::SetFlags {
+        account: a,
+        mailbox: v.id,
+        uids: vec![1],
+        mode: FlagMode::Remove,
+        flags: vec![Flag::Keyword("$mdnsent".into())],
+        unchanged_since: Some(v.highest_modseq),
+    })
+    .unwrap();
+    assert_eq!(inbox(&s, a).messages[0].flags, flag_bits::SEEN);
+    assert_eq!(s.mailboxes(a)[0].unseen, 0);
+    // Keyword table full.
+    let many: Vec<Flag> = (0..flag_bits::MAX_KEYWORDS)
+        .map(|i| Flag::Keyword(format!("k{i}")))
+        .collect();
+    let r = s.commit_blocking(Op::SetFlags {
+        account: a,
+        mailbox: v.id,
+        uids: vec![1],
+        mode: FlagMode::Add,
+        flags: many,
+        unchanged_since: None,
+    });
+    assert!(matches!(r, Err(Error::Invalid(_))), "{r:?}");
+}
+
+#[test]
+fn copy_shares_bodies_and_move_removes_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), cfg()).unwrap();
+    let a = new_account(&s, "a@x");
+    deliver(&s, &[a], b"one");
+    deliver(&s, &[a], b"two");
+    let OpResult::MailboxCreated(dc) = s
+        .commit_blocking(Op::CreateMailbox {
+            account: a,
+            name: "DeltaChat".into(),
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    let r = s
+        .commit_blocking(Op::Copy {
+            account: a,
+            from: index::INBOX_ID,
+            to: dc,
+            uids: vec![2, 1, 9],
+            remove_source: false,
+        })
+        .unwrap();
+    let OpResult::Copied {
+        uid_validity,
+        pairs,
+    } = r
+    else {
+        panic!("{r:?}")
+    };
+    assert_eq!(pairs, vec![(1, 1), (2, 2)]);
+    let d = s.mailbox_view(a, "DeltaChat").unwrap();
+    assert_eq!(d.uid_validity, uid_validity);
+    let i = inbox(&s, a);
+    assert_eq!(
+        d.messages[0].body, i.messages[0].body,
+        "body shared, not copied"
+    );
+    assert_eq!(body_of(&s, &d.messages[1]), b"two");
+    assert_eq!(s.quota(a).0, 12);
+    let r = s
+        .commit_blocking(Op::Copy {
+            account: a,
+            from: index::INBOX_ID,
+            to: dc,
+            uids: vec![1],
+            remove_source: true,
+        })
+        .unwrap();
+    assert!(
+        matches!(&r, OpResult::Copied { pairs, .. } if pairs == &[(1, 3)]),
+        "{r:?}"
+    );
+    assert_eq!(inbox(&s, a).messages.len(), 1);
+    assert_eq!(s.mailbox_view(a, "DeltaChat").unwrap().messages.len(), 3);
+    assert_eq!(s.quota(a).0, 12);
+}
+
+#[test]
+fn mailboxes_subscriptions_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let a;
+    {
+        let s = Store::open(dir.path(), cfg()).unwrap();
+        a = new_account(&s, "a@x");
+        let create = |name: &str| {
+            s.commit_blocking(Op::CreateMailbox {
+                account: a,
+                name: name.into(),
+            })
+        };
+        let OpResult::MailboxCreated(p) = create("P").unwrap() else {
+            panic!()
+        };
+        create("P/c").unwrap();
+        assert!(matches!(create("P"), Err(Error::Exists(_))));
+        assert!(matches!(create("inbox"), Err(Error::Exists(_))));
+        assert!(matches!(create("a//b"), Err(Error::Invalid(_))));
+        assert!(matches!(
+            s.commit_blocking(Op::DeleteMailbox {
+                account: a,
+                mailbox: index::INBOX_ID
+            }),
+            Err(Error::Invalid(_))
+        ));
+        s.commit_blocking(Op::RenameMailbox {
+            account: a,
+            mailbox: p,
+            to: "Q".into(),
+        })
+        .unwrap();
+        let names: Vec<_> = s.mailboxes(a).into_iter().map(|m| m.name).collect();
+        assert_eq!(names, vec!["INBOX", "Q", "Q/c"]);
+        let old_validity = s.mailbox_view(a, "Q/c").unwrap().uid_validity;
+        let c = s.mailbox_view(a, "Q/c").unwrap().id;
+        s.commit_blocking(Op::DeleteMailbox {
+            account: a,
+            mailbox: c,
+        })
+        .unwrap();
+        create("Q/c").unwrap();
+        assert_ne!(s.mailbox_view(a, "Q/c").unwrap().uid_validity, old_validity);
+        s.commit_blocking(Op::Subscribe {
+            account: a,
+            name: "Nowhere".into(),
+            subscribed: true,
+        })
+        .unwrap();
+        s.commit_blocking(Op::SetMetadata {
+            account: a,
+            mailbox: None,
+            key: "/private/devicetoken".into(),
+            value: Some(b"tok".to_vec()),
+        })
+        .unwrap();
+        s.commit_blocking(Op::SetMetadata {
+            account: a,
+            mailbox: Some(index::INBOX_ID),
+            key: "/private/x".into(),
+            value: Some(b"1".to_vec()),
+        })
+        .unwrap();
+        s.commit_blocking(Op::SetMetadata {
+            account: a,
+            mailbox: Some(index::INBOX_ID),
+            key: "/private/x".into(),
+            value: None,
+        })
+        .unwrap();
+        s.commit_blocking(Op::SetLastLogin {
+            account: a,
+            day: 20000,
+        })
+        .unwrap();
+    }
+    let s = Store::open(dir.path(), cfg()).unwrap();
+    let names: Vec<_> = s.mailboxes(a).into_iter().map(|m| m.name).collect();
+    assert_eq!(names, vec!["INBOX", "Q", "Q/c"]);
+    assert_eq!(s.subscriptions(a), vec!["INBOX", "Nowhere"]);
+    assert_eq!(
+        s.metadata(a, None, "/private/devicetoken").as_deref(),
+        Some(&b"tok"[..])
+    );
+    assert_eq!(s.metadata(a, Some(index::INBOX_ID), "/private/x"), None);
+    assert_eq!(s.account_by_id(a).unwrap().last_login_day, 20000);
+    s.commit_blocking(Op::DeleteAccount { account: a }).unwrap();
+    assert!(s.account("a@x").is_none());
+    assert!(s.mailboxes(a).is_empty());
+}
+
+#[test]
+fn watch_changes_after_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), cfg()).unwrap();
+    let a = new_account(&s, "a@x");
+    let b = new_account(&s, "b@x");
+    let mut wa = s.watch(a);
+    let mut wb = s.watch(b);
+    assert!(!wa.has_changed().unwrap());
+    deliver(&s, &[a], b"x");
+    assert!(wa.has_changed().unwrap());
+    assert!(!wb.has_changed().unwrap());
+    let seen = *wa.borrow_and_update();
+    assert_eq!(seen, inbox(&s, a).highest_modseq);
+    // Async commit wakes an awaiting watcher, under a runtime.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let fut = s.commit(Op::Deliver {
+            recipients: vec![b],
+            internal_date: 0,
+            body: b"y".to_vec(),
+        });
+        let r = fut.await.unwrap();
+        assert!(matches!(r, OpResult::Delivered(_)));
+        wb.changed().await.unwrap();
+    });
+    assert!(!wa.has_changed().unwrap());
+}
+
+#[test]
+fn concurrent_commits_get_distinct_uids() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.max_mailbox_size = u64::MAX;
+    let s = Store::open(dir.path(), c).unwrap();
+    let a = new_account(&s, "a@x");
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|i| {
+                        let body = format!("t{t} m{i}").into_bytes();
+                        let uid = deliver(&s, &[a], &body)[0].unwrap();
+                        (uid, body)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<(u32, Vec<u8>)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    all.sort();
+    let uids: Vec<u32> = all.iter().map(|x| x.0).collect();
+    assert_eq!(uids, (1..=200).collect::<Vec<_>>());
+    let v = inbox(&s, a);
+    for (m, (uid, body)) in v.messages.iter().zip(&all) {
+        assert_eq!(m.uid, *uid);
+        assert_eq!(&body_of(&s, m), body);
+    }
+}
+
+#[test]
+fn large_messages_span_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.segment_size = 4096;
+    let bodies: Vec<Vec<u8>> = (0..10u8)
+        .map(|i| vec![b'a' + i; 700 * usize::from(i) + 1])
+        .collect();
+    let a;
+    {
+        let s = Store::open(dir.path(), c.clone()).unwrap();
+        a = new_account(&s, "a@x");
+        for b in &bodies {
+            deliver(&s, &[a], b);
+        }
+        let v = inbox(&s, a);
+        for (m, b) in v.messages.iter().zip(&bodies) {
+            assert_eq!(&body_of(&s, m), b);
+        }
+    }
+    let s = Store::open(dir.path(), c).unwrap();
+    let v = inbox(&s, a);
+    assert_eq!(v.messages.len(), bodies.len());
+    for (m, b) in v.messages.iter().zip(&bodies) {
+        assert_eq!(&body_of(&s, m), b);
+    }
+    assert!(std::fs::read_dir(dir.path().join("log")).unwrap().count() > 2);
+}
+
+/// Frame boundaries `(start, end, kind)` of a segment file, from its start up to the end mark.
+fn frames(data: &[u8]) -> Vec<(usize, usize, u8)> {
+    let mut v = Vec::new();
+    let mut off = 0;
+    while let format::Frame::Valid {
+        kind, total_len, ..
+    } = format::decode_frame(&data[off..])
+    {
+        v.push((off, off + total_len, kind));
+        off += total_len;
+    }
+    v
+}
+
+fn append(s: &Store, a: AccountId, body: &[u8]) -> u32 {
+    match s
+        .commit_blocking(Op::Append {
+            account: a,
+            mailbox: index::INBOX_ID,
+            flags: vec![Flag::Seen],
+            internal_date: 5,
+            body: body.to_vec(),
+        })
+        .unwrap()
+    {
+        OpResult::Appended { uid, .. } => uid,
+        r => panic!("{r:?}"),
+    }
+}
+
+/// Truncate or corrupt the last segment at every byte offset of its used length; reopen; the
+/// longest valid prefix is present and nothing after it; the store keeps working.
+#[test]
+fn torn_tail_at_every_offset() {
+    let src = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.segment_size = 1024;
+    // About 114 bytes of log per message: 8 in the first segment, 6 in the second.
+    let bodies: Vec<Vec<u8>> = (0..14u8)
+        .map(|i| vec![b'a' + i; 36 + usize::from(i % 3)])
+        .collect();
+    {
+        let s = Store::open(src.path(), c.clone()).unwrap();
+        let a = new_account(&s, "a@x");
+        for b in &bodies {
+            append(&s, a, b);
+        }
+    }
+    let log_dir = src.path().join("log");
+    let mut segs: Vec<_> = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 2, "test should span segments");
+    let last = segs.last().unwrap().clone();
+    let data = std::fs::read(&last).unwrap();
+    let fr = frames(&data);
+    let used = fr.last().unwrap().1;
+    // Messages fully in earlier segments.
+    let mut earlier = 0usize;
+    for p in &segs[..segs.len() - 1] {
+        earlier += frames(&std::fs::read(p).unwrap())
+            .iter()
+            .filter(|f| f.2 == 11)
+            .count();
+    }
+    assert!(used > 300, "last segment should hold several messages");
+    for corrupt in [false, true] {
+        for k in 0..used {
+            let dst = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dst.path().join("log")).unwrap();
+            for p in &segs {
+                std::fs::copy(p, dst.path().join("log").join(p.file_name().unwrap())).unwrap();
+            }
+            let target = dst.path().join("log").join(last.file_name().unwrap());
+            let mut bytes = data.clone();
+            if corrupt {
+                bytes[k] ^= 0x5a;
+            } else {
+                bytes.truncate(k);
+            }
+            std::fs::write(&target, &bytes).unwrap();
+            // Frames that end at or before the damaged byte survive.
+            let surviving_inserts = fr.iter().filter(|f| f.1 <= k && f.2 == 11).count();
+            let expect = earlier + surviving_inserts;
+            let s = Store::open(dst.path(), c.clone()).unwrap();
+            let a = s.account("a@x").unwrap().id;
+            let v = inbox(&s, a);
+            assert_eq!(v.messages.len(), expect, "corrupt={corrupt} k={k}");
+            assert_eq!(v.uid_next as usize, expect + 1, "corrupt={corrupt} k={k}");
+            for (m, b) in v.messages.iter().zip(&bodies) {
+                assert_eq!(&body_of(&s, m), b, "corrupt={corrupt} k={k}");
+            }
+            if k % 5 == 0 {
+                // The store keeps working after the cut, and the new write survives a reopen.
+                assert_eq!(append(&s, a, b"after") as usize, expect + 1);
+                drop(s);
+                let s = Store::open(dst.path(), c.clone()).unwrap();
+                let v = inbox(&s, a);
+                assert_eq!(v.messages.len(), expect + 1, "corrupt={corrupt} k={k}");
+                assert_eq!(body_of(&s, v.messages.last().unwrap()), b"after");
+            }
+        }
+    }
+}
+
+const CRASH_ENV: &str = "RELAY_STORE_CRASH_CHILD_DIR";
+
+fn crash_body(t: u32, i: u32) -> Vec<u8> {
+    let len = 10 + ((t * 7919 + i * 104_729) % 6000) as usize;
+    let pat = format!("[t{t} i{i}]");
+    pat.bytes().cycle().take(len).collect()
+}
+
+/// The child half of `crash_recovery`: commit messages from 4 threads forever, printing
+/// `ACK <thread> <i> <uid>` after each acknowledged commit.
+fn crash_child(dir: &Path) {
+    let s = Store::open(dir, cfg_unlimited()).unwrap();
+    let a = s.account("crash@x").unwrap().id;
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    let uid = deliver(&s, &[a], &crash_body(t, i))[0].unwrap();
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "ACK {t} {i} {uid}").unwrap();
+                    out.flush().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+fn cfg_unlimited() -> StoreConfig {
+    StoreConfig {
+        max_mailbox_size: u64::MAX,
+        segment_size: 256 * 1024,
+        fsync: true,
+    }
+}
+
+/// Re-run this test binary as a child that commits in a loop; SIGKILL it at a random moment;
+/// reopen and check every acknowledged message is there with its exact bytes.
+#[test]
+fn crash_recovery() {
+    use std::io::BufRead;
+    if let Ok(dir) = std::env::var(CRASH_ENV) {
+        crash_child(Path::new(&dir));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path(), cfg_unlimited()).unwrap();
+        new_account(&s, "crash@x");
+    }
+    let seed: u64 = rand::random();
+    eprintln!("crash_recovery seed {seed}");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let mut acked: std::collections::BTreeMap<u32, (u32, u32)> = Default::default();
+    for round in 0..6 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["store::tests::crash_recovery", "--exact", "--nocapture"])
+            .env(CRASH_ENV, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("ACK ") {
+                    let n: Vec<u32> = rest.split(' ').map(|x| x.parse().unwrap()).collect();
+                    v.push((n[2], (n[0], n[1])));
+                }
+            }
+            v
+        });
+        let wait = rand::Rng::gen_range(&mut rng, 100..800);
+        std::thread::sleep(std::time::Duration::from_millis(wait));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let new = reader.join().unwrap();
+        assert!(
+            round > 0 || !new.is_empty(),
+            "child should acknowledge something"
+        );
+        for (uid, id) in new {
+            assert!(
+                acked.insert(uid, id).is_none(),
+                "uid {uid} acknowledged twice"
+            );
+        }
+        let s = Store::open(dir.path(), cfg_unlimited()).unwrap();
+        let a = s.account("crash@x").unwrap().id;
+        let v = inbox(&s, a);
+        let present: std::collections::BTreeMap<u32, &MessageMeta> =
+            v.messages.iter().map(|m| (m.uid, m)).collect();
+        for (uid, (t, i)) in &acked {
+            let m = present
+                .get(uid)
+                .unwrap_or_else(|| panic!("acknowledged uid {uid} lost (seed {seed})"));
+            assert_eq!(
+                body_of(&s, m),
+                crash_body(*t, *i),
+                "uid {uid} (seed {seed})"
+            );
+        }
+        // Messages committed but not yet acknowledged are whole too.
+        for m in &v.messages {
+            let b = body_of(&s, m);
+            let head = String::from_utf8_lossy(&b[..b.iter().position(|&c| c == b']').unwrap()]);
+            let (t, i) = head[2..].split_once(" i").unwrap();
+            assert_eq!(b, crash_body(t.parse().unwrap(), i.parse().unwrap()));
+        }
+    }
+    eprintln!(
+        "crash_recovery: {} acknowledged messages checked",
+        acked.len()
+    );
+}
