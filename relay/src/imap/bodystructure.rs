@@ -292,7 +292,7 @@ fn disposition(out: &mut Vec<u8>, m: Option<&mail_parser::Message<'_>>) {
 }
 
 /// The raw (unfolded, not decoded) value of the first header field `name` in `header`.
-pub fn raw_header<'a>(header: &'a [u8], name: &str) -> Option<Vec<u8>> {
+pub fn raw_header(header: &[u8], name: &str) -> Option<Vec<u8>> {
     header_fields(header)
         .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
         .map(|(_, v)| unfold(v))
@@ -453,6 +453,7 @@ fn addresses(out: &mut Vec<u8>, a: Option<&Address<'_>>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
 

@@ -218,6 +218,7 @@ pub fn render(out: &mut Vec<u8>, ctx: &FetchCtx<'_>, items: &[FetchItem]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
 

@@ -295,6 +295,7 @@ pub fn literal_spec(line: &[u8]) -> Option<(u64, bool)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
 

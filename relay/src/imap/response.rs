@@ -103,6 +103,7 @@ pub fn seq_set(nums: &[u32]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
 

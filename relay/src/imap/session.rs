@@ -49,7 +49,6 @@ struct Known {
 #[derive(Debug)]
 struct Selected {
     id: MailboxId,
-    name: String,
     read_only: bool,
     /// In sequence order (= UID order).
     msgs: Vec<Known>,
@@ -764,8 +763,7 @@ impl Session {
 
     fn view(&self, account: AccountId) -> Option<MailboxView> {
         let sel = self.selected.as_ref()?;
-        let v = self.shared.store.mailbox_view(account, &sel.name)?;
-        (v.id == sel.id).then_some(v)
+        self.shared.store.mailbox_view_by_id(account, sel.id)
     }
 
     fn mailbox_id(&self, account: AccountId, name: &str) -> Option<MailboxId> {
@@ -918,7 +916,6 @@ impl Session {
         self.out.extend_from_slice(&o);
         self.selected = Some(Selected {
             id: view.id,
-            name: view.name.clone(),
             read_only,
             msgs: view
                 .messages
@@ -1524,6 +1521,7 @@ fn pattern_matches(pattern: &str, name: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap
 mod unit {
     use super::*;
 
