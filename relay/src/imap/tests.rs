@@ -1124,3 +1124,64 @@ fn never_panics_on_garbage() {
         t.send(b"z NOOP\r\n");
     }
 }
+
+#[test]
+fn expunge_renumbering_highest_first() {
+    let mut t = T::new();
+    t.drive();
+    let acc = t.login("u@x");
+    for i in 0..5 {
+        t.deliver(acc, &msg(&format!("m{i}"), "x"));
+    }
+    t.cmd("a SELECT INBOX").ok().has("* 5 EXISTS");
+    let mb = t.store().mailbox_view(acc, "INBOX").expect("inbox").id;
+    t.store()
+        .commit_blocking(Op::Expunge {
+            account: acc,
+            mailbox: mb,
+            uids: vec![2, 4, 5],
+        })
+        .expect("expunge");
+    t.deliver(acc, &msg("m5", "x"));
+    let r = t.cmd("b NOOP");
+    r.ok();
+    let lines: Vec<&str> = r.untagged();
+    assert_eq!(
+        lines,
+        vec!["* 5 EXPUNGE", "* 4 EXPUNGE", "* 2 EXPUNGE", "* 3 EXISTS"]
+    );
+    t.cmd("c FETCH 1:3 UID")
+        .ok()
+        .has("* 1 FETCH (UID 1)")
+        .has("* 2 FETCH (UID 3)")
+        .has("* 3 FETCH (UID 6)");
+    t.cmd("d LIST (SUBSCRIBED) \"\" * RETURN (SPECIAL-USE)")
+        .ok();
+}
+
+#[test]
+fn output_backlog_stops_reading() {
+    let mut t = T::new();
+    t.drive();
+    let acc = t.login("u@x");
+    let big = "z".repeat(400_000);
+    t.deliver(acc, &msg("big", &big));
+    t.cmd("a SELECT INBOX").ok();
+    // Five pipelined fetches of 400 kB each: the session stops after the cap is passed.
+    let mut input = Vec::new();
+    for i in 0..5 {
+        input.extend_from_slice(format!("f{i} FETCH 1 BODY.PEEK[]\r\n").as_bytes());
+    }
+    t.s.receive(&input, t.now);
+    assert!(!t.s.wants_input());
+    let out = String::from_utf8_lossy(t.s.output()).into_owned();
+    assert!(
+        out.contains("f2 OK") && !out.contains("f3 OK"),
+        "{}",
+        out.len()
+    );
+    // Draining the output resumes processing of the buffered commands.
+    let rest = t.drive();
+    assert!(rest.contains("f4 OK"));
+    assert!(t.s.wants_input());
+}
