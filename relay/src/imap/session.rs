@@ -887,14 +887,18 @@ impl Session {
             o.push(b' ');
             o.extend_from_slice(k.as_bytes());
         }
-        o.extend_from_slice(
-            b")\r\n* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft",
-        );
-        for k in view.keywords.iter().take(flag_bits::MAX_KEYWORDS) {
-            o.push(b' ');
-            o.extend_from_slice(k.as_bytes());
+        if read_only {
+            o.extend_from_slice(b")\r\n* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n");
+        } else {
+            o.extend_from_slice(
+                b")\r\n* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft",
+            );
+            for k in view.keywords.iter().take(flag_bits::MAX_KEYWORDS) {
+                o.push(b' ');
+                o.extend_from_slice(k.as_bytes());
+            }
+            o.extend_from_slice(b" \\*)] Flags permitted.\r\n");
         }
-        o.extend_from_slice(b" \\*)] Flags permitted.\r\n");
         o.extend_from_slice(
             format!("* {} EXISTS\r\n* 0 RECENT\r\n", view.messages.len()).as_bytes(),
         );

@@ -1185,3 +1185,75 @@ fn output_backlog_stops_reading() {
     assert!(rest.contains("f4 OK"));
     assert!(t.s.wants_input());
 }
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::super::command::{self, Command};
+    use super::super::frame::{Frame, Framer};
+    use super::super::response;
+
+    fn frames(f: &mut Framer) -> Vec<Frame> {
+        let mut v = Vec::new();
+        while let Some(x) = f.next(false) {
+            v.push(x);
+        }
+        v
+    }
+
+    proptest! {
+        #[test]
+        fn parser_never_panics(input in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = command::parse(&input);
+        }
+
+        #[test]
+        fn framing_is_independent_of_splits(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just(b"a NOOP\r\n".to_vec()),
+                    Just(b"b LOGIN {3}\r\nabc x\r\n".to_vec()),
+                    Just(b"c APPEND INBOX {5+}\r\nhello\r\n".to_vec()),
+                    Just(b"d APPEND INBOX {50+}\r\n".iter().copied().chain([b'x'; 50]).chain(*b"\r\n").collect()),
+                    Just(b"e APPEND INBOX {40}\r\n".to_vec()),
+                    proptest::collection::vec(any::<u8>(), 0..20),
+                ],
+                1..8,
+            ),
+            cuts in proptest::collection::vec(1usize..16, 1..50),
+        ) {
+            let input: Vec<u8> = parts.concat();
+            let mut whole = Framer::new(20);
+            whole.push(&input);
+            let expected = frames(&mut whole);
+            let mut split = Framer::new(20);
+            let mut got = Vec::new();
+            let mut pos = 0;
+            let mut i = 0;
+            while pos < input.len() {
+                let n = cuts[i % cuts.len()].min(input.len() - pos);
+                split.push(&input[pos..pos + n]);
+                got.extend(frames(&mut split));
+                pos += n;
+                i += 1;
+            }
+            prop_assert_eq!(got, expected);
+        }
+
+        #[test]
+        fn encoded_strings_parse_back(s in "\\PC{0,40}|[\\x00-\\x7f]{0,40}") {
+            let mut line = b"t LOGIN ".to_vec();
+            response::string(&mut line, s.as_bytes());
+            line.extend_from_slice(b" x\r\n");
+            let parsed = command::parse(&line);
+            if s.contains('\0') {
+                // NUL is not allowed in IMAP strings; it must be rejected or survive a literal.
+                if let Ok((_, Command::Login(u, _))) = parsed {
+                    prop_assert_eq!(u, s);
+                }
+            } else {
+                prop_assert_eq!(parsed, Ok(("t".to_owned(), Command::Login(s.clone(), "x".into()))));
+            }
+        }
+    }
+}
