@@ -114,6 +114,8 @@ pub struct Session {
     compress: bool,
     framer: Framer,
     out: Vec<u8>,
+    /// Bytes of `out` already written.
+    out_start: usize,
     actions: VecDeque<Action>,
     account: Option<AccountId>,
     selected: Option<Selected>,
@@ -139,6 +141,7 @@ impl Session {
             compress: false,
             framer: Framer::new(append_cap),
             out: Vec::new(),
+            out_start: 0,
             actions: VecDeque::new(),
             account: None,
             selected: None,
@@ -207,7 +210,7 @@ impl Session {
             if self.pending.is_some()
                 || self.closed
                 || self.awaiting_tls
-                || self.out.len() > OUTPUT_CAP
+                || self.out.len() - self.out_start > OUTPUT_CAP
             {
                 return;
             }
@@ -1372,17 +1375,27 @@ impl crate::session::Session for Session {
             // Plaintext after STARTTLS (or after close) is discarded.
             return;
         }
+        if !input.is_empty() {
+            self.last_activity = now_ms;
+        }
         self.framer.push(input);
         self.process();
     }
 
     fn output(&self) -> &[u8] {
-        &self.out
+        &self.out[self.out_start..]
     }
 
     fn consume_output(&mut self, n: usize) {
-        let n = n.min(self.out.len());
-        self.out.drain(..n);
+        self.out_start = (self.out_start + n).min(self.out.len());
+        if self.out_start == self.out.len() {
+            self.out.clear();
+            self.out_start = 0;
+        } else if self.out_start > 64 * 1024 && self.out_start * 2 > self.out.len() {
+            // Compact now and then instead of on every partial write.
+            self.out.drain(..self.out_start);
+            self.out_start = 0;
+        }
         self.process();
     }
 
@@ -1453,7 +1466,7 @@ impl crate::session::Session for Session {
         !self.closed
             && !self.awaiting_tls
             && self.pending.is_none()
-            && self.out.len() <= OUTPUT_CAP
+            && self.out.len() - self.out_start <= OUTPUT_CAP
             && self.framer.buffered() <= INPUT_CAP
     }
 }

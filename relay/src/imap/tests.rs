@@ -1257,3 +1257,30 @@ mod props {
         }
     }
 }
+
+#[test]
+fn partial_writes_keep_output_intact() {
+    let mut t = T::new();
+    t.drive();
+    let acc = t.login("u@x");
+    let m = msg("big", &"0123456789".repeat(30_000));
+    t.deliver(acc, &m);
+    t.cmd("a SELECT INBOX").ok();
+    t.s.receive(b"b FETCH 1 BODY.PEEK[]\r\nc NOOP\r\n", t.now);
+    let mut got = Vec::new();
+    loop {
+        let out = t.s.output();
+        if out.is_empty() {
+            break;
+        }
+        let n = out.len().min(777);
+        got.extend_from_slice(&out[..n]);
+        t.s.consume_output(n);
+    }
+    let text = String::from_utf8(got).unwrap();
+    assert!(text.starts_with(&format!(
+        "* 1 FETCH (BODY[] {{{}}}\r\n{m})\r\nb OK",
+        m.len()
+    )));
+    assert!(text.ends_with("c OK NOOP completed\r\n"));
+}
