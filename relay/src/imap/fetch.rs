@@ -190,11 +190,12 @@ pub fn render(out: &mut Vec<u8>, ctx: &FetchCtx<'_>, items: &[FetchItem]) {
             FetchItem::Section {
                 section, partial, ..
             } => {
-                let bytes = if section.part.is_empty() && section.kind == SectionKind::Full {
-                    raw.to_vec()
-                } else {
-                    section_bytes(raw, &structure(raw), section)
-                };
+                let bytes: std::borrow::Cow<'_, [u8]> =
+                    if section.part.is_empty() && section.kind == SectionKind::Full {
+                        std::borrow::Cow::Borrowed(raw)
+                    } else {
+                        std::borrow::Cow::Owned(section_bytes(raw, &structure(raw), section))
+                    };
                 out.extend_from_slice(format!("BODY[{}]", section_name(section)).as_bytes());
                 let data: &[u8] = match partial {
                     Some((o, n)) => {

@@ -363,6 +363,9 @@ impl Session {
                 } else {
                     self.compress = true;
                     self.tagged(&tag, "OK DEFLATE active");
+                    // The client may not pipeline after COMPRESS (RFC 4978 §3); anything buffered
+                    // would be answered uncompressed after the switch, so drop it.
+                    self.framer.discard_buffered();
                     self.actions.push_back(Action::StartCompress);
                 }
             }

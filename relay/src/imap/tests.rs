@@ -934,7 +934,8 @@ fn compress_starts_deflate() {
     let mut t = T::with(true, |c| c.imap_compress = true);
     t.drive();
     t.login("u@x");
-    t.cmd("a COMPRESS DEFLATE").ok();
+    let r = t.raw("a", b"a COMPRESS DEFLATE\r\nx NOOP\r\n");
+    r.ok().lacks("x OK");
     assert_eq!(t.actions, vec!["StartCompress"]);
     t.cmd("b COMPRESS DEFLATE").no().has("COMPRESSIONACTIVE");
     let mut t = T::new();
@@ -1283,4 +1284,65 @@ fn partial_writes_keep_output_intact() {
         m.len()
     )));
     assert!(text.ends_with("c OK NOOP completed\r\n"));
+}
+
+/// Throughput figures; run with
+/// `cargo test -p relay --release --lib imap::tests::perf -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement, not a check"]
+fn perf_fetch_and_parse() {
+    let mut t = T::new();
+    t.drive();
+    let acc = t.login("u@x");
+    let n = 1000;
+    let body = msg("perf", &"lorem ipsum dolor sit amet ".repeat(100));
+    for _ in 0..n {
+        t.deliver(acc, &body);
+    }
+    t.cmd("a SELECT INBOX").ok();
+    let start = std::time::Instant::now();
+    let rounds = 20;
+    let mut bytes = 0;
+    for _ in 0..rounds {
+        let r = t.cmd("b UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID IN-REPLY-TO REFERENCES CHAT-VERSION FROM)])");
+        bytes += r.text.len();
+    }
+    let el = start.elapsed();
+    println!(
+        "prefetch: {} messages x {rounds} in {:?}: {:.0} msg/s, {:.1} MB/s",
+        n,
+        el,
+        (n * rounds) as f64 / el.as_secs_f64(),
+        bytes as f64 / el.as_secs_f64() / 1e6
+    );
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        t.cmd("c UID FETCH 1:* BODY.PEEK[]");
+    }
+    let el = start.elapsed();
+    println!(
+        "full body: {} messages x {rounds} in {:?}: {:.0} msg/s",
+        n,
+        el,
+        (n * rounds) as f64 / el.as_secs_f64()
+    );
+    let line = b"a123 UID FETCH 1:*,5,7:9 (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID IN-REPLY-TO REFERENCES)])\r\n";
+    let start = std::time::Instant::now();
+    let k = 200_000;
+    for _ in 0..k {
+        std::hint::black_box(super::command::parse(std::hint::black_box(line)).unwrap());
+    }
+    let el = start.elapsed();
+    println!("parse: {:.0} commands/s", k as f64 / el.as_secs_f64());
+    let start = std::time::Instant::now();
+    for _ in 0..k {
+        t.s.receive(b"n NOOP\r\n", t.now);
+        let l = t.s.output().len();
+        t.s.consume_output(l);
+    }
+    let el = start.elapsed();
+    println!(
+        "NOOP round trips (selected, 1000 msgs): {:.0}/s",
+        k as f64 / el.as_secs_f64()
+    );
 }
