@@ -1346,3 +1346,72 @@ fn perf_fetch_and_parse() {
         k as f64 / el.as_secs_f64()
     );
 }
+
+/// Python's stdlib imaplib as a real, independent client over loopback TCP. The session is
+/// constructed as TLS-active (no TLS here: this checks the IMAP dialogue, not TLS).
+#[test]
+fn python_imaplib_interop() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: python3 not available");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shared = shared_in(dir.path(), |_| {});
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/imap/imaplib_client.py");
+    let child = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut sock, _) = listener.accept().unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut s = Session::new(shared.clone(), true, T0);
+    let mut buf = vec![0u8; 64 * 1024];
+    'conn: loop {
+        loop {
+            let out = s.output().to_vec();
+            if !out.is_empty() {
+                sock.write_all(&out).unwrap();
+                s.consume_output(out.len());
+            }
+            match s.poll_action() {
+                None => break,
+                Some(Action::Effect(Effect::Commit(op))) => {
+                    let r = shared.store.commit_blocking(op);
+                    s.complete(EffectResult::Commit(r), T0);
+                }
+                Some(Action::Effect(Effect::Login { user, .. })) => {
+                    let id = login_account(&shared.store, &user);
+                    s.complete(EffectResult::Login(Ok(id)), T0);
+                }
+                Some(Action::Close) => break 'conn,
+                Some(other) => panic!("unexpected action {other:?}"),
+            }
+        }
+        let n = sock.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        s.receive(&buf[..n], T0);
+    }
+    drop(sock);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("PYOK"),
+        "imaplib client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
