@@ -52,6 +52,8 @@ struct Selected {
     read_only: bool,
     /// In sequence order (= UID order).
     msgs: Vec<Known>,
+    /// Keywords announced in `* FLAGS`.
+    keywords: usize,
 }
 
 /// What to do when the pending effect completes.
@@ -837,6 +839,10 @@ impl Session {
             return;
         };
         let mut out = Vec::new();
+        if view.keywords.len() != sel.keywords {
+            sel.keywords = view.keywords.len();
+            flags_lines(&mut out, &view.keywords, sel.read_only);
+        }
         if allow_expunge {
             for i in (0..sel.msgs.len()).rev() {
                 if find(&view, sel.msgs[i].uid).is_none() {
@@ -888,23 +894,8 @@ impl Session {
         if cs {
             self.condstore = true;
         }
-        let mut o = b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft".to_vec();
-        for k in view.keywords.iter().take(flag_bits::MAX_KEYWORDS) {
-            o.push(b' ');
-            o.extend_from_slice(k.as_bytes());
-        }
-        if read_only {
-            o.extend_from_slice(b")\r\n* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n");
-        } else {
-            o.extend_from_slice(
-                b")\r\n* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft",
-            );
-            for k in view.keywords.iter().take(flag_bits::MAX_KEYWORDS) {
-                o.push(b' ');
-                o.extend_from_slice(k.as_bytes());
-            }
-            o.extend_from_slice(b" \\*)] Flags permitted.\r\n");
-        }
+        let mut o = Vec::new();
+        flags_lines(&mut o, &view.keywords, read_only);
         o.extend_from_slice(
             format!("* {} EXISTS\r\n* 0 RECENT\r\n", view.messages.len()).as_bytes(),
         );
@@ -927,6 +918,7 @@ impl Session {
         self.selected = Some(Selected {
             id: view.id,
             read_only,
+            keywords: view.keywords.len(),
             msgs: view
                 .messages
                 .iter()
@@ -1243,6 +1235,10 @@ impl Session {
                     let condstore = self.condstore;
                     let mut o = Vec::new();
                     if let Some(sel) = self.selected.as_mut() {
+                        if view.keywords.len() != sel.keywords {
+                            sel.keywords = view.keywords.len();
+                            flags_lines(&mut o, &view.keywords, sel.read_only);
+                        }
                         for (seq, u) in &targets {
                             let Some(m) = find(&view, *u) else { continue };
                             let Some(k) = sel.msgs.get_mut(*seq as usize - 1) else {
@@ -1471,6 +1467,27 @@ impl crate::session::Session for Session {
             && self.pending.is_none()
             && self.out.len() - self.out_start <= OUTPUT_CAP
             && self.framer.buffered() <= INPUT_CAP
+    }
+}
+
+/// `* FLAGS` and `* OK [PERMANENTFLAGS]` for the account's keywords.
+fn flags_lines(o: &mut Vec<u8>, keywords: &[String], read_only: bool) {
+    o.extend_from_slice(b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft");
+    for k in keywords.iter().take(flag_bits::MAX_KEYWORDS) {
+        o.push(b' ');
+        o.extend_from_slice(k.as_bytes());
+    }
+    if read_only {
+        o.extend_from_slice(b")\r\n* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n");
+    } else {
+        o.extend_from_slice(
+            b")\r\n* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft",
+        );
+        for k in keywords.iter().take(flag_bits::MAX_KEYWORDS) {
+            o.push(b' ');
+            o.extend_from_slice(k.as_bytes());
+        }
+        o.extend_from_slice(b" \\*)] Flags permitted.\r\n");
     }
 }
 

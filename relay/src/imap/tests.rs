@@ -570,7 +570,9 @@ fn store_flags_and_unchangedsince() {
     t.cmd("a SELECT INBOX").ok();
     t.cmd("b STORE 1 +FLAGS (\\Seen $MDNSent)")
         .ok()
+        .has("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $MDNSent)\r\n* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $MDNSent \\*)]")
         .has("* 1 FETCH (FLAGS (\\Seen $MDNSent))");
+    t.cmd("b2 STORE 2 +FLAGS ($MDNSent)").ok().lacks("* FLAGS");
     t.cmd("c STORE 1 -FLAGS.SILENT (\\Seen)")
         .ok()
         .lacks("FETCH");
