@@ -27,6 +27,8 @@ struct T {
     closed: bool,
     /// Complete STARTTLS handshakes automatically.
     auto_tls: bool,
+    /// The greeting was checked.
+    greeted: bool,
 }
 
 /// Output of one exchange.
@@ -140,6 +142,7 @@ impl T {
             actions: Vec::new(),
             closed: false,
             auto_tls: true,
+            greeted: false,
         }
     }
 
@@ -190,6 +193,8 @@ impl T {
                 }
             }
         }
+        assert_valid_responses(&text, !self.greeted);
+        self.greeted = true;
         String::from_utf8_lossy(&text).into_owned()
     }
 
@@ -232,6 +237,56 @@ impl T {
             OpResult::Delivered(r) => r[0].expect("delivered"),
             other => panic!("unexpected {other:?}"),
         }
+    }
+}
+
+/// Every response the server wrote must parse with imap-codec's (independent, strict) grammar.
+#[track_caller]
+fn assert_valid_responses(out: &[u8], greeting: bool) {
+    use imap_codec::decode::Decoder as _;
+    use imap_codec::fragmentizer::Fragmentizer;
+    use imap_codec::{GreetingCodec, ResponseCodec};
+    let mut f = Fragmentizer::without_max_message_size();
+    f.enqueue_bytes(out);
+    let mut first = greeting;
+    while f.progress().is_some() {
+        if !f.is_message_complete() {
+            continue;
+        }
+        let err = if first {
+            f.decode_message(&GreetingCodec::default())
+                .err()
+                .map(|e| format!("{e:?}"))
+        } else if f.message_bytes().starts_with(b"* STATUS ") {
+            // STATUS SIZE (RFC 8438) needs imap-codec's `ext_status_size`, which this workspace
+            // does not enable: check the line without that item.
+            let mut line = String::from_utf8_lossy(f.message_bytes()).into_owned();
+            if let Some(i) = line.find("SIZE ") {
+                let digits = line[i + 5..].bytes().take_while(u8::is_ascii_digit).count();
+                let mut end = i + 5 + digits;
+                let mut start = i;
+                if line[end..].starts_with(' ') {
+                    end += 1;
+                } else if line[..start].ends_with(' ') {
+                    start -= 1;
+                }
+                line.replace_range(start..end, "");
+            }
+            ResponseCodec::default()
+                .decode(line.as_bytes())
+                .err()
+                .map(|e| format!("{e:?}"))
+        } else {
+            f.decode_message(&ResponseCodec::default())
+                .err()
+                .map(|e| format!("{e:?}"))
+        };
+        first = false;
+        assert!(
+            err.is_none(),
+            "invalid response {:?}: {err:?}",
+            String::from_utf8_lossy(f.message_bytes())
+        );
     }
 }
 
