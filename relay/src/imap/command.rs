@@ -1027,7 +1027,8 @@ pub fn parse_date_time(s: &str) -> Option<i64> {
         return None;
     }
     let zb = zone.as_bytes();
-    if zb.len() != 5 || !(zb[0] == b'+' || zb[0] == b'-') {
+    if zb.len() != 5 || !(zb[0] == b'+' || zb[0] == b'-') || !zb[1..].iter().all(u8::is_ascii_digit)
+    {
         return None;
     }
     let zh: i64 = zone[1..3].parse().ok()?;

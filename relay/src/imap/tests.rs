@@ -525,6 +525,7 @@ fn select_status_and_examine() {
     t.cmd("h SELECT Nope").no().has("NONEXISTENT");
     t.cmd("i FETCH 1 FLAGS").bad();
     t.cmd("j SELECT INBOX").ok();
+    t.cmd("j2 CHECK").ok();
     t.cmd("k UNSELECT").ok();
     t.cmd("l FETCH 1 FLAGS").bad();
     t.cmd("m SELECT INBOX").ok();
@@ -744,13 +745,17 @@ fn copy_move_expunge_with_uidplus() {
     r.ok().has("c OK [COPYUID ");
     assert!(r.tagged().contains(" 1:2 1:2]"), "{}", r.text);
     t.cmd("d COPY 1 Nope").no().has("TRYCREATE");
+    t.cmd("d2 COPY 4 Archive")
+        .ok()
+        .has("d2 OK [COPYUID ")
+        .has(" 4 3] Copy completed");
     let r = t.cmd("e MOVE 2:3 Archive");
-    r.ok().has("* OK [COPYUID ").has(" 2:3 3:4] ");
+    r.ok().has("* OK [COPYUID ").has(" 2:3 4:5] ");
     // Expunges highest first, renumbered: seq 3 then seq 2.
     let lines = r.untagged();
     let e: Vec<&&str> = lines.iter().filter(|l| l.ends_with("EXPUNGE")).collect();
     assert_eq!(e, vec![&"* 3 EXPUNGE", &"* 2 EXPUNGE"]);
-    t.cmd("f STATUS Archive (MESSAGES)").ok().has("MESSAGES 4");
+    t.cmd("f STATUS Archive (MESSAGES)").ok().has("MESSAGES 5");
     // Remaining: uid 1 (seq 1), uid 4 (seq 2).
     t.cmd("g FETCH 2 UID").ok().has("* 2 FETCH (UID 4)");
     t.cmd("h STORE 1:2 +FLAGS.SILENT (\\Deleted)").ok();
@@ -760,10 +765,10 @@ fn copy_move_expunge_with_uidplus() {
         .lacks("* 1 EXPUNGE");
     t.cmd("j EXPUNGE").ok().has("* 1 EXPUNGE");
     t.cmd("k STATUS INBOX (MESSAGES)").ok().has("MESSAGES 0");
-    t.cmd("l SELECT Archive").ok().has("* 4 EXISTS");
+    t.cmd("l SELECT Archive").ok().has("* 5 EXISTS");
     t.cmd("m STORE 1 +FLAGS (\\Deleted)").ok();
     t.cmd("n CLOSE").ok().lacks("EXPUNGE");
-    t.cmd("o STATUS Archive (MESSAGES)").ok().has("MESSAGES 3");
+    t.cmd("o STATUS Archive (MESSAGES)").ok().has("MESSAGES 4");
     t.cmd("p UID MOVE 99 Archive")
         .bad()
         .has("No mailbox selected");
@@ -1260,6 +1265,13 @@ mod props {
     }
 
     proptest! {
+        #[test]
+        fn dates_never_panic(s in "\\PC{0,40}", d in "[0-9]{1,2}-[A-Za-z]{3}-[0-9]{4} [0-9:]{8} [+-]\\PC{4}") {
+            let _ = command::parse_date(&s);
+            let _ = command::parse_date_time(&s);
+            let _ = command::parse_date_time(&d);
+        }
+
         #[test]
         fn parser_never_panics(input in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = command::parse(&input);
