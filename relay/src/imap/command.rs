@@ -1556,6 +1556,8 @@ mod tests {
             format_date_time(837_596_665),
             "\"17-Jul-1996 09:44:25 +0000\""
         );
+        // A multi-byte character inside the zone must not split a char boundary.
+        assert_eq!(parse_date_time("1-Jan-2020 00:00:00 +0\u{e9}0"), None);
         for d in [-1000i64, 0, 19_000, 2_932_896] {
             let (y, m, dd) = civil_from_days(d);
             assert_eq!(days_from_civil(y, m, dd), d);
