@@ -13,6 +13,9 @@ pub const LINE_CAP: usize = 64 * 1024;
 pub const LITERAL_CAP: u64 = 64 * 1024;
 /// Largest sum of non-literal line bytes of one command.
 const COMMAND_LINES_CAP: usize = 4 * LINE_CAP;
+/// Largest sum of literal bytes of one command outside APPEND (e.g. SETMETADATA with several
+/// values); APPEND's sum is capped by its own cap.
+pub const COMMAND_LITERALS_CAP: u64 = 4 * LITERAL_CAP;
 
 /// What the framer found in its buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,6 +63,8 @@ pub struct Framer {
     cmd: Vec<u8>,
     /// Non-literal bytes in `cmd`.
     cmd_lines: usize,
+    /// Literal bytes in `cmd`.
+    cmd_literals: u64,
     /// The command was refused (LITERAL+ over cap); drop it when it ends.
     rejected: Option<(Vec<u8>, bool)>,
     state: State,
@@ -75,6 +80,7 @@ impl Framer {
             scanned: 0,
             cmd: Vec::new(),
             cmd_lines: 0,
+            cmd_literals: 0,
             rejected: None,
             state: State::Line,
             append_cap,
@@ -97,6 +103,7 @@ impl Framer {
         self.scanned = 0;
         self.cmd.clear();
         self.cmd_lines = 0;
+        self.cmd_literals = 0;
         self.rejected = None;
         self.state = State::Line;
     }
@@ -162,6 +169,7 @@ impl Framer {
                             self.state = State::SkipLine;
                             self.cmd.clear();
                             self.cmd_lines = 0;
+                            self.cmd_literals = 0;
                             self.rejected = None;
                             return Some(Frame::LineTooLong { tag });
                         }
@@ -177,6 +185,7 @@ impl Framer {
                         self.buf.drain(..pos + 2);
                         self.cmd.clear();
                         self.cmd_lines = 0;
+                        self.cmd_literals = 0;
                         self.rejected = None;
                         return Some(Frame::LineTooLong { tag });
                     }
@@ -197,6 +206,7 @@ impl Framer {
                     let Some((len, plus)) = literal else {
                         // The command is complete.
                         self.cmd_lines = 0;
+                        self.cmd_literals = 0;
                         if let Some((tag, append)) = self.rejected.take() {
                             return Some(Frame::TooBig {
                                 tag,
@@ -210,8 +220,14 @@ impl Framer {
                         Some((_, a)) => *a,
                         None => is_append(&self.cmd),
                     };
-                    let cap = if append { self.append_cap } else { LITERAL_CAP };
-                    if self.rejected.is_some() || len > cap {
+                    let (cap, total_cap) = if append {
+                        (self.append_cap, self.append_cap)
+                    } else {
+                        (LITERAL_CAP, COMMAND_LITERALS_CAP)
+                    };
+                    let total = self.cmd_literals.saturating_add(len);
+                    self.cmd_literals = total;
+                    if self.rejected.is_some() || len > cap || total > total_cap {
                         if !plus {
                             // No continuation: the client gives up this command.
                             let tag = match self.rejected.take() {
@@ -220,6 +236,7 @@ impl Framer {
                             };
                             self.cmd.clear();
                             self.cmd_lines = 0;
+                            self.cmd_literals = 0;
                             return Some(Frame::TooBig {
                                 tag,
                                 sync: true,
@@ -375,6 +392,31 @@ mod tests {
                     tag: b"a".to_vec(),
                     sync: false,
                     append: true
+                },
+                Frame::Command(b"b NOOP\r\n".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn literal_sum_of_one_command_is_capped() {
+        let mut f = Framer::new(1000);
+        let chunk = LITERAL_CAP as usize;
+        let mut input = b"a SETMETADATA INBOX (".to_vec();
+        for i in 0..5 {
+            input.extend_from_slice(format!("/private/k{i} {{{chunk}+}}\r\n").as_bytes());
+            input.extend(std::iter::repeat_n(b'v', chunk));
+            input.push(b' ');
+        }
+        input.extend_from_slice(b"/private/z NIL)\r\nb NOOP\r\n");
+        f.push(&input);
+        assert_eq!(
+            all(&mut f),
+            vec![
+                Frame::TooBig {
+                    tag: b"a".to_vec(),
+                    sync: false,
+                    append: false
                 },
                 Frame::Command(b"b NOOP\r\n".to_vec())
             ]
