@@ -390,8 +390,11 @@ impl Session {
             Command::Status(name, items) => self.status(account, &tag, &name, &items),
             Command::Create(name) => {
                 let name = name.trim_end_matches('/').to_owned();
-                if name.eq_ignore_ascii_case("INBOX") || name.is_empty() {
+                if name.eq_ignore_ascii_case("INBOX") {
                     return self.tagged(&tag, "NO [ALREADYEXISTS] Mailbox already exists");
+                }
+                if !valid_mailbox_name(&name) {
+                    return self.tagged(&tag, "NO [CANNOT] Invalid mailbox name");
                 }
                 self.commit(
                     Op::CreateMailbox { account, name },
@@ -426,6 +429,13 @@ impl Session {
                 );
             }
             Command::Rename(from, to) => {
+                let to = to.trim_end_matches('/').to_owned();
+                if from == "INBOX" {
+                    return self.tagged(&tag, "NO [CANNOT] Renaming INBOX is not supported");
+                }
+                if to.eq_ignore_ascii_case("INBOX") || !valid_mailbox_name(&to) {
+                    return self.tagged(&tag, "NO [CANNOT] Invalid mailbox name");
+                }
                 let Some(id) = self.mailbox_id(account, &from) else {
                     return self.tagged(
                         &tag,
@@ -439,7 +449,7 @@ impl Session {
                     Op::RenameMailbox {
                         account,
                         mailbox: id,
-                        to: to.trim_end_matches('/').to_owned(),
+                        to,
                     },
                     Pending::Simple {
                         tag,
@@ -1497,6 +1507,14 @@ fn find(view: &MailboxView, uid: u32) -> Option<&MessageMeta> {
         .binary_search_by_key(&uid, |m| m.uid)
         .ok()
         .map(|i| &view.messages[i])
+}
+
+/// A name we let clients create: `/`-separated non-empty components, no wildcards or controls.
+fn valid_mailbox_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name.split('/').all(|c| !c.is_empty())
+        && !name.chars().any(|c| c.is_control() || c == '*' || c == '%')
 }
 
 fn same_name(a: &str, b: &str) -> bool {

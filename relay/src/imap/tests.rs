@@ -466,6 +466,10 @@ fn list_create_rename_delete_subscribe() {
     }
     t.cmd("c CREATE Sent").no().has("ALREADYEXISTS");
     t.cmd("c2 CREATE inbox").no();
+    t.cmd("c3 CREATE \"a*b\"").no().has("CANNOT");
+    t.cmd("c4 CREATE a//b").no().has("CANNOT");
+    t.cmd("c5 RENAME INBOX Foo").no();
+    t.cmd("c6 RENAME Sent inbox").no();
     let r = t.cmd("d LIST \"\" *");
     r.ok()
         .has("* LIST (\\HasNoChildren) \"/\" INBOX")
