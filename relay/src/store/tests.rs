@@ -857,9 +857,7 @@ mod model {
             },
         );
         let mut meta = BTreeMap::new();
-        let mut n = 0u32;
-        for op in ops {
-            n += 1;
+        for (n, op) in ops.into_iter().enumerate() {
             let body = |l: u16| {
                 format!("msg {n} ")
                     .into_bytes()
@@ -1016,13 +1014,16 @@ mod model {
                         .filter(|k| k.starts_with(&format!("{old}/")))
                         .cloned()
                         .collect();
-                    let collide = model.contains_key(new)
-                        || children
-                            .iter()
-                            .any(|c| model.contains_key(&format!("{new}{}", &c[old.len()..])));
-                    if m == 0 || new.starts_with(&format!("{old}/")) {
+                    let children_collide = children
+                        .iter()
+                        .any(|c| model.contains_key(&format!("{new}{}", &c[old.len()..])));
+                    if m == 0 {
                         assert!(matches!(r, Err(Error::Invalid(_))), "{r:?}");
-                    } else if collide {
+                    } else if model.contains_key(new) {
+                        assert!(matches!(r, Err(Error::Exists(_))), "{r:?}");
+                    } else if new.starts_with(&format!("{old}/")) {
+                        assert!(matches!(r, Err(Error::Invalid(_))), "{r:?}");
+                    } else if children_collide {
                         assert!(matches!(r, Err(Error::Exists(_))), "{r:?}");
                     } else {
                         r.unwrap();
