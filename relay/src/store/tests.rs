@@ -743,6 +743,7 @@ mod model {
         Delete(usize),
         Rename(usize, usize),
         Metadata(u8, Option<u8>),
+        Checkpoint,
         Reopen,
     }
 
@@ -759,6 +760,7 @@ mod model {
             1 => (0..5usize).prop_map(MOp::Delete),
             2 => (0..5usize, 0..5usize).prop_map(|(a, b)| MOp::Rename(a, b)),
             1 => (0..3u8, proptest::option::of(any::<u8>())).prop_map(|(k, v)| MOp::Metadata(k, v)),
+            1 => Just(MOp::Checkpoint),
             1 => Just(MOp::Reopen),
         ]
     }
@@ -1048,6 +1050,7 @@ mod model {
                         None => meta.remove(&k),
                     };
                 }
+                MOp::Checkpoint => s.checkpoint().unwrap(),
                 MOp::Reopen => {
                     drop(s);
                     s = Store::open(dir.path(), c.clone()).unwrap();
@@ -1067,4 +1070,175 @@ mod model {
             run(ops);
         }
     }
+}
+
+/// Throughput of 4 KiB Deliver commits from 32 threads with fsync on, and the raw fdatasync
+/// latency of the same disk. Run with
+/// `cargo test --release -p relay --lib store::tests::bench -- --ignored --nocapture`
+/// (`RELAY_BENCH_DIR` picks the directory, default the system temp dir).
+#[test]
+#[ignore = "benchmark"]
+fn bench_group_commit() {
+    use std::os::unix::fs::FileExt;
+    use std::time::Instant;
+    let base = std::env::var("RELAY_BENCH_DIR").map_or_else(|_| std::env::temp_dir(), Into::into);
+    let dir = tempfile::tempdir_in(&base).unwrap();
+
+    // Raw fdatasync latency: 4 KiB pwrite + fdatasync, 200 times.
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.path().join("probe"))
+        .unwrap();
+    f.set_len(1 << 20).unwrap();
+    let buf = vec![7u8; 4096];
+    let mut lat = Vec::new();
+    for i in 0..200u64 {
+        let t = Instant::now();
+        f.write_all_at(&buf, (i * 4096) % (1 << 20)).unwrap();
+        f.sync_data().unwrap();
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    lat.sort_by(f64::total_cmp);
+    eprintln!(
+        "fdatasync after 4 KiB pwrite in {}: p50 {:.0} us, p90 {:.0} us, p99 {:.0} us",
+        base.display(),
+        lat[100],
+        lat[180],
+        lat[198]
+    );
+
+    let c = StoreConfig {
+        max_mailbox_size: u64::MAX,
+        ..StoreConfig::default()
+    };
+    let s = Store::open(&dir.path().join("store"), c).unwrap();
+    let accounts: Vec<AccountId> = (0..32)
+        .map(|i| new_account(&s, &format!("u{i}@x")))
+        .collect();
+    let per_thread = 1000;
+    let t0 = Instant::now();
+    let threads: Vec<_> = accounts
+        .iter()
+        .map(|&a| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let body = vec![b'm'; 4096];
+                for _ in 0..per_thread {
+                    assert!(deliver(&s, &[a], &body)[0].is_ok());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let n = 32 * per_thread;
+    eprintln!(
+        "{n} Deliver commits of 4 KiB from 32 threads, fsync on: {:.0} commits/s ({secs:.2} s)",
+        n as f64 / secs
+    );
+}
+
+fn checkpoints(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("index"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn checkpoint_reopen_and_fallback_on_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let a;
+    let expected;
+    {
+        let s = Store::open(dir.path(), cfg()).unwrap();
+        a = new_account(&s, "a@x");
+        deliver(&s, &[a], b"before checkpoint");
+        s.checkpoint().unwrap();
+        assert_eq!(checkpoints(dir.path()).len(), 1);
+        deliver(&s, &[a], b"after checkpoint");
+        s.commit_blocking(Op::SetFlags {
+            account: a,
+            mailbox: index::INBOX_ID,
+            uids: vec![1],
+            mode: FlagMode::Add,
+            flags: vec![Flag::Keyword("$k".into())],
+            unchanged_since: None,
+        })
+        .unwrap();
+        expected = inbox(&s, a);
+    }
+    // Shutdown wrote a second checkpoint.
+    let cps = checkpoints(dir.path());
+    assert_eq!(cps.len(), 2, "{cps:?}");
+    let check = |s: &Store| {
+        let v = inbox(s, a);
+        assert_eq!(v.messages, expected.messages);
+        assert_eq!(v.keywords, expected.keywords);
+        assert_eq!(v.highest_modseq, expected.highest_modseq);
+        assert_eq!(body_of(s, &v.messages[1]), b"after checkpoint");
+        assert_eq!(s.quota(a).0, 33);
+    };
+    check(&Store::open(dir.path(), cfg()).unwrap());
+    // Corrupt the newest: the older one plus replay gives the same state.
+    let newest = checkpoints(dir.path()).pop().unwrap();
+    let mut b = std::fs::read(&newest).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 1;
+    std::fs::write(&newest, &b).unwrap();
+    check(&Store::open(dir.path(), cfg()).unwrap());
+    // Corrupt all: full replay.
+    for p in checkpoints(dir.path()) {
+        std::fs::write(&p, b"garbage").unwrap();
+    }
+    check(&Store::open(dir.path(), cfg()).unwrap());
+}
+
+#[test]
+fn segments_without_live_bodies_are_removed_after_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.segment_size = 4096;
+    let s = Store::open(dir.path(), c.clone()).unwrap();
+    let a = new_account(&s, "a@x");
+    for i in 0..40u32 {
+        deliver(&s, &[a], &vec![b'0' + (i % 10) as u8; 1000]);
+    }
+    let before = segment_files(dir.path()).len();
+    assert!(before >= 10, "{before}");
+    // Keep uid 40 only.
+    s.commit_blocking(Op::Expunge {
+        account: a,
+        mailbox: index::INBOX_ID,
+        uids: (1..40).collect(),
+    })
+    .unwrap();
+    s.checkpoint().unwrap();
+    deliver(&s, &[a], b"x");
+    s.checkpoint().unwrap();
+    let after = segment_files(dir.path()).len();
+    assert!(after <= 3, "{before} -> {after} segments");
+    let v = inbox(&s, a);
+    assert_eq!(body_of(&s, &v.messages[0]), vec![b'9'; 1000]);
+    drop(s);
+    let s = Store::open(dir.path(), c).unwrap();
+    let v = inbox(&s, a);
+    assert_eq!(v.messages.len(), 2);
+    assert_eq!(body_of(&s, &v.messages[0]), vec![b'9'; 1000]);
+    assert_eq!(body_of(&s, &v.messages[1]), b"x");
 }
