@@ -21,6 +21,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 
+mod checkpoint;
 pub mod format;
 mod index;
 mod log;
@@ -490,33 +491,66 @@ impl Store {
                 return Err(log::io_err("lock store directory", &lock_path)(e))
             }
         }
-        let mut idx = index::Index::default();
+        let index_dir = dir.join("index");
+        let mut base = None;
+        for (_, path) in checkpoint::list(&index_dir)? {
+            match checkpoint::load(&path) {
+                Ok(loaded) => {
+                    base = Some(loaded);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable checkpoint");
+                }
+            }
+        }
+        let loaded_from = base.as_ref().map(|b| b.1);
+        let (mut idx, from) = base.unwrap_or_default();
+        let mut replayed = 0u64;
         let log_dir = dir.join("log");
         let log = log::Log::recover(
             &log_dir,
             config.segment_size,
             config.fsync,
-            Position {
-                segment: 0,
-                offset: 0,
-            },
+            from,
             |rec, _pos| {
                 idx.apply(&rec);
+                replayed += 1;
                 Ok(())
             },
         )?;
+        if log.position() < from {
+            return Err(Error::Corrupt(format!(
+                "checkpoint at {from:?} is ahead of the log end {:?}",
+                log.position()
+            )));
+        }
+        {
+            let segs = log.segments();
+            let segs = segs
+                .read()
+                .expect("segment map lock should not be poisoned");
+            if let Some(missing) = idx.seg_refs.keys().find(|s| !segs.contains_key(s)) {
+                return Err(Error::Corrupt(format!(
+                    "segment {missing} holds live messages but is missing"
+                )));
+            }
+        }
         let shared = Arc::new(Shared {
             index: RwLock::new(idx.clone()),
             segments: log.segments(),
             watchers: Mutex::default(),
             config: config.clone(),
         });
-        let w = writer::Writer {
+        let w = writer::Writer::new(
             log,
-            index: idx,
+            idx,
             config,
-            shared: shared.clone(),
-        };
+            shared.clone(),
+            index_dir,
+            loaded_from,
+            replayed,
+        );
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
