@@ -109,6 +109,26 @@ fn bench(c: &mut Criterion) {
             b.iter(|| clean_submission_headers(black_box(m)))
         });
     }
+    // Hostile shape: many sibling parts that declare boundaries that never appear (quadratic
+    // for a parser that rescans from each part); must stay linear.
+    let mut hostile =
+        b"From: <alice@example.org>\r\nContent-Type: multipart/encrypted; boundary=\"s\"\r\n\r\n"
+            .to_vec();
+    let mut i = 0u32;
+    while hostile.len() < 10 << 20 {
+        hostile.extend_from_slice(
+            format!("--s\r\nContent-Type: multipart/mixed; boundary=\"missing{i}\"\r\n\r\nx\r\n")
+                .as_bytes(),
+        );
+        i += 1;
+    }
+    hostile.extend_from_slice(b"--s--\r\n");
+    group.throughput(Throughput::Bytes(hostile.len() as u64));
+    group.bench_with_input(
+        BenchmarkId::new("outgoing_hostile", "10MiB"),
+        &hostile,
+        |b, m| b.iter(|| check_outgoing(black_box(&env), black_box(m))),
+    );
     group.finish();
 }
 
