@@ -18,6 +18,10 @@
 //!   reading the last one could show the preamble as cleartext.
 //! * `Secure-Join` values are case-sensitive; the ASM `Subject` must match exactly.
 //! * Line endings: CRLF and bare LF are both accepted inside the armor and MIME structure.
+//! * Packets: ESK packets may be absent (SEIPD alone passes, as in the reference); partial body
+//!   lengths are accepted only on the SEIPD (RFC 9580 allows them only on data packets).
+//! * MIME: the preamble and epilogue are ignored (Thunderbird writes a preamble); the top-level
+//!   multipart needs its close delimiter; a part without any header field is not a match.
 
 /// A refusal with its SMTP reply code and text, e.g. `523` /
 /// `Encryption Needed: Invalid Unencrypted Mail`.
