@@ -119,6 +119,15 @@ impl<'a> Entity<'a> {
         Some(self.header_raw.get(start..end)?.trim_ascii())
     }
 
+    /// How many header fields have this name (ASCII case-insensitive).
+    pub fn count(&self, name: &str) -> usize {
+        let headers = &self.headers.root_part().headers;
+        headers
+            .iter()
+            .filter(|h| h.name.as_str().eq_ignore_ascii_case(name))
+            .count()
+    }
+
     /// The decoded text value of the first header field with this name.
     pub fn first_text(&self, name: &str) -> Option<&str> {
         let h = self

@@ -172,6 +172,9 @@ def main():
                   "Content-Type: application/octet-stream\r\n\r\n" + armor(data) + "\r\n--inner--\r\n",
               ]))
         write("encrypted-bad-control.eml", pgp_mime(armor(data), control="Version: 2"))
+        dup = pgp_mime(enc).replace("MIME-Version: 1.0\r\n", "MIME-Version: 1.0\r\nContent-Type: text/plain\r\n", 1)
+        dup = dup.replace("This is an OpenPGP/MIME encrypted message", "Cleartext smuggled in the preamble", 1)
+        write("encrypted-duplicate-content-type.eml", dup)
         write("encrypted-from-mismatch.eml", pgp_mime(enc, frm="carol@example.org"))
         # Hand-made packet sequences.
         seipd_v2 = bytes([0xD2, 0x20, 2]) + bytes(range(31))
