@@ -10,7 +10,6 @@ use rand::{Rng, SeedableRng};
 
 use super::Session;
 use crate::config::Config;
-use crate::policy::SendLimiter;
 use crate::session::{Action, Effect, EffectResult, Session as _};
 use crate::shared::Shared;
 use crate::store::{AccountId, Op, OpResult, Store, StoreConfig};
@@ -114,11 +113,7 @@ fn shared_in(dir: &Path, edit: impl FnOnce(&mut Config)) -> Arc<Shared> {
         },
     )
     .expect("store opens");
-    Arc::new(Shared {
-        send_limiter: SendLimiter::new(60, 10),
-        config,
-        store,
-    })
+    Arc::new(Shared::new(config, store))
 }
 
 impl T {
