@@ -96,6 +96,24 @@ enum Pending {
     },
 }
 
+/// A FETCH in progress (see [`Session::run_fetch`]).
+#[derive(Debug)]
+struct FetchJob {
+    account: AccountId,
+    tag: String,
+    uid: bool,
+    items: Vec<FetchItem>,
+    changed_since: Option<u64>,
+    /// `(seq, uid)` to answer, in order.
+    targets: Vec<(u32, u32)>,
+    /// Index of the next target.
+    next: usize,
+    /// UIDs whose `\Seen` this FETCH set (sorted): their FLAGS are reported.
+    seen: Vec<u32>,
+    /// A body could not be read.
+    failed: bool,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Mode {
     Normal,
@@ -122,6 +140,8 @@ pub struct Session {
     account: Option<AccountId>,
     selected: Option<Selected>,
     pending: Option<Pending>,
+    /// A FETCH paused at the output cap.
+    fetch_job: Option<FetchJob>,
     mode: Mode,
     /// CONDSTORE was enabled (RFC 7162 §3.1).
     condstore: bool,
@@ -148,6 +168,7 @@ impl Session {
             account: None,
             selected: None,
             pending: None,
+            fetch_job: None,
             mode: Mode::Normal,
             condstore: false,
             awaiting_tls: false,
@@ -209,6 +230,15 @@ impl Session {
     /// Frame and run buffered commands until blocked.
     fn process(&mut self) {
         loop {
+            if self.fetch_job.is_some() {
+                if self.out.len() - self.out_start > OUTPUT_CAP || self.closed {
+                    return;
+                }
+                if let Some(job) = self.fetch_job.take() {
+                    self.run_fetch(job);
+                }
+                continue;
+            }
             if self.pending.is_some()
                 || self.closed
                 || self.awaiting_tls
@@ -1096,16 +1126,38 @@ impl Session {
             Ok(t) => t,
             Err(e) => return self.tagged(tag, e),
         };
-        let Some(view) = self.view(account) else {
-            return self.tagged(tag, "NO [NONEXISTENT] Mailbox was removed");
+        let mut seen = seen.to_vec();
+        seen.sort_unstable();
+        self.run_fetch(FetchJob {
+            account,
+            tag: tag.to_owned(),
+            uid: *uid,
+            items: items.clone(),
+            changed_since: *changed_since,
+            targets,
+            next: 0,
+            seen,
+            failed: false,
+        });
+    }
+
+    /// Render FETCH responses until done or the output cap is reached; then the job waits in
+    /// `self.fetch_job` until the driver drained the output (a `FETCH 1:* BODY[]` over a large
+    /// mailbox never sits in memory at once).
+    fn run_fetch(&mut self, mut job: FetchJob) {
+        let Some(view) = self.view(job.account) else {
+            return self.tagged(&job.tag, "NO [NONEXISTENT] Mailbox was removed");
         };
-        let needs_body = fetch::needs_body(items);
-        let mut o = Vec::new();
-        let mut updates = Vec::new();
-        let mut failed = false;
-        for (seq, u) in targets {
+        let needs_body = fetch::needs_body(&job.items);
+        while job.next < job.targets.len() {
+            if self.out.len() - self.out_start > OUTPUT_CAP {
+                self.fetch_job = Some(job);
+                return;
+            }
+            let (seq, u) = job.targets[job.next];
+            job.next += 1;
             let Some(meta) = find(&view, u) else { continue };
-            if changed_since.is_some_and(|c| meta.modseq <= c) {
+            if job.changed_since.is_some_and(|c| meta.modseq <= c) {
                 continue;
             }
             let body = if needs_body {
@@ -1113,43 +1165,41 @@ impl Session {
                     Ok(b) => Some(b),
                     Err(e) => {
                         tracing::warn!(error = %e, uid = u, "cannot read message body");
-                        failed = true;
+                        job.failed = true;
                         continue;
                     }
                 }
             } else {
                 None
             };
-            let force_flags = seen.contains(&u);
+            let force_flags = job.seen.binary_search(&u).is_ok();
+            let with_flags = force_flags || job.items.contains(&FetchItem::Flags);
             let ctx = FetchCtx {
                 seq,
                 meta,
                 keywords: &view.keywords,
                 raw: body.as_deref(),
-                force_uid: *uid,
-                force_modseq: changed_since.is_some()
-                    || (self.condstore && (force_flags || items.contains(&FetchItem::Flags))),
+                force_uid: job.uid,
+                force_modseq: job.changed_since.is_some() || (self.condstore && with_flags),
                 force_flags,
             };
-            fetch::render(&mut o, &ctx, items);
-            if force_flags || items.contains(&FetchItem::Flags) {
-                updates.push((seq, meta.flags, meta.modseq));
-            }
-        }
-        self.out.extend_from_slice(&o);
-        if let Some(sel) = self.selected.as_mut() {
-            for (seq, flags, modseq) in updates {
-                if let Some(k) = sel.msgs.get_mut(seq as usize - 1) {
-                    k.flags = flags;
-                    k.modseq = modseq;
+            fetch::render(&mut self.out, &ctx, &job.items);
+            if with_flags {
+                if let Some(k) = self
+                    .selected
+                    .as_mut()
+                    .and_then(|sel| sel.msgs.get_mut(seq as usize - 1))
+                {
+                    k.flags = meta.flags;
+                    k.modseq = meta.modseq;
                 }
             }
         }
-        if failed {
-            self.refresh(*uid);
-            return self.tagged(tag, "NO [SERVERBUG] Some messages could not be read");
+        if job.failed {
+            self.refresh(job.uid);
+            return self.tagged(&job.tag, "NO [SERVERBUG] Some messages could not be read");
         }
-        self.finish(tag, "OK Fetch completed", *uid);
+        self.finish(&job.tag, "OK Fetch completed", job.uid);
     }
 
     fn search(&mut self, account: AccountId, tag: &str, uid: bool, key: &SearchKey) {
@@ -1434,7 +1484,10 @@ impl crate::session::Session for Session {
 
     fn account_changed(&mut self, now_ms: u64) {
         self.now = now_ms;
-        if matches!(self.mode, Mode::Idle { .. }) && self.pending.is_none() {
+        if matches!(self.mode, Mode::Idle { .. })
+            && self.pending.is_none()
+            && self.fetch_job.is_none()
+        {
             self.refresh(true);
         }
     }

@@ -1483,3 +1483,36 @@ fn python_imaplib_interop() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn large_fetch_is_rendered_as_the_client_reads() {
+    let mut t = T::new();
+    t.drive();
+    let acc = t.login("u@x");
+    let big = msg("big", &"q".repeat(400_000));
+    for _ in 0..10 {
+        t.deliver(acc, &big);
+    }
+    t.cmd("a SELECT INBOX").ok();
+    t.s.receive(b"b FETCH 1:* BODY[]\r\nc NOOP\r\n", t.now);
+    // \Seen is committed first.
+    let Some(Action::Effect(Effect::Commit(op))) = t.s.poll_action() else {
+        panic!("commit expected")
+    };
+    let r = t.store().commit_blocking(op);
+    t.s.complete(EffectResult::Commit(r), t.now);
+    let pending = t.s.output().len();
+    assert!(
+        pending < 2 * 1024 * 1024,
+        "{pending} bytes rendered at once"
+    );
+    assert!(!t.s.wants_input());
+    let rest = t.drive();
+    // `drive` took the already rendered part too: all ten responses, once each.
+    assert_eq!(rest.matches(" FETCH (").count(), 10);
+    let all = rest;
+    assert!(all.contains("* 10 FETCH (FLAGS (\\Seen) BODY[] {"));
+    assert!(all.contains("b OK Fetch completed"));
+    assert!(all.find("b OK").unwrap() < all.find("c OK").unwrap());
+    assert!(t.s.wants_input());
+}
