@@ -3,7 +3,7 @@
 
 use super::bodystructure::{self, raw_header};
 use super::command::{days_from_civil, SearchKey};
-use crate::store::{flag_bits, Flag, MessageMeta};
+use crate::store::{flag_bits, Body, Flag, MessageMeta};
 
 /// One message being tested.
 pub struct Candidate<'a> {
@@ -17,10 +17,10 @@ pub struct Candidate<'a> {
     pub meta: &'a MessageMeta,
     /// Keyword table of the account.
     pub keywords: &'a [String],
-    /// Loads the message bytes on first use.
-    pub load: &'a mut dyn FnMut() -> Option<Vec<u8>>,
+    /// Loads the message bytes (borrowed from the store's mmap) on first use.
+    pub load: &'a mut dyn FnMut() -> Option<Body>,
     /// Cached bytes.
-    pub raw: Option<Option<Vec<u8>>>,
+    pub raw: Option<Option<Body>>,
 }
 
 impl Candidate<'_> {

@@ -1219,7 +1219,7 @@ impl Session {
             let Some(meta) = find(&view, k.uid) else {
                 continue;
             };
-            let mut load = || store.read(meta.body).ok().map(|b| b.to_vec());
+            let mut load = || store.read(meta.body).ok();
             let mut c = Candidate {
                 seq: i as u32 + 1,
                 max_seq,
