@@ -1516,3 +1516,9 @@ fn large_fetch_is_rendered_as_the_client_reads() {
     assert!(all.find("b OK").unwrap() < all.find("c OK").unwrap());
     assert!(t.s.wants_input());
 }
+
+#[test]
+fn session_is_send() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Session>();
+}
