@@ -1522,3 +1522,145 @@ fn session_is_send() {
     fn assert_send<T: Send + 'static>() {}
     assert_send::<Session>();
 }
+
+/// Random interleavings of this client's commands and other sessions' writes. A client model
+/// (UID per sequence number) is kept only from `EXISTS`, `EXPUNGE` and `FETCH ... UID`
+/// responses; every FETCH must agree with it, and at the end it must equal the store.
+#[test]
+fn random_sessions_keep_sequence_numbers_consistent() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for round in 0..12 {
+        let mut t = T::new();
+        t.drive();
+        let acc = t.login("u@x");
+        t.cmd("c CREATE Other").ok();
+        for i in 0..3 {
+            t.deliver(acc, &msg(&format!("m{i}"), "x"));
+        }
+        let mut model: Vec<Option<u32>> = Vec::new();
+        let r = t.cmd("s SELECT INBOX");
+        apply_model(&mut model, &r.text, "select");
+        let r = t.cmd("s FETCH 1:* UID");
+        apply_model(&mut model, &r.text, "initial fetch");
+        let mb = t.store().mailbox_view(acc, "INBOX").expect("inbox").id;
+        for step in 0..40 {
+            let store_uids = inbox_uids(&t, acc);
+            let pick = |rng: &mut rand::rngs::StdRng| -> u32 {
+                if store_uids.is_empty() {
+                    1
+                } else {
+                    store_uids[rng.gen_range(0..store_uids.len())]
+                }
+            };
+            let count = model.len() as u32;
+            let text = match rng.gen_range(0..12) {
+                0 => {
+                    t.deliver(acc, &msg("n", "y"));
+                    continue;
+                }
+                1 => {
+                    let u = pick(&mut rng);
+                    t.store()
+                        .commit_blocking(Op::Expunge {
+                            account: acc,
+                            mailbox: mb,
+                            uids: vec![u],
+                        })
+                        .expect("expunge");
+                    continue;
+                }
+                2 => t.cmd("a NOOP").text,
+                3 => {
+                    t.cmd(&format!(
+                        "a UID STORE {} +FLAGS (\\Deleted)",
+                        pick(&mut rng)
+                    ))
+                    .text
+                }
+                4 => t.cmd("a EXPUNGE").text,
+                5 => t.cmd(&format!("a UID MOVE {} Other", pick(&mut rng))).text,
+                6 => t.cmd("a SEARCH ALL").text,
+                7 => {
+                    t.cmd(&format!("a UID FETCH {}:* (FLAGS)", pick(&mut rng)))
+                        .text
+                }
+                8 => {
+                    let text = t.cmd("a IDLE").text;
+                    t.deliver(acc, &msg("i", "z"));
+                    t.s.account_changed(t.now);
+                    let mut all = text + &t.drive();
+                    all.push_str(&t.raw("a", b"DONE\r\n").text);
+                    all
+                }
+                9 => t.cmd(&format!("a UID EXPUNGE {}", pick(&mut rng))).text,
+                10 if count > 0 => {
+                    t.cmd(&format!("a FETCH {} UID", rng.gen_range(1..=count)))
+                        .text
+                }
+                _ => t.cmd("a FETCH 1:* UID").text,
+            };
+            apply_model(&mut model, &text, &format!("round {round} step {step}"));
+        }
+        let r = t.cmd("z NOOP");
+        apply_model(&mut model, &r.text, "final noop");
+        let store_uids = inbox_uids(&t, acc);
+        assert_eq!(model.len(), store_uids.len(), "round {round}");
+        if !model.is_empty() {
+            let r = t.cmd("y FETCH 1:* UID");
+            apply_model(&mut model, &r.text, "final fetch");
+        }
+        let model: Vec<u32> = model.into_iter().map(|u| u.expect("all known")).collect();
+        assert_eq!(model, store_uids, "round {round}");
+    }
+}
+
+fn inbox_uids(t: &T, acc: AccountId) -> Vec<u32> {
+    t.store()
+        .mailbox_view(acc, "INBOX")
+        .expect("inbox")
+        .messages
+        .iter()
+        .map(|m| m.uid)
+        .collect()
+}
+
+/// Update a client's UID-per-sequence model from server output, checking consistency.
+fn apply_model(model: &mut Vec<Option<u32>>, text: &str, ctx: &str) {
+    for line in text.split("\r\n") {
+        let Some(rest) = line.strip_prefix("* ") else {
+            continue;
+        };
+        let Some((n, what)) = rest.split_once(' ') else {
+            continue;
+        };
+        let Ok(n) = n.parse::<usize>() else { continue };
+        if what == "EXPUNGE" {
+            assert!(
+                n >= 1 && n <= model.len(),
+                "{ctx}: {line} with {}",
+                model.len()
+            );
+            model.remove(n - 1);
+        } else if what == "EXISTS" {
+            assert!(n >= model.len(), "{ctx}: EXISTS shrank: {line}");
+            model.resize(n, None);
+        } else if what.starts_with("FETCH (") {
+            assert!(
+                n >= 1 && n <= model.len(),
+                "{ctx}: {line} beyond {}",
+                model.len()
+            );
+            if let Some(uid) = what
+                .split("UID ")
+                .nth(1)
+                .and_then(|s| s.split([' ', ')']).next())
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                if let Some(known) = model[n - 1] {
+                    assert_eq!(known, uid, "{ctx}: seq {n} changed UID: {line}");
+                }
+                model[n - 1] = Some(uid);
+            }
+        }
+    }
+}
