@@ -74,6 +74,8 @@ pub struct Log {
     segments: Segments,
     /// Bytes appended since open (for checkpoint scheduling).
     pub appended: u64,
+    /// `fdatasync` calls on segments since open.
+    pub syncs: u64,
 }
 
 impl Log {
@@ -230,6 +232,7 @@ impl Log {
             scratch: Vec::new(),
             segments,
             appended: 0,
+            syncs: 0,
         };
         log.buf.reserve(1 << 16);
         Ok(log)
@@ -291,6 +294,7 @@ impl Log {
                 .file
                 .sync_data()
                 .map_err(io_err("fsync segment", &self.active.path))?;
+            self.syncs += 1;
         }
         let size = self.segment_size.max(len + SEAL_LEN);
         self.active = new_segment(
@@ -357,6 +361,7 @@ impl Log {
                 .file
                 .sync_data()
                 .map_err(io_err("fsync segment", &self.active.path))?;
+            self.syncs += 1;
         }
         Ok(())
     }

@@ -100,7 +100,15 @@ fn second_open_is_locked() {
         Err(Error::Locked(_))
     ));
     drop(s);
-    Store::open(dir.path(), cfg()).unwrap();
+    let s = Store::open(dir.path(), cfg()).unwrap();
+    let a = new_account(&s, "a@x");
+    let other = s.clone();
+    s.close();
+    assert!(matches!(
+        other.commit_blocking(Op::DeleteAccount { account: a }),
+        Err(Error::Closed)
+    ));
+    assert!(other.account_by_id(a).is_some(), "reads work after close");
 }
 
 #[test]
@@ -1137,9 +1145,14 @@ fn bench_group_commit() {
     }
     let secs = t0.elapsed().as_secs_f64();
     let n = 32 * per_thread;
+    let st = s.stats();
     eprintln!(
-        "{n} Deliver commits of 4 KiB from 32 threads, fsync on: {:.0} commits/s ({secs:.2} s)",
-        n as f64 / secs
+        "{n} Deliver commits of 4 KiB from 32 threads, fsync on: {:.0} commits/s ({secs:.2} s), \
+         {} batches, {:.1} ops/batch, {} fdatasyncs",
+        n as f64 / secs,
+        st.batches,
+        st.ops as f64 / st.batches as f64,
+        st.fsyncs
     );
 }
 

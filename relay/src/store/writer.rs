@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -142,6 +143,13 @@ impl Writer {
                 return;
             }
             self.publish(&mut pending);
+            {
+                let st = &self.shared.stats;
+                st.batches.fetch_add(1, Relaxed);
+                st.ops.fetch_add(completions.len() as u64, Relaxed);
+                st.fsyncs.store(self.log.syncs, Relaxed);
+                st.bytes_written.store(self.log.appended, Relaxed);
+            }
             for (done, res) in completions.drain(..) {
                 let _ = done.send(res);
             }
