@@ -271,9 +271,10 @@ pub fn load(path: &Path) -> Result<(Index, Position), String> {
 }
 
 /// Write a checkpoint of `index` at `pos` durably; keep only this one and the previous one.
-/// Returns the position of the oldest checkpoint kept (segments before it are not needed for
-/// recovery).
-pub fn write(dir: &Path, index: &Index, pos: Position) -> Result<Position, Error> {
+/// Returns the position of the previous one if there is one: log segments before it are needed
+/// by no recovery path (even if the new checkpoint turns out unreadable), except for the bodies
+/// they hold.
+pub fn write(dir: &Path, index: &Index, pos: Position) -> Result<Option<Position>, Error> {
     std::fs::create_dir_all(dir).map_err(io_err("create index directory", dir))?;
     let cp = to_cp(index, pos);
     let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&cp)
@@ -292,15 +293,15 @@ pub fn write(dir: &Path, index: &Index, pos: Position) -> Result<Position, Error
     std::fs::rename(&tmp, &path).map_err(io_err("rename checkpoint", &path))?;
     sync_dir(dir)?;
     let all = list(dir)?;
-    let mut oldest_kept = pos;
+    let mut previous = None;
     for (i, (p, file)) in all.iter().enumerate() {
-        if i < 2 {
-            oldest_kept = oldest_kept.min(*p);
-        } else {
+        if i == 1 && *p < pos {
+            previous = Some(*p);
+        } else if i >= 2 {
             std::fs::remove_file(file).map_err(io_err("remove old checkpoint", file))?;
         }
     }
-    Ok(oldest_kept)
+    Ok(previous)
 }
 
 #[cfg(test)]

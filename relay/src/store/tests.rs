@@ -1254,4 +1254,13 @@ fn segments_without_live_bodies_are_removed_after_checkpoints() {
     assert_eq!(v.messages.len(), 2);
     assert_eq!(body_of(&s, &v.messages[0]), vec![b'9'; 1000]);
     assert_eq!(body_of(&s, &v.messages[1]), b"x");
+    drop(s);
+    // With the early segments gone, losing every checkpoint is reported, not papered over.
+    for p in checkpoints(dir.path()) {
+        std::fs::write(&p, b"garbage").unwrap();
+    }
+    assert!(matches!(
+        Store::open(dir.path(), cfg()),
+        Err(Error::Corrupt(_))
+    ));
 }

@@ -222,12 +222,15 @@ impl Writer {
         if self.last_checkpoint == Some(pos) {
             return Ok(());
         }
-        let oldest_kept = checkpoint::write(&self.index_dir, &self.index, pos)?;
+        let previous = checkpoint::write(&self.index_dir, &self.index, pos)?;
         self.last_checkpoint = Some(pos);
-        let refs = &self.index.seg_refs;
-        let removed = self
-            .log
-            .remove_unused(oldest_kept.segment, |s| refs.contains_key(&s))?;
+        let mut removed = 0;
+        if let Some(previous) = previous {
+            let refs = &self.index.seg_refs;
+            removed = self
+                .log
+                .remove_unused(previous.segment, |s| refs.contains_key(&s))?;
+        }
         tracing::debug!(?pos, removed, "store checkpoint written");
         Ok(())
     }
