@@ -121,14 +121,18 @@ fn encrypted(msg: &Entity<'_>, dir: Direction) -> Result<(), NotEncrypted> {
     if !control_h.is_type("application", "pgp-encrypted") || control_h.count("Content-Type") != 1 {
         return Err(NotEncrypted::BadControlPart);
     }
-    let version = Entity::decoded_leaf_body(control).ok_or(NotEncrypted::BadControlPart)?;
+    let version = control_h
+        .decoded_leaf_body(control)
+        .ok_or(NotEncrypted::BadControlPart)?;
     if version.trim_ascii() != b"Version: 1" {
         return Err(NotEncrypted::BadControlPart);
     }
     if !payload_h.is_type("application", "octet-stream") || payload_h.count("Content-Type") != 1 {
         return Err(NotEncrypted::BadPayloadType);
     }
-    let body = Entity::decoded_leaf_body(payload).ok_or(NotEncrypted::BadPayloadType)?;
+    let body = payload_h
+        .decoded_leaf_body(payload)
+        .ok_or(NotEncrypted::BadPayloadType)?;
     armor::check_armored(&body, dir == Direction::Outgoing).map_err(NotEncrypted::Armor)
 }
 
@@ -163,7 +167,7 @@ fn is_securejoin(msg: &Entity<'_>) -> bool {
     if part_h.is_multipart() || !part_h.is_type("text", "plain") {
         return false;
     }
-    let Some(body) = Entity::decoded_leaf_body(part) else {
+    let Some(body) = part_h.decoded_leaf_body(part) else {
         return false;
     };
     let body = body.trim_ascii().to_ascii_lowercase();
