@@ -20,6 +20,13 @@ fn bench_commands(c: &mut Criterion) {
         .split_inclusive(|&b| b == b'\n')
         .filter(|l| !l.starts_with(b"DONE"))
         .collect();
+    for cmd in &commands {
+        assert!(
+            parse(cmd).is_ok(),
+            "{:?} should parse",
+            String::from_utf8_lossy(cmd)
+        );
+    }
     g.throughput(Throughput::Elements(commands.len() as u64));
     g.bench_function("parse_cycle", |b| {
         b.iter(|| {
@@ -29,46 +36,50 @@ fn bench_commands(c: &mut Criterion) {
         })
     });
     g.throughput(Throughput::Bytes(CYCLE.len() as u64));
-    g.bench_function("frame_and_parse_cycle", |b| {
-        b.iter(|| {
-            let mut framer = Framer::new(31_457_280);
-            framer.push(CYCLE);
-            let mut n = 0;
-            // After IDLE, the next line is raw (DONE).
-            let mut raw = false;
-            while let Some(frame) = framer.next(raw) {
-                raw = false;
-                match frame {
-                    Frame::Command(bytes) => {
-                        if let Ok((_, cmd)) = parse(&bytes) {
-                            raw = cmd.name() == "Idle";
-                        }
-                        n += 1;
+    let frame_and_parse = || {
+        let mut framer = Framer::new(31_457_280);
+        framer.push(CYCLE);
+        let mut n = 0;
+        // After IDLE, the next line is raw (DONE).
+        let mut raw = false;
+        while let Some(frame) = framer.next(raw) {
+            raw = false;
+            match frame {
+                Frame::Command(bytes) => {
+                    if let Ok((_, cmd)) = parse(&bytes) {
+                        raw = cmd.name() == "Idle";
                     }
-                    other => {
-                        black_box(other);
-                    }
+                    n += 1;
+                }
+                other => {
+                    black_box(other);
                 }
             }
-            n
-        })
-    });
+        }
+        n
+    };
+    assert_eq!(
+        frame_and_parse(),
+        commands.len(),
+        "every command of the cycle should frame"
+    );
+    g.bench_function("frame_and_parse_cycle", |b| b.iter(frame_and_parse));
     let mut append = b"a9 APPEND INBOX (\\Seen) {16384+}\r\n".to_vec();
     append.extend(std::iter::repeat_n(b'z', 16384));
     append.extend_from_slice(b"\r\n");
     g.throughput(Throughput::Bytes(append.len() as u64));
-    g.bench_function("frame_and_parse_append_16k", |b| {
-        b.iter(|| {
-            let mut framer = Framer::new(31_457_280);
-            for chunk in append.chunks(16 * 1024) {
-                framer.push(chunk);
-            }
-            match framer.next(false) {
-                Some(Frame::Command(bytes)) => parse(&bytes).is_ok(),
-                _ => false,
-            }
-        })
-    });
+    let append_once = || {
+        let mut framer = Framer::new(31_457_280);
+        for chunk in append.chunks(16 * 1024) {
+            framer.push(chunk);
+        }
+        match framer.next(false) {
+            Some(Frame::Command(bytes)) => parse(&bytes).is_ok(),
+            _ => false,
+        }
+    };
+    assert!(append_once(), "the APPEND should frame and parse");
+    g.bench_function("frame_and_parse_append_16k", |b| b.iter(append_once));
     g.finish();
 }
 

@@ -7,7 +7,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use relay::smtp::command::parse_command;
-use relay::smtp::frame::{DataReceiver, LineEvent, LineReceiver};
+use relay::smtp::frame::{DataEnd, DataReceiver, LineEvent, LineReceiver};
 use relay_tools::mail::{dot_stuff, Template, FIXTURES};
 
 const COMMANDS: [&[u8]; 6] = [
@@ -29,6 +29,13 @@ fn bench_commands(c: &mut Criterion) {
             }
         })
     });
+    for line in COMMANDS {
+        assert!(
+            parse_command(line).is_ok(),
+            "{:?} should parse",
+            String::from_utf8_lossy(line)
+        );
+    }
     let burst: Vec<u8> =
         b"MAIL FROM:<abc123456@[127.0.0.1]>\r\nRCPT TO:<xyz987654@[127.0.0.1]>\r\nDATA\r\n"
             .repeat(10);
@@ -62,17 +69,20 @@ fn bench_data(c: &mut Criterion) {
             Template::new(armor).render("abc123456@[127.0.0.1]", "xyz987654@[127.0.0.1]", "lg.0.1");
         let wire = dot_stuff(&msg);
         g.throughput(Throughput::Bytes(wire.len() as u64));
-        g.bench_with_input(BenchmarkId::new("receive", size), &wire, |b, wire| {
-            b.iter(|| {
-                let mut rx = DataReceiver::new(31_457_280);
-                for chunk in wire.chunks(16 * 1024) {
-                    let (_, end) = rx.feed(chunk);
-                    if end.is_some() {
-                        break;
-                    }
+        let receive = |wire: &[u8]| {
+            let mut rx = DataReceiver::new(31_457_280);
+            let mut end = None;
+            for chunk in wire.chunks(16 * 1024) {
+                end = rx.feed(chunk).1;
+                if end.is_some() {
+                    break;
                 }
-                rx.into_body().len()
-            })
+            }
+            (end, rx.into_body().len())
+        };
+        assert_eq!(receive(&wire), (Some(DataEnd::Complete), msg.len()));
+        g.bench_with_input(BenchmarkId::new("receive", size), &wire, |b, wire| {
+            b.iter(|| receive(wire))
         });
     }
     g.finish();
