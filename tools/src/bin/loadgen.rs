@@ -82,7 +82,8 @@ struct ServerArgs {
     /// IMAP port (implicit TLS).
     #[arg(long, default_value_t = 10993)]
     imap_port: u16,
-    /// Account addresses; `{n}`, `{n:6}` or `{n:06}` is replaced by the account number.
+    /// Account addresses: a placeholder such as {n:07} (zero-padded), {n:7} (space-padded) or a
+    /// bare n in braces is replaced by the account number.
     #[arg(long, default_value = "lg{n:07}@[127.0.0.1]")]
     accounts_pattern: String,
     /// Read accounts from this file (`address [password]` per line) instead of the pattern.
@@ -91,7 +92,7 @@ struct ServerArgs {
     /// Password for pattern accounts and file lines without one.
     #[arg(long, default_value = "loadgen-password-0123")]
     password: String,
-    /// First account number (pattern) or line index (file).
+    /// First account number (pattern) or 0-based line index (file).
     #[arg(long, default_value_t = 1)]
     first: usize,
     /// Deadline of every single network step, in seconds.
