@@ -7,7 +7,8 @@
 #
 # Arguments after `--` go to loadgen (default: --senders 16 --receivers 4, closed loop).
 # Output: target/flamegraph/relay-<io>.svg (and the folded stacks beside it).
-# Needs perf (`apt-get install linux-perf`) with perf_event_paranoid <= 2 as root; installs the
+# Samples the cpu-clock software event (this VM exposes no hardware PMU, so the default `cycles`
+# event records nothing). Needs perf (`apt-get install linux-perf`) as root; installs the
 # inferno tools with `cargo install` if they are missing. Everything stays on loopback.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,7 +23,7 @@ mkdir -p "$OUT"
 log() { echo "[flamegraph] $*" >&2; }
 
 command -v perf >/dev/null || { log "perf not found: apt-get install linux-perf"; exit 1; }
-if ! perf record -q -o /dev/null -- true 2>/dev/null; then
+if ! perf record -q -e cpu-clock -o /dev/null -- true 2>/dev/null; then
   log "perf record does not work here; fall back to:"
   log "  valgrind --tool=callgrind target/release/relay dev ... (then callgrind_annotate)"
   exit 1
@@ -55,7 +56,7 @@ kill -0 "$relay_pid" 2>/dev/null || { log "relay did not start: $OUT/relay-$IO.l
 # Warm up (account creation, TLS session caches) before sampling.
 target/release/loadgen "${LOAD[@]}" --duration 1 --drain 2 >/dev/null 2>&1 || true
 log "sampling relay pid $relay_pid for $SECS s at $FREQ Hz under: loadgen ${LOAD[*]}"
-perf record -q -F "$FREQ" --call-graph dwarf,16384 -p "$relay_pid" -o "$OUT/perf-$IO.data" \
+perf record -q -e cpu-clock -F "$FREQ" --call-graph dwarf,16384 -p "$relay_pid" -o "$OUT/perf-$IO.data" \
   -- sleep "$SECS" 2>"$OUT/perf-$IO.log" &
 perf_pid=$!
 target/release/loadgen "${LOAD[@]}" --duration "$SECS" --drain 2 --json "$OUT/load-$IO.json" \
