@@ -31,6 +31,7 @@ LOADGEN=$ROOT/target/release/loadgen
 RELAY=$ROOT/target/release/relay
 mkdir -p "$OUT"
 log() { echo "[bench-compare] $*" >&2; }
+ulimit -n 65536 2>/dev/null || true   # the relay and loadgen hold a descriptor per session
 
 log "building relay and loadgen (release)"
 timeout 1200 cargo build --release --locked -p relay -p relay-tools >&2
