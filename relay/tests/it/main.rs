@@ -1,5 +1,9 @@
 //! Integration tests: the real relay on loopback (real TLS, real store with fsync), driven over
 //! sockets, on every I/O backend this machine offers.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test harness helpers: a failed unwrap is a failed test"
+)]
 
 mod crash;
 mod harness;
