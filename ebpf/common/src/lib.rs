@@ -19,6 +19,10 @@ pub const NS_PER_MINUTE: u64 = 60_000_000_000;
 /// Bursts above this are clamped, so `burst * interval` stays below 2^57 and cannot overflow.
 pub const MAX_BURST: u32 = 1 << 20;
 
+/// Capacity of the kernel's source map (LRU: the least recently seen source is evicted). At
+/// 20 + 32 bytes plus overhead per entry this is a few MiB of kernel memory.
+pub const MAX_SOURCES: u32 = 65_536;
+
 /// How many destination ports the XDP program can limit (slots of [`Config::ports`]).
 pub const MAX_PORTS: usize = 8;
 
