@@ -24,6 +24,12 @@ mod ebpf {
         println!("cargo:rerun-if-env-changed=RUSTUP_TOOLCHAIN");
         let toolchain = env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "stable".to_owned());
         let root_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../ebpf/program");
+        // aya-build runs `cargo build --package relay-ebpf` in our working directory. The program
+        // is not a member of the relay's workspace (it only builds for the bpf target), so run it
+        // from the program's own directory, where it is the root package with its own lock file.
+        if let Err(e) = env::set_current_dir(root_dir) {
+            panic!("cannot enter {root_dir}: {e}");
+        }
         let package = aya_build::Package {
             name: "relay-ebpf",
             root_dir,

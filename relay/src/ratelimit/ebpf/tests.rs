@@ -1,0 +1,287 @@
+//! Privileged tests of the real XDP program: BPF_PROG_TEST_RUN on synthetic packets, and an
+//! end-to-end run on a veth pair between two network namespaces created (and removed) here.
+//! Both skip with a printed reason unless running as root.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use relay_ebpf_common::PrefixKey;
+
+use super::*;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const PORT: u16 = 2525;
+
+/// `Some(reason)` when the privileged tests cannot run here.
+fn skip_reason() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?");
+    (euid != "0").then(|| format!("needs root to load BPF programs (euid {euid})"))
+}
+
+macro_rules! require_root {
+    () => {
+        if let Some(reason) = skip_reason() {
+            println!("SKIPPED: {reason}");
+            return;
+        }
+    };
+}
+
+fn config(rate: u32, burst: u32) -> RateLimitConfig {
+    RateLimitConfig {
+        ebpf_interfaces: Vec::new(),
+        max_new_connections_per_minute: rate,
+        new_connections_burst: burst,
+        max_smtp_connections: 1000,
+        ports: vec![PORT, 465],
+    }
+}
+
+// ---- synthetic packets -----------------------------------------------------------------------
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+fn eth(ethertype: u16) -> Vec<u8> {
+    let mut p = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+    p.extend_from_slice(&ethertype.to_be_bytes());
+    p
+}
+
+fn tcp(dst_port: u16, flags: u8) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    t[2..4].copy_from_slice(&dst_port.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    t
+}
+
+fn udp(dst_port: u16) -> Vec<u8> {
+    let mut u = vec![0u8; 8];
+    u[2..4].copy_from_slice(&dst_port.to_be_bytes());
+    u[4..6].copy_from_slice(&8u16.to_be_bytes());
+    u
+}
+
+/// IPv4 packet; `options` are appended to the 20-byte header (multiple of 4), `frag` is the
+/// flags/fragment-offset field.
+fn ipv4(src: [u8; 4], proto: u8, options: &[u8], frag: u16, payload: &[u8]) -> Vec<u8> {
+    let hlen = 20 + options.len();
+    let mut p = eth(0x0800);
+    let mut h = vec![0u8; 20];
+    h[0] = 0x40 | (hlen / 4) as u8;
+    h[2..4].copy_from_slice(&((hlen + payload.len()) as u16).to_be_bytes());
+    h[6..8].copy_from_slice(&frag.to_be_bytes());
+    h[8] = 64;
+    h[9] = proto;
+    h[12..16].copy_from_slice(&src);
+    h[16..20].copy_from_slice(&[198, 18, 0, 1]);
+    p.extend_from_slice(&h);
+    p.extend_from_slice(options);
+    p.extend_from_slice(payload);
+    p
+}
+
+fn syn4(src: [u8; 4]) -> Vec<u8> {
+    ipv4(src, 6, &[], 0, &tcp(PORT, SYN))
+}
+
+/// IPv6 packet with `next` as the fixed header's next header and `payload` after it.
+fn ipv6(src: &str, next: u8, payload: &[u8]) -> Vec<u8> {
+    let src: std::net::Ipv6Addr = src.parse().unwrap();
+    let mut p = eth(0x86dd);
+    let mut h = vec![0u8; 40];
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+    h[6] = next;
+    h[7] = 64;
+    h[8..24].copy_from_slice(&src.octets());
+    h[24..40].copy_from_slice(
+        &"2001:db8:ffff::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    p.extend_from_slice(&h);
+    p.extend_from_slice(payload);
+    p
+}
+
+// ---- BPF_PROG_TEST_RUN ------------------------------------------------------------------------
+
+#[test]
+fn prog_test_run_limits_syns_and_passes_everything_else() {
+    require_root!();
+    // One token a minute: nothing refills while the test runs.
+    let kernel = Kernel::load(&config(1, 3)).unwrap();
+    let run = |p: &[u8]| kernel.test_run(p).unwrap();
+    let (mut admitted, mut dropped, mut passed) = (0u64, 0u64, 0u64);
+    let expect = |p: &[u8], want: u32, what: &str| {
+        assert_eq!(run(p), want, "{what}");
+    };
+
+    // A burst of SYNs from one source: 3 admitted, then dropped.
+    for i in 0..3 {
+        expect(
+            &syn4([192, 0, 2, 1]),
+            XDP_PASS,
+            &format!("SYN {i} within burst"),
+        );
+        admitted += 1;
+    }
+    for i in 0..4 {
+        expect(
+            &syn4([192, 0, 2, 1]),
+            XDP_DROP,
+            &format!("SYN {i} past burst"),
+        );
+        dropped += 1;
+    }
+    // The same source behind IPv4 options is still recognised (IHL honoured) and dropped.
+    let opts = [1, 1, 1, 0]; // NOP NOP NOP EOL
+    expect(
+        &ipv4([192, 0, 2, 1], 6, &opts, 0, &tcp(PORT, SYN)),
+        XDP_DROP,
+        "SYN with IP options",
+    );
+    dropped += 1;
+    // Another source, and another limited port, are admitted.
+    expect(&syn4([192, 0, 2, 2]), XDP_PASS, "other source");
+    admitted += 1;
+    expect(
+        &ipv4([192, 0, 2, 9], 6, &[], 0, &tcp(465, SYN)),
+        XDP_PASS,
+        "port 465",
+    );
+    admitted += 1;
+
+    // Everything else passes untouched, even from the exhausted source.
+    let src = [192, 0, 2, 1];
+    let others: Vec<(Vec<u8>, &str)> = vec![
+        (ipv4(src, 6, &[], 0, &tcp(PORT, SYN | ACK)), "SYN-ACK"),
+        (ipv4(src, 6, &[], 0, &tcp(PORT, ACK)), "ACK"),
+        (ipv4(src, 6, &[], 0, &tcp(PORT, 0x04)), "RST"),
+        (
+            ipv4(src, 6, &[], 0, &tcp(80, SYN)),
+            "SYN to an unlimited port",
+        ),
+        (ipv4(src, 17, &[], 0, &udp(PORT)), "UDP"),
+        (
+            ipv4(src, 6, &[], 0x2000, &tcp(PORT, SYN)),
+            "first fragment (MF)",
+        ),
+        (
+            ipv4(src, 6, &[], 0x0010, &tcp(PORT, SYN)),
+            "later fragment (offset)",
+        ),
+        (syn4(src)[..14 + 12].to_vec(), "truncated IPv4 header"),
+        (syn4(src)[..14 + 20 + 10].to_vec(), "truncated TCP header"),
+        (
+            ipv4(src, 6, &[1; 40], 0, &tcp(PORT, SYN)[..8]),
+            "TCP cut by long options",
+        ),
+        (eth(0x0806), "ARP-sized runt"),
+        (eth(0x8100), "VLAN tag"),
+        (
+            {
+                let mut p = syn4(src);
+                p[14] = 0x44; // IHL 4: invalid
+                p
+            },
+            "IHL below 5",
+        ),
+        (
+            {
+                // Hop-by-hop options header (8 bytes, next header TCP), then a SYN.
+                let mut ext = vec![6, 0, 1, 4, 0, 0, 0, 0];
+                ext.extend_from_slice(&tcp(PORT, SYN));
+                ipv6("2001:db8:1:1::1", 0, &ext)
+            },
+            "IPv6 SYN behind an extension header",
+        ),
+        (
+            {
+                let mut frag = vec![6, 0, 0, 1, 0, 0, 0, 1];
+                frag.extend_from_slice(&tcp(PORT, SYN));
+                ipv6("2001:db8:1:1::1", 44, &frag)
+            },
+            "IPv6 fragment",
+        ),
+        (ipv6("2001:db8:1:1::1", 17, &udp(PORT)), "IPv6 UDP"),
+        (
+            ipv6("2001:db8:1:1::1", 6, &tcp(PORT, SYN | ACK)),
+            "IPv6 SYN-ACK",
+        ),
+    ];
+    for (p, what) in &others {
+        expect(p, XDP_PASS, what);
+        passed += 1;
+    }
+
+    // IPv6: per /64.
+    for i in 0..3 {
+        let src = format!("2001:db8:1:1::{}", i + 1);
+        expect(
+            &ipv6(&src, 6, &tcp(PORT, SYN)),
+            XDP_PASS,
+            "IPv6 SYN within burst",
+        );
+        admitted += 1;
+    }
+    expect(
+        &ipv6("2001:db8:1:1:ffff::9", 6, &tcp(PORT, SYN)),
+        XDP_DROP,
+        "same /64",
+    );
+    dropped += 1;
+    expect(
+        &ipv6("2001:db8:1:2::1", 6, &tcp(PORT, SYN)),
+        XDP_PASS,
+        "next /64",
+    );
+    admitted += 1;
+
+    let c = kernel.counters().unwrap();
+    assert_eq!(
+        (c.admitted, c.dropped, c.passed, c.map_error),
+        (admitted, dropped, passed, 0),
+        "counters agree with the verdicts"
+    );
+    let top = kernel.top_dropped(10).unwrap();
+    let top: Vec<(PrefixKey, u64)> = top.into_iter().map(|(k, b)| (k, b.dropped)).collect();
+    assert_eq!(
+        top,
+        vec![
+            (PrefixKey::v4([192, 0, 2, 1]), 5),
+            (PrefixKey::from_ip("2001:db8:1:1::".parse().unwrap()), 1),
+        ]
+    );
+}
+
+#[test]
+fn unconfigured_ports_are_never_limited() {
+    require_root!();
+    let mut cfg = config(1, 0); // burst 0 would refuse every SYN to a limited port
+    cfg.ports = vec![];
+    let kernel = Kernel::load(&cfg).unwrap();
+    for _ in 0..5 {
+        assert_eq!(kernel.test_run(&syn4([192, 0, 2, 1])).unwrap(), XDP_PASS);
+    }
+    assert_eq!(kernel.counters().unwrap().passed, 5);
+}
+
+#[test]
+fn too_many_ports_is_an_error_before_loading() {
+    let mut cfg = config(1, 1);
+    cfg.ports = (1..=9).collect();
+    assert!(matches!(program_config(&cfg), Err(Error::TooManyPorts(9))));
+}
