@@ -6,6 +6,11 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+
 use relay_ebpf_common::PrefixKey;
 
 use super::*;
@@ -284,4 +289,153 @@ fn too_many_ports_is_an_error_before_loading() {
     let mut cfg = config(1, 1);
     cfg.ports = (1..=9).collect();
     assert!(matches!(program_config(&cfg), Err(Error::TooManyPorts(9))));
+}
+
+// ---- end to end: two network namespaces joined by a veth pair --------------------------------
+
+/// Network namespaces created by this test, deleted on drop (which also removes the veth pair).
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Moves the calling thread (only it) into network namespace `ns`.
+fn enter(ns: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+}
+
+/// Opens a TCP connection from `src` to `dst`, giving up after `timeout` (a dropped SYN is
+/// retransmitted only after 1 s, so a shorter timeout sees exactly one SYN per attempt).
+fn connects(src: Ipv4Addr, dst: SocketAddr, timeout: Duration) -> bool {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from((src, 0)).into()).unwrap();
+    s.connect_timeout(&dst.into(), timeout).is_ok()
+}
+
+#[test]
+fn xdp_on_veth_drops_a_flood_from_one_source_while_another_connects() {
+    require_root!();
+    if Command::new("ip").arg("-V").output().is_err() {
+        println!("SKIPPED: the `ip` tool (iproute2) is missing");
+        return;
+    }
+    // Test-only addresses from the benchmarking range (RFC 2544), used only inside the two
+    // namespaces created here.
+    let server = Ipv4Addr::new(198, 18, 0, 1);
+    let flooder = Ipv4Addr::new(198, 18, 0, 2);
+    let bystander = Ipv4Addr::new(198, 18, 0, 3);
+    let id = std::process::id() % 100_000;
+    let (srv, cli) = (format!("relay-xdp-s{id}"), format!("relay-xdp-c{id}"));
+    let (veth_s, veth_c) = (format!("rlxs{id}"), format!("rlxc{id}"));
+    let mut namespaces = Namespaces(Vec::new());
+    for ns in [&srv, &cli] {
+        ip(&["netns", "add", ns]);
+        namespaces.0.push(ns.clone());
+    }
+    ip(&[
+        "link", "add", &veth_s, "netns", &srv, "type", "veth", "peer", "name", &veth_c, "netns",
+        &cli,
+    ]);
+    ip(&["-n", &srv, "addr", "add", "198.18.0.1/24", "dev", &veth_s]);
+    ip(&["-n", &cli, "addr", "add", "198.18.0.2/24", "dev", &veth_c]);
+    ip(&["-n", &cli, "addr", "add", "198.18.0.3/24", "dev", &veth_c]);
+    for (ns, dev) in [(&srv, &veth_s), (&cli, &veth_c), (&srv, &"lo".to_owned())] {
+        ip(&["-n", ns, "link", "set", dev, "up"]);
+    }
+
+    const BURST: u32 = 5;
+    const FLOOD: usize = 20;
+    const BYSTANDER: usize = 3;
+    let mut cfg = config(1, BURST); // one token a minute: no refill during the test
+    cfg.ebpf_interfaces = vec![veth_s.clone()];
+    cfg.ports = vec![PORT];
+    let dst = SocketAddr::from((server, PORT));
+    let timeout = Duration::from_millis(300);
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let (server_result, (flood_ok, bystander_ok)) = std::thread::scope(|s| {
+        let server = s.spawn(move || {
+            enter(&srv);
+            let kernel = Kernel::start(&cfg).unwrap();
+            let listener = TcpListener::bind(dst).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            ready_tx
+                .send(kernel.attachments().cloned().collect::<Vec<_>>())
+                .unwrap();
+            let mut accepted = Vec::new();
+            // Until the client side is done (or gone), bounded at 60 s.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while matches!(done_rx.try_recv(), Err(mpsc::TryRecvError::Empty))
+                && std::time::Instant::now() < deadline
+            {
+                match listener.accept() {
+                    Ok((stream, peer)) => accepted.push((stream, peer.ip())),
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+            let counters = kernel.counters().unwrap();
+            let top = kernel.top_dropped(5).unwrap();
+            drop(kernel); // detach inside the namespace
+            let from = |ip: Ipv4Addr| {
+                accepted
+                    .iter()
+                    .filter(|(_, p)| *p == IpAddr::V4(ip))
+                    .count()
+            };
+            (counters, top, from(flooder), from(bystander))
+        });
+        let client = s.spawn(move || {
+            let attached = ready_rx.recv().unwrap();
+            println!("XDP attached: {attached:?}");
+            enter(&cli);
+            let flood_ok: Vec<bool> = (0..FLOOD)
+                .map(|_| connects(flooder, dst, timeout))
+                .collect();
+            let bystander_ok = (0..BYSTANDER)
+                .filter(|_| connects(bystander, dst, timeout))
+                .count();
+            // Let the server accept the last connections before it stops.
+            std::thread::sleep(Duration::from_millis(100));
+            drop(done_tx);
+            (flood_ok, bystander_ok)
+        });
+        (server.join().unwrap(), client.join().unwrap())
+    });
+
+    let (counters, top, accepted_flooder, accepted_bystander) = server_result;
+    let burst = BURST as usize;
+    assert_eq!(
+        flood_ok.iter().filter(|ok| **ok).count(),
+        burst,
+        "exactly the burst connects: {flood_ok:?}"
+    );
+    assert!(
+        flood_ok[..burst].iter().all(|ok| *ok),
+        "the first {burst} connect"
+    );
+    assert_eq!(bystander_ok, BYSTANDER, "a second source still connects");
+    assert_eq!((accepted_flooder, accepted_bystander), (burst, BYSTANDER));
+    assert_eq!(counters.admitted, (burst + BYSTANDER) as u64);
+    assert_eq!(counters.dropped, (FLOOD - burst) as u64);
+    assert!(counters.passed > 0, "handshake ACKs pass");
+    assert_eq!(top.len(), 1);
+    assert_eq!(top[0].0, PrefixKey::v4(flooder.octets()));
+    assert_eq!(top[0].1.dropped, (FLOOD - burst) as u64);
 }
