@@ -320,6 +320,19 @@ fn enter(ns: &str) {
     nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
 }
 
+/// The XDP mode `ip link` reports on `dev` in `ns` (`xdp`, `xdpgeneric`, …), if any.
+fn xdp_mode(ns: &str, dev: &str) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-d", "link", "show", "dev", dev])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("xdp"))
+        .map(str::to_owned)
+}
+
 /// Opens a TCP connection from `src` to `dst`, giving up after `timeout` (a dropped SYN is
 /// retransmitted only after 1 s, so a shorter timeout sees exactly one SYN per attempt).
 fn connects(src: Ipv4Addr, dst: SocketAddr, timeout: Duration) -> bool {
@@ -392,7 +405,9 @@ fn xdp_on_veth_drops_a_flood_from_one_source_while_another_connects() {
             }
             let counters = kernel.counters().unwrap();
             let top = kernel.top_dropped(5).unwrap();
+            assert!(xdp_mode(&srv, &veth_s).is_some(), "attached while running");
             drop(kernel); // detach inside the namespace
+            assert_eq!(xdp_mode(&srv, &veth_s), None, "detached on drop");
             let from = |ip: Ipv4Addr| {
                 accepted
                     .iter()
@@ -438,4 +453,42 @@ fn xdp_on_veth_drops_a_flood_from_one_source_while_another_connects() {
     assert_eq!(top.len(), 1);
     assert_eq!(top[0].0, PrefixKey::v4(flooder.octets()));
     assert_eq!(top[0].1.dropped, (FLOOD - burst) as u64);
+}
+
+#[test]
+fn falls_back_to_generic_xdp_where_the_driver_has_none() {
+    require_root!();
+    if Command::new("ip").arg("-V").output().is_err() {
+        println!("SKIPPED: the `ip` tool (iproute2) is missing");
+        return;
+    }
+    // Loopback has no native XDP: attach must fall back to generic mode, and still limit.
+    let ns = format!("relay-xdp-l{}", std::process::id() % 100_000);
+    ip(&["netns", "add", &ns]);
+    let _cleanup = Namespaces(vec![ns.clone()]);
+    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    let (attachment, mode, ok, detached) = std::thread::scope(|s| {
+        s.spawn(|| {
+            enter(&ns);
+            let mut cfg = config(1, 2);
+            cfg.ports = vec![PORT];
+            let mut kernel = Kernel::load(&cfg).unwrap();
+            let attachment = kernel.attach("lo").unwrap().clone();
+            let mode = xdp_mode(&ns, "lo");
+            let dst = SocketAddr::from((Ipv4Addr::LOCALHOST, PORT));
+            let listener = TcpListener::bind(dst).unwrap();
+            let ok: Vec<bool> = (0..4)
+                .map(|_| connects(Ipv4Addr::LOCALHOST, dst, Duration::from_millis(300)))
+                .collect();
+            drop(listener);
+            drop(kernel);
+            (attachment, mode, ok, xdp_mode(&ns, "lo"))
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(!attachment.native, "{attachment}");
+    assert_eq!(mode.as_deref(), Some("xdpgeneric"));
+    assert_eq!(ok, [true, true, false, false]);
+    assert_eq!(detached, None);
 }
