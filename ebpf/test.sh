@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The eBPF build and its tests: installs the toolchain (idempotent, ~1 min the first time, instant
+# after), builds the relay with feature `ebpf` (which builds and embeds ebpf/program), then runs
+# the rate-limit tests with the feature on:
+#   - ebpf/common: the admission algorithm (host, property tests),
+#   - ratelimit::tests: the userspace twin,
+#   - ratelimit::ebpf::tests: BPF_PROG_TEST_RUN on synthetic packets, XDP on a veth pair between
+#     two network namespaces it creates and removes, generic-mode fallback on loopback.
+# The privileged tests print "SKIPPED: <reason>" and pass when not run as root.
+#
+# Usage: bash ebpf/test.sh   (from anywhere; CI runs it as root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash ebpf/setup-toolchain.sh
+# So bpf-linker is found when cargo was installed for another user's PATH.
+export PATH="$HOME/.cargo/bin:$PATH"
+
+cargo clippy -p relay --features ebpf --all-targets --locked -- -D warnings
+cargo test -p relay-ebpf-common --features user --locked
+cargo test -p relay --features ebpf --locked --lib ratelimit -- --nocapture
