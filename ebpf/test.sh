@@ -18,4 +18,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 cargo clippy -p relay --features ebpf --all-targets --locked -- -D warnings
 cargo test -p relay-ebpf-common --features user --locked
-cargo test -p relay --features ebpf --locked --lib ratelimit -- --nocapture
+# The end-to-end test uses the real relay (`relay dev`) as the listener when RELAY_BIN is set.
+cargo build -p relay --features ebpf --locked --bin relay
+RELAY_BIN="$PWD/target/debug/relay" \
+    cargo test -p relay --features ebpf --locked --lib ratelimit -- --nocapture

@@ -320,6 +320,43 @@ fn enter(ns: &str) {
     nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
 }
 
+/// Starts `relay dev` listening on `addr` (its data in a fresh temporary directory) and returns
+/// it, that directory, and its submissions (implicit TLS) address, read from what it prints.
+fn spawn_relay(
+    bin: &std::path::Path,
+    addr: Ipv4Addr,
+) -> (std::process::Child, std::path::PathBuf, SocketAddr) {
+    use std::io::BufRead as _;
+    let data = std::env::temp_dir().join(format!("relay-xdp-e2e-{}", std::process::id()));
+    let mut child = Command::new(bin)
+        .args(["dev", "--workers", "1", "--data"])
+        .arg(&data)
+        .args(["--set", &format!("listen={addr}")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // `relay dev` prints `  Submissions: 198.18.0.1:10465` once it listens.
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut found = None;
+    for line in lines.by_ref().take(50) {
+        let line = line.unwrap();
+        if let Some(a) = line.trim().strip_prefix("Submissions: ") {
+            found = Some(a.parse().unwrap());
+            break;
+        }
+    }
+    // Keep draining its stdout, so that it never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    match found {
+        Some(dst) => (child, data, dst),
+        None => {
+            let _ = child.kill();
+            panic!("relay dev did not report its submissions address");
+        }
+    }
+}
+
 /// The XDP mode `ip link` reports on `dev` in `ns` (`xdp`, `xdpgeneric`, …), if any.
 fn xdp_mode(ns: &str, dev: &str) -> Option<String> {
     let out = Command::new("ip")
@@ -375,32 +412,43 @@ fn xdp_on_veth_drops_a_flood_from_one_source_while_another_connects() {
     const BURST: u32 = 5;
     const FLOOD: usize = 20;
     const BYSTANDER: usize = 3;
-    let mut cfg = config(1, BURST); // one token a minute: no refill during the test
-    cfg.ebpf_interfaces = vec![veth_s.clone()];
-    cfg.ports = vec![PORT];
-    let dst = SocketAddr::from((server, PORT));
     let timeout = Duration::from_millis(300);
 
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let (server_result, (flood_ok, bystander_ok)) = std::thread::scope(|s| {
-        let server = s.spawn(move || {
+        let server_thread = s.spawn(move || {
             enter(&srv);
+            // The listener: the real relay (`relay dev`, its submissions port) when RELAY_BIN
+            // names the binary, else a plain TCP listener. Children inherit this thread's netns.
+            let (mut relay, listener, dst) = match std::env::var_os("RELAY_BIN") {
+                Some(bin) => {
+                    let (child, data, dst) = spawn_relay(bin.as_ref(), server);
+                    (Some((child, data)), None, dst)
+                }
+                None => {
+                    let dst = SocketAddr::from((server, PORT));
+                    let listener = TcpListener::bind(dst).unwrap();
+                    listener.set_nonblocking(true).unwrap();
+                    (None, Some(listener), dst)
+                }
+            };
+            // One token a minute: no refill during the test.
+            let mut cfg = config(1, BURST);
+            cfg.ebpf_interfaces = vec![veth_s.clone()];
+            cfg.ports = vec![dst.port()];
             let kernel = Kernel::start(&cfg).unwrap();
-            let listener = TcpListener::bind(dst).unwrap();
-            listener.set_nonblocking(true).unwrap();
-            ready_tx
-                .send(kernel.attachments().cloned().collect::<Vec<_>>())
-                .unwrap();
+            let attached: Vec<Attachment> = kernel.attachments().cloned().collect();
+            ready_tx.send((attached, dst, relay.is_some())).unwrap();
             let mut accepted = Vec::new();
             // Until the client side is done (or gone), bounded at 60 s.
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
             while matches!(done_rx.try_recv(), Err(mpsc::TryRecvError::Empty))
                 && std::time::Instant::now() < deadline
             {
-                match listener.accept() {
-                    Ok((stream, peer)) => accepted.push((stream, peer.ip())),
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                match listener.as_ref().map(TcpListener::accept) {
+                    Some(Ok((stream, peer))) => accepted.push((stream, peer.ip())),
+                    _ => std::thread::sleep(Duration::from_millis(2)),
                 }
             }
             let counters = kernel.counters().unwrap();
@@ -408,17 +456,28 @@ fn xdp_on_veth_drops_a_flood_from_one_source_while_another_connects() {
             assert!(xdp_mode(&srv, &veth_s).is_some(), "attached while running");
             drop(kernel); // detach inside the namespace
             assert_eq!(xdp_mode(&srv, &veth_s), None, "detached on drop");
+            if let Some((child, data)) = relay.as_mut() {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                std::fs::remove_dir_all(data).unwrap();
+            }
             let from = |ip: Ipv4Addr| {
-                accepted
+                let n = accepted
                     .iter()
                     .filter(|(_, p)| *p == IpAddr::V4(ip))
-                    .count()
+                    .count();
+                listener.as_ref().map(|_| n)
             };
             (counters, top, from(flooder), from(bystander))
         });
         let client = s.spawn(move || {
-            let attached = ready_rx.recv().unwrap();
-            println!("XDP attached: {attached:?}");
+            let (attached, dst, is_relay) = ready_rx.recv().unwrap();
+            let listener = if is_relay {
+                "relay dev"
+            } else {
+                "plain listener"
+            };
+            println!("XDP attached: {attached:?}; {listener} on {dst}");
             enter(&cli);
             let flood_ok: Vec<bool> = (0..FLOOD)
                 .map(|_| connects(flooder, dst, timeout))
@@ -431,7 +490,7 @@ fn xdp_on_veth_drops_a_flood_from_one_source_while_another_connects() {
             drop(done_tx);
             (flood_ok, bystander_ok)
         });
-        (server.join().unwrap(), client.join().unwrap())
+        (server_thread.join().unwrap(), client.join().unwrap())
     });
 
     let (counters, top, accepted_flooder, accepted_bystander) = server_result;
@@ -446,7 +505,13 @@ fn xdp_on_veth_drops_a_flood_from_one_source_while_another_connects() {
         "the first {burst} connect"
     );
     assert_eq!(bystander_ok, BYSTANDER, "a second source still connects");
-    assert_eq!((accepted_flooder, accepted_bystander), (burst, BYSTANDER));
+    if let (Some(flooder), Some(bystander)) = (accepted_flooder, accepted_bystander) {
+        assert_eq!(
+            (flooder, bystander),
+            (burst, BYSTANDER),
+            "accepted by the listener"
+        );
+    }
     assert_eq!(counters.admitted, (burst + BYSTANDER) as u64);
     assert_eq!(counters.dropped, (FLOOD - burst) as u64);
     assert!(counters.passed > 0, "handshake ACKs pass");
