@@ -17,6 +17,9 @@ bash ebpf/setup-toolchain.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
 cargo clippy -p relay --features ebpf --all-targets --locked -- -D warnings
+# The XDP program is not a workspace member: lint it for its own target.
+(cd ebpf/program && RUSTC_BOOTSTRAP=1 cargo clippy --locked --release \
+    --target bpfel-unknown-none -Z build-std=core -- -D warnings)
 cargo test -p relay-ebpf-common --features user --locked
 # The end-to-end test uses the real relay (`relay dev`) as the listener when RELAY_BIN is set.
 cargo build -p relay --features ebpf --locked --bin relay

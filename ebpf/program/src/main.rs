@@ -125,7 +125,7 @@ fn try_ratelimit(ctx: &XdpContext) -> Result<u32, u32> {
 
     // SAFETY: bpf_ktime_get_ns has no preconditions; it reads the monotonic clock.
     let now = unsafe { bpf_ktime_get_ns() };
-    let admitted = match BUCKETS.get_ptr_mut(&key) {
+    let admitted = match BUCKETS.get_ptr_mut(key) {
         // SAFETY: the pointer is to the map value for `key`, valid for this program run. Other
         // CPUs may update the same bucket concurrently; the race can only let an extra SYN
         // through (documented on `Bucket`), it cannot corrupt memory.
@@ -133,7 +133,7 @@ fn try_ratelimit(ctx: &XdpContext) -> Result<u32, u32> {
         None => {
             let mut bucket = Bucket::full(now, &config.limits);
             let admitted = admit(&mut bucket, now, &config.limits);
-            if BUCKETS.insert(&key, &bucket, 0).is_err() {
+            if BUCKETS.insert(key, bucket, 0).is_err() {
                 count(Counter::MapError);
                 return Ok(XDP_PASS);
             }

@@ -193,3 +193,10 @@ fn start_with_interfaces_but_without_the_feature_falls_back() {
     };
     assert_eq!(start(&c).1, Enforcement::Userspace);
 }
+
+#[test]
+fn admission_can_be_shared_across_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Admission>();
+    shared::<SmtpSlot>();
+}
