@@ -111,6 +111,13 @@ impl PrefixKey {
     }
 }
 
+/// `192.0.2.1/32`, `2001:db8:1:2::/64`: what operators see in metrics and the CLI.
+impl core::fmt::Display for PrefixKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}/{}", self.ip(), self.prefix_len())
+    }
+}
+
 /// The rate limit: a token bucket refilled at `rate_per_minute` tokens per minute, holding at most
 /// `burst` tokens. One new connection costs one token.
 ///

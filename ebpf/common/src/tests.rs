@@ -115,6 +115,14 @@ fn keys_group_ipv6_by_64_and_map_v4_mapped_addresses() {
 }
 
 #[test]
+fn keys_display_as_prefixes() {
+    use std::string::ToString;
+    let v6 = PrefixKey::from_ip("2001:db8:1:2:aaaa::1".parse().unwrap());
+    assert_eq!(v6.to_string(), "2001:db8:1:2::/64");
+    assert_eq!(PrefixKey::v4([192, 0, 2, 1]).to_string(), "192.0.2.1/32");
+}
+
+#[test]
 fn config_matches_only_listed_nonzero_ports() {
     let mut c = Config::default();
     assert!(!c.limits_port(0));
