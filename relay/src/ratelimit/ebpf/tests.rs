@@ -304,6 +304,45 @@ impl Drop for Namespaces {
     }
 }
 
+/// Two fresh namespaces joined by a veth pair: `srv` has 198.18.0.1/24 on `veth_s`, `cli` has
+/// 198.18.0.2 and 198.18.0.3. Removed on drop.
+struct Veth {
+    srv: String,
+    cli: String,
+    veth_s: String,
+    _namespaces: Namespaces,
+}
+
+fn veth_pair(tag: char) -> Veth {
+    let id = std::process::id() % 100_000;
+    let (srv, cli) = (
+        format!("relay-xdp-{tag}s{id}"),
+        format!("relay-xdp-{tag}c{id}"),
+    );
+    let (veth_s, veth_c) = (format!("rlx{tag}s{id}"), format!("rlx{tag}c{id}"));
+    let mut namespaces = Namespaces(Vec::new());
+    for ns in [&srv, &cli] {
+        ip(&["netns", "add", ns]);
+        namespaces.0.push(ns.clone());
+    }
+    ip(&[
+        "link", "add", &veth_s, "netns", &srv, "type", "veth", "peer", "name", &veth_c, "netns",
+        &cli,
+    ]);
+    ip(&["-n", &srv, "addr", "add", "198.18.0.1/24", "dev", &veth_s]);
+    ip(&["-n", &cli, "addr", "add", "198.18.0.2/24", "dev", &veth_c]);
+    ip(&["-n", &cli, "addr", "add", "198.18.0.3/24", "dev", &veth_c]);
+    for (ns, dev) in [(&srv, &veth_s), (&cli, &veth_c), (&srv, &"lo".to_owned())] {
+        ip(&["-n", ns, "link", "set", dev, "up"]);
+    }
+    Veth {
+        srv,
+        cli,
+        veth_s,
+        _namespaces: namespaces,
+    }
+}
+
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().unwrap();
     assert!(
@@ -390,24 +429,8 @@ fn xdp_on_veth_drops_a_flood_from_one_source_while_another_connects() {
     let server = Ipv4Addr::new(198, 18, 0, 1);
     let flooder = Ipv4Addr::new(198, 18, 0, 2);
     let bystander = Ipv4Addr::new(198, 18, 0, 3);
-    let id = std::process::id() % 100_000;
-    let (srv, cli) = (format!("relay-xdp-s{id}"), format!("relay-xdp-c{id}"));
-    let (veth_s, veth_c) = (format!("rlxs{id}"), format!("rlxc{id}"));
-    let mut namespaces = Namespaces(Vec::new());
-    for ns in [&srv, &cli] {
-        ip(&["netns", "add", ns]);
-        namespaces.0.push(ns.clone());
-    }
-    ip(&[
-        "link", "add", &veth_s, "netns", &srv, "type", "veth", "peer", "name", &veth_c, "netns",
-        &cli,
-    ]);
-    ip(&["-n", &srv, "addr", "add", "198.18.0.1/24", "dev", &veth_s]);
-    ip(&["-n", &cli, "addr", "add", "198.18.0.2/24", "dev", &veth_c]);
-    ip(&["-n", &cli, "addr", "add", "198.18.0.3/24", "dev", &veth_c]);
-    for (ns, dev) in [(&srv, &veth_s), (&cli, &veth_c), (&srv, &"lo".to_owned())] {
-        ip(&["-n", ns, "link", "set", dev, "up"]);
-    }
+    let net = veth_pair('e');
+    let (srv, cli, veth_s) = (net.srv.clone(), net.cli.clone(), net.veth_s.clone());
 
     const BURST: u32 = 5;
     const FLOOD: usize = 20;
