@@ -412,9 +412,13 @@ fn xdp_mode(ns: &str, dev: &str) -> Option<String> {
 /// Opens a TCP connection from `src` to `dst`, giving up after `timeout` (a dropped SYN is
 /// retransmitted only after 1 s, so a shorter timeout sees exactly one SYN per attempt).
 fn connects(src: Ipv4Addr, dst: SocketAddr, timeout: Duration) -> bool {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&SocketAddr::from((src, 0)).into()).unwrap();
-    s.connect_timeout(&dst.into(), timeout).is_ok()
+    connect(src, dst, timeout).is_ok()
+}
+
+fn connect(src: Ipv4Addr, dst: SocketAddr, timeout: Duration) -> std::io::Result<()> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.bind(&SocketAddr::from((src, 0)).into())?;
+    s.connect_timeout(&dst.into(), timeout)
 }
 
 #[test]
@@ -579,4 +583,197 @@ fn falls_back_to_generic_xdp_where_the_driver_has_none() {
     assert_eq!(mode.as_deref(), Some("xdpgeneric"));
     assert_eq!(ok, [true, true, false, false]);
     assert_eq!(detached, None);
+}
+
+// ---- benchmark: a legitimate client's connect latency during a SYN flood --------------------
+
+/// One's-complement sum of 16-bit words (RFC 1071).
+fn checksum(chunks: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in chunks {
+        for pair in chunk.chunks(2) {
+            let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+            sum += u32::from(word);
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An IPv4 SYN with a valid TCP checksum, without the Ethernet header (for a raw IP socket; the
+/// kernel fills in the IP checksum and length).
+fn raw_syn(src: Ipv4Addr, dst: SocketAddr, sport: u16, seq: u32) -> Vec<u8> {
+    let IpAddr::V4(dst_ip) = dst.ip() else {
+        unreachable!("IPv4 only")
+    };
+    let mut t = tcp(dst.port(), SYN);
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst_ip.octets());
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    let sum = checksum(&[&pseudo, &t]);
+    t[16..18].copy_from_slice(&sum.to_be_bytes());
+    let mut p = ipv4(src.octets(), 6, &[], 0x4000, &t);
+    p[14 + 16..14 + 20].copy_from_slice(&dst_ip.octets());
+    p.split_off(14)
+}
+
+struct Round {
+    latencies_us: Vec<u64>,
+    failures: Vec<std::io::ErrorKind>,
+    flood_sent: u64,
+    flood_secs: f64,
+    counters: Option<Counters>,
+    refused_in_userspace: u64,
+}
+
+/// One round: a raw SYN flood from 198.18.0.2 while 198.18.0.3 makes `LEGIT` sequential
+/// connections; the limit is enforced by XDP (`xdp`) or after `accept` by `Admission`.
+fn flood_round(xdp: bool) -> Round {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const LEGIT: usize = 300;
+    const MAX_FLOOD_SECS: u64 = 8;
+    // Same offered load in both rounds (RELAY_BENCH_PPS, default 50 000 SYN/s: a rate this
+    // machine sustains with or without XDP).
+    let flood_pps: u64 = std::env::var("RELAY_BENCH_PPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let net = veth_pair(if xdp { 'x' } else { 'u' });
+    let dst = SocketAddr::from(([198, 18, 0, 1], PORT));
+    let stop = AtomicBool::new(false);
+    let refused = AtomicU64::new(0);
+    let sent = AtomicU64::new(0);
+    // Default rate; a burst above LEGIT so the legitimate client itself is never limited.
+    let cfg = RateLimitConfig {
+        ebpf_interfaces: vec![net.veth_s.clone()],
+        ports: vec![PORT],
+        new_connections_burst: 2 * LEGIT as u32,
+        ..RateLimitConfig::default()
+    };
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            enter(&net.srv);
+            let kernel = xdp.then(|| Kernel::start(&cfg).unwrap());
+            let admission = crate::ratelimit::Admission::new(&cfg);
+            let listener = TcpListener::bind(dst).unwrap();
+            let start = std::time::Instant::now();
+            ready_tx.send(()).unwrap();
+            for conn in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let now = start.elapsed().as_nanos() as u64;
+                let peer = conn.peer_addr().map(|a| a.ip());
+                if peer.is_ok_and(|p| !admission.admit(p, now)) {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(conn);
+            }
+            kernel.map(|k| k.counters().unwrap())
+        });
+        ready_rx.recv().unwrap();
+        let flood = s.spawn(|| {
+            enter(&net.cli);
+            let sock = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::RAW,
+                Some(socket2::Protocol::TCP),
+            )
+            .unwrap();
+            sock.set_header_included_v4(true).unwrap();
+            let to = socket2::SockAddr::from(dst);
+            let src = Ipv4Addr::new(198, 18, 0, 2);
+            let packets: Vec<Vec<u8>> = (0..4096u32)
+                .map(|i| raw_syn(src, dst, 1024 + i as u16, i.wrapping_mul(2_654_435_761)))
+                .collect();
+            let start = std::time::Instant::now();
+            let deadline = start + Duration::from_secs(MAX_FLOOD_SECS);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                for _ in 0..256 {
+                    let p = &packets[(n as usize) % packets.len()];
+                    if sock.send_to(p, &to).is_ok() {
+                        n += 1;
+                    }
+                }
+                let due = Duration::from_micros(n * 1_000_000 / flood_pps);
+                if let Some(ahead) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(ahead);
+                }
+            }
+            sent.store(n, Ordering::SeqCst);
+            start.elapsed().as_secs_f64()
+        });
+        let legit = s.spawn(|| {
+            enter(&net.cli);
+            std::thread::sleep(Duration::from_millis(300)); // let the flood ramp up
+            let src = Ipv4Addr::new(198, 18, 0, 3);
+            let mut latencies = Vec::with_capacity(LEGIT);
+            let mut failures = Vec::new();
+            for _ in 0..LEGIT {
+                let t = std::time::Instant::now();
+                match connect(src, dst, Duration::from_secs(1)) {
+                    Ok(()) => latencies.push(t.elapsed().as_micros() as u64),
+                    Err(e) => failures.push(e.kind()),
+                }
+            }
+            stop.store(true, Ordering::SeqCst);
+            // Wake the blocking accept so the server sees `stop`.
+            let _ = connects(src, dst, Duration::from_secs(1));
+            (latencies, failures)
+        });
+        let (latencies_us, failures) = legit.join().unwrap();
+        let flood_secs = flood.join().unwrap();
+        let counters = server.join().unwrap();
+        Round {
+            latencies_us,
+            failures,
+            flood_sent: sent.load(Ordering::SeqCst),
+            flood_secs,
+            counters,
+            refused_in_userspace: refused.load(Ordering::SeqCst),
+        }
+    })
+}
+
+/// Run as root with: `cargo test --release -p relay --features ebpf --lib bench_ -- --ignored
+/// --nocapture` (optionally `RELAY_BENCH_PPS=150000`). Prints connect latency percentiles of a
+/// legitimate client during a SYN flood from another address, with the limit enforced in
+/// userspace and then by XDP.
+#[test]
+#[ignore = "benchmark: run explicitly with --ignored --nocapture"]
+fn bench_legit_connect_latency_under_syn_flood() {
+    require_root!();
+    for xdp in [false, true] {
+        let mut r = flood_round(xdp);
+        r.latencies_us.sort_unstable();
+        let pct = |p: usize| {
+            let l = &r.latencies_us;
+            l.get((l.len() * p / 100).min(l.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        println!(
+            "{:<9} legit connects: p50 {} us, p99 {} us, max {} us, failed {}/{} {:?} | flood {:.0} \
+             SYN/s for {:.1} s | refused after accept {} | XDP {:?}",
+            if xdp { "xdp" } else { "userspace" },
+            pct(50),
+            pct(99),
+            r.latencies_us.last().copied().unwrap_or(0),
+            r.failures.len(),
+            r.failures.len() + r.latencies_us.len(),
+            r.failures,
+            r.flood_sent as f64 / r.flood_secs,
+            r.flood_secs,
+            r.refused_in_userspace,
+            r.counters,
+        );
+    }
 }
