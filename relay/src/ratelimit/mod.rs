@@ -74,13 +74,15 @@ pub enum Enforcement {
 /// Verdict counters (kernel: summed over CPUs since load; userspace: since start).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Packets/connections not rate limited (kernel: everything but SYNs to limited ports).
+    /// Kernel: packets passed without judging (everything but SYNs to limited ports).
+    /// Userspace: always 0 (only connections that are judged are counted).
     pub passed: u64,
     /// New connections admitted.
     pub admitted: u64,
     /// New connections refused (kernel: SYNs dropped).
     pub dropped: u64,
-    /// New connections admitted because the source table was unusable (fail open).
+    /// Kernel: SYNs admitted because the source map refused an insert (fail open).
+    /// Userspace: always 0 (the table evicts instead).
     pub map_error: u64,
 }
 
