@@ -49,14 +49,15 @@ pub struct RateLimitConfig {
 }
 
 impl Default for RateLimitConfig {
-    /// No XDP, the generous defaults above, chatmail's default of 5000 SMTP connections, and the
+    /// No XDP, the generous defaults above, chatmail's default of 1000 SMTP connections (200 per
+    /// source), and the
     /// standard SMTP, submission and IMAP ports.
     fn default() -> Self {
         Self {
             ebpf_interfaces: Vec::new(),
             max_new_connections_per_minute: DEFAULT_MAX_NEW_CONNECTIONS_PER_MINUTE,
             new_connections_burst: DEFAULT_NEW_CONNECTIONS_BURST,
-            max_smtp_connections: 5000,
+            max_smtp_connections: 1000,
             ports: vec![25, 587, 465, 143, 993],
         }
     }
