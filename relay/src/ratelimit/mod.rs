@@ -50,8 +50,7 @@ pub struct RateLimitConfig {
 
 impl Default for RateLimitConfig {
     /// No XDP, the generous defaults above, chatmail's default of 1000 SMTP connections (200 per
-    /// source), and the
-    /// standard SMTP, submission and IMAP ports.
+    /// source), and the standard SMTP, submission and IMAP ports.
     fn default() -> Self {
         Self {
             ebpf_interfaces: Vec::new(),
