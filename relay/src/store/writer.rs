@@ -43,6 +43,9 @@ pub enum Msg {
     Checkpoint(oneshot::Sender<Result<(), Error>>),
 }
 
+/// What a background checkpoint thread returns: its position, and the previous checkpoint's.
+type BackgroundResult = (Position, Result<Option<Position>, Error>);
+
 /// The writer thread's state.
 pub struct Writer {
     log: Log,
@@ -56,6 +59,8 @@ pub struct Writer {
     appended_at_checkpoint: u64,
     /// Records replayed at open (a long replay is worth a checkpoint at shutdown).
     replayed: u64,
+    /// A checkpoint being written by another thread: its position and outcome.
+    background: Option<std::thread::JoinHandle<BackgroundResult>>,
 }
 
 fn copy_io(e: &Error) -> Error {
@@ -89,6 +94,7 @@ impl Writer {
             last_checkpoint,
             appended_at_checkpoint: 0,
             replayed,
+            background: None,
         }
     }
 
@@ -140,6 +146,11 @@ impl Writer {
                 for done in checkpoints {
                     let _ = done.send(Err(copy_io(&e)));
                 }
+                // Wait for a checkpoint in flight (its snapshot was committed state), but
+                // remove no segment: the private index may hold uncommitted changes.
+                if let Some(h) = self.background.take() {
+                    let _ = h.join();
+                }
                 return;
             }
             self.publish(&mut pending);
@@ -156,14 +167,14 @@ impl Writer {
             if checkpoints.is_empty()
                 && self.log.appended - self.appended_at_checkpoint >= self.checkpoint_every()
             {
-                if let Err(e) = self.checkpoint() {
-                    tracing::warn!(error = %e, "store checkpoint failed");
-                }
+                self.checkpoint_in_background();
             }
+            self.finish_background(false);
             for done in checkpoints {
                 let _ = done.send(self.checkpoint());
             }
         }
+        self.finish_background(true);
         // At shutdown: checkpoint if anything was written since the last one, or if this open
         // had to replay much.
         if self.log.appended > self.appended_at_checkpoint
@@ -217,6 +228,7 @@ impl Writer {
     /// Write a checkpoint of the committed index (called between batches, when the private
     /// index equals the shared one), then delete segments no longer needed.
     pub fn checkpoint(&mut self) -> Result<(), Error> {
+        self.finish_background(true);
         let pos = self.log.position();
         self.appended_at_checkpoint = self.log.appended;
         if self.last_checkpoint == Some(pos) {
@@ -224,14 +236,62 @@ impl Writer {
         }
         let previous = checkpoint::write(&self.index_dir, &self.index, pos)?;
         self.last_checkpoint = Some(pos);
-        let mut removed = 0;
-        if let Some(previous) = previous {
-            let refs = &self.index.seg_refs;
-            removed = self
-                .log
-                .remove_unused(previous.segment, |s| refs.contains_key(&s))?;
+        self.remove_segments(previous)
+    }
+
+    /// Start writing a checkpoint on another thread (the periodic one): the snapshot is taken
+    /// here, at a batch boundary; serializing and syncing it does not delay commits.
+    fn checkpoint_in_background(&mut self) {
+        if self.background.is_some() {
+            return;
         }
-        tracing::debug!(?pos, removed, "store checkpoint written");
+        let pos = self.log.position();
+        self.appended_at_checkpoint = self.log.appended;
+        if self.last_checkpoint == Some(pos) {
+            return;
+        }
+        let cp = checkpoint::snapshot(&self.index, pos);
+        let dir = self.index_dir.clone();
+        let spawned = std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || (pos, checkpoint::write_snapshot(&dir, &cp)));
+        match spawned {
+            Ok(h) => self.background = Some(h),
+            Err(e) => tracing::warn!(error = %e, "cannot start checkpoint thread"),
+        }
+    }
+
+    /// Collect a finished background checkpoint (or wait for it) and remove the segments it
+    /// made unnecessary.
+    fn finish_background(&mut self, wait: bool) {
+        if !wait && !self.background.as_ref().is_some_and(|h| h.is_finished()) {
+            return;
+        }
+        let Some(h) = self.background.take() else {
+            return;
+        };
+        match h.join() {
+            Ok((pos, Ok(previous))) => {
+                self.last_checkpoint = Some(pos);
+                if let Err(e) = self.remove_segments(previous) {
+                    tracing::warn!(error = %e, "removing old segments failed");
+                }
+            }
+            Ok((_, Err(e))) => tracing::warn!(error = %e, "store checkpoint failed"),
+            Err(_) => tracing::error!("store checkpoint thread panicked"),
+        }
+    }
+
+    /// Delete segments before the previous checkpoint that hold no live body.
+    fn remove_segments(&mut self, previous: Option<Position>) -> Result<(), Error> {
+        let Some(previous) = previous else {
+            return Ok(());
+        };
+        let refs = &self.index.seg_refs;
+        let removed = self
+            .log
+            .remove_unused(previous.segment, |s| refs.contains_key(&s))?;
+        tracing::debug!(?previous, removed, "old segments removed");
         Ok(())
     }
 
