@@ -600,6 +600,13 @@ fn torn_tail_at_every_offset() {
             let surviving_inserts = fr.iter().filter(|f| f.1 <= k && f.2 == 11).count();
             let expect = earlier + surviving_inserts;
             let s = reopen(dst.path(), c.clone());
+            // Nothing after the cut is left in the file, so a later write cannot revive it.
+            let recovered = std::fs::read(&target).unwrap();
+            let end = frames(&recovered).last().map_or(0, |f| f.1);
+            assert!(
+                recovered[end..].iter().all(|&b| b == 0),
+                "corrupt={corrupt} k={k}: bytes left after the cut at {end}"
+            );
             let a = s.account("a@x").unwrap().id;
             let v = inbox(&s, a);
             assert_eq!(v.messages.len(), expect, "corrupt={corrupt} k={k}");
