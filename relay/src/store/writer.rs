@@ -35,6 +35,11 @@ pub const MAX_MAILBOX_NAME: usize = 512;
 /// Replayed records at open above which shutdown writes a checkpoint even without new writes.
 const REPLAY_WORTH_CHECKPOINT: u64 = 1024;
 
+/// Most ops in one group commit.
+const MAX_BATCH_OPS: usize = 4096;
+/// Message bytes after which a batch stops taking more ops (bounds the batch buffer).
+const MAX_BATCH_BYTES: usize = 32 << 20;
+
 /// A request to the writer thread.
 pub enum Msg {
     /// A write.
@@ -45,6 +50,16 @@ pub enum Msg {
 
 /// What a background checkpoint thread returns: its position, and the previous checkpoint's.
 type BackgroundResult = (Position, Result<Option<Position>, Error>);
+
+impl Msg {
+    /// Message bytes the request will write.
+    fn body_len(&self) -> usize {
+        match self {
+            Msg::Op(Op::Deliver { body, .. } | Op::Append { body, .. }, _) => body.len(),
+            _ => 0,
+        }
+    }
+}
 
 /// The writer thread's state.
 pub struct Writer {
@@ -108,10 +123,14 @@ impl Writer {
         let mut pending = Vec::new();
         let mut completions = Vec::new();
         while let Ok(first) = rx.recv() {
+            let mut bytes = first.body_len();
             let mut batch = vec![first];
-            while batch.len() < 4096 {
+            while batch.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok(m) => batch.push(m),
+                    Ok(m) => {
+                        bytes += m.body_len();
+                        batch.push(m);
+                    }
                     Err(_) => break,
                 }
             }
