@@ -659,8 +659,15 @@ impl Store {
             .expect("index lock should not be poisoned")
     }
 
-    /// Look up an account by lowercase address.
+    /// Look up an account by lowercase address (other case is folded, as at creation).
     pub fn account(&self, addr: &str) -> Option<AccountInfo> {
+        let folded;
+        let addr = if addr.chars().any(char::is_uppercase) {
+            folded = addr.to_lowercase();
+            folded.as_str()
+        } else {
+            addr
+        };
         let idx = self.index();
         let id = idx.by_addr.get(addr)?;
         idx.account(*id).map(index::Account::info)

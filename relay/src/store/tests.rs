@@ -78,6 +78,7 @@ fn create_account_deliver_read_and_reopen() {
             Err(Error::Exists(_))
         ));
         assert_eq!(s.account("alice@x").unwrap().id, a);
+        assert_eq!(s.account("Alice@X").unwrap().id, a);
         assert_eq!(s.account_by_id(b).unwrap().addr, "bob@x");
         assert_eq!(
             deliver(&s, &[a, b, 999], b"hello"),
