@@ -46,7 +46,9 @@
 //!   referenced by the index; if every checkpoint is unreadable after that, `open` says
 //!   [`Error::Corrupt`] instead of building a partial index.
 //! - *I/O error while writing*: the writer stops (the failed batch gets the error, later commits
-//!   [`Error::Closed`]); after a failed `fdatasync` the page cache cannot be trusted.
+//!   [`Error::Closed`]); after a failed `fdatasync` the page cache cannot be trusted. An op
+//!   answered with an I/O error may still turn out committed after a restart (never the
+//!   reverse).
 //! - *Memory*: the index exists twice (shared and the writer's copy).
 
 use std::collections::HashMap;
@@ -800,7 +802,8 @@ impl Store {
     }
 
     /// Submit a write; the returned future resolves once it is durable and visible to readers.
-    /// The future is `Send + 'static` and needs no particular runtime.
+    /// The future is `Send + 'static` and needs no particular runtime. The op is queued when
+    /// `commit` is called: dropping the future does not cancel it.
     pub fn commit(
         &self,
         op: Op,
