@@ -393,7 +393,12 @@ impl Writer {
                         results.push(Err(DeliverError::OverQuota));
                         continue;
                     }
-                    let uid = inbox.uid_next + ex.1;
+                    // UID u32::MAX is never handed out, so `uid_next` cannot wrap.
+                    let Some(uid) = inbox.uid_next.checked_add(ex.1).filter(|u| *u < u32::MAX)
+                    else {
+                        results.push(Err(DeliverError::OverQuota));
+                        continue;
+                    };
                     let modseq = acc.modseq + 1 + u64::from(ex.1);
                     ex.0 += u64::from(size);
                     ex.1 += 1;
@@ -440,6 +445,9 @@ impl Writer {
                 }
                 let (bits, new_keywords) = resolve_flags(&self.index, account, &flags, true)?;
                 let (uid, modseq, uid_validity) = (mb.uid_next, acc.modseq + 1, mb.uid_validity);
+                if uid == u32::MAX {
+                    return Err(Error::Invalid("UIDs exhausted"));
+                }
                 for name in new_keywords {
                     self.emit(Record::Keyword { account, name }, pending)?;
                 }
@@ -579,6 +587,7 @@ impl Writer {
                         let new = dst
                             .uid_next
                             .checked_add(u32::try_from(pairs.len()).unwrap_or(u32::MAX))
+                            .filter(|u| *u < u32::MAX)
                             .ok_or(Error::Invalid("UIDs exhausted"))?;
                         pairs.push((uid, new));
                     }
