@@ -1426,3 +1426,44 @@ fn damage_before_the_last_segment_is_refused_and_empty_leftovers_removed() {
     let after: Vec<Vec<u8>> = segs.iter().map(|p| std::fs::read(p).unwrap()).collect();
     assert!(before == after, "a refused open must not modify segments");
 }
+
+#[test]
+fn deliver_edge_cases_and_account_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.max_mailbox_size = 25;
+    let a;
+    {
+        let s = reopen(dir.path(), c.clone());
+        a = new_account(&s, "a@x");
+        let b = new_account(&s, "b@x");
+        // The same recipient twice gets two copies, each counted against the quota.
+        assert_eq!(
+            deliver(&s, &[a, a, a], &[b'x'; 10]),
+            vec![Ok(1), Ok(2), Err(DeliverError::OverQuota)]
+        );
+        assert_eq!(s.quota(a).0, 20);
+        assert_eq!(deliver(&s, &[], b"nobody"), vec![]);
+        s.commit_blocking(Op::DeleteAccount { account: b }).unwrap();
+        assert_eq!(
+            deliver(&s, &[b], b"gone"),
+            vec![Err(DeliverError::NoSuchAccount)]
+        );
+        assert!(matches!(
+            s.commit_blocking(Op::DeleteAccount { account: b }),
+            Err(Error::NotFound(_))
+        ));
+        // A new account never reuses the deleted one's id.
+        let b2 = new_account(&s, "b@x");
+        assert_ne!(b2, b);
+        assert_eq!(inbox(&s, b2).messages.len(), 0);
+    }
+    let s = reopen(dir.path(), c);
+    let v = inbox(&s, a);
+    assert_eq!(v.messages.len(), 2);
+    assert_eq!(
+        v.messages[0].body, v.messages[1].body,
+        "one body for both copies"
+    );
+    assert_eq!(s.accounts().len(), 2);
+}
