@@ -837,11 +837,12 @@ impl Store {
         }
     }
 
-    /// Write a checkpoint of the index so the next `open` replays less.
+    /// Write a checkpoint of the index so the next `open` replays less. Blocks the thread until
+    /// it is durable (usable from any context, but from async code prefer `spawn_blocking`).
     pub fn checkpoint(&self) -> Result<(), Error> {
-        let (done, rx) = tokio::sync::oneshot::channel();
+        let (done, rx) = mpsc::sync_channel(1);
         self.inner.send(writer::Msg::Checkpoint(done))?;
-        rx.blocking_recv().unwrap_or(Err(Error::Closed))
+        rx.recv().unwrap_or(Err(Error::Closed))
     }
 
     /// Stop the store for every handle: queued writes complete, a checkpoint is written, the

@@ -45,7 +45,7 @@ pub enum Msg {
     /// A write.
     Op(Op, oneshot::Sender<Result<OpResult, Error>>),
     /// Write a checkpoint now.
-    Checkpoint(oneshot::Sender<Result<(), Error>>),
+    Checkpoint(mpsc::SyncSender<Result<(), Error>>),
 }
 
 /// What a background checkpoint thread returns: its position, and the previous checkpoint's.
