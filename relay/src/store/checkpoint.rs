@@ -291,7 +291,7 @@ pub fn snapshot_position(cp: &CpIndex) -> Position {
     }
 }
 
-/// [`write`] of a snapshot.
+/// [`write()`] of a snapshot.
 pub fn write_snapshot(dir: &Path, cp: &CpIndex) -> Result<Option<Position>, Error> {
     std::fs::create_dir_all(dir).map_err(io_err("create index directory", dir))?;
     let pos = snapshot_position(cp);
