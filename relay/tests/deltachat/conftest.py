@@ -146,7 +146,7 @@ def start_relay(tmp: Path) -> Server:
     data.mkdir()
     log = tmp / "relay.log"
     env = dict(os.environ)
-    env.setdefault("RUST_LOG", "debug")
+    env.setdefault("RUST_LOG", "info,relay=debug")
     env.setdefault("RUST_BACKTRACE", "1")
     cmd = [str(RELAY_BIN), "dev", "--data", str(data), "--io", RELAY_IO]
     with open(log, "wb") as logf:
@@ -287,6 +287,10 @@ class Peer:
         )
 
 
+class ConfigureFailed(AssertionError):
+    """Core reported ConfigureProgress 0 (login refused or server unreachable)."""
+
+
 def transport_params(server: Server, addr: str, password: str) -> dict:
     """Full manual settings: IP host, both ports and TLS modes, no certificate check."""
     return {
@@ -340,12 +344,13 @@ def dcproc(tmp_path):
 def make_peers(dcproc, server, request):
     """`make_peers(n)` -> n configured, online accounts (created by their first login)."""
 
-    def make(n: int, labels: Optional[list[str]] = None) -> list[Peer]:
+    def make(n: int, labels: Optional[list[str]] = None, credentials: Optional[list] = None) -> list[Peer]:
+        """`credentials`: optional (addr, localpart, password) per account instead of fresh ones."""
         labels = labels or [chr(ord("a") + len(dcproc.peers) + i) for i in range(n)]
         peers = []
-        for label in labels:
+        for i, label in enumerate(labels):
             ac = dcproc.dc.add_account()
-            addr, localpart, password = server.new_credentials()
+            addr, localpart, password = credentials[i] if credentials else server.new_credentials()
             peer = Peer(label, ac, addr, password, localpart)
             ac.set_config("bot", "1")  # accept contact requests, like cmping
             ac.set_config("autorelay", "0")  # never add public relays (§12.4)
@@ -366,7 +371,7 @@ def make_peers(dcproc, server, request):
             )
             if ev["progress"] == 0:
                 warnings = "\n".join(s for s in p.seen if " Warning " in s or " Error " in s)
-                raise AssertionError(f"{p.label} ({p.addr}): configure failed: {ev.get('comment')}\n{warnings}")
+                raise ConfigureFailed(f"{p.label} ({p.addr}): configure failed: {ev.get('comment')}\n{warnings}")
             call_with_deadline(fut, 30, f"{p.label}: add_or_update_transport")
         for p in peers:
             p.wait_event(lambda e: e.get("kind") == EventType.IMAP_INBOX_IDLE, 30, "ImapInboxIdle")

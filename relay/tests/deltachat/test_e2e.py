@@ -10,7 +10,17 @@ import os
 import statistics
 import time
 
-from conftest import METRICS, Peer, call_with_deadline, deadline, header_matches, vcard_chats
+import pytest
+from conftest import (
+    METRICS,
+    TARGET,
+    ConfigureFailed,
+    Peer,
+    call_with_deadline,
+    deadline,
+    header_matches,
+    vcard_chats,
+)
 from deltachat_rpc_client import EventType
 
 
@@ -24,6 +34,22 @@ def expect(peer: Peer, text: str, timeout: float = 30):
     assert snap.show_padlock, f"{peer.label} got {text!r} without padlock"
     assert not snap.is_info
     return snap
+
+
+def expect_all(peer: Peer, texts: list[str], timeout: float = 30):
+    """`peer` receives all of `texts` (in any order), each end-to-end encrypted."""
+    missing = set(texts)
+
+    def is_one(ev):
+        if ev.get("kind") != EventType.INCOMING_MSG:
+            return False
+        snap = peer.snapshot(ev["msgId"])
+        if snap.text in missing:
+            assert snap.show_padlock, f"{peer.label} got {snap.text!r} without padlock"
+            missing.discard(snap.text)
+        return not missing
+
+    peer.wait_event(is_one, timeout, f"incoming messages {sorted(missing)}")
 
 
 def chat_of(peer: Peer, snap):
@@ -176,3 +202,40 @@ def test_ping_pong_timing(make_peers):
         f"ping-pong median of 5: {statistics.median(rounds):.3f} s "
         f"(min {min(rounds):.3f}, max {max(rounds):.3f})"
     )
+
+
+def test_offline_recipient_fetches_later(make_peers):
+    """Messages stored while the recipient is offline are fetched at its next connect."""
+    a, b = make_peers(2)
+    ab, _ba = vcard_chats(a, b)
+    call_with_deadline(b.account.stop_io, 20, "stop_io")
+    texts = [f"while you were away {i}" for i in range(3)]
+    ids = {send_text(ab, t).id for t in texts}
+    delivered = set()
+
+    def all_delivered(ev):
+        if ev.get("kind") == EventType.MSG_DELIVERED:
+            delivered.add(ev["msgId"])
+        return ids <= delivered
+
+    a.wait_event(all_delivered, 30, "MsgDelivered for all 3 messages")
+    call_with_deadline(b.account.start_io, 20, "start_io")
+    expect_all(b, texts)
+
+
+relay_only = pytest.mark.skipif(TARGET != "relay", reason="the baseline runs with BASELINE_AUTH=any")
+
+
+@relay_only
+def test_login_rules(make_peers, server):
+    """First login creates the account; afterwards only its password works (chatmail.md §4.2)."""
+    (a,) = make_peers(1)
+    with pytest.raises(ConfigureFailed):
+        make_peers(1, labels=["wrong-password"], credentials=[(a.addr, a.localpart, a.password + "x")])
+    # A second device with the right password logs in to the same account.
+    make_peers(1, labels=["second-device"], credentials=[(a.addr, a.localpart, a.password)])
+    _addr, localpart, _password = server.new_credentials()
+    with pytest.raises(ConfigureFailed):
+        make_peers(1, labels=["short-password"], credentials=[(f"{localpart}@{server.domain}", localpart, "short")])
+    with pytest.raises(ConfigureFailed):
+        make_peers(1, labels=["short-name"], credentials=[(f"abc@{server.domain}", "abc", "a-long-enough-password")])
