@@ -114,35 +114,502 @@ impl Config {
         }
     }
 
-    /// The configuration of `relay dev`: IPv4-only relay for 127.0.0.1 on the dev ports.
+    /// The configuration of `relay dev` with no overrides: an IPv4-only relay for 127.0.0.1 on
+    /// the dev ports, data in `data_dir`.
     pub fn dev(data_dir: PathBuf) -> Config {
-        Config {
-            mail_domain: "127.0.0.1".into(),
-            max_user_send_per_minute: 60,
-            max_user_send_burst_size: 10,
-            max_mailbox_size: 500 * 1024 * 1024,
-            max_message_size: 31_457_280,
-            delete_mails_after: 20,
-            delete_large_after: 7,
-            delete_inactive_users_after: 90,
-            username_min_length: 9,
-            username_max_length: 9,
-            password_min_length: 9,
-            max_load_1m: 5.0,
-            min_available_memory: 200 * 1024 * 1024,
-            min_free_disk_space: 1024 * 1024 * 1024,
-            max_imap_connections: 10_000,
-            max_smtp_connections: 1000,
-            tls_external_cert_and_key: None,
-            disable_ipv6: true,
-            imap_compress: false,
-            privacy_mail: String::new(),
-            iroh_relay: None,
-            nocreate_file: data_dir.join("nocreate"),
-            data_dir,
-            listen: vec![IpAddr::from([127, 0, 0, 1])],
-            ports: Ports::DEV,
-            extra: BTreeMap::new(),
+        Config::build(&RawConfig::default(), Mode::Dev { data_dir })
+            .expect("the built-in dev defaults should be valid")
+    }
+
+    /// Validates `raw` on top of the defaults of `mode`.
+    ///
+    /// # Errors
+    /// The first invalid value, naming its key.
+    pub fn build(raw: &RawConfig, mode: Mode) -> Result<Config, Error> {
+        let p = Parser { raw };
+        let dev = matches!(mode, Mode::Dev { .. });
+        let mail_domain = match (p.get("mail_domain"), dev) {
+            (Some(d), _) => d.trim().to_ascii_lowercase(),
+            (None, true) => "127.0.0.1".to_owned(),
+            (None, false) => return Err(Error::missing("mail_domain")),
+        };
+        if mail_domain.is_empty()
+            || mail_domain.contains(|c: char| c.is_whitespace() || c == '/' || c == '@')
+        {
+            return Err(Error::invalid(
+                "mail_domain",
+                &mail_domain,
+                "a DNS name or an IPv4 address",
+            ));
         }
+        let default_data = match &mode {
+            Mode::Dev { data_dir } => data_dir.clone(),
+            Mode::Serve => PathBuf::from("/var/lib/chatmail-relay"),
+        };
+        let data_dir = p.path("data_dir")?.unwrap_or(default_data);
+        let ports_default = if dev { Ports::DEV } else { Ports::STANDARD };
+        let ports = Ports {
+            smtp: p.num("smtp_port")?.unwrap_or(ports_default.smtp),
+            submission: p
+                .num("submission_port")?
+                .unwrap_or(ports_default.submission),
+            submissions: p
+                .num("submissions_port")?
+                .unwrap_or(ports_default.submissions),
+            imap: p.num("imap_port")?.unwrap_or(ports_default.imap),
+            imaps: p.num("imaps_port")?.unwrap_or(ports_default.imaps),
+        };
+        let disable_ipv6 = p.boolean("disable_ipv6")?.unwrap_or(dev);
+        let listen = match p.get("listen") {
+            Some(v) => v
+                .split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<IpAddr>()
+                        .map_err(|_| Error::invalid("listen", &v, "comma-separated IP addresses"))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None if dev => vec![IpAddr::from([127, 0, 0, 1])],
+            None if disable_ipv6 => vec![IpAddr::from([0, 0, 0, 0])],
+            None => vec![IpAddr::from([0, 0, 0, 0]), IpAddr::from([0u16; 8])],
+        };
+        if listen.is_empty() {
+            return Err(Error::invalid("listen", "", "at least one IP address"));
+        }
+        let tls_external_cert_and_key = match p.get("tls_external_cert_and_key") {
+            None => None,
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) => {
+                let parts: Vec<&str> = v.split_whitespace().collect();
+                match parts.as_slice() {
+                    [c, k] => Some((PathBuf::from(c), PathBuf::from(k))),
+                    _ => {
+                        return Err(Error::invalid(
+                            "tls_external_cert_and_key",
+                            &v,
+                            "two paths: certificate and key",
+                        ))
+                    }
+                }
+            }
+        };
+        let username_min_length = p.num("username_min_length")?.unwrap_or(9);
+        let username_max_length = p.num("username_max_length")?.unwrap_or(9);
+        if username_min_length > username_max_length || username_min_length == 0 {
+            return Err(Error::invalid(
+                "username_min_length",
+                &username_min_length.to_string(),
+                "a positive number not above username_max_length",
+            ));
+        }
+        let nocreate_default = if dev {
+            data_dir.join("nocreate")
+        } else {
+            PathBuf::from("/etc/chatmail-nocreate")
+        };
+        let config = Config {
+            max_user_send_per_minute: positive(&p, "max_user_send_per_minute", 60)?,
+            max_user_send_burst_size: positive(&p, "max_user_send_burst_size", 10)?,
+            max_mailbox_size: p.size("max_mailbox_size")?.unwrap_or(500 * MIB),
+            max_message_size: p.size("max_message_size")?.unwrap_or(31_457_280),
+            delete_mails_after: p.num("delete_mails_after")?.unwrap_or(20),
+            delete_large_after: p.num("delete_large_after")?.unwrap_or(7),
+            delete_inactive_users_after: p.num("delete_inactive_users_after")?.unwrap_or(90),
+            username_min_length,
+            username_max_length,
+            password_min_length: p.num("password_min_length")?.unwrap_or(9),
+            max_load_1m: p.float("max_load_1m")?.unwrap_or(5.0),
+            min_available_memory: p.size("min_available_memory")?.unwrap_or(200 * MIB),
+            min_free_disk_space: p.size("min_free_disk_space")?.unwrap_or(1024 * MIB),
+            max_imap_connections: positive(&p, "max_imap_connections", 10_000)?,
+            max_smtp_connections: positive(&p, "max_smtp_connections", 1000)?,
+            tls_external_cert_and_key,
+            disable_ipv6,
+            imap_compress: p.boolean("imap_compress")?.unwrap_or(false),
+            privacy_mail: p.get("privacy_mail").unwrap_or_default().trim().to_owned(),
+            iroh_relay: p.get("iroh_relay").map(|s| s.trim().to_owned()),
+            nocreate_file: p.path("nocreate_file")?.unwrap_or(nocreate_default),
+            mail_domain,
+            data_dir,
+            listen,
+            ports,
+            extra: raw
+                .values
+                .iter()
+                .filter(|(k, _)| !INTERPRETED.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        Ok(config)
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// Options of the reference's `chatmail.ini` this relay reads.
+const INTERPRETED: &[&str] = &[
+    "mail_domain",
+    "max_user_send_per_minute",
+    "max_user_send_burst_size",
+    "max_mailbox_size",
+    "max_message_size",
+    "delete_mails_after",
+    "delete_large_after",
+    "delete_inactive_users_after",
+    "username_min_length",
+    "username_max_length",
+    "password_min_length",
+    "max_load_1m",
+    "min_available_memory",
+    "min_free_disk_space",
+    "max_imap_connections",
+    "max_smtp_connections",
+    "tls_external_cert_and_key",
+    "disable_ipv6",
+    "imap_compress",
+    "privacy_mail",
+    "iroh_relay",
+    // The relay's own keys.
+    "data_dir",
+    "listen",
+    "smtp_port",
+    "submission_port",
+    "submissions_port",
+    "imap_port",
+    "imaps_port",
+    "nocreate_file",
+];
+
+/// Options of the reference that are accepted and kept (in [`Config::extra`]) but not acted on by
+/// the relay itself, because they configure parts it replaces or parts that come later.
+const KNOWN_OTHER: &[&str] = &[
+    "www_folder",
+    "acme_email",
+    "mtail_address",
+    "imap_rawlog",
+    "privacy_postal",
+    "privacy_pdo",
+    "privacy_supervisor",
+    "filtermail_smtp_port",
+    "filtermail_smtp_port_incoming",
+    "filtermail_http_port_incoming",
+    "filtermail_lmtp_port_transport",
+    "postfix_reinject_port",
+    "postfix_reinject_port_incoming",
+    "turn_socket_path",
+    "mailboxes_dir",
+    "passdb_path",
+    "filtermail_host",
+    "postfix_host",
+    // eBPF / connection rate limiting.
+    "ebpf_interfaces",
+    "max_new_connections_per_minute",
+    "new_connections_burst",
+];
+
+/// Options the reference removed; setting them has no effect.
+const REMOVED: &[&str] = &["passthrough_senders", "passthrough_recipients"];
+
+/// Which defaults apply.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// `relay dev`: IPv4-only relay for 127.0.0.1, dev ports, data in `data_dir`.
+    Dev {
+        /// Data directory (`--data`).
+        data_dir: PathBuf,
+    },
+    /// `relay serve`: standard ports, `mail_domain` required.
+    Serve,
+}
+
+/// A configuration as written: `[params]` of an ini file plus `--set` overrides.
+#[derive(Debug, Clone, Default)]
+pub struct RawConfig {
+    /// Key → value, as written (keys lowercase).
+    pub values: BTreeMap<String, String>,
+}
+
+impl RawConfig {
+    /// Parses the text of a `chatmail.ini`; only the `[params]` section is read.
+    ///
+    /// # Errors
+    /// A syntax error, with its line.
+    pub fn parse_ini(text: &str) -> Result<RawConfig, Error> {
+        let mut values = BTreeMap::new();
+        let mut in_params = false;
+        let mut last_key: Option<String> = None;
+        for (n, line) in text.lines().enumerate() {
+            let trimmed = line.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
+                continue;
+            }
+            if trimmed.starts_with('[') {
+                let name = trimmed
+                    .strip_prefix('[')
+                    .and_then(|t| t.strip_suffix(']'))
+                    .ok_or(Error::Syntax { line: n + 1 })?;
+                in_params = name.trim() == "params";
+                last_key = None;
+                continue;
+            }
+            if !in_params {
+                continue;
+            }
+            // A continuation line (indented) extends the previous value, as Python's
+            // configparser reads it.
+            if line.starts_with([' ', '\t']) {
+                if let Some(k) = &last_key {
+                    if let Some(v) = values.get_mut(k) {
+                        let v: &mut String = v;
+                        v.push('\n');
+                        v.push_str(trimmed);
+                        continue;
+                    }
+                }
+            }
+            let (k, v) = trimmed
+                .split_once(['=', ':'])
+                .ok_or(Error::Syntax { line: n + 1 })?;
+            let k = k.trim().to_ascii_lowercase();
+            values.insert(k.clone(), v.trim().to_owned());
+            last_key = Some(k);
+        }
+        Ok(RawConfig { values })
+    }
+
+    /// Applies a `KEY=VALUE` override.
+    ///
+    /// # Errors
+    /// If the text has no `=`.
+    pub fn set(&mut self, kv: &str) -> Result<(), Error> {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Error::invalid("--set", kv, "KEY=VALUE"))?;
+        self.values
+            .insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        Ok(())
+    }
+
+    /// Keys that are neither read nor known: to be warned about, not fatal.
+    pub fn unknown_keys(&self) -> Vec<&str> {
+        self.values
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !INTERPRETED.contains(k) && !KNOWN_OTHER.contains(k))
+            .collect()
+    }
+}
+
+/// A configuration error; its text names the key.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// A value does not parse or is out of range.
+    #[error("invalid value {value:?} for {key}: expected {expected}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// The value as written.
+        value: String,
+        /// What is expected.
+        expected: &'static str,
+    },
+    /// A required key is missing.
+    #[error("missing required option {0}")]
+    Missing(String),
+    /// The ini file does not parse.
+    #[error("syntax error on line {line}: expected `key = value` or `[section]`")]
+    Syntax {
+        /// 1-based line number.
+        line: usize,
+    },
+}
+
+impl Error {
+    fn invalid(key: &str, value: &str, expected: &'static str) -> Error {
+        Error::Invalid {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expected,
+        }
+    }
+    fn missing(key: &str) -> Error {
+        Error::Missing(key.to_owned())
+    }
+}
+
+/// Typed reads of raw values.
+struct Parser<'a> {
+    raw: &'a RawConfig,
+}
+
+impl Parser<'_> {
+    fn get(&self, key: &str) -> Option<String> {
+        self.raw.values.get(key).cloned()
+    }
+
+    fn num<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, Error> {
+        self.get(key)
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .map_err(|_| Error::invalid(key, &v, "a non-negative integer"))
+            })
+            .transpose()
+    }
+
+    fn float(&self, key: &str) -> Result<Option<f64>, Error> {
+        self.get(key)
+            .map(|v| match v.trim().parse::<f64>() {
+                Ok(f) if f.is_finite() && f >= 0.0 => Ok(f),
+                _ => Err(Error::invalid(key, &v, "a non-negative number")),
+            })
+            .transpose()
+    }
+
+    fn boolean(&self, key: &str) -> Result<Option<bool>, Error> {
+        self.get(key)
+            .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "1" => Ok(true),
+                "false" | "no" | "off" | "0" | "" => Ok(false),
+                _ => Err(Error::invalid(key, &v, "true or false")),
+            })
+            .transpose()
+    }
+
+    fn path(&self, key: &str) -> Result<Option<PathBuf>, Error> {
+        match self.get(key) {
+            Some(v) if v.trim().is_empty() => Err(Error::invalid(key, &v, "a path")),
+            Some(v) => Ok(Some(PathBuf::from(v.trim()))),
+            None => Ok(None),
+        }
+    }
+
+    /// Sizes as the reference writes them: `500M`, `1G`, `200M`, `31457280`, optional `B`.
+    fn size(&self, key: &str) -> Result<Option<u64>, Error> {
+        self.get(key)
+            .map(|v| {
+                parse_size(&v)
+                    .ok_or_else(|| Error::invalid(key, &v, "a size like 500M, 1G or 31457280"))
+            })
+            .transpose()
+    }
+}
+
+fn positive(p: &Parser<'_>, key: &str, default: u32) -> Result<u32, Error> {
+    match p.num::<u32>(key)? {
+        Some(0) => Err(Error::invalid(key, "0", "a positive integer")),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+/// Parses `500M`, `1G`, `200MB`, `31457280`, `512K` (binary multiples, as Dovecot reads them).
+pub fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim().to_ascii_uppercase();
+    let v = v.strip_suffix('B').unwrap_or(&v);
+    let (num, mult) = match v.chars().last()? {
+        'K' => (&v[..v.len() - 1], 1024),
+        'M' => (&v[..v.len() - 1], MIB),
+        'G' => (&v[..v.len() - 1], 1024 * MIB),
+        'T' => (&v[..v.len() - 1], 1024 * 1024 * MIB),
+        _ => (v, 1),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// Warns about keys that are unknown or removed (not fatal).
+pub fn warn_unknown(raw: &RawConfig) {
+    for k in raw.unknown_keys() {
+        if REMOVED.contains(&k) {
+            tracing::warn!("option {k} has no effect (removed in the reference relay 1.11)");
+        } else {
+            tracing::warn!("unknown option {k} ignored");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_ini_with_defaults() {
+        let raw = RawConfig::parse_ini(
+            "[params]\nmail_domain = chat.example.org\n# comment\nmax_mailbox_size = 1G\n\
+             passthrough_senders =\nfrobnicate = 3\n[other]\nmail_domain = ignored\n",
+        )
+        .unwrap();
+        let c = Config::build(&raw, Mode::Serve).unwrap();
+        assert_eq!(c.mail_domain, "chat.example.org");
+        assert_eq!(c.address_domain(), "chat.example.org");
+        assert_eq!(c.max_mailbox_size, 1024 * MIB);
+        assert_eq!(c.max_message_size, 31_457_280);
+        assert_eq!(c.max_user_send_per_minute, 60);
+        assert_eq!(c.max_user_send_burst_size, 10);
+        assert_eq!(c.username_min_length, 9);
+        assert_eq!(c.password_min_length, 9);
+        assert_eq!(c.ports, Ports::STANDARD);
+        assert_eq!(c.nocreate_file, PathBuf::from("/etc/chatmail-nocreate"));
+        assert_eq!(
+            raw.unknown_keys(),
+            vec!["frobnicate", "passthrough_senders"]
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let mut raw = RawConfig::default();
+        raw.set("mail_domain=x.org").unwrap();
+        raw.set("max_mailbox_size=lots").unwrap();
+        let e = Config::build(&raw, Mode::Serve).unwrap_err();
+        assert!(e.to_string().contains("max_mailbox_size"), "{e}");
+        let mut raw = RawConfig::default();
+        raw.set("max_user_send_per_minute=0").unwrap();
+        let e = Config::build(
+            &raw,
+            Mode::Dev {
+                data_dir: "d".into(),
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("max_user_send_per_minute"), "{e}");
+        assert_eq!(
+            Config::build(&RawConfig::default(), Mode::Serve).unwrap_err(),
+            Error::Missing("mail_domain".into())
+        );
+        assert_eq!(
+            RawConfig::parse_ini("[params]\nnonsense\n").unwrap_err(),
+            Error::Syntax { line: 2 }
+        );
+    }
+
+    #[test]
+    fn dev_defaults_and_overrides() {
+        let c = Config::dev("d".into());
+        assert_eq!(c.address_domain(), "[127.0.0.1]");
+        assert!(c.is_ip_domain());
+        assert_eq!(c.ports, Ports::DEV);
+        let mut raw = RawConfig::default();
+        raw.set("imap_port = 20143").unwrap();
+        raw.set("max_user_send_burst_size=3").unwrap();
+        let c = Config::build(
+            &raw,
+            Mode::Dev {
+                data_dir: "d".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(c.ports.imap, 20143);
+        assert_eq!(c.max_user_send_burst_size, 3);
+    }
+
+    #[test]
+    fn sizes_parse_like_the_reference() {
+        assert_eq!(parse_size("500M"), Some(500 * MIB));
+        assert_eq!(parse_size("500MB"), Some(500 * MIB));
+        assert_eq!(parse_size("1G"), Some(1024 * MIB));
+        assert_eq!(parse_size("31457280"), Some(31_457_280));
+        assert_eq!(parse_size("12X"), None);
+        assert_eq!(parse_size(""), None);
     }
 }

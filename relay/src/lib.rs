@@ -17,9 +17,12 @@
 pub mod accounts;
 pub mod config;
 pub mod imap;
+pub mod io;
 pub mod policy;
 pub mod ratelimit;
+pub mod server;
 pub mod session;
 pub mod shared;
 pub mod smtp;
 pub mod store;
+pub mod tls;

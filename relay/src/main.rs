@@ -1,1 +1,203 @@
-fn main() {}
+//! The `relay` binary: command line, configuration, start-up and shutdown. anyhow lives only here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rand::Rng;
+use relay::config::{self, Config, Mode, RawConfig};
+use relay::server::{self, IoChoice, Kind};
+
+/// A chatmail relay in one binary: SMTP submission, IMAP with IDLE, encryption gate.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a relay for 127.0.0.1 with no configuration (self-signed certificate, dev ports).
+    Dev {
+        /// Data directory (store, certificate).
+        #[arg(long, default_value = "relay-data")]
+        data: PathBuf,
+        /// I/O backend.
+        #[arg(long, value_enum, default_value = "auto")]
+        io: IoChoice,
+        /// Override a configuration option (repeatable), e.g. `--set max_user_send_burst_size=3`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Run a production relay from a chatmail.ini.
+    Serve {
+        /// The chatmail.ini (`[params]` section).
+        #[arg(long)]
+        config: PathBuf,
+        /// I/O backend.
+        #[arg(long, value_enum, default_value = "auto")]
+        io: IoChoice,
+        /// Override a configuration option (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let (raw, mode, io, workers, dev) = match cli.command {
+        Command::Dev {
+            data,
+            io,
+            set,
+            workers,
+        } => match overrides(RawConfig::default(), &set) {
+            Ok(raw) => (raw, Mode::Dev { data_dir: data }, io, workers, true),
+            Err(e) => return config_error(&e),
+        },
+        Command::Serve {
+            config,
+            io,
+            set,
+            workers,
+        } => {
+            let text = match std::fs::read_to_string(&config) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: reading {}: {e}", config.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let raw = match RawConfig::parse_ini(&text).and_then(|raw| overrides(raw, &set)) {
+                Ok(raw) => raw,
+                Err(e) => return config_error(&e),
+            };
+            (raw, Mode::Serve, io, workers, false)
+        }
+    };
+    config::warn_unknown(&raw);
+    let config = match Config::build(&raw, mode) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    match run(config, io, workers, dev) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn overrides(mut raw: RawConfig, set: &[String]) -> Result<RawConfig, config::Error> {
+    for kv in set {
+        raw.set(kv)?;
+    }
+    Ok(raw)
+}
+
+fn config_error(e: &config::Error) -> ExitCode {
+    eprintln!("error: configuration: {e}");
+    ExitCode::from(2)
+}
+
+fn run(config: Config, io: IoChoice, workers: Option<usize>, dev: bool) -> anyhow::Result<()> {
+    let backend = server::choose_backend(io)?;
+    let workers = workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let domain = config.address_domain();
+    let mail_domain = config.mail_domain.clone();
+    let running = server::start(config, backend, workers)?;
+    tracing::info!(backend = %running.backend, workers, "relay started for {domain}");
+    let port = |k: Kind| {
+        running
+            .bound
+            .iter()
+            .find(|(kind, _)| *kind == k)
+            .map_or(0, |(_, a)| a.port())
+    };
+    let mut out = String::new();
+    for (kind, addr) in &running.bound {
+        out.push_str(&format!("  {kind:?}: {addr}\n"));
+    }
+    println!(
+        "relay for {domain} on {} ({workers} workers)\n{out}",
+        running.backend
+    );
+    if dev {
+        let (user, password) = random_credentials(&mut rand::thread_rng());
+        let url = dclogin_url(
+            &format!("{user}@{domain}"),
+            &password,
+            &mail_domain,
+            port(Kind::Imaps),
+            port(Kind::Submissions),
+        );
+        println!("A fresh account (created on first login) for a Delta Chat app:\n{url}\n");
+    }
+    wait_for_signal()?;
+    tracing::info!("stopping");
+    running.shutdown();
+    Ok(())
+}
+
+/// A random 9-character localpart and 12-character password, as the reference's `/new` makes.
+fn random_credentials(rng: &mut impl Rng) -> (String, String) {
+    const USER: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    const PASS: &[u8] =
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&()*+,-./:;<=>?@[]^_{|}~";
+    let pick = |rng: &mut dyn rand::RngCore, set: &[u8], n: usize| {
+        (0..n)
+            .map(|_| set[rng.gen_range(0..set.len())] as char)
+            .collect::<String>()
+    };
+    (pick(rng, USER, 9), pick(rng, PASS, 12))
+}
+
+/// `dclogin:` URL with full manual settings and `ic=3` (accept the self-signed certificate).
+fn dclogin_url(addr: &str, password: &str, host: &str, imaps: u16, submissions: u16) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    format!(
+        "dclogin:{addr}?p={}&v=1&ih={host}&ip={imaps}&is=ssl&sh={host}&sp={submissions}&ss=ssl&ic=3",
+        enc(password)
+    )
+}
+
+fn wait_for_signal() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })?;
+    Ok(())
+}

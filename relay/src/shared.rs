@@ -1,5 +1,6 @@
-//! State shared by all sessions of the process: configuration, store, send limiter.
+//! State shared by all sessions of the process: configuration, store, limiters, caches.
 
+use crate::accounts::AuthCache;
 use crate::config::Config;
 use crate::policy::SendLimiter;
 use crate::store::Store;
@@ -12,4 +13,22 @@ pub struct Shared {
     pub store: Store,
     /// Per-sender submission rate limiter.
     pub send_limiter: SendLimiter,
+    /// Verified-password cache of `accounts::login`.
+    pub auth_cache: AuthCache,
+}
+
+impl Shared {
+    /// Shared state over an open store.
+    pub fn new(config: Config, store: Store) -> Shared {
+        let send_limiter = SendLimiter::new(
+            config.max_user_send_per_minute,
+            config.max_user_send_burst_size,
+        );
+        Shared {
+            config,
+            store,
+            send_limiter,
+            auth_cache: AuthCache::new(rand::random()),
+        }
+    }
 }

@@ -1,0 +1,225 @@
+//! The thin I/O layer: moves bytes between sockets and sans-I/O sessions, on io_uring
+//! (tokio-uring) or epoll (tokio), chosen at start-up. It knows no SMTP or IMAP.
+//!
+//! # Organization
+//! - [`pipeline`]: TLS and DEFLATE transforms (no sockets).
+//! - [`epoll`] and [`uring`]: the two socket backends, each a [`Conn`] and a listener loop.
+//! - [`drive`]: the connection loop shared by both backends.
+//!
+//! The loop, for every connection: read → pipeline → `session.receive`; then drain
+//! `session.poll_action` (run effects, switch on TLS or DEFLATE, close) and write the output; wait
+//! for the next read, a change of the watched account (IDLE wake-up: a `watch` channel bumped by
+//! the store after commit — no message data is copied), or the session's next timeout.
+
+pub mod epoll;
+pub mod pipeline;
+pub mod uring;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::session::{Action, Effect, EffectResult, Session};
+use crate::shared::Shared;
+use crate::store::AccountId;
+use pipeline::Pipeline;
+
+/// Bytes asked for per read.
+pub const READ_SIZE: usize = 16 * 1024;
+
+/// A peer that writes nothing we can send for this long is disconnected.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A TLS handshake must finish within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The current time in unix milliseconds: the one place the relay's sessions get time from.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A connected stream of either backend, with owned-buffer reads and writes (io_uring's model;
+/// the epoll backend adapts to it).
+pub trait Conn {
+    /// Reads into `buf` (its contents are discarded; the backend decides whether to reuse its
+    /// capacity): the returned buffer holds the bytes read, empty at end of stream.
+    fn read(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
+    /// Writes all of `buf`.
+    fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
+}
+
+/// How a connection starts.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// Plaintext (STARTTLS may follow), using this TLS configuration when it does.
+    Plain(Arc<rustls::ServerConfig>),
+    /// Implicit TLS from the first byte.
+    Tls(Arc<rustls::ServerConfig>),
+}
+
+/// Runs one connection to its end.
+pub async fn drive<C: Conn>(
+    conn: C,
+    mut session: Box<dyn Session>,
+    start: Start,
+    shared: Arc<Shared>,
+) {
+    if let Err(e) = drive_inner(&conn, &mut *session, start, &shared).await {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+async fn write(conn: &impl Conn, wire: &mut Vec<u8>) -> io::Result<()> {
+    if wire.is_empty() {
+        return Ok(());
+    }
+    let buf = std::mem::take(wire);
+    let (res, mut buf) = tokio::time::timeout(WRITE_TIMEOUT, conn.write_all(buf))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?;
+    buf.clear();
+    *wire = buf;
+    res
+}
+
+async fn run_effect(shared: &Shared, effect: Effect) -> EffectResult {
+    match effect {
+        Effect::Login { user, password } => {
+            EffectResult::Login(crate::accounts::login(shared, &user, &password.0, now_ms()).await)
+        }
+        Effect::Commit(op) => EffectResult::Commit(shared.store.commit(op).await),
+    }
+}
+
+async fn drive_inner(
+    conn: &impl Conn,
+    session: &mut dyn Session,
+    start: Start,
+    shared: &Shared,
+) -> io::Result<()> {
+    let mut pipe = Pipeline::default();
+    let starttls_config = match start {
+        Start::Plain(c) => c,
+        Start::Tls(c) => {
+            pipe.start_tls(c.clone())?;
+            c
+        }
+    };
+    let mut wire_out = Vec::new();
+    let mut plain = Vec::new();
+    let mut watched: Option<(AccountId, tokio::sync::watch::Receiver<u64>)> = None;
+    let mut read = Box::pin(conn.read(Vec::with_capacity(READ_SIZE)));
+    let mut handshake_deadline = pipe
+        .is_handshaking()
+        .then(|| tokio::time::Instant::now() + HANDSHAKE_TIMEOUT);
+    loop {
+        // Drain actions and output.
+        loop {
+            let out = session.output();
+            if !out.is_empty() {
+                let n = out.len();
+                pipe.output(out, &mut wire_out)?;
+                session.consume_output(n);
+            }
+            match session.poll_action() {
+                None => break,
+                Some(Action::Effect(effect)) => {
+                    // Answers produced so far go out before the (possibly slow) effect runs.
+                    write(conn, &mut wire_out).await?;
+                    let result = run_effect(shared, effect).await;
+                    session.complete(result, now_ms());
+                }
+                Some(Action::StartTls) => {
+                    write(conn, &mut wire_out).await?;
+                    pipe.start_tls(starttls_config.clone())?;
+                    handshake_deadline = Some(tokio::time::Instant::now() + HANDSHAKE_TIMEOUT);
+                }
+                Some(Action::StartCompress) => {
+                    pipe.flush(&mut wire_out)?;
+                    write(conn, &mut wire_out).await?;
+                    pipe.start_compress();
+                }
+                Some(Action::Close) => {
+                    pipe.close(&mut wire_out);
+                    write(conn, &mut wire_out).await?;
+                    return Ok(());
+                }
+            }
+        }
+        pipe.flush(&mut wire_out)?;
+        write(conn, &mut wire_out).await?;
+
+        // Follow the account the session watches (IDLE / selected mailbox).
+        let want = session.watched_account();
+        if watched.as_ref().map(|w| w.0) != want {
+            watched = want.map(|a| {
+                let mut rx = shared.store.watch(a);
+                rx.mark_unchanged();
+                (a, rx)
+            });
+        }
+        let timeout = session.next_timeout().map(|t| {
+            let wait = t.saturating_sub(now_ms());
+            tokio::time::Instant::now() + Duration::from_millis(wait)
+        });
+        let deadline = match (timeout, handshake_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let wants_input = session.wants_input();
+        let has_watch = watched.is_some();
+        tokio::select! {
+            (res, buf) = &mut read, if wants_input => {
+                res?;
+                if buf.is_empty() {
+                    return Ok(()); // peer closed
+                }
+                let was_handshaking = pipe.is_handshaking();
+                let result = pipe.input(&buf, &mut plain, &mut wire_out);
+                if result.is_err() {
+                    // Send the alert, if any, then give up.
+                    let _ = write(conn, &mut wire_out).await;
+                    return result;
+                }
+                if was_handshaking && !pipe.is_handshaking() {
+                    handshake_deadline = None;
+                    session.tls_established();
+                }
+                if !plain.is_empty() {
+                    session.receive(&plain, now_ms());
+                    plain.clear();
+                }
+                read.set(conn.read(buf));
+            }
+            changed = async {
+                match watched.as_mut() {
+                    Some((_, rx)) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            }, if has_watch => {
+                if changed.is_err() {
+                    watched = None;
+                } else {
+                    session.account_changed(now_ms());
+                }
+            }
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            }, if deadline.is_some() => {
+                if handshake_deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "tls handshake timed out"));
+                }
+                session.handle_timeout(now_ms());
+            }
+            else => {
+                return Err(io::Error::other("session neither reads, watches nor waits"));
+            }
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! Wiring: opens the store, sets up TLS, binds the listeners (one `SO_REUSEPORT` socket per port
+//! per worker thread), starts one worker thread per core on the chosen I/O backend, and stops on
+//! SIGINT/SIGTERM after a store checkpoint.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::config::Config;
+use crate::io::{self, Start};
+use crate::session::Session;
+use crate::shared::Shared;
+use crate::store::{Store, StoreConfig};
+use crate::tls::TlsConfigs;
+
+/// Which I/O backend to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoChoice {
+    /// io_uring if the kernel allows it, else epoll.
+    Auto,
+    /// io_uring (tokio-uring); fail if unavailable.
+    Uring,
+    /// epoll (tokio).
+    Epoll,
+}
+
+/// The backend actually running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// tokio-uring.
+    Uring,
+    /// tokio on epoll.
+    Epoll,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Uring => "io_uring",
+            Backend::Epoll => "epoll",
+        })
+    }
+}
+
+/// Picks the backend: `auto` probes io_uring and falls back to epoll.
+///
+/// # Errors
+/// `uring` was asked for and io_uring is unavailable.
+pub fn choose_backend(choice: IoChoice) -> anyhow::Result<Backend> {
+    match choice {
+        IoChoice::Epoll => Ok(Backend::Epoll),
+        IoChoice::Uring => {
+            io::uring::available().context("io_uring is unavailable (use --io epoll or auto)")?;
+            Ok(Backend::Uring)
+        }
+        IoChoice::Auto => match io::uring::available() {
+            Ok(()) => Ok(Backend::Uring),
+            Err(e) => {
+                tracing::info!("io_uring unavailable ({e}); using epoll");
+                Ok(Backend::Epoll)
+            }
+        },
+    }
+}
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// SMTP from other relays, STARTTLS (port 25).
+    Mx,
+    /// Submission with STARTTLS (587).
+    Submission,
+    /// Submission with implicit TLS (465).
+    Submissions,
+    /// IMAP with STARTTLS (143).
+    Imap,
+    /// IMAP with implicit TLS (993).
+    Imaps,
+}
+
+impl Kind {
+    fn is_smtp(self) -> bool {
+        matches!(self, Kind::Mx | Kind::Submission | Kind::Submissions)
+    }
+}
+
+/// Connection counters for the configured limits.
+#[derive(Default)]
+pub struct Counters {
+    imap: AtomicU32,
+    smtp: AtomicU32,
+}
+
+/// Decrements a counter when the connection ends.
+struct Slot<'a>(&'a AtomicU32);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn take_slot(counter: &AtomicU32, max: u32) -> Option<Slot<'_>> {
+    let prev = counter.fetch_add(1, Ordering::Relaxed);
+    let slot = Slot(counter);
+    (prev < max).then_some(slot)
+}
+
+/// Everything a worker thread needs.
+struct Ctx {
+    shared: Arc<Shared>,
+    tls: TlsConfigs,
+    counters: Counters,
+}
+
+fn new_session(
+    kind: Kind,
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    now_ms: u64,
+) -> Box<dyn Session> {
+    let _ = (kind, shared, peer, now_ms);
+    todo!("session factory: wired when smtp and imap land")
+}
+
+impl Ctx {
+    fn start_for(&self, kind: Kind) -> Start {
+        match kind {
+            Kind::Mx => Start::Plain(self.tls.mx.clone()),
+            Kind::Submission | Kind::Imap => Start::Plain(self.tls.strict.clone()),
+            Kind::Submissions | Kind::Imaps => Start::Tls(self.tls.strict.clone()),
+        }
+    }
+
+    /// Admission at accept time: connection limits. `None` means close at once.
+    fn admit(&self, kind: Kind) -> Option<Slot<'_>> {
+        let config = &self.shared.config;
+        if kind.is_smtp() {
+            take_slot(
+                &self.counters.smtp,
+                config.max_smtp_connections.saturating_mul(3),
+            )
+        } else {
+            take_slot(&self.counters.imap, config.max_imap_connections)
+        }
+    }
+}
+
+/// A bound listening socket description.
+#[derive(Debug, Clone, Copy)]
+struct ListenSpec {
+    addr: SocketAddr,
+    kind: Kind,
+}
+
+fn listen_specs(config: &Config) -> Vec<ListenSpec> {
+    let p = config.ports;
+    let ports = [
+        (p.smtp, Kind::Mx),
+        (p.submission, Kind::Submission),
+        (p.submissions, Kind::Submissions),
+        (p.imap, Kind::Imap),
+        (p.imaps, Kind::Imaps),
+    ];
+    let mut specs = Vec::new();
+    for ip in &config.listen {
+        if config.disable_ipv6 && ip.is_ipv6() {
+            continue;
+        }
+        for (port, kind) in ports {
+            if port != 0 {
+                specs.push(ListenSpec {
+                    addr: SocketAddr::new(*ip, port),
+                    kind,
+                });
+            }
+        }
+    }
+    specs
+}
+
+/// A listening socket with `SO_REUSEPORT`, so each worker has its own accept queue.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let domain = if addr.is_ipv6() {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// A running relay: its ports and how to stop it.
+pub struct Running {
+    /// The backend in use.
+    pub backend: Backend,
+    /// Bound addresses per listener kind (port 0 in the config gets an ephemeral port).
+    pub bound: Vec<(Kind, SocketAddr)>,
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Running {
+    /// The shared state (store, config).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting, waits for the workers, checkpoints the store.
+    pub fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        if let Err(e) = self.shared.store.checkpoint() {
+            tracing::warn!("checkpoint at shutdown failed: {e}");
+        }
+    }
+}
+
+/// Opens the store and TLS, binds every listener and starts the workers.
+///
+/// # Errors
+/// Store, TLS or bind failures, with context.
+pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let tls = crate::tls::setup(&config).context("setting up TLS")?;
+    let store = Store::open(
+        &config.data_dir.join("store"),
+        StoreConfig {
+            max_mailbox_size: config.max_mailbox_size,
+            ..StoreConfig::default()
+        },
+    )
+    .context("opening the store")?;
+    let shared = Arc::new(Shared::new(config, store));
+    let ctx = Arc::new(Ctx {
+        shared: shared.clone(),
+        tls,
+        counters: Counters::default(),
+    });
+    // Bind the first set to learn ephemeral ports, then bind the rest to the same ports.
+    let mut specs = listen_specs(&shared.config);
+    let mut per_worker: Vec<Vec<(Kind, std::net::TcpListener)>> = Vec::new();
+    let mut bound = Vec::new();
+    for w in 0..workers.max(1) {
+        let mut ls = Vec::new();
+        for spec in specs.iter_mut() {
+            let l = bind(spec.addr)
+                .with_context(|| format!("binding {} ({:?})", spec.addr, spec.kind))?;
+            if w == 0 {
+                let local = l.local_addr()?;
+                spec.addr = local;
+                bound.push((spec.kind, local));
+            }
+            ls.push((spec.kind, l));
+        }
+        per_worker.push(ls);
+    }
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut threads = Vec::new();
+    for (i, listeners) in per_worker.into_iter().enumerate() {
+        let ctx = ctx.clone();
+        let stop = stop_rx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || match backend {
+                Backend::Uring => run_uring(ctx, listeners, stop),
+                Backend::Epoll => run_epoll(ctx, listeners, stop),
+            })
+            .context("spawning a worker thread")?;
+        threads.push(t);
+    }
+    Ok(Running {
+        backend,
+        bound,
+        shared,
+        threads,
+        stop,
+    })
+}
+
+fn peer_ip(addr: SocketAddr) -> IpAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn run_epoll(
+    ctx: Arc<Ctx>,
+    listeners: Vec<(Kind, std::net::TcpListener)>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("worker runtime: {e}");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        for (kind, l) in listeners {
+            let ctx = ctx.clone();
+            let listener = match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("listener: {e}");
+                    continue;
+                }
+            };
+            tokio::task::spawn_local(async move {
+                loop {
+                    let (stream, peer) = match listener.accept().await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::warn!("accept: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let ctx = ctx.clone();
+                    tokio::task::spawn_local(async move {
+                        let Some(_slot) = ctx.admit(kind) else {
+                            return;
+                        };
+                        let _ = stream.set_nodelay(true);
+                        let session = new_session(
+                            kind,
+                            &ctx.shared,
+                            SocketAddr::new(peer_ip(peer), peer.port()),
+                            io::now_ms(),
+                        );
+                        io::drive(
+                            io::epoll::EpollConn(stream),
+                            session,
+                            ctx.start_for(kind),
+                            ctx.shared.clone(),
+                        )
+                        .await;
+                    });
+                }
+            });
+        }
+        let _ = stop.wait_for(|v| *v).await;
+    });
+}
+
+fn run_uring(
+    ctx: Arc<Ctx>,
+    listeners: Vec<(Kind, std::net::TcpListener)>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let rt = match tokio_uring::Runtime::new(tokio_uring::builder().entries(1024)) {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("io_uring worker runtime: {e}");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        for (kind, l) in listeners {
+            let ctx = ctx.clone();
+            let listener = tokio_uring::net::TcpListener::from_std(l);
+            tokio_uring::spawn(async move {
+                loop {
+                    let (stream, peer) = match listener.accept().await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::warn!("accept: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let ctx = ctx.clone();
+                    tokio_uring::spawn(async move {
+                        let Some(_slot) = ctx.admit(kind) else {
+                            return;
+                        };
+                        let _ = stream.set_nodelay(true);
+                        let session = new_session(
+                            kind,
+                            &ctx.shared,
+                            SocketAddr::new(peer_ip(peer), peer.port()),
+                            io::now_ms(),
+                        );
+                        io::drive(
+                            io::uring::UringConn(stream),
+                            session,
+                            ctx.start_for(kind),
+                            ctx.shared.clone(),
+                        )
+                        .await;
+                    });
+                }
+            });
+        }
+        let _ = stop.wait_for(|v| *v).await;
+    });
+}

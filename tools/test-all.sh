@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every test of the project, in order of cost: format and lints, the Rust test suites
+# (unit, sans-I/O sessions, store crash tests, socket integration on both I/O backends), the
+# end-to-end tests with the real Delta Chat core on both backends, and the eBPF and fuzz checks
+# where this machine allows them (each says so when it skips).
+#
+# Usage: bash tools/test-all.sh          (from the repository root)
+# Env:   SKIP_E2E=1   skip the Delta Chat tests (they create a Python venv on first run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+step() { printf '\n=== %s (%ss)\n' "$1" "$(( $(date +%s) - start ))"; }
+
+step "format"
+cargo fmt --all --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "rust tests"
+cargo test --workspace --locked 2>&1 | tee target/rust-tests.log
+grep -q "test result: ok" target/rust-tests.log
+
+if [ -x ebpf/setup-toolchain.sh ]; then
+    step "ebpf"
+    bash ebpf/test.sh
+fi
+
+if [ "${SKIP_E2E:-0}" != 1 ] && [ -x relay/tests/deltachat/run.sh ]; then
+    step "delta chat end-to-end"
+    cargo build --locked -p relay --bin relay
+    RELAY_BIN="$PWD/target/debug/relay" bash relay/tests/deltachat/run.sh
+fi
+
+if [ -x fuzz/run.sh ]; then
+    step "fuzz (short runs)"
+    bash fuzz/run.sh
+fi
+
+step "all tests passed"
