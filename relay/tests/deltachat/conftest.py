@@ -45,6 +45,8 @@ ARTIFACTS = Path(os.environ.get("RELAY_E2E_ARTIFACTS") or REPO_ROOT / "target/e2
 CAPTURE_DIR = os.environ.get("RELAY_E2E_CAPTURE_DIR", "")
 
 HOST = "127.0.0.1"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+NOTABLE = re.compile(r"panicked|\bERROR\b|\bWARN\b|error:|fatal|reject|refus|\b[45]\d\d[ -][0-9]", re.IGNORECASE)
 LOCALPART_CHARS = string.ascii_lowercase + string.digits
 
 # Measurements printed in the terminal summary (never asserted).
@@ -91,7 +93,20 @@ class Server:
     log_files: list[Path]
     maildir_root: Optional[Path] = None  # baseline only: <root>/<domain>/<localpart>/Maildir
     proc: Optional[subprocess.Popen] = None
-    _offsets: dict = field(default_factory=dict)
+    data_dir: Optional[Path] = None  # relay only
+
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        """Relay only: stop the process with `sig` (SIGKILL: a crash) and start it on the same data."""
+        assert self.proc is not None and self.data_dir is not None, "only the relay can be restarted here"
+        self.check_alive()
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError(f"{self.name} did not stop within 10 s of signal {sig}") from None
+        self.proc = spawn_relay(self.data_dir, self.log_files[0])
 
     def new_credentials(self) -> tuple[str, str, str]:
         """A fresh account: (address, localpart, password); created by its first login."""
@@ -104,13 +119,23 @@ class Server:
         return {p: (p.stat().st_size if p.exists() else 0) for p in self.log_files}
 
     def log_since(self, mark: dict, max_chars: int = 60_000) -> str:
+        """The log lines written since `mark`: first the notable ones (panics, errors, warnings,
+        rejections), then the text itself, cut to its last `max_chars`."""
         out = []
         for p in self.log_files:
             if not p.exists():
                 continue
             with open(p, "rb") as f:
                 f.seek(mark.get(p, 0))
-                data = f.read().decode(errors="replace")
+                data = ANSI.sub("", f.read().decode(errors="replace"))
+            lines = data.splitlines()
+            notable = [
+                line for i, line in enumerate(lines)
+                if NOTABLE.search(line) or (i > 0 and "panicked at" in lines[i - 1])
+            ]
+            if notable:
+                shown = notable[:80] + ([f"[... {len(notable) - 80} more notable lines ...]"] if len(notable) > 80 else [])
+                out.append(f"==== {p}: notable lines ====\n" + "\n".join(shown))
             if len(data) > max_chars:
                 data = f"[... {len(data) - max_chars} chars cut ...]\n" + data[-max_chars:]
             out.append(f"==== {p} ====\n{data}")
@@ -139,37 +164,45 @@ def wait_ports(ports: list[int], timeout: float, proc: Optional[subprocess.Popen
         time.sleep(0.05)
 
 
+RELAY_PORTS = [10025, 10587, 10465, 10143, 10993]
+
+
+def spawn_relay(data: Path, log: Path) -> subprocess.Popen:
+    """Start `relay dev` on `data`, appending its output to `log`; return once all ports accept."""
+    env = dict(os.environ)
+    env.setdefault("RUST_LOG", "info,relay=debug")
+    env.setdefault("NO_COLOR", "1")
+    cmd = [str(RELAY_BIN), "dev", "--data", str(data), "--io", RELAY_IO]
+    with open(log, "ab") as logf:
+        logf.write(f"# {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n".encode())
+        logf.flush()
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    try:
+        wait_ports(RELAY_PORTS, 30, proc)
+    except Exception:
+        stop_process(proc)
+        print(log.read_text(errors="replace")[-20_000:])
+        raise
+    return proc
+
+
 def start_relay(tmp: Path) -> Server:
     if not RELAY_BIN.exists():
         pytest.exit(f"relay binary {RELAY_BIN} not found (cargo build -p relay --bin relay)", returncode=3)
     data = tmp / "relay-data"
     data.mkdir()
     log = tmp / "relay.log"
-    env = dict(os.environ)
-    env.setdefault("RUST_LOG", "info,relay=debug")
-    env.setdefault("RUST_BACKTRACE", "1")
-    cmd = [str(RELAY_BIN), "dev", "--data", str(data), "--io", RELAY_IO]
-    with open(log, "wb") as logf:
-        logf.write(f"# {' '.join(cmd)}\n".encode())
-        logf.flush()
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    ports = [10025, 10587, 10465, 10143, 10993]
-    server = Server(
+    proc = spawn_relay(data, log)
+    return Server(
         name=f"relay ({RELAY_IO})",
         domain=f"[{HOST}]",
         imaps_port=10993,
         submissions_port=10465,
-        all_ports=ports,
+        all_ports=RELAY_PORTS,
         log_files=[log],
         proc=proc,
+        data_dir=data,
     )
-    try:
-        wait_ports(ports, 30, proc)
-    except Exception:
-        stop_process(proc)
-        print(server.log_since({}))
-        raise
-    return server
 
 
 def stop_process(proc: subprocess.Popen):
@@ -324,6 +357,7 @@ def dcproc(tmp_path):
     stderr = open(stderr_path, "wb")
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "info")
+    env.setdefault("NO_COLOR", "1")
     rpc = Rpc(accounts_dir=str(tmp_path / "accounts"), stderr=stderr, env=env)
     call_with_deadline(rpc.start, 60, "deltachat-rpc-server start")
     proc = DcProcess(rpc=rpc, dc=DeltaChat(rpc), stderr_path=stderr_path)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import statistics
 import time
 
@@ -239,3 +240,22 @@ def test_login_rules(make_peers, server):
         make_peers(1, labels=["short-password"], credentials=[(f"{localpart}@{server.domain}", localpart, "short")])
     with pytest.raises(ConfigureFailed):
         make_peers(1, labels=["short-name"], credentials=[(f"abc@{server.domain}", "abc", "a-long-enough-password")])
+
+
+@pytest.mark.skipif(TARGET != "relay", reason="restarts the server under test")
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_relay_restart_keeps_mail(make_peers, server, how):
+    """Mail accepted before a restart (clean, or kill -9) is fetched after it; clients reconnect."""
+    a, b = make_peers(2)
+    ab, ba = vcard_chats(a, b)
+    call_with_deadline(b.account.stop_io, 20, "stop_io")
+    msg = send_text(ab, f"stored before {how}")
+    a.wait_event(
+        lambda e: e.get("kind") == EventType.MSG_DELIVERED and e.get("msgId") == msg.id, 30, "MsgDelivered"
+    )
+    server.restart(signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
+    call_with_deadline(b.account.start_io, 20, "start_io")
+    expect(b, f"stored before {how}")
+    # Both sides reconnect on their own and keep talking.
+    send_text(ba, f"after {how}, from b")
+    expect(a, f"after {how}, from b", timeout=60)
