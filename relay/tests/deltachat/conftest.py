@@ -15,6 +15,8 @@ a helper thread that is abandoned (and the rpc-server killed) when its deadline 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import queue
 import random
@@ -176,7 +178,14 @@ def spawn_relay(data: Path, log: Path) -> subprocess.Popen:
     with open(log, "ab") as logf:
         logf.write(f"# {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n".encode())
         logf.flush()
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=die_with_parent,
+        )
     try:
         wait_ports(RELAY_PORTS, 30, proc)
     except Exception:
@@ -186,9 +195,19 @@ def spawn_relay(data: Path, log: Path) -> subprocess.Popen:
     return proc
 
 
+def die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when pytest dies (e.g. pytest-timeout's os._exit), so a
+    leftover relay never holds the ports of the next run."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def start_relay(tmp: Path) -> Server:
     if not RELAY_BIN.exists():
         pytest.exit(f"relay binary {RELAY_BIN} not found (cargo build -p relay --bin relay)", returncode=3)
+    for port in RELAY_PORTS:
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
+            pytest.exit(f"port {port} on {HOST} is already in use (a leftover relay?)", returncode=3)
     data = tmp / "relay-data"
     data.mkdir()
     log = tmp / "relay.log"
