@@ -121,8 +121,34 @@ fn new_session(
     peer: SocketAddr,
     now_ms: u64,
 ) -> Box<dyn Session> {
-    let _ = (kind, shared, peer, now_ms);
-    todo!("session factory: wired when smtp and imap land")
+    use crate::{imap, smtp};
+    let shared = shared.clone();
+    let ip = peer.ip();
+    match kind {
+        Kind::Mx => Box::new(smtp::Session::new(
+            shared,
+            smtp::Mode::Mx,
+            false,
+            ip,
+            now_ms,
+        )),
+        Kind::Submission => Box::new(smtp::Session::new(
+            shared,
+            smtp::Mode::Submission,
+            false,
+            ip,
+            now_ms,
+        )),
+        Kind::Submissions => Box::new(smtp::Session::new(
+            shared,
+            smtp::Mode::Submission,
+            true,
+            ip,
+            now_ms,
+        )),
+        Kind::Imap => Box::new(imap::Session::new(shared, false, now_ms)),
+        Kind::Imaps => Box::new(imap::Session::new(shared, true, now_ms)),
+    }
 }
 
 impl Ctx {

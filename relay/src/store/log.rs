@@ -20,7 +20,7 @@ use super::{BodyRef, Error};
 pub type Segments = Arc<RwLock<BTreeMap<u32, Arc<Mmap>>>>;
 
 /// A position in the log: segment sequence number and byte offset in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {
     /// Segment sequence number.
     pub segment: u32,
@@ -74,6 +74,8 @@ pub struct Log {
     segments: Segments,
     /// Bytes appended since open (for checkpoint scheduling).
     pub appended: u64,
+    /// `fdatasync` calls on segments since open.
+    pub syncs: u64,
 }
 
 impl Log {
@@ -100,6 +102,13 @@ impl Log {
             }
         }
         seqs.sort_unstable();
+        if let Some(&first) = seqs.first() {
+            if first > from.segment {
+                return Err(Error::Corrupt(format!(
+                    "log segments before {first} were removed and no checkpoint covers them"
+                )));
+            }
+        }
         let segments: Segments = Arc::default();
         let mut active = None;
         let mut i = 0;
@@ -223,6 +232,7 @@ impl Log {
             scratch: Vec::new(),
             segments,
             appended: 0,
+            syncs: 0,
         };
         log.buf.reserve(1 << 16);
         Ok(log)
@@ -231,6 +241,36 @@ impl Log {
     /// The shared segment maps.
     pub fn segments(&self) -> Segments {
         self.segments.clone()
+    }
+
+    /// Unmap and delete the segments before `before` for which `live` is false (no body in them
+    /// is referenced and a checkpoint after them exists).
+    pub fn remove_unused(
+        &mut self,
+        before: u32,
+        live: impl Fn(u32) -> bool,
+    ) -> Result<usize, Error> {
+        let dead: Vec<u32> = self
+            .segments
+            .read()
+            .expect("segment map lock should not be poisoned")
+            .keys()
+            .copied()
+            .filter(|&s| s < before && s != self.active.seq && !live(s))
+            .collect();
+        for &seq in &dead {
+            // Unmap first (readers holding a `Body` keep their own reference), then unlink.
+            self.segments
+                .write()
+                .expect("segment map lock should not be poisoned")
+                .remove(&seq);
+            let path = segment_path(&self.dir, seq);
+            std::fs::remove_file(&path).map_err(io_err("remove segment", &path))?;
+        }
+        if !dead.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(dead.len())
     }
 
     /// Where the next frame will go.
@@ -254,6 +294,7 @@ impl Log {
                 .file
                 .sync_data()
                 .map_err(io_err("fsync segment", &self.active.path))?;
+            self.syncs += 1;
         }
         let size = self.segment_size.max(len + SEAL_LEN);
         self.active = new_segment(
@@ -320,6 +361,7 @@ impl Log {
                 .file
                 .sync_data()
                 .map_err(io_err("fsync segment", &self.active.path))?;
+            self.syncs += 1;
         }
         Ok(())
     }

@@ -19,8 +19,10 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 
+mod checkpoint;
 pub mod format;
 mod index;
 mod log;
@@ -435,27 +437,76 @@ pub(crate) struct Shared {
     /// IDLE watchers, created lazily per account.
     watchers: Mutex<HashMap<AccountId, tokio::sync::watch::Sender<u64>>>,
     config: StoreConfig,
+    stats: Stats,
+}
+
+/// Counters of the writer since open.
+#[derive(Default)]
+struct Stats {
+    batches: AtomicU64,
+    ops: AtomicU64,
+    fsyncs: AtomicU64,
+    bytes_written: AtomicU64,
+}
+
+/// Writer counters since the store was opened (metrics, benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Group commits (batches) completed.
+    pub batches: u64,
+    /// Ops completed (successful or not).
+    pub ops: u64,
+    /// `fdatasync` calls on log segments.
+    pub fsyncs: u64,
+    /// Log bytes written.
+    pub bytes_written: u64,
 }
 
 /// The object behind every `Store` clone; dropping the last one stops the writer.
 struct Inner {
     shared: Arc<Shared>,
-    tx: Option<mpsc::Sender<writer::Msg>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// `None` once closed.
+    tx: Mutex<Option<mpsc::Sender<writer::Msg>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Holds the `flock` on `<dir>/lock` until the store is closed.
     _lock: File,
     dir: PathBuf,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Closing the channel makes the writer finish the queued ops, checkpoint and exit.
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
+impl Inner {
+    /// Stop the writer: it finishes the queued ops, writes a checkpoint and exits.
+    fn close(&self) {
+        // Closing the channel is the stop signal.
+        self.tx
+            .lock()
+            .expect("sender lock should not be poisoned")
+            .take();
+        let thread = self
+            .thread
+            .lock()
+            .expect("thread lock should not be poisoned")
+            .take();
+        if let Some(t) = thread {
             if t.join().is_err() {
                 tracing::error!(dir = %self.dir.display(), "store writer thread panicked");
             }
         }
+    }
+
+    fn send(&self, msg: writer::Msg) -> Result<(), Error> {
+        self.tx
+            .lock()
+            .expect("sender lock should not be poisoned")
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .send(msg)
+            .map_err(|_| Error::Closed)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -490,33 +541,67 @@ impl Store {
                 return Err(log::io_err("lock store directory", &lock_path)(e))
             }
         }
-        let mut idx = index::Index::default();
+        let index_dir = dir.join("index");
+        let mut base = None;
+        for (_, path) in checkpoint::list(&index_dir)? {
+            match checkpoint::load(&path) {
+                Ok(loaded) => {
+                    base = Some(loaded);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable checkpoint");
+                }
+            }
+        }
+        let loaded_from = base.as_ref().map(|b| b.1);
+        let (mut idx, from) = base.unwrap_or_default();
+        let mut replayed = 0u64;
         let log_dir = dir.join("log");
         let log = log::Log::recover(
             &log_dir,
             config.segment_size,
             config.fsync,
-            Position {
-                segment: 0,
-                offset: 0,
-            },
+            from,
             |rec, _pos| {
                 idx.apply(&rec);
+                replayed += 1;
                 Ok(())
             },
         )?;
+        if log.position() < from {
+            return Err(Error::Corrupt(format!(
+                "checkpoint at {from:?} is ahead of the log end {:?}",
+                log.position()
+            )));
+        }
+        {
+            let segs = log.segments();
+            let segs = segs
+                .read()
+                .expect("segment map lock should not be poisoned");
+            if let Some(missing) = idx.seg_refs.keys().find(|s| !segs.contains_key(s)) {
+                return Err(Error::Corrupt(format!(
+                    "segment {missing} holds live messages but is missing"
+                )));
+            }
+        }
         let shared = Arc::new(Shared {
             index: RwLock::new(idx.clone()),
             segments: log.segments(),
             watchers: Mutex::default(),
             config: config.clone(),
+            stats: Stats::default(),
         });
-        let w = writer::Writer {
+        let w = writer::Writer::new(
             log,
-            index: idx,
+            idx,
             config,
-            shared: shared.clone(),
-        };
+            shared.clone(),
+            index_dir,
+            loaded_from,
+            replayed,
+        );
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -525,8 +610,8 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 shared,
-                tx: Some(tx),
-                thread: Some(thread),
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
                 _lock: lock,
                 dir: dir.to_owned(),
             }),
@@ -670,8 +755,7 @@ impl Store {
 
     fn submit(&self, op: Op) -> Option<tokio::sync::oneshot::Receiver<Result<OpResult, Error>>> {
         let (done, rx) = tokio::sync::oneshot::channel();
-        let tx = self.inner.tx.as_ref()?;
-        tx.send(writer::Msg::Op(op, done)).ok()?;
+        self.inner.send(writer::Msg::Op(op, done)).ok()?;
         Some(rx)
     }
 
@@ -699,12 +783,28 @@ impl Store {
         }
     }
 
+    /// Writer counters since open.
+    pub fn stats(&self) -> StoreStats {
+        let s = &self.inner.shared.stats;
+        StoreStats {
+            batches: s.batches.load(Relaxed),
+            ops: s.ops.load(Relaxed),
+            fsyncs: s.fsyncs.load(Relaxed),
+            bytes_written: s.bytes_written.load(Relaxed),
+        }
+    }
+
     /// Write a checkpoint of the index so the next `open` replays less.
     pub fn checkpoint(&self) -> Result<(), Error> {
         let (done, rx) = tokio::sync::oneshot::channel();
-        let tx = self.inner.tx.as_ref().ok_or(Error::Closed)?;
-        tx.send(writer::Msg::Checkpoint(done))
-            .map_err(|_| Error::Closed)?;
+        self.inner.send(writer::Msg::Checkpoint(done))?;
         rx.blocking_recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Stop the store for every handle: queued writes complete, a checkpoint is written, the
+    /// writer exits; later commits on any clone get [`Error::Closed`] (reads keep working).
+    /// The directory lock is released when the last handle is dropped. Blocks the thread.
+    pub fn close(&self) {
+        self.inner.close();
     }
 }

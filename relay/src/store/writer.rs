@@ -12,14 +12,17 @@
 //! cache may not match the disk, so continuing would be unsafe).
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use super::checkpoint;
 use super::format::{InsertEntry, Record};
 use super::index::{Index, INBOX_ID};
-use super::log::Log;
+use super::log::{Log, Position};
 use super::{
     flag_bits, AccountId, DeliverError, Error, Flag, FlagMode, Op, OpResult, Shared, StoreConfig,
 };
@@ -28,6 +31,9 @@ use super::{
 pub const MAX_METADATA_VALUE: usize = 64 * 1024;
 /// Longest mailbox name accepted.
 pub const MAX_MAILBOX_NAME: usize = 512;
+
+/// Replayed records at open above which shutdown writes a checkpoint even without new writes.
+const REPLAY_WORTH_CHECKPOINT: u64 = 1024;
 
 /// A request to the writer thread.
 pub enum Msg {
@@ -39,10 +45,17 @@ pub enum Msg {
 
 /// The writer thread's state.
 pub struct Writer {
-    pub log: Log,
-    pub index: Index,
-    pub config: StoreConfig,
-    pub shared: Arc<Shared>,
+    log: Log,
+    index: Index,
+    config: StoreConfig,
+    shared: Arc<Shared>,
+    index_dir: PathBuf,
+    /// Position of the newest checkpoint written or loaded.
+    last_checkpoint: Option<Position>,
+    /// `log.appended` at the last checkpoint.
+    appended_at_checkpoint: u64,
+    /// Records replayed at open (a long replay is worth a checkpoint at shutdown).
+    replayed: u64,
 }
 
 fn copy_io(e: &Error) -> Error {
@@ -57,6 +70,33 @@ fn copy_io(e: &Error) -> Error {
 }
 
 impl Writer {
+    /// A writer continuing `log` with the replayed `index`.
+    pub fn new(
+        log: Log,
+        index: Index,
+        config: StoreConfig,
+        shared: Arc<Shared>,
+        index_dir: PathBuf,
+        last_checkpoint: Option<Position>,
+        replayed: u64,
+    ) -> Self {
+        Writer {
+            log,
+            index,
+            config,
+            shared,
+            index_dir,
+            last_checkpoint,
+            appended_at_checkpoint: 0,
+            replayed,
+        }
+    }
+
+    /// Bytes of log after which the writer takes a checkpoint on its own.
+    fn checkpoint_every(&self) -> u64 {
+        self.config.segment_size.saturating_mul(4).max(1 << 20)
+    }
+
     /// Run until every `Store` handle is gone (the channel closes) or an I/O error.
     pub fn run(mut self, rx: mpsc::Receiver<Msg>) {
         let mut pending = Vec::new();
@@ -103,15 +143,35 @@ impl Writer {
                 return;
             }
             self.publish(&mut pending);
+            {
+                let st = &self.shared.stats;
+                st.batches.fetch_add(1, Relaxed);
+                st.ops.fetch_add(completions.len() as u64, Relaxed);
+                st.fsyncs.store(self.log.syncs, Relaxed);
+                st.bytes_written.store(self.log.appended, Relaxed);
+            }
             for (done, res) in completions.drain(..) {
                 let _ = done.send(res);
+            }
+            if checkpoints.is_empty()
+                && self.log.appended - self.appended_at_checkpoint >= self.checkpoint_every()
+            {
+                if let Err(e) = self.checkpoint() {
+                    tracing::warn!(error = %e, "store checkpoint failed");
+                }
             }
             for done in checkpoints {
                 let _ = done.send(self.checkpoint());
             }
         }
-        if let Err(e) = self.checkpoint() {
-            tracing::warn!(error = %e, "store checkpoint at shutdown failed");
+        // At shutdown: checkpoint if anything was written since the last one, or if this open
+        // had to replay much.
+        if self.log.appended > self.appended_at_checkpoint
+            || self.replayed >= REPLAY_WORTH_CHECKPOINT
+        {
+            if let Err(e) = self.checkpoint() {
+                tracing::warn!(error = %e, "store checkpoint at shutdown failed");
+            }
         }
     }
 
@@ -154,8 +214,24 @@ impl Writer {
         }
     }
 
-    /// Write a checkpoint of the (committed) index. Not implemented yet: replay is always full.
+    /// Write a checkpoint of the committed index (called between batches, when the private
+    /// index equals the shared one), then delete segments no longer needed.
     pub fn checkpoint(&mut self) -> Result<(), Error> {
+        let pos = self.log.position();
+        self.appended_at_checkpoint = self.log.appended;
+        if self.last_checkpoint == Some(pos) {
+            return Ok(());
+        }
+        let previous = checkpoint::write(&self.index_dir, &self.index, pos)?;
+        self.last_checkpoint = Some(pos);
+        let mut removed = 0;
+        if let Some(previous) = previous {
+            let refs = &self.index.seg_refs;
+            removed = self
+                .log
+                .remove_unused(previous.segment, |s| refs.contains_key(&s))?;
+        }
+        tracing::debug!(?pos, removed, "store checkpoint written");
         Ok(())
     }
 
