@@ -278,6 +278,28 @@ def server(tmp_path_factory):
 # --------------------------------------------------------------------------- Delta Chat side
 
 
+class StampedQueue(queue.Queue):
+    """An event queue that remembers when each event arrived from the rpc-server, so the event
+    log in failure reports shows arrival times, not the time a test got around to reading it."""
+
+    last_stamp: float = 0.0
+
+    def _put(self, item):
+        super()._put((time.time(), item))
+
+    def _get(self):
+        stamp, item = super()._get()
+        self.last_stamp = stamp
+        return item
+
+
+class StampedRpc(Rpc):
+    def get_queue(self, account_id: int) -> queue.Queue:
+        if account_id not in self.event_queues:
+            self.event_queues[account_id] = StampedQueue()
+        return self.event_queues[account_id]
+
+
 class Peer:
     """A configured, online Delta Chat account plus deadline-bounded waits on its events."""
 
@@ -296,7 +318,9 @@ class Peer:
     def _note(self, ev) -> None:
         kind = ev.get("kind")
         detail = {k: v for k, v in ev.items() if k != "kind"}
-        self.seen.append(f"{time.strftime('%H:%M:%S')} {kind} {detail}")
+        stamp = getattr(self.queue, "last_stamp", 0.0) or time.time()
+        hms = time.strftime("%H:%M:%S", time.localtime(stamp)) + f".{int(stamp * 1000) % 1000:03d}"
+        self.seen.append(f"{hms} {kind} {detail}")
 
     def drain(self) -> None:
         """Record events still queued (for failure reports)."""
@@ -377,7 +401,7 @@ def dcproc(tmp_path):
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "info")
     env.setdefault("NO_COLOR", "1")
-    rpc = Rpc(accounts_dir=str(tmp_path / "accounts"), stderr=stderr, env=env)
+    rpc = StampedRpc(accounts_dir=str(tmp_path / "accounts"), stderr=stderr, env=env)
     call_with_deadline(rpc.start, 60, "deltachat-rpc-server start")
     proc = DcProcess(rpc=rpc, dc=DeltaChat(rpc), stderr_path=stderr_path)
     try:
