@@ -29,7 +29,13 @@ def send_text(chat, text: str):
     return call_with_deadline(lambda: chat.send_text(text), 20, f"send_text {text!r}")
 
 
-def expect(peer: Peer, text: str, timeout: float = 30):
+# A message through a local server arrives well within a second. The deadline stays far below
+# ~30 s, where core's own background traffic (key updates, sync messages) would wake an IDLE that
+# the server forgot to wake and hide the bug.
+RECEIVE_TIMEOUT = 10
+
+
+def expect(peer: Peer, text: str, timeout: float = RECEIVE_TIMEOUT):
     """`peer` receives `text`, end-to-end encrypted; returns the snapshot."""
     snap = peer.wait_incoming(text, timeout)
     assert snap.show_padlock, f"{peer.label} got {text!r} without padlock"
@@ -37,7 +43,7 @@ def expect(peer: Peer, text: str, timeout: float = 30):
     return snap
 
 
-def expect_all(peer: Peer, texts: list[str], timeout: float = 30):
+def expect_all(peer: Peer, texts: list[str], timeout: float = RECEIVE_TIMEOUT):
     """`peer` receives all of `texts` (in any order), each end-to-end encrypted."""
     missing = set(texts)
 
