@@ -265,3 +265,42 @@ def test_relay_restart_keeps_mail(make_peers, server, how):
     # Both sides reconnect on their own and keep talking.
     send_text(ba, f"after {how}, from b")
     expect(a, f"after {how}, from b", timeout=60)
+
+
+def test_second_device(make_peers, dcproc, tmp_path):
+    """Two devices of one account (the second restored from a backup, so both hold the key) IDLE
+    on the same INBOX: both get incoming mail, and each sees what the other sent (bcc_self)."""
+    a, b = make_peers(2)
+    ab, ba = vcard_chats(a, b)
+    call_with_deadline(lambda: a.account.set_config("bcc_self", "1"), 20, "set bcc_self")
+    backup_dir = tmp_path / "backup"
+    backup_dir.mkdir()
+    call_with_deadline(a.account.stop_io, 20, "stop_io")
+    call_with_deadline(lambda: a.account.export_backup(backup_dir), 60, "export_backup")
+    call_with_deadline(a.account.start_io, 20, "start_io")
+    [backup] = list(backup_dir.iterdir())
+    account2 = dcproc.dc.add_account()
+    a2 = Peer("a2", account2, a.addr, a.password, a.localpart)
+    dcproc.peers.append(a2)
+    call_with_deadline(lambda: account2.import_backup(backup), 60, "import_backup")
+    account2.set_config("autorelay", "0")
+    call_with_deadline(account2.start_io, 20, "start_io (second device)")
+    a2.wait_event(lambda e: e.get("kind") == EventType.IMAP_INBOX_IDLE, 30, "ImapInboxIdle")
+    a.wait_event(lambda e: e.get("kind") == EventType.IMAP_INBOX_IDLE, 30, "ImapInboxIdle")
+
+    send_text(ba, "to both of your devices")
+    expect(a, "to both of your devices")
+    expect(a2, "to both of your devices")
+
+    def outgoing(peer: Peer, text: str):
+        def is_it(ev):
+            if ev.get("kind") != EventType.MSGS_CHANGED or not ev.get("msgId"):
+                return False
+            snap = peer.snapshot(ev["msgId"])
+            return snap.text == text and snap.from_id == 1  # SpecialContactId.SELF
+        ev = peer.wait_event(is_it, RECEIVE_TIMEOUT, f"own message {text!r} from the other device")
+        assert peer.snapshot(ev["msgId"]).show_padlock
+
+    send_text(ab, "sent from the first device")
+    expect(b, "sent from the first device")
+    outgoing(a2, "sent from the first device")
