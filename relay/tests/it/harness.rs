@@ -65,6 +65,8 @@ impl Relay {
         ] {
             raw.set(&format!("{k}={}", free_port())).unwrap();
         }
+        // Tests open many connections from 127.0.0.1; the per-source limits get their own test.
+        raw.set("new_connections_burst=100000").unwrap();
         for o in overrides {
             raw.set(o).unwrap();
         }
