@@ -448,6 +448,13 @@ fn watch_changes_after_commit() {
         wb.changed().await.unwrap();
     });
     assert!(!wa.has_changed().unwrap());
+    // One message to several recipients wakes every one of them.
+    let c = new_account(&s, "c@x");
+    let mut wc = s.watch(c);
+    deliver(&s, &[a, b, c], b"z");
+    assert!(wa.has_changed().unwrap());
+    assert!(wb.has_changed().unwrap());
+    assert!(wc.has_changed().unwrap());
 }
 
 #[test]

@@ -221,6 +221,11 @@ impl Writer {
                 if let Some(a) = index.apply(rec) {
                     touched.insert(a);
                 }
+                // One body delivered to several accounts touches all of them, not only the one
+                // `apply` reports: every recipient's IDLE must wake.
+                if let Record::Insert { entries, .. } = rec {
+                    touched.extend(entries.iter().map(|e| e.account));
+                }
             }
         }
         pending.clear();
