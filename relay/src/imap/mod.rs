@@ -2,7 +2,7 @@
 //!
 //! Layers, bottom up: [`frame`] cuts bytes into commands and enforces the caps, [`command`] parses
 //! them, [`response`] encodes replies, [`bodystructure`] and [`fetch`] render message data,
-//! [`search`] evaluates SEARCH keys, and [`session`] is the state machine the driver talks to.
+//! [`search`] evaluates SEARCH keys, and `session` is the state machine the driver talks to.
 //! Nothing here does I/O or reads a clock: store reads are synchronous, writes are effects.
 
 pub mod bodystructure;

@@ -3,7 +3,7 @@
 //! It frames and parses client input, answers reads synchronously from `shared.store`, turns every
 //! write into `Action::Effect(Effect::Commit(op))` and answers `OK` only once the commit resolved.
 //! While an effect is pending, further input stays buffered in the framer (bounded by
-//! [`Session::wants_input`]). It tracks the selected mailbox as the client knows it (UIDs in
+//! [`crate::session::Session::wants_input`]). It tracks the selected mailbox as the client knows it (UIDs in
 //! sequence order with their flags and modseq) and reports changes by others as `EXPUNGE`,
 //! `EXISTS` and `FETCH` responses, never `EXPUNGE` while answering FETCH, STORE or SEARCH.
 //! It must never block, read a clock, or touch a socket.

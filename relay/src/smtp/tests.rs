@@ -14,7 +14,6 @@ use super::session::{IDLE_TIMEOUT_MS, MAX_ERRORS, MAX_OUTPUT_BACKLOG, MAX_RECIPI
 use super::{Mode, Session};
 use crate::accounts::LoginError;
 use crate::config::Config;
-use crate::policy::SendLimiter;
 use crate::session::{Action, Effect, EffectResult, Session as _};
 use crate::shared::Shared;
 use crate::store::{AccountId, Op, OpResult, Store, StoreConfig};
@@ -108,15 +107,7 @@ fn shared_in(dir: &Path, tweak: impl FnOnce(&mut Config, &mut StoreConfig)) -> A
     let store_dir = dir.join("store");
     std::fs::create_dir_all(&store_dir).unwrap();
     let store = Store::open(&store_dir, store_config).unwrap();
-    let send_limiter = SendLimiter::new(
-        config.max_user_send_per_minute,
-        config.max_user_send_burst_size,
-    );
-    Arc::new(Shared {
-        config,
-        store,
-        send_limiter,
-    })
+    Arc::new(Shared::new(config, store))
 }
 
 impl T {

@@ -275,9 +275,27 @@ pub fn load(path: &Path) -> Result<(Index, Position), String> {
 /// by no recovery path (even if the new checkpoint turns out unreadable), except for the bodies
 /// they hold.
 pub fn write(dir: &Path, index: &Index, pos: Position) -> Result<Option<Position>, Error> {
+    write_snapshot(dir, &snapshot(index, pos))
+}
+
+/// A copy of `index` at `pos` that can be written by another thread.
+pub fn snapshot(index: &Index, pos: Position) -> CpIndex {
+    to_cp(index, pos)
+}
+
+/// The position a snapshot was taken at.
+pub fn snapshot_position(cp: &CpIndex) -> Position {
+    Position {
+        segment: cp.segment,
+        offset: cp.offset,
+    }
+}
+
+/// [`write()`] of a snapshot.
+pub fn write_snapshot(dir: &Path, cp: &CpIndex) -> Result<Option<Position>, Error> {
     std::fs::create_dir_all(dir).map_err(io_err("create index directory", dir))?;
-    let cp = to_cp(index, pos);
-    let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&cp)
+    let pos = snapshot_position(cp);
+    let archive = rkyv::to_bytes::<rkyv::rancor::Error>(cp)
         .map_err(|e| Error::Corrupt(format!("cannot serialize checkpoint: {e}")))?;
     let path = dir.join(file_name(pos));
     let tmp = path.with_extension("tmp");

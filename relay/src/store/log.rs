@@ -127,6 +127,7 @@ impl Log {
             // A segment that was sealed before `from` needs no scan, just its map.
             let skip_scan = seq < from.segment;
             let mut end = 0u64;
+            let mut garbage = 0u64;
             let mut sealed = skip_scan;
             if !skip_scan && file_len > 0 {
                 let map = map_segment(&file).map_err(io_err("map segment", &path))?;
@@ -165,21 +166,26 @@ impl Log {
                 }
                 end = off as u64;
                 if !sealed {
-                    // Torn tail or clean end: zero whatever follows `end` (a partial write).
+                    // Torn tail or clean end: whatever follows `end` is a partial write.
                     let last_nonzero = data.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-                    let garbage = (last_nonzero as u64).saturating_sub(end);
-                    drop(map);
-                    if garbage > 0 {
-                        zero_range(&file, end, garbage).map_err(io_err("zero torn tail", &path))?;
-                        if fsync {
-                            file.sync_data().map_err(io_err("fsync segment", &path))?;
-                        }
-                    }
+                    garbage = (last_nonzero as u64).saturating_sub(end);
                 }
             }
             let is_last = !sealed || i + 1 == seqs.len();
             if is_last && !sealed {
-                // This is the active segment; everything after it is after the torn tail.
+                // This is the active segment. A later segment is only created after this one
+                // was sealed and synced, so one holding records means this one was damaged
+                // after the fact: refuse rather than drop acknowledged data. Empty ones are
+                // leftovers of a crash during creation.
+                for &later in &seqs[i + 1..] {
+                    let p = segment_path(dir, later);
+                    if has_first_record(&p).map_err(io_err("read segment", &p))? {
+                        return Err(Error::Corrupt(format!(
+                            "segment {} ends in a damaged record at offset {end} but segment {later} holds records",
+                            path.display()
+                        )));
+                    }
+                }
                 for &later in &seqs[i + 1..] {
                     let p = segment_path(dir, later);
                     std::fs::remove_file(&p)
@@ -187,6 +193,12 @@ impl Log {
                 }
                 if seqs.len() > i + 1 {
                     sync_dir(dir)?;
+                }
+                if garbage > 0 {
+                    zero_range(&file, end, garbage).map_err(io_err("zero torn tail", &path))?;
+                    if fsync {
+                        file.sync_data().map_err(io_err("fsync segment", &path))?;
+                    }
                 }
                 let cap = file_len.max(segment_size).max(end + SEAL_LEN);
                 if file_len < cap {
@@ -365,6 +377,16 @@ impl Log {
         }
         Ok(())
     }
+}
+
+/// Whether the segment at `path` starts with a valid frame.
+fn has_first_record(path: &Path) -> std::io::Result<bool> {
+    let file = File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    let map = map_segment(&file)?;
+    Ok(matches!(format::decode_frame(&map), Frame::Valid { .. }))
 }
 
 fn zero_range(file: &File, start: u64, len: u64) -> std::io::Result<()> {

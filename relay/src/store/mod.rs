@@ -15,6 +15,41 @@
 //! # No I/O outside
 //! Reads are synchronous and in memory (index) or from the mmap (bodies). Writes go to one writer
 //! thread that batches, writes, syncs, applies to the index and then completes the callers.
+//!
+//! # Files
+//! - `<dir>/lock`: `flock`ed while open ([`Error::Locked`] for a second opener).
+//! - `<dir>/log/<seq:020>.seg`: segments of the log, preallocated to `segment_size` (a message
+//!   larger than that gets a segment of its own size) and ended by a Seal record; record format
+//!   in [`format`](mod@format). A body is stored once; index records point at it with a [`BodyRef`].
+//! - `<dir>/index/<seq:020>-<offset:020>.rkyv`: checkpoints of the index at a log position
+//!   (newest two kept); `open` loads the newest valid one and replays the log after it.
+//!
+//! # Modules
+//! `format` (pure record codec), `log` (segments: recovery, append, removal), `mmap` (the only
+//! `unsafe`), `index` (in-memory state, changed only by applying records), `writer` (validation,
+//! group commit, watchers), `checkpoint` (rkyv snapshots).
+//!
+//! # Hazards (what could lose or corrupt data, and what prevents it)
+//! - *Torn write at a crash*: every frame has a length and a CRC32C; recovery keeps the longest
+//!   valid prefix, zeroes the rest of the segment and deletes later segments (a batch that spans
+//!   two segments seals and syncs the first before the second is created, so a later segment
+//!   never holds acknowledged data after a torn one).
+//! - *Acknowledging before durable*: callers are completed only after `fdatasync` of every
+//!   segment written in the batch (and the directory, when a segment was created).
+//! - *Reader sees uncommitted state*: the writer validates against a private copy of the index
+//!   and applies to the shared one only after the sync.
+//! - *Mapped file changes under a reader*: see the contract in `store/mmap.rs`; only bytes past the committed
+//!   length are ever written, segments are never truncated while mapped, removal unmaps first.
+//! - *Checkpoint torn or corrupt*: written to a temp file, fsynced, renamed, directory fsynced;
+//!   CRC + rkyv validation on load; fallback to the previous checkpoint or a full replay.
+//! - *Segment removed too early*: only segments before the *previous* checkpoint, holding no body
+//!   referenced by the index; if every checkpoint is unreadable after that, `open` says
+//!   [`Error::Corrupt`] instead of building a partial index.
+//! - *I/O error while writing*: the writer stops (the failed batch gets the error, later commits
+//!   [`Error::Closed`]); after a failed `fdatasync` the page cache cannot be trusted. An op
+//!   answered with an I/O error may still turn out committed after a restart (never the
+//!   reverse).
+//! - *Memory*: the index exists twice (shared and the writer's copy).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -626,8 +661,15 @@ impl Store {
             .expect("index lock should not be poisoned")
     }
 
-    /// Look up an account by lowercase address.
+    /// Look up an account by lowercase address (other case is folded, as at creation).
     pub fn account(&self, addr: &str) -> Option<AccountInfo> {
+        let folded;
+        let addr = if addr.chars().any(char::is_uppercase) {
+            folded = addr.to_lowercase();
+            folded.as_str()
+        } else {
+            addr
+        };
         let idx = self.index();
         let id = idx.by_addr.get(addr)?;
         idx.account(*id).map(index::Account::info)
@@ -760,7 +802,8 @@ impl Store {
     }
 
     /// Submit a write; the returned future resolves once it is durable and visible to readers.
-    /// The future is `Send + 'static` and needs no particular runtime.
+    /// The future is `Send + 'static` and needs no particular runtime. The op is queued when
+    /// `commit` is called: dropping the future does not cancel it.
     pub fn commit(
         &self,
         op: Op,
@@ -794,11 +837,12 @@ impl Store {
         }
     }
 
-    /// Write a checkpoint of the index so the next `open` replays less.
+    /// Write a checkpoint of the index so the next `open` replays less. Blocks the thread until
+    /// it is durable (usable from any context, but from async code prefer `spawn_blocking`).
     pub fn checkpoint(&self) -> Result<(), Error> {
-        let (done, rx) = tokio::sync::oneshot::channel();
+        let (done, rx) = mpsc::sync_channel(1);
         self.inner.send(writer::Msg::Checkpoint(done))?;
-        rx.blocking_recv().unwrap_or(Err(Error::Closed))
+        rx.recv().unwrap_or(Err(Error::Closed))
     }
 
     /// Stop the store for every handle: queued writes complete, a checkpoint is written, the
