@@ -6,7 +6,8 @@
 #   BENCH_TARGETS="epoll baseline" tools/bench-compare.sh
 #
 # Scenarios (each a loadgen run; JSON kept in $BENCH_OUT/<target>-<scenario>.json):
-#   throughput  closed loop, $BENCH_SENDERS (64) senders, no receivers (submission -> durably stored)
+#   throughput  closed loop, $BENCH_SENDERS (48) senders, no receivers (submission -> durably stored);
+#               48 stays below Postfix's smtpd_client_connection_count_limit of 50 per client
 #   throughput-wide  the same with $BENCH_SENDERS_WIDE (256) senders, relay only (Postfix's default
 #               process_limit of 100 caps the baseline's sessions)
 #   latency     --rate $BENCH_RATE msgs/s (1000), 4 senders, 4 IDLE receivers (end of DATA -> fetched)
@@ -20,7 +21,7 @@ cd "$ROOT"
 SHARED_TOOLS=${SHARED_TOOLS:-$ROOT/../shared/tools}
 TARGETS=${BENCH_TARGETS:-uring epoll baseline}
 DURATION=${BENCH_DURATION:-5}
-SENDERS=${BENCH_SENDERS:-64}
+SENDERS=${BENCH_SENDERS:-48}
 SENDERS_WIDE=${BENCH_SENDERS_WIDE:-256}
 RATE=${BENCH_RATE:-1000}
 RATE_LOW=${BENCH_RATE_LOW:-100}
@@ -158,7 +159,7 @@ rows=(
   "idle|.wakeup_latency.p99_ms|wake-up p99 ms"
 )
 fmt() { [ -n "$1" ] && printf '%.2f' "$1" || printf -- '-'; }
-ratio() { if [ -n "$1" ] && [ -n "$2" ] && awk "BEGIN{exit !($2 != 0)}"; then awk "BEGIN{printf \"%.2f\", $1 / $2}"; else printf -- '-'; fi; }
+ratio() { if [ -n "$1" ] && [ -n "$2" ] && awk "BEGIN{exit !($2 != 0)}"; then awk "BEGIN{printf \"%.3g\", $1 / $2}"; else printf -- '-'; fi; }
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(nproc) cores, kernel $(uname -r); message $SIZE B payload"
   printf '| %-48s | %10s | %10s | %10s | %11s | %11s |\n' metric uring epoll baseline uring/base epoll/base
