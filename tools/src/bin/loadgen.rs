@@ -852,53 +852,57 @@ async fn idle(a: IdleArgs) -> anyhow::Result<()> {
         per(rss_after, rss_before)
     );
 
-    // Wake-up latency of a sample, one message at a time.
+    // Wake-up latency of a sample, one message at a time (reconnecting after an SMTP error).
     let wake = Latency::new();
     let mut connected = lock(&state.connected).clone();
     connected.sort_unstable();
     let sample = a.sample.min(connected.len());
-    if sample > 0 {
-        match smtp::Client::connect(&setup.smtp, &setup.connector, None).await {
-            Err(e) => state.errors.add(&e),
-            Ok(mut smtp_client) => {
-                let template = Template::new(mail::FIXTURES[0].1);
-                match smtp_client
-                    .auth_plain(&sender_acct.addr, &sender_acct.password)
-                    .await
-                {
-                    Err(e) => state.errors.add(&e),
-                    Ok(()) => {
-                        for j in 0..sample {
-                            let i = connected[j * connected.len() / sample];
-                            let rcpt = &accts[i % accts.len()].addr;
-                            let (tx, rx) = oneshot::channel();
-                            lock(&state.waiters).insert(i, tx);
-                            let msg =
-                                template.render(&sender_acct.addr, rcpt, &mail::token(0, j as u64));
-                            let sent = smtp_client
-                                .send(&sender_acct.addr, &[rcpt.as_str()], &mail::dot_stuff(&msg))
-                                .await;
-                            match sent {
-                                Ok(s) => match tokio::time::timeout(setup.timeout, rx).await {
-                                    Ok(Ok(t)) => {
-                                        wake.record(t.saturating_duration_since(s.data_end))
-                                    }
-                                    _ => state.errors.add(&relay_tools::Error::Timeout {
-                                        what: "idle wake-up",
-                                    }),
-                                },
-                                Err(e) => {
-                                    state.errors.add(&e);
-                                    break;
-                                }
-                            }
-                            lock(&state.waiters).remove(&i);
-                        }
-                        smtp_client.quit().await;
+    let template = Template::new(mail::FIXTURES[0].1);
+    let mut smtp_client: Option<smtp::Client> = None;
+    for j in 0..sample {
+        let c = match &mut smtp_client {
+            Some(c) => c,
+            None => {
+                let connected = async {
+                    let mut c = smtp::Client::connect(&setup.smtp, &setup.connector, None).await?;
+                    c.auth_plain(&sender_acct.addr, &sender_acct.password)
+                        .await?;
+                    Ok::<_, relay_tools::Error>(c)
+                }
+                .await;
+                match connected {
+                    Ok(c) => smtp_client.insert(c),
+                    Err(e) => {
+                        state.errors.add(&e);
+                        continue;
                     }
                 }
             }
+        };
+        let i = connected[j * connected.len() / sample];
+        let rcpt = &accts[i % accts.len()].addr;
+        let (tx, rx) = oneshot::channel();
+        lock(&state.waiters).insert(i, tx);
+        let msg = template.render(&sender_acct.addr, rcpt, &mail::token(0, j as u64));
+        match c
+            .send(&sender_acct.addr, &[rcpt.as_str()], &mail::dot_stuff(&msg))
+            .await
+        {
+            Ok(s) => match tokio::time::timeout(setup.timeout, rx).await {
+                Ok(Ok(t)) => wake.record(t.saturating_duration_since(s.data_end)),
+                _ => state.errors.add(&relay_tools::Error::Timeout {
+                    what: "idle wake-up",
+                }),
+            },
+            Err(e) => {
+                state.errors.add(&e);
+                smtp_client = None;
+            }
         }
+        lock(&state.waiters).remove(&i);
+    }
+    if let Some(c) = smtp_client {
+        c.quit().await;
     }
     let _ = stop_tx.send(true);
     let close_deadline = Instant::now() + Duration::from_secs(10);
