@@ -137,6 +137,10 @@ struct RunArgs {
     /// Recipients per message (distinct receivers; each counts as one delivery).
     #[arg(long, default_value_t = 1)]
     rcpts: usize,
+    /// Receivers delete (STORE \Deleted + EXPUNGE) once this many fetched messages have piled
+    /// up (1: after every fetch). Each delete is a store commit the receiver waits for.
+    #[arg(long, default_value_t = 1)]
+    delete_batch: usize,
 }
 
 #[derive(Args, Clone)]
@@ -405,7 +409,8 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     let mut receiver_tasks = Vec::new();
     for acct in receivers {
         let (run, setup, stop) = (run.clone(), setup_arc.clone(), stop_rx.clone());
-        receiver_tasks.push(tokio::spawn(receiver(run, setup, acct, stop)));
+        let batch = a.delete_batch.max(1);
+        receiver_tasks.push(tokio::spawn(receiver(run, setup, acct, batch, stop)));
     }
     let ready_deadline = Instant::now() + setup_arc.timeout * 3;
     while run.ready.load(Ordering::Relaxed) < a.receivers && Instant::now() < ready_deadline {
@@ -618,11 +623,12 @@ async fn receiver(
     run: Arc<Run>,
     setup: Arc<Setup>,
     acct: Account,
+    delete_batch: usize,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut ready = false;
     while !*stop.borrow() {
-        match receive(&run, &setup, &acct, &mut stop, &mut ready).await {
+        match receive(&run, &setup, &acct, delete_batch, &mut stop, &mut ready).await {
             Ok(()) => return,
             Err(e) => {
                 run.errors.add(&e);
@@ -636,6 +642,7 @@ async fn receive(
     run: &Run,
     setup: &Setup,
     acct: &Account,
+    delete_batch: usize,
     stop: &mut watch::Receiver<bool>,
     ready: &mut bool,
 ) -> Result<(), relay_tools::Error> {
@@ -643,8 +650,9 @@ async fn receive(
     c.login(&acct.addr, &acct.password).await?;
     let sel = c.select_inbox().await?;
     let mut next_uid = if sel.exists > 0 { 1 } else { sel.uid_next };
+    let mut fetched = Vec::new();
     if sel.exists > 0 {
-        fetch_and_delete(run, &mut c, &mut next_uid).await?;
+        fetch_and_delete(run, &mut c, &mut next_uid, &mut fetched, 1).await?;
     }
     if !*ready {
         *ready = true;
@@ -655,19 +663,22 @@ async fn receive(
         let got = c.wait_exists(stop).await?;
         c.done().await?;
         if got.is_none() {
+            c.delete(&fetched).await?;
             c.logout().await;
             return Ok(());
         }
-        fetch_and_delete(run, &mut c, &mut next_uid).await?;
+        fetch_and_delete(run, &mut c, &mut next_uid, &mut fetched, delete_batch).await?;
     }
 }
 
-/// Fetches every message from `next_uid` on, records the tokens, deletes them; repeats while
-/// new mail was announced meanwhile.
+/// Fetches every message from `next_uid` on and records the tokens; deletes what was fetched
+/// once `delete_batch` messages are pending; repeats while new mail was announced meanwhile.
 async fn fetch_and_delete(
     run: &Run,
     c: &mut imap::Client,
     next_uid: &mut u32,
+    fetched: &mut Vec<u32>,
+    delete_batch: usize,
 ) -> Result<(), relay_tools::Error> {
     loop {
         c.take_saw_exists();
@@ -682,7 +693,11 @@ async fn fetch_and_delete(
         if let Some(max) = uids.iter().max() {
             *next_uid = max + 1;
         }
-        c.delete(&uids).await?;
+        fetched.extend_from_slice(&uids);
+        if fetched.len() >= delete_batch {
+            c.delete(fetched).await?;
+            fetched.clear();
+        }
         if uids.is_empty() && !c.take_saw_exists() {
             return Ok(());
         }
