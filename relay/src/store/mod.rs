@@ -16,8 +16,25 @@
 //! Reads are synchronous and in memory (index) or from the mmap (bodies). Writes go to one writer
 //! thread that batches, writes, syncs, applies to the index and then completes the callers.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+
+pub mod format;
+mod index;
+mod log;
+// The only unsafe code of the store: `Mmap::map` of segment files, under the contract documented
+// in that module (single writer process, no truncation while mapped, readers below the published
+// length).
+#[allow(unsafe_code)]
+mod mmap;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+pub use log::Position;
 
 /// Identifies an account; stable for the account's life, never reused while the store is open.
 pub type AccountId = u32;
@@ -409,10 +426,43 @@ pub enum DeliverError {
     NoSuchAccount,
 }
 
+/// State shared by the handles and the writer thread.
+pub(crate) struct Shared {
+    /// The committed index readers see.
+    index: RwLock<index::Index>,
+    /// Maps of the live segments.
+    segments: log::Segments,
+    /// IDLE watchers, created lazily per account.
+    watchers: Mutex<HashMap<AccountId, tokio::sync::watch::Sender<u64>>>,
+    config: StoreConfig,
+}
+
+/// The object behind every `Store` clone; dropping the last one stops the writer.
+struct Inner {
+    shared: Arc<Shared>,
+    tx: Option<mpsc::Sender<writer::Msg>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Holds the `flock` on `<dir>/lock` until the store is closed.
+    _lock: File,
+    dir: PathBuf,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel makes the writer finish the queued ops, checkpoint and exit.
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!(dir = %self.dir.display(), "store writer thread panicked");
+            }
+        }
+    }
+}
+
 /// Handle to the store; cheap to clone, shareable across threads.
 #[derive(Clone)]
 pub struct Store {
-    _inner: Arc<()>,
+    inner: Arc<Inner>,
 }
 
 impl Store {
@@ -421,77 +471,240 @@ impl Store {
     ///
     /// # Errors
     /// `Locked` if another process holds the directory, `Io` or `Corrupt` otherwise.
-    pub fn open(_dir: &Path, _config: StoreConfig) -> Result<Store, Error> {
-        todo!("store::open")
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<Store, Error> {
+        std::fs::create_dir_all(dir).map_err(log::io_err("create store directory", dir))?;
+        let lock_path = dir.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(log::io_err("open lock file", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked(dir.display().to_string()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(log::io_err("lock store directory", &lock_path)(e))
+            }
+        }
+        let mut idx = index::Index::default();
+        let log_dir = dir.join("log");
+        let log = log::Log::recover(
+            &log_dir,
+            config.segment_size,
+            config.fsync,
+            Position {
+                segment: 0,
+                offset: 0,
+            },
+            |rec, _pos| {
+                idx.apply(&rec);
+                Ok(())
+            },
+        )?;
+        let shared = Arc::new(Shared {
+            index: RwLock::new(idx.clone()),
+            segments: log.segments(),
+            watchers: Mutex::default(),
+            config: config.clone(),
+        });
+        let w = writer::Writer {
+            log,
+            index: idx,
+            config,
+            shared: shared.clone(),
+        };
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(log::io_err("spawn writer thread", dir))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                shared,
+                tx: Some(tx),
+                thread: Some(thread),
+                _lock: lock,
+                dir: dir.to_owned(),
+            }),
+        })
+    }
+
+    fn index(&self) -> std::sync::RwLockReadGuard<'_, index::Index> {
+        self.inner
+            .shared
+            .index
+            .read()
+            .expect("index lock should not be poisoned")
     }
 
     /// Look up an account by lowercase address.
-    pub fn account(&self, _addr: &str) -> Option<AccountInfo> {
-        todo!()
+    pub fn account(&self, addr: &str) -> Option<AccountInfo> {
+        let idx = self.index();
+        let id = idx.by_addr.get(addr)?;
+        idx.account(*id).map(index::Account::info)
     }
 
     /// Look up an account by id.
-    pub fn account_by_id(&self, _id: AccountId) -> Option<AccountInfo> {
-        todo!()
+    pub fn account_by_id(&self, id: AccountId) -> Option<AccountInfo> {
+        self.index().account(id).map(index::Account::info)
+    }
+
+    /// All accounts, by id (admin tools, expiry).
+    pub fn accounts(&self) -> Vec<AccountInfo> {
+        let idx = self.index();
+        let mut v: Vec<_> = idx.accounts.values().map(index::Account::info).collect();
+        v.sort_by_key(|a| a.id);
+        v
+    }
+
+    /// Every message of an account with its mailbox, in mailbox id then UID order (expiry:
+    /// `internal_date` and `size` are in the meta).
+    pub fn messages(&self, account: AccountId) -> Vec<(MailboxId, MessageMeta)> {
+        let idx = self.index();
+        let Some(acc) = idx.account(account) else {
+            return Vec::new();
+        };
+        acc.mailboxes
+            .values()
+            .flat_map(|mb| mb.messages.iter().map(move |m| (mb.id, *m)))
+            .collect()
     }
 
     /// All mailboxes of an account, in name order.
-    pub fn mailboxes(&self, _account: AccountId) -> Vec<MailboxInfo> {
-        todo!()
+    pub fn mailboxes(&self, account: AccountId) -> Vec<MailboxInfo> {
+        let idx = self.index();
+        let Some(acc) = idx.account(account) else {
+            return Vec::new();
+        };
+        let mut v: Vec<_> = acc
+            .mailboxes
+            .values()
+            .map(|mb| acc.mailbox_info(mb))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
     }
 
     /// A snapshot of a mailbox by name (`INBOX` is case-insensitive).
-    pub fn mailbox_view(&self, _account: AccountId, _name: &str) -> Option<MailboxView> {
-        todo!()
+    pub fn mailbox_view(&self, account: AccountId, name: &str) -> Option<MailboxView> {
+        let idx = self.index();
+        let acc = idx.account(account)?;
+        acc.mailbox_by_name(name).map(|mb| acc.view(mb))
+    }
+
+    /// A snapshot of a mailbox by id.
+    pub fn mailbox_view_by_id(&self, account: AccountId, id: MailboxId) -> Option<MailboxView> {
+        let idx = self.index();
+        let acc = idx.account(account)?;
+        acc.mailboxes.get(&id).map(|mb| acc.view(mb))
     }
 
     /// Subscribed mailbox names (LSUB), including ones that do not exist.
-    pub fn subscriptions(&self, _account: AccountId) -> Vec<String> {
-        todo!()
+    pub fn subscriptions(&self, account: AccountId) -> Vec<String> {
+        self.index()
+            .account(account)
+            .map(|a| a.subscriptions.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The body of a message. Fails only if the message's segment was removed.
-    pub fn read(&self, _body: BodyRef) -> Result<Body, Error> {
-        todo!()
+    pub fn read(&self, body: BodyRef) -> Result<Body, Error> {
+        let map = self
+            .inner
+            .shared
+            .segments
+            .read()
+            .expect("segment map lock should not be poisoned")
+            .get(&body.segment)
+            .cloned()
+            .ok_or(Error::NotFound("segment"))?;
+        let start = usize::try_from(body.offset).map_err(|_| Error::NotFound("body"))?;
+        let len = body.len as usize;
+        if start.checked_add(len).is_none_or(|end| end > map.len()) {
+            return Err(Error::NotFound("body"));
+        }
+        Ok(Body { map, start, len })
     }
 
     /// A metadata entry.
     pub fn metadata(
         &self,
-        _account: AccountId,
-        _mailbox: Option<MailboxId>,
-        _key: &str,
+        account: AccountId,
+        mailbox: Option<MailboxId>,
+        key: &str,
     ) -> Option<Vec<u8>> {
-        todo!()
+        self.index()
+            .account(account)?
+            .metadata
+            .get(&(mailbox, key.to_owned()))
+            .cloned()
     }
 
     /// `(used, limit)` in bytes for GETQUOTAROOT and the SMTP quota check.
-    pub fn quota(&self, _account: AccountId) -> (u64, u64) {
-        todo!()
+    pub fn quota(&self, account: AccountId) -> (u64, u64) {
+        let used = self.index().account(account).map_or(0, |a| a.bytes_used);
+        (used, self.inner.shared.config.max_mailbox_size)
     }
 
     /// A receiver that changes (to the account's newest modseq) after every committed change to
     /// the account's mailboxes. Sessions in IDLE wait on it.
-    pub fn watch(&self, _account: AccountId) -> tokio::sync::watch::Receiver<u64> {
-        todo!()
+    pub fn watch(&self, account: AccountId) -> tokio::sync::watch::Receiver<u64> {
+        let mut watchers = self
+            .inner
+            .shared
+            .watchers
+            .lock()
+            .expect("watchers lock should not be poisoned");
+        if let Some(tx) = watchers.get(&account) {
+            return tx.subscribe();
+        }
+        let modseq = self.index().account(account).map_or(0, |a| a.modseq);
+        let (tx, rx) = tokio::sync::watch::channel(modseq);
+        watchers.insert(account, tx);
+        rx
+    }
+
+    fn submit(&self, op: Op) -> Option<tokio::sync::oneshot::Receiver<Result<OpResult, Error>>> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let tx = self.inner.tx.as_ref()?;
+        tx.send(writer::Msg::Op(op, done)).ok()?;
+        Some(rx)
     }
 
     /// Submit a write; the returned future resolves once it is durable and visible to readers.
     /// The future is `Send + 'static` and needs no particular runtime.
     pub fn commit(
         &self,
-        _op: Op,
+        op: Op,
     ) -> impl std::future::Future<Output = Result<OpResult, Error>> + Send + 'static {
-        async { todo!() }
+        let rx = self.submit(op);
+        async move {
+            match rx {
+                Some(rx) => rx.await.unwrap_or(Err(Error::Closed)),
+                None => Err(Error::Closed),
+            }
+        }
     }
 
     /// `commit` for callers outside async code (tests, admin tools): blocks the thread.
-    pub fn commit_blocking(&self, _op: Op) -> Result<OpResult, Error> {
-        todo!()
+    /// Must not be called from within an async runtime context (tokio's `blocking_recv` panics).
+    pub fn commit_blocking(&self, op: Op) -> Result<OpResult, Error> {
+        match self.submit(op) {
+            Some(rx) => rx.blocking_recv().unwrap_or(Err(Error::Closed)),
+            None => Err(Error::Closed),
+        }
     }
 
     /// Write a checkpoint of the index so the next `open` replays less.
     pub fn checkpoint(&self) -> Result<(), Error> {
-        todo!()
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let tx = self.inner.tx.as_ref().ok_or(Error::Closed)?;
+        tx.send(writer::Msg::Checkpoint(done))
+            .map_err(|_| Error::Closed)?;
+        rx.blocking_recv().unwrap_or(Err(Error::Closed))
     }
 }
