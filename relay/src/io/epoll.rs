@@ -8,30 +8,28 @@ use tokio::net::TcpStream;
 use super::Conn;
 
 /// A tokio TCP stream adapted to owned-buffer I/O. Reads wait for readiness, then read without
-/// blocking, so no read is ever in flight in the kernel with a buffer attached.
+/// blocking, so a waiting connection holds no read buffer.
 pub struct EpollConn(pub TcpStream);
 
 impl Conn for EpollConn {
-    async fn read(&self, mut buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        let cap = buf.capacity().max(1);
+    async fn read(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        // An idle connection holds no read buffer: the one handed in is freed while waiting for
+        // readiness, and a right-sized one is returned.
+        let cap = buf.capacity().max(super::READ_SIZE);
+        drop(buf);
         loop {
             if let Err(e) = self.0.readable().await {
-                return (Err(e), buf);
+                return (Err(e), Vec::new());
             }
-            buf.resize(cap, 0);
+            let mut buf = vec![0; cap];
             match self.0.try_read(&mut buf) {
                 Ok(n) => {
                     buf.truncate(n);
+                    buf.shrink_to_fit();
                     return (Ok(()), buf);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    buf.clear();
-                    continue;
-                }
-                Err(e) => {
-                    buf.clear();
-                    return (Err(e), buf);
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return (Err(e), Vec::new()),
             }
         }
     }

@@ -44,8 +44,8 @@ pub fn now_ms() -> u64 {
 /// A connected stream of either backend, with owned-buffer reads and writes (io_uring's model;
 /// the epoll backend adapts to it).
 pub trait Conn {
-    /// Reads into `buf` (cleared, capacity kept): `buf.len()` is the number of bytes read, 0 at
-    /// end of stream.
+    /// Reads into `buf` (its contents are discarded; the backend decides whether to reuse its
+    /// capacity): the returned buffer holds the bytes read, empty at end of stream.
     fn read(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
     /// Writes all of `buf`.
     fn write_all(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
@@ -192,8 +192,6 @@ async fn drive_inner(
                     session.receive(&plain, now_ms());
                     plain.clear();
                 }
-                let mut buf = buf;
-                buf.clear();
                 read.set(conn.read(buf));
             }
             changed = async {

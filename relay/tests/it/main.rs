@@ -1,6 +1,7 @@
 //! Integration tests: the real relay on loopback (real TLS, real store with fsync), driven over
 //! sockets, on every I/O backend this machine offers.
 
+mod crash;
 mod harness;
 
 use harness::{backends, message, new_addr, Client, Relay, PASSWORD};
