@@ -63,7 +63,8 @@ impl Policy {
 
 /// 70 % of `max_mailbox_size`.
 pub fn quota_target(max_mailbox_size: u64) -> u64 {
-    max_mailbox_size / 100 * QUOTA_TARGET_PERCENT + max_mailbox_size % 100 * QUOTA_TARGET_PERCENT / 100
+    max_mailbox_size / 100 * QUOTA_TARGET_PERCENT
+        + max_mailbox_size % 100 * QUOTA_TARGET_PERCENT / 100
 }
 
 /// Why a message goes.
@@ -149,11 +150,7 @@ pub fn old_messages_at(
 /// The quota trim: the oldest messages (by INTERNALDATE, then mailbox and UID) until the sum of
 /// sizes is at or below `target_bytes`, skipping messages younger than [`TRIM_MIN_AGE_SECS`].
 /// Stops short of the target if only young messages remain.
-pub fn trim_at(
-    now: i64,
-    target_bytes: u64,
-    messages: &[(MailboxId, MessageMeta)],
-) -> Vec<Victim> {
+pub fn trim_at(now: i64, target_bytes: u64, messages: &[(MailboxId, MessageMeta)]) -> Vec<Victim> {
     let mut used: u64 = messages.iter().map(|(_, m)| u64::from(m.size)).sum();
     if used <= target_bytes {
         return Vec::new();
@@ -305,15 +302,15 @@ mod tests {
         };
         let d = DAY_SECS;
         let messages = [
-            msg(1, 1, 21 * d, 100),             // old: age
-            msg(1, 2, 20 * d, 100),             // exactly 20 days: stays (strict)
-            msg(1, 3, 20 * d + 1, 100),         // one second past: age
-            msg(1, 4, 8 * d, 200_001),          // large and older than 7 days: large
-            msg(1, 5, 8 * d, 200_000),          // exactly the limit is not large
-            msg(1, 6, 6 * d, 5_000_000),        // large but young
-            msg(2, 1, 30 * d, 300_000),         // old and large: age wins
-            msg(2, 2, 0, 10),                   // fresh
-            msg(2, 3, 7 * d + 1, 250_000),      // just past 7 days: large
+            msg(1, 1, 21 * d, 100),        // old: age
+            msg(1, 2, 20 * d, 100),        // exactly 20 days: stays (strict)
+            msg(1, 3, 20 * d + 1, 100),    // one second past: age
+            msg(1, 4, 8 * d, 200_001),     // large and older than 7 days: large
+            msg(1, 5, 8 * d, 200_000),     // exactly the limit is not large
+            msg(1, 6, 6 * d, 5_000_000),   // large but young
+            msg(2, 1, 30 * d, 300_000),    // old and large: age wins
+            msg(2, 2, 0, 10),              // fresh
+            msg(2, 3, 7 * d + 1, 250_000), // just past 7 days: large
         ];
         let Decision::Expunge(v) = decide_at(NOW, &p, &acct(today(), NOW - 40 * d), &messages)
         else {
@@ -332,11 +329,25 @@ mod tests {
         // The same through the single-rule helpers the admin socket uses.
         assert_eq!(
             uids(&old_messages_at(NOW, 20, None, Reason::Age, &messages)),
-            vec![(1, 1, Reason::Age), (1, 3, Reason::Age), (2, 1, Reason::Age)]
+            vec![
+                (1, 1, Reason::Age),
+                (1, 3, Reason::Age),
+                (2, 1, Reason::Age)
+            ]
         );
         assert_eq!(
-            uids(&old_messages_at(NOW, 7, Some(200_000), Reason::Large, &messages)),
-            vec![(1, 4, Reason::Large), (2, 1, Reason::Large), (2, 3, Reason::Large)]
+            uids(&old_messages_at(
+                NOW,
+                7,
+                Some(200_000),
+                Reason::Large,
+                &messages
+            )),
+            vec![
+                (1, 4, Reason::Large),
+                (2, 1, Reason::Large),
+                (2, 3, Reason::Large)
+            ]
         );
     }
 
@@ -347,7 +358,10 @@ mod tests {
             decide_at(NOW, &policy(), &acct(today(), NOW), &messages),
             Decision::Keep
         );
-        assert_eq!(decide_at(NOW, &policy(), &acct(today(), NOW), &[]), Decision::Keep);
+        assert_eq!(
+            decide_at(NOW, &policy(), &acct(today(), NOW), &[]),
+            Decision::Keep
+        );
     }
 
     #[test]
@@ -426,10 +440,7 @@ mod tests {
             msg(1, 5, DAY_SECS, 50), // exactly 24 h: old enough
         ];
         let v = trim_at(NOW, 0, &messages);
-        assert_eq!(
-            uids(&v),
-            vec![(1, 1, Reason::Quota), (1, 5, Reason::Quota)]
-        );
+        assert_eq!(uids(&v), vec![(1, 1, Reason::Quota), (1, 5, Reason::Quota)]);
         // Also through the daily job with the age rules off.
         let p = Policy {
             delete_mails_after_days: None,

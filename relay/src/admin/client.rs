@@ -64,6 +64,7 @@ pub enum AdminCommand {
         /// One account only.
         #[arg(long)]
         account: Option<String>,
+        /// Dry run, time, details.
         #[command(flatten)]
         job: JobArgs,
     },
@@ -75,6 +76,7 @@ pub enum AdminCommand {
         /// One account only.
         #[arg(long)]
         account: Option<String>,
+        /// Dry run, time, details.
         #[command(flatten)]
         job: JobArgs,
     },
@@ -83,6 +85,7 @@ pub enum AdminCommand {
         /// Days (default: delete_inactive_users_after).
         #[arg(long)]
         days: Option<u32>,
+        /// Dry run, time, details.
         #[command(flatten)]
         job: JobArgs,
     },
@@ -100,6 +103,7 @@ pub enum AdminCommand {
         /// Bytes.
         #[arg(long)]
         quota_target_bytes: Option<u64>,
+        /// Dry run, time, details.
         #[command(flatten)]
         job: JobArgs,
     },
@@ -193,10 +197,9 @@ pub fn run(cmd: AdminCommand, socket: &Path) -> anyhow::Result<()> {
             json!({"op": "trim_mailbox", "target_bytes": target_bytes, "account": account}),
             job,
         ),
-        AdminCommand::ExpireInactive { days, job } => with_job(
-            json!({"op": "expire_inactive", "inactive_days": days}),
-            job,
-        ),
+        AdminCommand::ExpireInactive { days, job } => {
+            with_job(json!({"op": "expire_inactive", "inactive_days": days}), job)
+        }
         AdminCommand::Expire {
             delete_mails_after,
             delete_large_after,

@@ -28,9 +28,9 @@ const COMMIT_WINDOW: usize = 4096;
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// The relay's domain and retention settings.
-    Config,
+    Config {},
     /// Every account with its last-login day, bytes used and message count.
-    ListAccounts,
+    ListAccounts {},
     /// Create an account, bypassing the sign-up name rules (still on our domain).
     CreateAccount {
         /// Localpart or full address.
@@ -183,8 +183,8 @@ pub fn handle(shared: &Shared, req: Request, now: i64) -> Result<Value, Error> {
     let config = &shared.config;
     let store = &shared.store;
     match req {
-        Request::Config => Ok(config_response(config)),
-        Request::ListAccounts => {
+        Request::Config {} => Ok(config_response(config)),
+        Request::ListAccounts {} => {
             let accounts: Vec<Value> = store.accounts().iter().map(account_json).collect();
             Ok(json!({ "accounts": accounts }))
         }
@@ -195,7 +195,9 @@ pub fn handle(shared: &Shared, req: Request, now: i64) -> Result<Value, Error> {
         } => create_account(shared, &name, &password, dry_run, now),
         Request::DeleteAccount { name, dry_run } => {
             let addr = resolve_name(config, &name)?;
-            let acct = store.account(&addr).ok_or_else(|| Error::not_found(&addr))?;
+            let acct = store
+                .account(&addr)
+                .ok_or_else(|| Error::not_found(&addr))?;
             if !dry_run {
                 match store.commit_blocking(Op::DeleteAccount { account: acct.id }) {
                     Ok(_) => tracing::info!("admin: deleted account {addr}"),
@@ -346,7 +348,9 @@ pub fn resolve_name(config: &Config, name: &str) -> Result<String, Error> {
         None => name.as_str(),
         Some((local, d)) => {
             if d != domain {
-                return Err(Error::bad(format!("{name} is not on this relay's domain {domain}")));
+                return Err(Error::bad(format!(
+                    "{name} is not on this relay's domain {domain}"
+                )));
             }
             local
         }
@@ -416,7 +420,9 @@ fn select(store: &Store, config: &Config, name: Option<&str>) -> Result<Vec<Acco
         None => Ok(store.accounts()),
         Some(n) => {
             let addr = resolve_name(config, n)?;
-            Ok(vec![store.account(&addr).ok_or_else(|| Error::not_found(&addr))?])
+            Ok(vec![store
+                .account(&addr)
+                .ok_or_else(|| Error::not_found(&addr))?])
         }
     }
 }
@@ -561,10 +567,7 @@ impl Job {
             while rest.peek().is_some() {
                 let window: Vec<Planned> = rest.by_ref().take(COMMIT_WINDOW).collect();
                 // `commit` submits at once; waiting afterwards lets the writer batch the window.
-                let pending: Vec<_> = window
-                    .iter()
-                    .map(|p| store.commit(p.op.clone()))
-                    .collect();
+                let pending: Vec<_> = window.iter().map(|p| store.commit(p.op.clone())).collect();
                 for (p, fut) in window.iter().zip(pending) {
                     let res = super::block_on(fut);
                     job.count(p, Some(res));

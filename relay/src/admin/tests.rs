@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -156,9 +156,8 @@ fn create_account_bypasses_signup_rules_but_not_the_domain() {
         "bad_request",
     );
     // Dry run: validated, not created.
-    let r = e.ok(
-        json!({"op":"create_account","name":"dry","password":"0123456789ab","dry_run":true}),
-    );
+    let r =
+        e.ok(json!({"op":"create_account","name":"dry","password":"0123456789ab","dry_run":true}));
     assert_eq!(r["created"], json!(false));
     assert!(!e.exists("dry"));
     assert_eq!(e.shared.store.accounts().len(), 2);
@@ -171,12 +170,21 @@ fn delete_account_and_missing_account_is_an_error() {
     e.deliver(a, 0, 100);
     e.deliver(a, 0, 50);
     let r = e.ok(json!({"op":"delete_account","name":"alice0001","dry_run":true}));
-    assert_eq!((r["messages"].clone(), r["bytes"].clone()), (json!(2), json!(150)));
+    assert_eq!(
+        (r["messages"].clone(), r["bytes"].clone()),
+        (json!(2), json!(150))
+    );
     assert!(e.exists("alice0001"));
     e.ok(json!({"op":"delete_account","name":"alice0001@[127.0.0.1]"}));
     assert!(!e.exists("alice0001"));
-    e.err(json!({"op":"delete_account","name":"alice0001"}), "not_found");
-    e.err(json!({"op":"delete_account","name":"../../etc"}), "bad_request");
+    e.err(
+        json!({"op":"delete_account","name":"alice0001"}),
+        "not_found",
+    );
+    e.err(
+        json!({"op":"delete_account","name":"../../etc"}),
+        "bad_request",
+    );
 }
 
 #[test]
@@ -204,8 +212,14 @@ fn bad_requests_get_error_lines() {
         (r#"{"op":"nope"}"#, "bad_request"),
         (r#"{"op":"list_accounts","extra":1}"#, "bad_request"),
         (r#"{"op":"expire_messages"}"#, "bad_request"),
-        (r#"{"op":"expire_messages","older_than_days":-1}"#, "bad_request"),
-        (r#"{"op":"trim_mailbox","account":"ghost0001"}"#, "not_found"),
+        (
+            r#"{"op":"expire_messages","older_than_days":-1}"#,
+            "bad_request",
+        ),
+        (
+            r#"{"op":"trim_mailbox","account":"ghost0001"}"#,
+            "not_found",
+        ),
         (r#"[1,2]"#, "bad_request"),
     ] {
         let r = handle_line(&e.shared, line.as_bytes(), NOW);
@@ -221,7 +235,10 @@ fn expire_removes_exactly_the_expired() {
     let e = env_with(10_000_000);
     let d = DAY_SECS;
     let active = e.account("active001", NOW - d);
-    let old_msgs: Vec<u32> = vec![e.deliver(active, 21 * d, 100), e.deliver(active, 30 * d, 100)];
+    let old_msgs: Vec<u32> = vec![
+        e.deliver(active, 21 * d, 100),
+        e.deliver(active, 30 * d, 100),
+    ];
     let large_old = e.deliver(active, 8 * d, 200_001);
     let kept: Vec<u32> = vec![
         e.deliver(active, 19 * d, 100),
@@ -245,7 +262,11 @@ fn expire_removes_exactly_the_expired() {
         assert_eq!(r["accounts_deleted"], json!(2), "{r}");
         assert_eq!(r["accounts_deleted_empty"], json!(1), "{r}");
         assert_eq!(r["messages_expunged"], json!(3), "{r}");
-        assert_eq!(r["messages_by_reason"], json!({"age": 2, "large": 1}), "{r}");
+        assert_eq!(
+            r["messages_by_reason"],
+            json!({"age": 2, "large": 1}),
+            "{r}"
+        );
         assert_eq!(r["bytes_freed"], json!(200 + 200_001 + 10), "{r}");
         assert_eq!(r["failed"], json!(0), "{r}");
     }
@@ -302,7 +323,8 @@ fn trim_mailbox_goes_oldest_first_and_spares_the_last_day() {
     let m3 = e.deliver(a, 30 * h, 400);
     let young: Vec<u32> = vec![e.deliver(a, 23 * h, 400), e.deliver(a, h, 400)];
     // 2000 bytes, target 1000: m1, m2, m3 go (1200 freed -> 800); young ones stay.
-    let r = e.ok(json!({"op":"trim_mailbox","account":"alice0001","target_bytes":1000,"dry_run":true}));
+    let r =
+        e.ok(json!({"op":"trim_mailbox","account":"alice0001","target_bytes":1000,"dry_run":true}));
     assert_eq!(r["messages_expunged"], json!(3));
     assert_eq!(e.uids(a).len(), 5);
     let r = e.ok(json!({"op":"trim_mailbox","account":"alice0001","target_bytes":1000}));
@@ -343,7 +365,7 @@ fn socket_is_private_and_keeps_serving_after_bad_requests() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("admin.sock");
     // A stale socket file from a previous run is replaced.
-    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    drop(UnixListener::bind(&path).unwrap());
     let handle = spawn(e.shared.clone(), &path).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -369,7 +391,9 @@ fn socket_is_private_and_keeps_serving_after_bad_requests() {
     assert_eq!(created["ok"], json!(true), "{created}");
     // Several requests written at once are answered in order.
     r.get_mut()
-        .write_all(b"{\"op\":\"list_accounts\"}\n\n{\"op\":\"delete_account\",\"name\":\"ghost\"}\n")
+        .write_all(
+            b"{\"op\":\"list_accounts\"}\n\n{\"op\":\"delete_account\",\"name\":\"ghost\"}\n",
+        )
         .unwrap();
     let mut s = String::new();
     r.read_line(&mut s).unwrap();
@@ -410,12 +434,24 @@ fn read_line_limits_and_splits() {
     let data = b"abc\n\nxxxxxxxxxx\ndef";
     let mut r = BufReader::with_capacity(3, &data[..]);
     let mut buf = Vec::new();
-    assert!(matches!(read_line(&mut r, &mut buf, 5).unwrap(), Line::Complete));
+    assert!(matches!(
+        read_line(&mut r, &mut buf, 5).unwrap(),
+        Line::Complete
+    ));
     assert_eq!(buf, b"abc");
-    assert!(matches!(read_line(&mut r, &mut buf, 5).unwrap(), Line::Complete));
+    assert!(matches!(
+        read_line(&mut r, &mut buf, 5).unwrap(),
+        Line::Complete
+    ));
     assert_eq!(buf, b"");
-    assert!(matches!(read_line(&mut r, &mut buf, 5).unwrap(), Line::TooLong));
-    assert!(matches!(read_line(&mut r, &mut buf, 5).unwrap(), Line::Complete));
+    assert!(matches!(
+        read_line(&mut r, &mut buf, 5).unwrap(),
+        Line::TooLong
+    ));
+    assert!(matches!(
+        read_line(&mut r, &mut buf, 5).unwrap(),
+        Line::Complete
+    ));
     assert_eq!(buf, b"def");
     assert!(matches!(read_line(&mut r, &mut buf, 5).unwrap(), Line::Eof));
 }
