@@ -308,6 +308,7 @@ fn handle_event(rpc: &Rpc, acc: u64, ev: &Value, answered: &mut HashSet<u64>) {
         "SecurejoinInviterProgress" => {
             tracing::info!("secure join progress {}", e["progress"]);
         }
+        "Info" => tracing::trace!("core: {}", e["msg"].as_str().unwrap_or("")),
         "Warning" => tracing::debug!("core warning: {}", e["msg"].as_str().unwrap_or("")),
         "Error" => tracing::warn!("core error: {}", e["msg"].as_str().unwrap_or("")),
         _ => {}

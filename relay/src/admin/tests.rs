@@ -462,3 +462,34 @@ fn day_to_date_is_the_civil_date() {
     assert_eq!(client::day_to_date(NOW / DAY_SECS), "2027-01-15");
     assert_eq!(client::day_to_date(11_016), "2000-02-29");
 }
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: AdminCommand,
+}
+
+#[test]
+fn admin_subcommands_parse() {
+    use clap::{CommandFactory, Parser};
+    Cli::command().debug_assert();
+    let c =
+        Cli::try_parse_from(["admin", "expire", "--dry-run", "--now", "5", "--details"]).unwrap();
+    match c.cmd {
+        AdminCommand::Expire { job, .. } => {
+            assert!(job.dry_run && job.details);
+            assert_eq!(job.now, Some(5));
+        }
+        other => panic!("{other:?}"),
+    }
+    let c =
+        Cli::try_parse_from(["admin", "trim", "--account", "x", "--target-bytes", "10"]).unwrap();
+    assert!(matches!(
+        c.cmd,
+        AdminCommand::Trim {
+            target_bytes: Some(10),
+            ..
+        }
+    ));
+    assert!(Cli::try_parse_from(["admin", "expire-messages"]).is_err());
+}
