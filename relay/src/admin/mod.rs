@@ -45,7 +45,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
@@ -181,7 +181,9 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>, stop: &AtomicBool,
             );
             continue;
         }
-        let shared = shared.clone();
+        // Connections hold the shared state weakly: an idle admin client must not keep the store
+        // open after the relay shut down.
+        let shared = Arc::downgrade(shared);
         let active2 = active.clone();
         let spawned = std::thread::Builder::new()
             .name("admin-conn".into())
@@ -246,7 +248,7 @@ fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Re
 }
 
 /// Serves one connection until EOF, an I/O error or the idle timeout.
-fn serve(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
+fn serve(stream: UnixStream, shared: &Weak<Shared>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
@@ -262,7 +264,10 @@ fn serve(stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
                 if buf.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                protocol::handle_line(shared, &buf, unix_now())
+                let Some(shared) = shared.upgrade() else {
+                    return Ok(());
+                };
+                protocol::handle_line(&shared, &buf, unix_now())
             }
         };
         let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;

@@ -493,3 +493,36 @@ fn admin_subcommands_parse() {
     ));
     assert!(Cli::try_parse_from(["admin", "expire-messages"]).is_err());
 }
+
+#[test]
+fn an_idle_admin_client_does_not_keep_the_store_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let open = || Store::open(&store_dir, StoreConfig::default());
+    let shared = Arc::new(Shared::new(
+        Config::dev(dir.path().to_owned()),
+        open().unwrap(),
+    ));
+    let path = dir.path().join("admin.sock");
+    let handle = spawn(shared.clone(), &path).unwrap();
+    let mut idle = BufReader::new(UnixStream::connect(&path).unwrap());
+    assert_eq!(
+        roundtrip(&mut idle, r#"{"op":"config"}"#)["ok"],
+        json!(true)
+    );
+    drop(handle);
+    drop(shared);
+    // The store's lock is free again although the client is still connected.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match open() {
+            Ok(_) => break,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The connection answers nothing more and closes at its next request.
+    idle.get_mut().write_all(b"{\"op\":\"config\"}\n").unwrap();
+    let mut s = String::new();
+    assert_eq!(idle.read_line(&mut s).unwrap(), 0);
+}
