@@ -513,13 +513,13 @@ fn an_idle_admin_client_does_not_keep_the_store_open() {
     drop(handle);
     drop(shared);
     // The store's lock is free again although the client is still connected.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         match open() {
             Ok(_) => break,
             Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
     }
     // The connection answers nothing more and closes at its next request.
     idle.get_mut().write_all(b"{\"op\":\"config\"}\n").unwrap();
