@@ -74,7 +74,10 @@ const LAST_SPECIAL_CONTACT_ID: u64 = 9;
 const CONNECTIVITY_WORKING: u64 = 3000;
 /// How often to sweep fresh messages and check connectivity.
 const TICK: Duration = Duration::from_secs(15);
-/// Timeout for configuring the account (login to IMAP and SMTP).
+/// How often to check that the relay still has the account (it may have been expired or
+/// deleted by an operator).
+const ACCOUNT_CHECK: Duration = Duration::from_secs(3600);
+/// Longest wait between two starts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
@@ -254,6 +257,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let mut answered = HashSet::new();
     let mut last_tick = Instant::now();
     let mut not_working_since: Option<Instant> = None;
+    let mut last_account_check = Instant::now();
     loop {
         match events.recv_timeout(TICK) {
             Ok(ev) => handle_event(&rpc, acc, &ev, &mut answered),
@@ -278,6 +282,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 answer(&rpc, acc, id, &mut answered);
             }
         }
+        if last_account_check.elapsed() >= ACCOUNT_CHECK {
+            last_account_check = Instant::now();
+            if account_was_recreated(args, &info) {
+                // Same address and password: the core only has to log in again.
+                tracing::warn!("{} was gone on the relay and is recreated", info.addr);
+                let _ = rpc.call("maybe_network", json!([]));
+            }
+        }
         // After a relay restart the core retries with its own backoff; nudge it.
         let conn = rpc
             .call("get_connectivity", json!([acc]))
@@ -289,6 +301,27 @@ fn run(args: &Args) -> anyhow::Result<()> {
         } else if not_working_since.get_or_insert_with(Instant::now).elapsed() >= TICK {
             tracing::info!("not connected (connectivity {conn}); asking the core to reconnect");
             let _ = rpc.call("maybe_network", json!([]));
+        }
+    }
+}
+
+/// Re-creates the account if the relay lost it; true if it did. An unreachable relay is not
+/// an error here (it may be restarting; the core reconnects by itself).
+fn account_was_recreated(args: &Args, info: &RelayInfo) -> bool {
+    let mut admin = match Admin::connect(&args.socket) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::debug!("account check skipped: {e:#}");
+            return false;
+        }
+    };
+    let create = json!({"op": "create_account", "name": info.addr, "password": info.password});
+    match admin.call(&create) {
+        Ok(_) => true,
+        Err(e) if refusal_code(&e) == Some("exists") => false,
+        Err(e) => {
+            tracing::warn!("account check failed: {e:#}");
+            false
         }
     }
 }
