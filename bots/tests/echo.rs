@@ -262,6 +262,10 @@ fn echo_bot_answers_encrypted_messages_and_survives_a_relay_restart() {
     )
     .unwrap();
     user.call("start_io", json!([acc])).unwrap();
+    // The core ignores what is in INBOX before its first SELECT (chatmail.md §12.8, gotcha 3).
+    wait_event(&events, Duration::from_secs(60), "user inbox idle", |e| {
+        e["kind"] == "ImapInboxIdle"
+    });
     let chat = user.call("secure_join", json!([acc, invite])).unwrap();
     wait_event(&events, Duration::from_secs(90), "secure join", |e| {
         e["kind"] == "SecurejoinJoinerProgress" && e["progress"] == 1000

@@ -77,6 +77,8 @@ const TICK: Duration = Duration::from_secs(15);
 /// How often to check that the relay still has the account (it may have been expired or
 /// deleted by an operator).
 const ACCOUNT_CHECK: Duration = Duration::from_secs(3600);
+/// How long to wait for the core to idle on INBOX before publishing the invite.
+const INBOX_WAIT: Duration = Duration::from_secs(60);
 /// Longest wait between two starts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -244,6 +246,28 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .context("configuring the account (see Warning lines in rpc-server.log)")?;
     }
     rpc.call("start_io", json!([acc]))?;
+    let mut answered = HashSet::new();
+    // The core ignores what is already in INBOX the first time it selects it, so publish the
+    // invite only once the inbox is watched (chatmail.md §12.8, gotcha 3).
+    let deadline = Instant::now() + INBOX_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(ev) => {
+                let idle =
+                    ev["contextId"].as_u64() == Some(acc) && ev["event"]["kind"] == "ImapInboxIdle";
+                handle_event(&rpc, acc, &ev, &mut answered);
+                if idle {
+                    break;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                tracing::warn!("the core is not idling on INBOX after {INBOX_WAIT:?}; going on");
+                break;
+            }
+            Err(RecvTimeoutError::Disconnected) => anyhow::bail!("the rpc server exited"),
+        }
+    }
     let invite = rpc.call("get_chat_securejoin_qr_code", json!([acc, null]))?;
     let invite = invite.as_str().context("no invite link")?;
     let invite_file = args
@@ -254,7 +278,6 @@ fn run(args: &Args) -> anyhow::Result<()> {
     println!("echo bot {} ready; invite link:\n{invite}", info.addr);
     let _ = std::io::stdout().flush();
 
-    let mut answered = HashSet::new();
     let mut last_tick = Instant::now();
     let mut not_working_since: Option<Instant> = None;
     let mut last_account_check = Instant::now();
