@@ -17,7 +17,11 @@ cargo fmt --all --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --locked --quiet
+
 step "rust tests"
+mkdir -p target
 cargo test --workspace --locked 2>&1 | tee target/rust-tests.log
 grep -q "test result: ok" target/rust-tests.log
 

@@ -408,7 +408,8 @@ mod tests {
 
     #[test]
     fn resource_guard_refuses_and_ignores_unreadable_values() {
-        let c = config();
+        let mut c = config();
+        c.max_load_1m = 5.0;
         let busy = Resources {
             load_1m: Some(9.0),
             ..Default::default()

@@ -61,6 +61,9 @@ pub struct Config {
     pub ports: Ports,
     /// Relay's own: file whose existence blocks account creation (`/etc/chatmail-nocreate`).
     pub nocreate_file: PathBuf,
+    /// Connection rate limiting (`ebpf_interfaces`, `max_new_connections_per_minute`,
+    /// `new_connections_burst`; the SMTP per-source cap derives from `max_smtp_connections`).
+    pub ratelimit: crate::ratelimit::RateLimitConfig,
     /// Every other option as written, for options not interpreted yet (kept so nothing is lost).
     pub extra: BTreeMap<String, String>,
 }
@@ -207,6 +210,37 @@ impl Config {
         } else {
             PathBuf::from("/etc/chatmail-nocreate")
         };
+        let max_smtp_connections = positive(&p, "max_smtp_connections", 1000)?;
+        let ratelimit = crate::ratelimit::RateLimitConfig {
+            ebpf_interfaces: p
+                .get("ebpf_interfaces")
+                .unwrap_or_default()
+                .split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            max_new_connections_per_minute: positive(
+                &p,
+                "max_new_connections_per_minute",
+                crate::ratelimit::DEFAULT_MAX_NEW_CONNECTIONS_PER_MINUTE,
+            )?,
+            new_connections_burst: positive(
+                &p,
+                "new_connections_burst",
+                crate::ratelimit::DEFAULT_NEW_CONNECTIONS_BURST,
+            )?,
+            max_smtp_connections,
+            ports: [
+                ports.smtp,
+                ports.submission,
+                ports.submissions,
+                ports.imap,
+                ports.imaps,
+            ]
+            .into_iter()
+            .filter(|p| *p != 0)
+            .collect(),
+        };
         let config = Config {
             max_user_send_per_minute: positive(&p, "max_user_send_per_minute", 60)?,
             max_user_send_burst_size: positive(&p, "max_user_send_burst_size", 10)?,
@@ -218,11 +252,16 @@ impl Config {
             username_min_length,
             username_max_length,
             password_min_length: p.num("password_min_length")?.unwrap_or(9),
-            max_load_1m: p.float("max_load_1m")?.unwrap_or(5.0),
+            // A dev relay runs beside builds and tests on a developer's machine, where the
+            // reference's load guard (meant for a dedicated server) would refuse sign-ups.
+            max_load_1m: p
+                .float("max_load_1m")?
+                .unwrap_or(if dev { 1000.0 } else { 5.0 }),
             min_available_memory: p.size("min_available_memory")?.unwrap_or(200 * MIB),
             min_free_disk_space: p.size("min_free_disk_space")?.unwrap_or(1024 * MIB),
             max_imap_connections: positive(&p, "max_imap_connections", 10_000)?,
-            max_smtp_connections: positive(&p, "max_smtp_connections", 1000)?,
+            max_smtp_connections,
+            ratelimit,
             tls_external_cert_and_key,
             disable_ipv6,
             imap_compress: p.boolean("imap_compress")?.unwrap_or(false),
@@ -278,6 +317,9 @@ const INTERPRETED: &[&str] = &[
     "imap_port",
     "imaps_port",
     "nocreate_file",
+    "ebpf_interfaces",
+    "max_new_connections_per_minute",
+    "new_connections_burst",
 ];
 
 /// Options of the reference that are accepted and kept (in [`Config::extra`]) but not acted on by
@@ -301,10 +343,6 @@ const KNOWN_OTHER: &[&str] = &[
     "passdb_path",
     "filtermail_host",
     "postfix_host",
-    // eBPF / connection rate limiting.
-    "ebpf_interfaces",
-    "max_new_connections_per_minute",
-    "new_connections_burst",
 ];
 
 /// Options the reference removed; setting them has no effect.

@@ -108,9 +108,17 @@ fn take_slot(counter: &AtomicU32, max: u32) -> Option<Slot<'_>> {
     (prev < max).then_some(slot)
 }
 
+/// Held for a connection's life: releases its global slot and per-source SMTP slot.
+struct Admitted<'a> {
+    _slot: Slot<'a>,
+    _source: Option<crate::ratelimit::SmtpSlot>,
+}
+
 /// Everything a worker thread needs.
 struct Ctx {
     shared: Arc<Shared>,
+    admission: crate::ratelimit::Admission,
+    epoch: std::time::Instant,
     tls: TlsConfigs,
     counters: Counters,
 }
@@ -121,8 +129,34 @@ fn new_session(
     peer: SocketAddr,
     now_ms: u64,
 ) -> Box<dyn Session> {
-    let _ = (kind, shared, peer, now_ms);
-    todo!("session factory: wired when smtp and imap land")
+    use crate::{imap, smtp};
+    let shared = shared.clone();
+    let ip = peer.ip();
+    match kind {
+        Kind::Mx => Box::new(smtp::Session::new(
+            shared,
+            smtp::Mode::Mx,
+            false,
+            ip,
+            now_ms,
+        )),
+        Kind::Submission => Box::new(smtp::Session::new(
+            shared,
+            smtp::Mode::Submission,
+            false,
+            ip,
+            now_ms,
+        )),
+        Kind::Submissions => Box::new(smtp::Session::new(
+            shared,
+            smtp::Mode::Submission,
+            true,
+            ip,
+            now_ms,
+        )),
+        Kind::Imap => Box::new(imap::Session::new(shared, false, now_ms)),
+        Kind::Imaps => Box::new(imap::Session::new(shared, true, now_ms)),
+    }
 }
 
 impl Ctx {
@@ -134,16 +168,32 @@ impl Ctx {
         }
     }
 
-    /// Admission at accept time: connection limits. `None` means close at once.
-    fn admit(&self, kind: Kind) -> Option<Slot<'_>> {
+    /// Admission at accept time: the per-source new-connection rate (unless the XDP program
+    /// already enforces it in the kernel), the per-source SMTP cap, and the global connection
+    /// limits. `None` means close at once.
+    fn admit(&self, kind: Kind, peer: IpAddr) -> Option<Admitted<'_>> {
+        let now_ns = self.epoch.elapsed().as_nanos() as u64;
+        if !self.admission.admit(peer, now_ns) {
+            return None;
+        }
         let config = &self.shared.config;
         if kind.is_smtp() {
-            take_slot(
+            let source = self.admission.enter_smtp(peer)?;
+            // Each SMTP listener may hold max_smtp_connections (as Postfix's maxproc per service).
+            let slot = take_slot(
                 &self.counters.smtp,
                 config.max_smtp_connections.saturating_mul(3),
-            )
+            )?;
+            Some(Admitted {
+                _slot: slot,
+                _source: Some(source),
+            })
         } else {
-            take_slot(&self.counters.imap, config.max_imap_connections)
+            let slot = take_slot(&self.counters.imap, config.max_imap_connections)?;
+            Some(Admitted {
+                _slot: slot,
+                _source: None,
+            })
         }
     }
 }
@@ -245,9 +295,12 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         },
     )
     .context("opening the store")?;
+    let (admission, enforcement) = crate::ratelimit::start(&config.ratelimit);
     let shared = Arc::new(Shared::new(config, store));
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
+        admission,
+        epoch: std::time::Instant::now(),
         tls,
         counters: Counters::default(),
     });
@@ -283,6 +336,7 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
             .context("spawning a worker thread")?;
         threads.push(t);
     }
+    tracing::debug!(?enforcement, "connection rate limiting");
     Ok(Running {
         backend,
         bound,
@@ -337,7 +391,7 @@ fn run_epoll(
                     };
                     let ctx = ctx.clone();
                     tokio::task::spawn_local(async move {
-                        let Some(_slot) = ctx.admit(kind) else {
+                        let Some(_admitted) = ctx.admit(kind, peer_ip(peer)) else {
                             return;
                         };
                         let _ = stream.set_nodelay(true);
@@ -390,7 +444,7 @@ fn run_uring(
                     };
                     let ctx = ctx.clone();
                     tokio_uring::spawn(async move {
-                        let Some(_slot) = ctx.admit(kind) else {
+                        let Some(_admitted) = ctx.admit(kind, peer_ip(peer)) else {
                             return;
                         };
                         let _ = stream.set_nodelay(true);

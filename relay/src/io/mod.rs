@@ -169,7 +169,8 @@ async fn drive_inner(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let wants_input = session.wants_input();
+        // During a handshake the bytes are TLS's, not the session's: always read then.
+        let wants_input = session.wants_input() || pipe.is_handshaking();
         let has_watch = watched.is_some();
         tokio::select! {
             (res, buf) = &mut read, if wants_input => {

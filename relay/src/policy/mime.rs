@@ -119,6 +119,15 @@ impl<'a> Entity<'a> {
         Some(self.header_raw.get(start..end)?.trim_ascii())
     }
 
+    /// How many header fields have this name (ASCII case-insensitive).
+    pub fn count(&self, name: &str) -> usize {
+        let headers = &self.headers.root_part().headers;
+        headers
+            .iter()
+            .filter(|h| h.name.as_str().eq_ignore_ascii_case(name))
+            .count()
+    }
+
     /// The decoded text value of the first header field with this name.
     pub fn first_text(&self, name: &str) -> Option<&str> {
         let h = self
@@ -152,10 +161,20 @@ impl<'a> Entity<'a> {
         split_multipart(self.body, boundary.as_bytes(), max)
     }
 
-    /// The body of a leaf part (raw headers and body) decoded from its
-    /// Content-Transfer-Encoding. The caller has checked that the Content-Type is neither
+    /// The body of this leaf part (`raw` is the part's headers and body, the bytes `self` was
+    /// parsed from) decoded from its Content-Transfer-Encoding. The caller has checked that the Content-Type is neither
     /// multipart nor a message. `None` on an encoding problem.
-    pub fn decoded_leaf_body(raw: &'a [u8]) -> Option<Cow<'a, [u8]>> {
+    pub fn decoded_leaf_body(&self, raw: &'a [u8]) -> Option<Cow<'a, [u8]>> {
+        // Identity encodings: the body is the raw bytes after the empty line (saves a pass).
+        let identity = match self.first_raw("Content-Transfer-Encoding") {
+            None => true,
+            Some(cte) => [&b"7bit"[..], b"8bit", b"binary"]
+                .iter()
+                .any(|e| cte.eq_ignore_ascii_case(e)),
+        };
+        if identity && self.count("Content-Transfer-Encoding") <= 1 {
+            return Some(Cow::Borrowed(self.body));
+        }
         let msg = PARSER.parse(raw)?;
         let part = msg.parts.into_iter().next()?;
         if part.is_encoding_problem {

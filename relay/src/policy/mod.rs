@@ -13,9 +13,15 @@
 //! * `multipart/encrypted` needs **exactly** two parts (the reference accepts only part 1).
 //! * Armor without a CRC line but with base64 padding passes; a CRC line, when present, must be
 //!   `=XXXX` right before END and must match (the reference cut everything from the last `=`).
-//! * Only the first `From`, `Secure-Join`, `Subject`, `Auto-Submitted` field counts.
+//! * Only the first `From`, `Secure-Join`, `Subject`, `Auto-Submitted` field counts, but a
+//!   message (or PGP/MIME part) with two `Content-Type` fields is not "encrypted": a client
+//!   reading the last one could show the preamble as cleartext.
 //! * `Secure-Join` values are case-sensitive; the ASM `Subject` must match exactly.
 //! * Line endings: CRLF and bare LF are both accepted inside the armor and MIME structure.
+//! * Packets: ESK packets may be absent (SEIPD alone passes, as in the reference); partial body
+//!   lengths are accepted only on the SEIPD (RFC 9580 allows them only on data packets).
+//! * MIME: the preamble and epilogue are ignored (Thunderbird writes a preamble); the top-level
+//!   multipart needs its close delimiter; a part without any header field is not a match.
 
 /// A refusal with its SMTP reply code and text, e.g. `523` /
 /// `Encryption Needed: Invalid Unencrypted Mail`.
@@ -98,7 +104,9 @@ pub enum NotEncrypted {
 
 /// The PGP/MIME check of chatmail.md §3.2 on a parsed message.
 fn encrypted(msg: &Entity<'_>, dir: Direction) -> Result<(), NotEncrypted> {
-    if !msg.is_type("multipart", "encrypted") {
+    // A second Content-Type could make a client that reads the last one render the whole body,
+    // preamble included, as text: refuse the ambiguity.
+    if !msg.is_type("multipart", "encrypted") || msg.count("Content-Type") != 1 {
         return Err(NotEncrypted::NotMultipartEncrypted);
     }
     let parts = msg.children(2).ok_or(NotEncrypted::PartCount)?;
@@ -110,17 +118,21 @@ fn encrypted(msg: &Entity<'_>, dir: Direction) -> Result<(), NotEncrypted> {
     if control_h.is_multipart() || payload_h.is_multipart() {
         return Err(NotEncrypted::NestedMultipart);
     }
-    if !control_h.is_type("application", "pgp-encrypted") {
+    if !control_h.is_type("application", "pgp-encrypted") || control_h.count("Content-Type") != 1 {
         return Err(NotEncrypted::BadControlPart);
     }
-    let version = Entity::decoded_leaf_body(control).ok_or(NotEncrypted::BadControlPart)?;
+    let version = control_h
+        .decoded_leaf_body(control)
+        .ok_or(NotEncrypted::BadControlPart)?;
     if version.trim_ascii() != b"Version: 1" {
         return Err(NotEncrypted::BadControlPart);
     }
-    if !payload_h.is_type("application", "octet-stream") {
+    if !payload_h.is_type("application", "octet-stream") || payload_h.count("Content-Type") != 1 {
         return Err(NotEncrypted::BadPayloadType);
     }
-    let body = Entity::decoded_leaf_body(payload).ok_or(NotEncrypted::BadPayloadType)?;
+    let body = payload_h
+        .decoded_leaf_body(payload)
+        .ok_or(NotEncrypted::BadPayloadType)?;
     armor::check_armored(&body, dir == Direction::Outgoing).map_err(NotEncrypted::Armor)
 }
 
@@ -155,7 +167,7 @@ fn is_securejoin(msg: &Entity<'_>) -> bool {
     if part_h.is_multipart() || !part_h.is_type("text", "plain") {
         return false;
     }
-    let Some(body) = Entity::decoded_leaf_body(part) else {
+    let Some(body) = part_h.decoded_leaf_body(part) else {
         return false;
     };
     let body = body.trim_ascii().to_ascii_lowercase();

@@ -285,3 +285,38 @@ proptest! {
         prop_assert_eq!(out, expect);
     }
 }
+
+/// Bare-LF line endings (a message stored by another tool) get the same verdicts.
+#[test]
+fn lf_only_messages() {
+    let rcpt = vec!["bob@example.org".to_string()];
+    let env = Envelope {
+        mail_from: "alice@example.org",
+        rcpt_to: &rcpt,
+    };
+    for (file, ok) in [
+        ("encrypted-gpg.eml", true),
+        ("securejoin-vc.eml", true),
+        ("plain.eml", false),
+    ] {
+        let lf: Vec<u8> = read(file).into_iter().filter(|&b| b != b'\r').collect();
+        assert_eq!(check_outgoing(&env, &lf).is_ok(), ok, "{file}");
+    }
+}
+
+/// The limiter as the SMTP session uses it: no refusal before the burst, then the 450 text.
+#[test]
+fn limiter_like_test_exceed_rate_limit() {
+    let l = SendLimiter::new(60, 10);
+    for i in 0..10 {
+        assert_eq!(
+            l.check_at("alice@example.org", 1_000 + i),
+            Ok(()),
+            "cell {i}"
+        );
+    }
+    let msg = l.check_at("alice@example.org", 1_010).unwrap_err();
+    let reply = format!("450 4.7.1: Too much mail from <alice@example.org>, {msg}");
+    assert!(reply.contains("4.7.1: Too much mail from"), "{reply}");
+    assert!(msg.starts_with("rate-limited until "), "{msg}");
+}

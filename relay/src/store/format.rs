@@ -33,11 +33,11 @@
 //! | 8    | MailboxRename | account u32, id u32, name str                                        |
 //! | 9    | Subscribe     | account u32, name str, subscribed u8                                 |
 //! | 10   | Keyword       | account u32, name str (appended to the account's keyword table)     |
-//! | 11   | Insert        | segment u32, offset u64, len u32 (a Body's bytes), internal_date i64, vec<account u32, mailbox u32, uid u32, modseq u64, flags u64> |
-//! | 12   | Flags         | account u32, mailbox u32, modseq u64, vec<uid u32, flags u64>        |
-//! | 13   | Expunge       | account u32, mailbox u32, modseq u64, vec<uid u32>                   |
-//! | 14   | Copy          | account u32, from u32, to u32, modseq u64, remove_source u8, vec<src uid u32, new uid u32> |
-//! | 15   | Metadata      | account u32, mailbox opt<u32>, key str, value opt<bytes>             |
+//! | 11   | Insert        | `segment u32, offset u64, len u32 (a Body's bytes), internal_date i64, vec<account u32, mailbox u32, uid u32, modseq u64, flags u64>` |
+//! | 12   | Flags         | `account u32, mailbox u32, modseq u64, vec<uid u32, flags u64>` |
+//! | 13   | Expunge       | `account u32, mailbox u32, modseq u64, vec<uid u32>` |
+//! | 14   | Copy          | `account u32, from u32, to u32, modseq u64, remove_source u8, vec<src uid u32, new uid u32>` |
+//! | 15   | Metadata      | `account u32, mailbox opt<u32>, key str, value opt<bytes>` |
 //!
 //! Records carry the values the writer decided (ids, UIDs, modseqs), so replay never has to
 //! re-decide anything.

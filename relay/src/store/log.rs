@@ -20,7 +20,7 @@ use super::{BodyRef, Error};
 pub type Segments = Arc<RwLock<BTreeMap<u32, Arc<Mmap>>>>;
 
 /// A position in the log: segment sequence number and byte offset in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {
     /// Segment sequence number.
     pub segment: u32,
@@ -74,6 +74,8 @@ pub struct Log {
     segments: Segments,
     /// Bytes appended since open (for checkpoint scheduling).
     pub appended: u64,
+    /// `fdatasync` calls on segments since open.
+    pub syncs: u64,
 }
 
 impl Log {
@@ -100,6 +102,13 @@ impl Log {
             }
         }
         seqs.sort_unstable();
+        if let Some(&first) = seqs.first() {
+            if first > from.segment {
+                return Err(Error::Corrupt(format!(
+                    "log segments before {first} were removed and no checkpoint covers them"
+                )));
+            }
+        }
         let segments: Segments = Arc::default();
         let mut active = None;
         let mut i = 0;
@@ -118,6 +127,7 @@ impl Log {
             // A segment that was sealed before `from` needs no scan, just its map.
             let skip_scan = seq < from.segment;
             let mut end = 0u64;
+            let mut garbage = 0u64;
             let mut sealed = skip_scan;
             if !skip_scan && file_len > 0 {
                 let map = map_segment(&file).map_err(io_err("map segment", &path))?;
@@ -156,21 +166,26 @@ impl Log {
                 }
                 end = off as u64;
                 if !sealed {
-                    // Torn tail or clean end: zero whatever follows `end` (a partial write).
+                    // Torn tail or clean end: whatever follows `end` is a partial write.
                     let last_nonzero = data.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-                    let garbage = (last_nonzero as u64).saturating_sub(end);
-                    drop(map);
-                    if garbage > 0 {
-                        zero_range(&file, end, garbage).map_err(io_err("zero torn tail", &path))?;
-                        if fsync {
-                            file.sync_data().map_err(io_err("fsync segment", &path))?;
-                        }
-                    }
+                    garbage = (last_nonzero as u64).saturating_sub(end);
                 }
             }
             let is_last = !sealed || i + 1 == seqs.len();
             if is_last && !sealed {
-                // This is the active segment; everything after it is after the torn tail.
+                // This is the active segment. A later segment is only created after this one
+                // was sealed and synced, so one holding records means this one was damaged
+                // after the fact: refuse rather than drop acknowledged data. Empty ones are
+                // leftovers of a crash during creation.
+                for &later in &seqs[i + 1..] {
+                    let p = segment_path(dir, later);
+                    if has_first_record(&p).map_err(io_err("read segment", &p))? {
+                        return Err(Error::Corrupt(format!(
+                            "segment {} ends in a damaged record at offset {end} but segment {later} holds records",
+                            path.display()
+                        )));
+                    }
+                }
                 for &later in &seqs[i + 1..] {
                     let p = segment_path(dir, later);
                     std::fs::remove_file(&p)
@@ -178,6 +193,12 @@ impl Log {
                 }
                 if seqs.len() > i + 1 {
                     sync_dir(dir)?;
+                }
+                if garbage > 0 {
+                    zero_range(&file, end, garbage).map_err(io_err("zero torn tail", &path))?;
+                    if fsync {
+                        file.sync_data().map_err(io_err("fsync segment", &path))?;
+                    }
                 }
                 let cap = file_len.max(segment_size).max(end + SEAL_LEN);
                 if file_len < cap {
@@ -223,6 +244,7 @@ impl Log {
             scratch: Vec::new(),
             segments,
             appended: 0,
+            syncs: 0,
         };
         log.buf.reserve(1 << 16);
         Ok(log)
@@ -231,6 +253,36 @@ impl Log {
     /// The shared segment maps.
     pub fn segments(&self) -> Segments {
         self.segments.clone()
+    }
+
+    /// Unmap and delete the segments before `before` for which `live` is false (no body in them
+    /// is referenced and a checkpoint after them exists).
+    pub fn remove_unused(
+        &mut self,
+        before: u32,
+        live: impl Fn(u32) -> bool,
+    ) -> Result<usize, Error> {
+        let dead: Vec<u32> = self
+            .segments
+            .read()
+            .expect("segment map lock should not be poisoned")
+            .keys()
+            .copied()
+            .filter(|&s| s < before && s != self.active.seq && !live(s))
+            .collect();
+        for &seq in &dead {
+            // Unmap first (readers holding a `Body` keep their own reference), then unlink.
+            self.segments
+                .write()
+                .expect("segment map lock should not be poisoned")
+                .remove(&seq);
+            let path = segment_path(&self.dir, seq);
+            std::fs::remove_file(&path).map_err(io_err("remove segment", &path))?;
+        }
+        if !dead.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(dead.len())
     }
 
     /// Where the next frame will go.
@@ -254,6 +306,7 @@ impl Log {
                 .file
                 .sync_data()
                 .map_err(io_err("fsync segment", &self.active.path))?;
+            self.syncs += 1;
         }
         let size = self.segment_size.max(len + SEAL_LEN);
         self.active = new_segment(
@@ -320,9 +373,20 @@ impl Log {
                 .file
                 .sync_data()
                 .map_err(io_err("fsync segment", &self.active.path))?;
+            self.syncs += 1;
         }
         Ok(())
     }
+}
+
+/// Whether the segment at `path` starts with a valid frame.
+fn has_first_record(path: &Path) -> std::io::Result<bool> {
+    let file = File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    let map = map_segment(&file)?;
+    Ok(matches!(format::decode_frame(&map), Frame::Valid { .. }))
 }
 
 fn zero_range(file: &File, start: u64, len: u64) -> std::io::Result<()> {

@@ -15,12 +15,49 @@
 //! # No I/O outside
 //! Reads are synchronous and in memory (index) or from the mmap (bodies). Writes go to one writer
 //! thread that batches, writes, syncs, applies to the index and then completes the callers.
+//!
+//! # Files
+//! - `<dir>/lock`: `flock`ed while open ([`Error::Locked`] for a second opener).
+//! - `<dir>/log/<seq:020>.seg`: segments of the log, preallocated to `segment_size` (a message
+//!   larger than that gets a segment of its own size) and ended by a Seal record; record format
+//!   in [`format`](mod@format). A body is stored once; index records point at it with a [`BodyRef`].
+//! - `<dir>/index/<seq:020>-<offset:020>.rkyv`: checkpoints of the index at a log position
+//!   (newest two kept); `open` loads the newest valid one and replays the log after it.
+//!
+//! # Modules
+//! `format` (pure record codec), `log` (segments: recovery, append, removal), `mmap` (the only
+//! `unsafe`), `index` (in-memory state, changed only by applying records), `writer` (validation,
+//! group commit, watchers), `checkpoint` (rkyv snapshots).
+//!
+//! # Hazards (what could lose or corrupt data, and what prevents it)
+//! - *Torn write at a crash*: every frame has a length and a CRC32C; recovery keeps the longest
+//!   valid prefix, zeroes the rest of the segment and deletes later segments (a batch that spans
+//!   two segments seals and syncs the first before the second is created, so a later segment
+//!   never holds acknowledged data after a torn one).
+//! - *Acknowledging before durable*: callers are completed only after `fdatasync` of every
+//!   segment written in the batch (and the directory, when a segment was created).
+//! - *Reader sees uncommitted state*: the writer validates against a private copy of the index
+//!   and applies to the shared one only after the sync.
+//! - *Mapped file changes under a reader*: see the contract in `store/mmap.rs`; only bytes past the committed
+//!   length are ever written, segments are never truncated while mapped, removal unmaps first.
+//! - *Checkpoint torn or corrupt*: written to a temp file, fsynced, renamed, directory fsynced;
+//!   CRC + rkyv validation on load; fallback to the previous checkpoint or a full replay.
+//! - *Segment removed too early*: only segments before the *previous* checkpoint, holding no body
+//!   referenced by the index; if every checkpoint is unreadable after that, `open` says
+//!   [`Error::Corrupt`] instead of building a partial index.
+//! - *I/O error while writing*: the writer stops (the failed batch gets the error, later commits
+//!   [`Error::Closed`]); after a failed `fdatasync` the page cache cannot be trusted. An op
+//!   answered with an I/O error may still turn out committed after a restart (never the
+//!   reverse).
+//! - *Memory*: the index exists twice (shared and the writer's copy).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 
+mod checkpoint;
 pub mod format;
 mod index;
 mod log;
@@ -435,27 +472,76 @@ pub(crate) struct Shared {
     /// IDLE watchers, created lazily per account.
     watchers: Mutex<HashMap<AccountId, tokio::sync::watch::Sender<u64>>>,
     config: StoreConfig,
+    stats: Stats,
+}
+
+/// Counters of the writer since open.
+#[derive(Default)]
+struct Stats {
+    batches: AtomicU64,
+    ops: AtomicU64,
+    fsyncs: AtomicU64,
+    bytes_written: AtomicU64,
+}
+
+/// Writer counters since the store was opened (metrics, benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Group commits (batches) completed.
+    pub batches: u64,
+    /// Ops completed (successful or not).
+    pub ops: u64,
+    /// `fdatasync` calls on log segments.
+    pub fsyncs: u64,
+    /// Log bytes written.
+    pub bytes_written: u64,
 }
 
 /// The object behind every `Store` clone; dropping the last one stops the writer.
 struct Inner {
     shared: Arc<Shared>,
-    tx: Option<mpsc::Sender<writer::Msg>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// `None` once closed.
+    tx: Mutex<Option<mpsc::Sender<writer::Msg>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Holds the `flock` on `<dir>/lock` until the store is closed.
     _lock: File,
     dir: PathBuf,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Closing the channel makes the writer finish the queued ops, checkpoint and exit.
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
+impl Inner {
+    /// Stop the writer: it finishes the queued ops, writes a checkpoint and exits.
+    fn close(&self) {
+        // Closing the channel is the stop signal.
+        self.tx
+            .lock()
+            .expect("sender lock should not be poisoned")
+            .take();
+        let thread = self
+            .thread
+            .lock()
+            .expect("thread lock should not be poisoned")
+            .take();
+        if let Some(t) = thread {
             if t.join().is_err() {
                 tracing::error!(dir = %self.dir.display(), "store writer thread panicked");
             }
         }
+    }
+
+    fn send(&self, msg: writer::Msg) -> Result<(), Error> {
+        self.tx
+            .lock()
+            .expect("sender lock should not be poisoned")
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .send(msg)
+            .map_err(|_| Error::Closed)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -490,33 +576,67 @@ impl Store {
                 return Err(log::io_err("lock store directory", &lock_path)(e))
             }
         }
-        let mut idx = index::Index::default();
+        let index_dir = dir.join("index");
+        let mut base = None;
+        for (_, path) in checkpoint::list(&index_dir)? {
+            match checkpoint::load(&path) {
+                Ok(loaded) => {
+                    base = Some(loaded);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping unreadable checkpoint");
+                }
+            }
+        }
+        let loaded_from = base.as_ref().map(|b| b.1);
+        let (mut idx, from) = base.unwrap_or_default();
+        let mut replayed = 0u64;
         let log_dir = dir.join("log");
         let log = log::Log::recover(
             &log_dir,
             config.segment_size,
             config.fsync,
-            Position {
-                segment: 0,
-                offset: 0,
-            },
+            from,
             |rec, _pos| {
                 idx.apply(&rec);
+                replayed += 1;
                 Ok(())
             },
         )?;
+        if log.position() < from {
+            return Err(Error::Corrupt(format!(
+                "checkpoint at {from:?} is ahead of the log end {:?}",
+                log.position()
+            )));
+        }
+        {
+            let segs = log.segments();
+            let segs = segs
+                .read()
+                .expect("segment map lock should not be poisoned");
+            if let Some(missing) = idx.seg_refs.keys().find(|s| !segs.contains_key(s)) {
+                return Err(Error::Corrupt(format!(
+                    "segment {missing} holds live messages but is missing"
+                )));
+            }
+        }
         let shared = Arc::new(Shared {
             index: RwLock::new(idx.clone()),
             segments: log.segments(),
             watchers: Mutex::default(),
             config: config.clone(),
+            stats: Stats::default(),
         });
-        let w = writer::Writer {
+        let w = writer::Writer::new(
             log,
-            index: idx,
+            idx,
             config,
-            shared: shared.clone(),
-        };
+            shared.clone(),
+            index_dir,
+            loaded_from,
+            replayed,
+        );
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -525,8 +645,8 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 shared,
-                tx: Some(tx),
-                thread: Some(thread),
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
                 _lock: lock,
                 dir: dir.to_owned(),
             }),
@@ -541,8 +661,15 @@ impl Store {
             .expect("index lock should not be poisoned")
     }
 
-    /// Look up an account by lowercase address.
+    /// Look up an account by lowercase address (other case is folded, as at creation).
     pub fn account(&self, addr: &str) -> Option<AccountInfo> {
+        let folded;
+        let addr = if addr.chars().any(char::is_uppercase) {
+            folded = addr.to_lowercase();
+            folded.as_str()
+        } else {
+            addr
+        };
         let idx = self.index();
         let id = idx.by_addr.get(addr)?;
         idx.account(*id).map(index::Account::info)
@@ -670,13 +797,13 @@ impl Store {
 
     fn submit(&self, op: Op) -> Option<tokio::sync::oneshot::Receiver<Result<OpResult, Error>>> {
         let (done, rx) = tokio::sync::oneshot::channel();
-        let tx = self.inner.tx.as_ref()?;
-        tx.send(writer::Msg::Op(op, done)).ok()?;
+        self.inner.send(writer::Msg::Op(op, done)).ok()?;
         Some(rx)
     }
 
     /// Submit a write; the returned future resolves once it is durable and visible to readers.
-    /// The future is `Send + 'static` and needs no particular runtime.
+    /// The future is `Send + 'static` and needs no particular runtime. The op is queued when
+    /// `commit` is called: dropping the future does not cancel it.
     pub fn commit(
         &self,
         op: Op,
@@ -699,12 +826,29 @@ impl Store {
         }
     }
 
-    /// Write a checkpoint of the index so the next `open` replays less.
+    /// Writer counters since open.
+    pub fn stats(&self) -> StoreStats {
+        let s = &self.inner.shared.stats;
+        StoreStats {
+            batches: s.batches.load(Relaxed),
+            ops: s.ops.load(Relaxed),
+            fsyncs: s.fsyncs.load(Relaxed),
+            bytes_written: s.bytes_written.load(Relaxed),
+        }
+    }
+
+    /// Write a checkpoint of the index so the next `open` replays less. Blocks the thread until
+    /// it is durable (usable from any context, but from async code prefer `spawn_blocking`).
     pub fn checkpoint(&self) -> Result<(), Error> {
-        let (done, rx) = tokio::sync::oneshot::channel();
-        let tx = self.inner.tx.as_ref().ok_or(Error::Closed)?;
-        tx.send(writer::Msg::Checkpoint(done))
-            .map_err(|_| Error::Closed)?;
-        rx.blocking_recv().unwrap_or(Err(Error::Closed))
+        let (done, rx) = mpsc::sync_channel(1);
+        self.inner.send(writer::Msg::Checkpoint(done))?;
+        rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Stop the store for every handle: queued writes complete, a checkpoint is written, the
+    /// writer exits; later commits on any clone get [`Error::Closed`] (reads keep working).
+    /// The directory lock is released when the last handle is dropped. Blocks the thread.
+    pub fn close(&self) {
+        self.inner.close();
     }
 }

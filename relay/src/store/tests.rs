@@ -40,6 +40,18 @@ pub(super) fn deliver(s: &Store, to: &[AccountId], body: &[u8]) -> Vec<Result<u3
     }
 }
 
+/// `Store::open`, waiting out `Locked` for a moment: a child process spawned by another test
+/// (the crash test) can hold a copy of the lock's file descriptor between its fork and exec.
+pub(super) fn reopen(dir: &Path, c: StoreConfig) -> Store {
+    for _ in 0..100 {
+        match Store::open(dir, c.clone()) {
+            Err(Error::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            r => return r.unwrap_or_else(|e| panic!("open {}: {e}", dir.display())),
+        }
+    }
+    panic!("store {} stays locked", dir.display())
+}
+
 fn inbox(s: &Store, a: AccountId) -> MailboxView {
     s.mailbox_view(a, "INBOX").unwrap()
 }
@@ -53,7 +65,7 @@ fn create_account_deliver_read_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b);
     {
-        let s = Store::open(dir.path(), cfg()).unwrap();
+        let s = reopen(dir.path(), cfg());
         a = new_account(&s, "alice@x");
         b = new_account(&s, "bob@x");
         assert_ne!(a, b);
@@ -66,6 +78,7 @@ fn create_account_deliver_read_and_reopen() {
             Err(Error::Exists(_))
         ));
         assert_eq!(s.account("alice@x").unwrap().id, a);
+        assert_eq!(s.account("Alice@X").unwrap().id, a);
         assert_eq!(s.account_by_id(b).unwrap().addr, "bob@x");
         assert_eq!(
             deliver(&s, &[a, b, 999], b"hello"),
@@ -83,7 +96,7 @@ fn create_account_deliver_read_and_reopen() {
         assert_eq!(s.accounts().len(), 2);
         assert_eq!(s.messages(a).len(), 2);
     }
-    let s = Store::open(dir.path(), cfg()).unwrap();
+    let s = reopen(dir.path(), cfg());
     let v = inbox(&s, a);
     assert_eq!(v.messages.len(), 2);
     assert_eq!(body_of(&s, &v.messages[1]), b"second");
@@ -94,13 +107,21 @@ fn create_account_deliver_read_and_reopen() {
 #[test]
 fn second_open_is_locked() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), cfg()).unwrap();
+    let s = reopen(dir.path(), cfg());
     assert!(matches!(
         Store::open(dir.path(), cfg()),
         Err(Error::Locked(_))
     ));
     drop(s);
-    Store::open(dir.path(), cfg()).unwrap();
+    let s = reopen(dir.path(), cfg());
+    let a = new_account(&s, "a@x");
+    let other = s.clone();
+    s.close();
+    assert!(matches!(
+        other.commit_blocking(Op::DeleteAccount { account: a }),
+        Err(Error::Closed)
+    ));
+    assert!(other.account_by_id(a).is_some(), "reads work after close");
 }
 
 #[test]
@@ -108,7 +129,7 @@ fn quota_refusal() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg();
     c.max_mailbox_size = 100;
-    let s = Store::open(dir.path(), c).unwrap();
+    let s = reopen(dir.path(), c);
     let a = new_account(&s, "a@x");
     let b = new_account(&s, "b@x");
     assert_eq!(deliver(&s, &[a], &[b'x'; 60]), vec![Ok(1)]);
@@ -178,7 +199,7 @@ fn quota_refusal() {
 #[test]
 fn flags_keywords_and_unchanged_since() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), cfg()).unwrap();
+    let s = reopen(dir.path(), cfg());
     let a = new_account(&s, "a@x");
     deliver(&s, &[a], b"1");
     deliver(&s, &[a], b"2");
@@ -249,7 +270,7 @@ fn flags_keywords_and_unchanged_since() {
 #[test]
 fn copy_shares_bodies_and_move_removes_source() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), cfg()).unwrap();
+    let s = reopen(dir.path(), cfg());
     let a = new_account(&s, "a@x");
     deliver(&s, &[a], b"one");
     deliver(&s, &[a], b"two");
@@ -311,7 +332,7 @@ fn mailboxes_subscriptions_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let a;
     {
-        let s = Store::open(dir.path(), cfg()).unwrap();
+        let s = reopen(dir.path(), cfg());
         a = new_account(&s, "a@x");
         let create = |name: &str| {
             s.commit_blocking(Op::CreateMailbox {
@@ -383,7 +404,7 @@ fn mailboxes_subscriptions_metadata() {
         })
         .unwrap();
     }
-    let s = Store::open(dir.path(), cfg()).unwrap();
+    let s = reopen(dir.path(), cfg());
     let names: Vec<_> = s.mailboxes(a).into_iter().map(|m| m.name).collect();
     assert_eq!(names, vec!["INBOX", "Q", "Q/c"]);
     assert_eq!(s.subscriptions(a), vec!["INBOX", "Nowhere"]);
@@ -401,7 +422,7 @@ fn mailboxes_subscriptions_metadata() {
 #[test]
 fn watch_changes_after_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), cfg()).unwrap();
+    let s = reopen(dir.path(), cfg());
     let a = new_account(&s, "a@x");
     let b = new_account(&s, "b@x");
     let mut wa = s.watch(a);
@@ -427,6 +448,13 @@ fn watch_changes_after_commit() {
         wb.changed().await.unwrap();
     });
     assert!(!wa.has_changed().unwrap());
+    // One message to several recipients wakes every one of them.
+    let c = new_account(&s, "c@x");
+    let mut wc = s.watch(c);
+    deliver(&s, &[a, b, c], b"z");
+    assert!(wa.has_changed().unwrap());
+    assert!(wb.has_changed().unwrap());
+    assert!(wc.has_changed().unwrap());
 }
 
 #[test]
@@ -434,7 +462,7 @@ fn concurrent_commits_get_distinct_uids() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg();
     c.max_mailbox_size = u64::MAX;
-    let s = Store::open(dir.path(), c).unwrap();
+    let s = reopen(dir.path(), c);
     let a = new_account(&s, "a@x");
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -474,7 +502,7 @@ fn large_messages_span_segments() {
         .collect();
     let a;
     {
-        let s = Store::open(dir.path(), c.clone()).unwrap();
+        let s = reopen(dir.path(), c.clone());
         a = new_account(&s, "a@x");
         for b in &bodies {
             deliver(&s, &[a], b);
@@ -484,11 +512,965 @@ fn large_messages_span_segments() {
             assert_eq!(&body_of(&s, m), b);
         }
     }
-    let s = Store::open(dir.path(), c).unwrap();
+    let s = reopen(dir.path(), c);
     let v = inbox(&s, a);
     assert_eq!(v.messages.len(), bodies.len());
     for (m, b) in v.messages.iter().zip(&bodies) {
         assert_eq!(&body_of(&s, m), b);
     }
     assert!(std::fs::read_dir(dir.path().join("log")).unwrap().count() > 2);
+}
+
+/// Frame boundaries `(start, end, kind)` of a segment file, from its start up to the end mark.
+fn frames(data: &[u8]) -> Vec<(usize, usize, u8)> {
+    let mut v = Vec::new();
+    let mut off = 0;
+    while let format::Frame::Valid {
+        kind, total_len, ..
+    } = format::decode_frame(&data[off..])
+    {
+        v.push((off, off + total_len, kind));
+        off += total_len;
+    }
+    v
+}
+
+fn append(s: &Store, a: AccountId, body: &[u8]) -> u32 {
+    match s
+        .commit_blocking(Op::Append {
+            account: a,
+            mailbox: index::INBOX_ID,
+            flags: vec![Flag::Seen],
+            internal_date: 5,
+            body: body.to_vec(),
+        })
+        .unwrap()
+    {
+        OpResult::Appended { uid, .. } => uid,
+        r => panic!("{r:?}"),
+    }
+}
+
+/// Truncate or corrupt the last segment at every byte offset of its used length; reopen; the
+/// longest valid prefix is present and nothing after it; the store keeps working.
+#[test]
+fn torn_tail_at_every_offset() {
+    let src = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.segment_size = 1024;
+    // About 114 bytes of log per message: 8 in the first segment, 6 in the second.
+    let bodies: Vec<Vec<u8>> = (0..14u8)
+        .map(|i| vec![b'a' + i; 36 + usize::from(i % 3)])
+        .collect();
+    {
+        let s = reopen(src.path(), c.clone());
+        let a = new_account(&s, "a@x");
+        for b in &bodies {
+            append(&s, a, b);
+        }
+    }
+    let log_dir = src.path().join("log");
+    let mut segs: Vec<_> = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 2, "test should span segments");
+    let last = segs.last().unwrap().clone();
+    let data = std::fs::read(&last).unwrap();
+    let fr = frames(&data);
+    let used = fr.last().unwrap().1;
+    // Messages fully in earlier segments.
+    let mut earlier = 0usize;
+    for p in &segs[..segs.len() - 1] {
+        earlier += frames(&std::fs::read(p).unwrap())
+            .iter()
+            .filter(|f| f.2 == 11)
+            .count();
+    }
+    assert!(used > 300, "last segment should hold several messages");
+    for corrupt in [false, true] {
+        for k in 0..used {
+            let dst = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dst.path().join("log")).unwrap();
+            for p in &segs {
+                std::fs::copy(p, dst.path().join("log").join(p.file_name().unwrap())).unwrap();
+            }
+            let target = dst.path().join("log").join(last.file_name().unwrap());
+            let mut bytes = data.clone();
+            if corrupt {
+                bytes[k] ^= 0x5a;
+            } else {
+                bytes.truncate(k);
+            }
+            std::fs::write(&target, &bytes).unwrap();
+            // Frames that end at or before the damaged byte survive.
+            let surviving_inserts = fr.iter().filter(|f| f.1 <= k && f.2 == 11).count();
+            let expect = earlier + surviving_inserts;
+            let s = reopen(dst.path(), c.clone());
+            // Nothing after the cut is left in the file, so a later write cannot revive it.
+            let recovered = std::fs::read(&target).unwrap();
+            let end = frames(&recovered).last().map_or(0, |f| f.1);
+            assert!(
+                recovered[end..].iter().all(|&b| b == 0),
+                "corrupt={corrupt} k={k}: bytes left after the cut at {end}"
+            );
+            let a = s.account("a@x").unwrap().id;
+            let v = inbox(&s, a);
+            assert_eq!(v.messages.len(), expect, "corrupt={corrupt} k={k}");
+            assert_eq!(v.uid_next as usize, expect + 1, "corrupt={corrupt} k={k}");
+            for (m, b) in v.messages.iter().zip(&bodies) {
+                assert_eq!(&body_of(&s, m), b, "corrupt={corrupt} k={k}");
+            }
+            if k % 5 == 0 {
+                // The store keeps working after the cut, and the new write survives a reopen.
+                assert_eq!(append(&s, a, b"after") as usize, expect + 1);
+                drop(s);
+                let s = reopen(dst.path(), c.clone());
+                let v = inbox(&s, a);
+                assert_eq!(v.messages.len(), expect + 1, "corrupt={corrupt} k={k}");
+                assert_eq!(body_of(&s, v.messages.last().unwrap()), b"after");
+            }
+        }
+    }
+}
+
+const CRASH_ENV: &str = "RELAY_STORE_CRASH_CHILD_DIR";
+
+fn crash_body(t: u32, i: u32) -> Vec<u8> {
+    let len = 10 + ((t * 7919 + i * 104_729) % 6000) as usize;
+    let pat = format!("[t{t} i{i}]");
+    pat.bytes().cycle().take(len).collect()
+}
+
+/// The child half of `crash_recovery`: commit messages from 4 threads forever, printing
+/// `ACK <thread> <i> <uid>` after each acknowledged commit.
+fn crash_child(dir: &Path) {
+    let s = reopen(dir, cfg_unlimited());
+    let a = s.account("crash@x").unwrap().id;
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    let uid = deliver(&s, &[a], &crash_body(t, i))[0].unwrap();
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "ACK {t} {i} {uid}").unwrap();
+                    out.flush().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+fn cfg_unlimited() -> StoreConfig {
+    StoreConfig {
+        max_mailbox_size: u64::MAX,
+        segment_size: 256 * 1024,
+        fsync: true,
+    }
+}
+
+/// Re-run this test binary as a child that commits in a loop; SIGKILL it at a random moment;
+/// reopen and check every acknowledged message is there with its exact bytes.
+#[test]
+fn crash_recovery() {
+    use std::io::BufRead;
+    if let Ok(dir) = std::env::var(CRASH_ENV) {
+        crash_child(Path::new(&dir));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = reopen(dir.path(), cfg_unlimited());
+        new_account(&s, "crash@x");
+    }
+    let seed: u64 = rand::random();
+    eprintln!("crash_recovery seed {seed}");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let mut acked: std::collections::BTreeMap<u32, (u32, u32)> = Default::default();
+    for round in 0..6 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["store::tests::crash_recovery", "--exact", "--nocapture"])
+            .env(CRASH_ENV, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("ACK ") {
+                    let n: Vec<u32> = rest.split(' ').map(|x| x.parse().unwrap()).collect();
+                    v.push((n[2], (n[0], n[1])));
+                }
+            }
+            v
+        });
+        let wait = rand::Rng::gen_range(&mut rng, 100..800);
+        std::thread::sleep(std::time::Duration::from_millis(wait));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let new = reader.join().unwrap();
+        assert!(
+            round > 0 || !new.is_empty(),
+            "child should acknowledge something"
+        );
+        for (uid, id) in new {
+            assert!(
+                acked.insert(uid, id).is_none(),
+                "uid {uid} acknowledged twice"
+            );
+        }
+        let s = reopen(dir.path(), cfg_unlimited());
+        let a = s.account("crash@x").unwrap().id;
+        let v = inbox(&s, a);
+        let present: std::collections::BTreeMap<u32, &MessageMeta> =
+            v.messages.iter().map(|m| (m.uid, m)).collect();
+        for (uid, (t, i)) in &acked {
+            let m = present
+                .get(uid)
+                .unwrap_or_else(|| panic!("acknowledged uid {uid} lost (seed {seed})"));
+            assert_eq!(
+                body_of(&s, m),
+                crash_body(*t, *i),
+                "uid {uid} (seed {seed})"
+            );
+        }
+        // Messages committed but not yet acknowledged are whole too.
+        for m in &v.messages {
+            let b = body_of(&s, m);
+            let head = String::from_utf8_lossy(&b[..b.iter().position(|&c| c == b']').unwrap()]);
+            let (t, i) = head[2..].split_once(" i").unwrap();
+            assert_eq!(b, crash_body(t.parse().unwrap(), i.parse().unwrap()));
+        }
+    }
+    eprintln!(
+        "crash_recovery: {} acknowledged messages checked",
+        acked.len()
+    );
+}
+
+mod model {
+    //! Random ops applied to the store and to a BTreeMap model, with reopens.
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    const NAMES: [&str; 5] = ["INBOX", "A", "B", "A/x", "B/x"];
+    const FLAGS: [&str; 4] = ["\\Seen", "\\Flagged", "$a", "$B"];
+
+    #[derive(Debug, Clone)]
+    enum MOp {
+        Deliver(u16),
+        Append(usize, u8, u16),
+        SetFlags(usize, usize, u8, u8),
+        Expunge(usize, usize),
+        Copy(usize, usize, usize, bool),
+        Create(usize),
+        Delete(usize),
+        Rename(usize, usize),
+        Metadata(u8, Option<u8>),
+        Checkpoint,
+        Reopen,
+    }
+
+    fn mop() -> impl Strategy<Value = MOp> {
+        prop_oneof![
+            3 => any::<u16>().prop_map(MOp::Deliver),
+            2 => (0..5usize, any::<u8>(), any::<u16>()).prop_map(|(m, f, l)| MOp::Append(m, f, l)),
+            3 => (0..5usize, any::<usize>(), 0..3u8, any::<u8>())
+                .prop_map(|(m, u, mode, f)| MOp::SetFlags(m, u, mode, f)),
+            2 => (0..5usize, any::<usize>()).prop_map(|(m, u)| MOp::Expunge(m, u)),
+            2 => (0..5usize, 0..5usize, any::<usize>(), any::<bool>())
+                .prop_map(|(a, b, u, mv)| MOp::Copy(a, b, u, mv)),
+            4 => (1..5usize).prop_map(MOp::Create),
+            1 => (0..5usize).prop_map(MOp::Delete),
+            2 => (0..5usize, 0..5usize).prop_map(|(a, b)| MOp::Rename(a, b)),
+            1 => (0..3u8, proptest::option::of(any::<u8>())).prop_map(|(k, v)| MOp::Metadata(k, v)),
+            1 => Just(MOp::Checkpoint),
+            1 => Just(MOp::Reopen),
+        ]
+    }
+
+    type Msgs = BTreeMap<u32, (Vec<u8>, BTreeSet<String>)>;
+
+    #[derive(Default, Debug)]
+    struct Mb {
+        id: MailboxId,
+        uid_next: u32,
+        msgs: Msgs,
+    }
+
+    fn flag_set(bits: u8) -> BTreeSet<String> {
+        FLAGS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| bits & (1 << i) != 0)
+            .map(|(_, f)| f.to_string())
+            .collect()
+    }
+
+    fn to_flags(set: &BTreeSet<String>) -> Vec<Flag> {
+        set.iter()
+            .map(|f| match f.as_str() {
+                "\\Seen" => Flag::Seen,
+                "\\Flagged" => Flag::Flagged,
+                k => Flag::Keyword(k.to_string()),
+            })
+            .collect()
+    }
+
+    fn names_of(bits: u64, keywords: &[String]) -> BTreeSet<String> {
+        let mut s = BTreeSet::new();
+        if bits & flag_bits::SEEN != 0 {
+            s.insert("\\Seen".to_string());
+        }
+        if bits & flag_bits::FLAGGED != 0 {
+            s.insert("\\Flagged".to_string());
+        }
+        for (i, k) in keywords.iter().enumerate() {
+            if bits & (1 << (flag_bits::KEYWORD_SHIFT + i as u32)) != 0 {
+                s.insert(k.clone());
+            }
+        }
+        s
+    }
+
+    fn pick(msgs: &Msgs, i: usize) -> Option<u32> {
+        if msgs.is_empty() {
+            None
+        } else {
+            msgs.keys().nth(i % msgs.len()).copied()
+        }
+    }
+
+    fn check(s: &Store, a: AccountId, model: &BTreeMap<String, Mb>, meta: &BTreeMap<u8, u8>) {
+        let names: Vec<String> = s.mailboxes(a).into_iter().map(|m| m.name).collect();
+        assert_eq!(names, model.keys().cloned().collect::<Vec<_>>());
+        let mut used = 0u64;
+        for (name, mb) in model {
+            let v = s.mailbox_view(a, name).unwrap();
+            assert_eq!(v.id, mb.id, "{name}");
+            assert_eq!(v.uid_next, mb.uid_next, "{name}");
+            let got: Msgs = v
+                .messages
+                .iter()
+                .map(|m| (m.uid, (body_of(s, m), names_of(m.flags, &v.keywords))))
+                .collect();
+            assert_eq!(got, mb.msgs, "{name}");
+            used += mb.msgs.values().map(|m| m.0.len() as u64).sum::<u64>();
+        }
+        assert_eq!(s.quota(a).0, used);
+        for k in 0..3u8 {
+            assert_eq!(
+                s.metadata(a, None, &format!("/private/k{k}")),
+                meta.get(&k).map(|v| vec![*v])
+            );
+        }
+    }
+
+    fn run(ops: Vec<MOp>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg();
+        c.segment_size = 4096;
+        c.max_mailbox_size = u64::MAX;
+        let mut s = reopen(dir.path(), c.clone());
+        let a = new_account(&s, "m@x");
+        let mut model: BTreeMap<String, Mb> = BTreeMap::new();
+        model.insert(
+            "INBOX".into(),
+            Mb {
+                id: index::INBOX_ID,
+                uid_next: 1,
+                msgs: Msgs::new(),
+            },
+        );
+        let mut meta = BTreeMap::new();
+        for (n, op) in ops.into_iter().enumerate() {
+            let body = |l: u16| {
+                format!("msg {n} ")
+                    .into_bytes()
+                    .repeat(1 + usize::from(l % 50))
+            };
+            match op {
+                MOp::Deliver(l) => {
+                    let b = body(l);
+                    let r = deliver(&s, &[a], &b);
+                    let inbox = model.get_mut("INBOX").unwrap();
+                    assert_eq!(r, vec![Ok(inbox.uid_next)]);
+                    inbox.msgs.insert(inbox.uid_next, (b, BTreeSet::new()));
+                    inbox.uid_next += 1;
+                }
+                MOp::Append(m, f, l) => {
+                    let Some(mb) = model.get_mut(NAMES[m]) else {
+                        continue;
+                    };
+                    let b = body(l);
+                    let fl = flag_set(f);
+                    let r = s
+                        .commit_blocking(Op::Append {
+                            account: a,
+                            mailbox: mb.id,
+                            flags: to_flags(&fl),
+                            internal_date: 0,
+                            body: b.clone(),
+                        })
+                        .unwrap();
+                    assert!(matches!(r, OpResult::Appended { uid, .. } if uid == mb.uid_next));
+                    mb.msgs.insert(mb.uid_next, (b, fl));
+                    mb.uid_next += 1;
+                }
+                MOp::SetFlags(m, u, mode, f) => {
+                    let Some(mb) = model.get_mut(NAMES[m]) else {
+                        continue;
+                    };
+                    let Some(uid) = pick(&mb.msgs, u) else {
+                        continue;
+                    };
+                    let fl = flag_set(f);
+                    let mode = [FlagMode::Add, FlagMode::Remove, FlagMode::Replace][mode as usize];
+                    s.commit_blocking(Op::SetFlags {
+                        account: a,
+                        mailbox: mb.id,
+                        uids: vec![uid],
+                        mode,
+                        flags: to_flags(&fl),
+                        unchanged_since: None,
+                    })
+                    .unwrap();
+                    let cur = &mut mb.msgs.get_mut(&uid).unwrap().1;
+                    match mode {
+                        FlagMode::Add => cur.extend(fl),
+                        FlagMode::Remove => cur.retain(|x| !fl.contains(x)),
+                        FlagMode::Replace => *cur = fl,
+                    }
+                }
+                MOp::Expunge(m, u) => {
+                    let Some(mb) = model.get_mut(NAMES[m]) else {
+                        continue;
+                    };
+                    let Some(uid) = pick(&mb.msgs, u) else {
+                        continue;
+                    };
+                    let r = s
+                        .commit_blocking(Op::Expunge {
+                            account: a,
+                            mailbox: mb.id,
+                            uids: vec![uid, uid + 1000],
+                        })
+                        .unwrap();
+                    assert!(matches!(&r, OpResult::Expunged(v) if v == &[uid]), "{r:?}");
+                    mb.msgs.remove(&uid);
+                }
+                MOp::Copy(from, to, u, mv) => {
+                    let (Some(f), Some(t)) = (model.get(NAMES[from]), model.get(NAMES[to])) else {
+                        continue;
+                    };
+                    let Some(uid) = pick(&f.msgs, u) else {
+                        continue;
+                    };
+                    let (fid, tid) = (f.id, t.id);
+                    let r = s
+                        .commit_blocking(Op::Copy {
+                            account: a,
+                            from: fid,
+                            to: tid,
+                            uids: vec![uid],
+                            remove_source: mv,
+                        })
+                        .unwrap();
+                    let msg = model[NAMES[from]].msgs[&uid].clone();
+                    if mv {
+                        model.get_mut(NAMES[from]).unwrap().msgs.remove(&uid);
+                    }
+                    let t = model.get_mut(NAMES[to]).unwrap();
+                    assert!(
+                        matches!(&r, OpResult::Copied { pairs, .. } if pairs == &[(uid, t.uid_next)]),
+                        "{r:?}"
+                    );
+                    t.msgs.insert(t.uid_next, msg);
+                    t.uid_next += 1;
+                }
+                MOp::Create(m) => {
+                    let r = s.commit_blocking(Op::CreateMailbox {
+                        account: a,
+                        name: NAMES[m].into(),
+                    });
+                    if model.contains_key(NAMES[m]) {
+                        assert!(matches!(r, Err(Error::Exists(_))), "{r:?}");
+                    } else {
+                        let OpResult::MailboxCreated(id) = r.unwrap() else {
+                            panic!()
+                        };
+                        model.insert(
+                            NAMES[m].into(),
+                            Mb {
+                                id,
+                                uid_next: 1,
+                                msgs: Msgs::new(),
+                            },
+                        );
+                    }
+                }
+                MOp::Delete(m) => {
+                    let Some(mb) = model.get(NAMES[m]) else {
+                        continue;
+                    };
+                    let r = s.commit_blocking(Op::DeleteMailbox {
+                        account: a,
+                        mailbox: mb.id,
+                    });
+                    if m == 0 {
+                        assert!(matches!(r, Err(Error::Invalid(_))), "{r:?}");
+                    } else {
+                        r.unwrap();
+                        model.remove(NAMES[m]);
+                    }
+                }
+                MOp::Rename(m, to) => {
+                    let Some(mb) = model.get(NAMES[m]) else {
+                        continue;
+                    };
+                    let r = s.commit_blocking(Op::RenameMailbox {
+                        account: a,
+                        mailbox: mb.id,
+                        to: NAMES[to].into(),
+                    });
+                    let old = NAMES[m];
+                    let new = NAMES[to];
+                    let children: Vec<String> = model
+                        .keys()
+                        .filter(|k| k.starts_with(&format!("{old}/")))
+                        .cloned()
+                        .collect();
+                    let children_collide = children
+                        .iter()
+                        .any(|c| model.contains_key(&format!("{new}{}", &c[old.len()..])));
+                    if m == 0 {
+                        assert!(matches!(r, Err(Error::Invalid(_))), "{r:?}");
+                    } else if model.contains_key(new) {
+                        assert!(matches!(r, Err(Error::Exists(_))), "{r:?}");
+                    } else if new.starts_with(&format!("{old}/")) {
+                        assert!(matches!(r, Err(Error::Invalid(_))), "{r:?}");
+                    } else if children_collide {
+                        assert!(matches!(r, Err(Error::Exists(_))), "{r:?}");
+                    } else {
+                        r.unwrap();
+                        let v = model.remove(old).unwrap();
+                        model.insert(new.into(), v);
+                        for c in children {
+                            let v = model.remove(&c).unwrap();
+                            model.insert(format!("{new}{}", &c[old.len()..]), v);
+                        }
+                    }
+                }
+                MOp::Metadata(k, v) => {
+                    s.commit_blocking(Op::SetMetadata {
+                        account: a,
+                        mailbox: None,
+                        key: format!("/private/k{k}"),
+                        value: v.map(|v| vec![v]),
+                    })
+                    .unwrap();
+                    match v {
+                        Some(v) => meta.insert(k, v),
+                        None => meta.remove(&k),
+                    };
+                }
+                MOp::Checkpoint => s.checkpoint().unwrap(),
+                MOp::Reopen => {
+                    drop(s);
+                    s = reopen(dir.path(), c.clone());
+                }
+            }
+            check(&s, a, &model, &meta);
+        }
+        drop(s);
+        let s = reopen(dir.path(), c);
+        check(&s, a, &model, &meta);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+        #[test]
+        fn store_matches_model(ops in proptest::collection::vec(mop(), 1..60)) {
+            run(ops);
+        }
+    }
+}
+
+/// Throughput of 4 KiB Deliver commits from 32 threads with fsync on, and the raw fdatasync
+/// latency of the same disk. Run with
+/// `cargo test --release -p relay --lib store::tests::bench -- --ignored --nocapture`
+/// (`RELAY_BENCH_DIR` picks the directory, default the system temp dir).
+#[test]
+#[ignore = "benchmark"]
+fn bench_group_commit() {
+    use std::os::unix::fs::FileExt;
+    use std::time::Instant;
+    let base = std::env::var("RELAY_BENCH_DIR").map_or_else(|_| std::env::temp_dir(), Into::into);
+    let dir = tempfile::tempdir_in(&base).unwrap();
+
+    // Raw fdatasync latency: 4 KiB pwrite + fdatasync, 200 times, into a sparse file (as the
+    // store's segments, preallocated with ftruncate) and over already written blocks.
+    for sparse in [true, false] {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(dir.path().join("probe"))
+            .unwrap();
+        if sparse {
+            f.set_len(1 << 20).unwrap();
+        } else {
+            f.write_all_at(&vec![0u8; 1 << 20], 0).unwrap();
+            f.sync_all().unwrap();
+        }
+        let buf = vec![7u8; 4096];
+        let mut lat = Vec::new();
+        for i in 0..200u64 {
+            let t = Instant::now();
+            f.write_all_at(&buf, (i * 4096) % (1 << 20)).unwrap();
+            f.sync_data().unwrap();
+            lat.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        lat.sort_by(f64::total_cmp);
+        eprintln!(
+            "fdatasync after 4 KiB pwrite ({}) in {}: p50 {:.0} us, p90 {:.0} us, p99 {:.0} us",
+            if sparse { "into a hole" } else { "overwrite" },
+            base.display(),
+            lat[100],
+            lat[180],
+            lat[198]
+        );
+    }
+
+    let c = StoreConfig {
+        max_mailbox_size: u64::MAX,
+        ..StoreConfig::default()
+    };
+    let s = Store::open(&dir.path().join("store"), c).unwrap();
+    let accounts: Vec<AccountId> = (0..32)
+        .map(|i| new_account(&s, &format!("u{i}@x")))
+        .collect();
+    let per_thread = 1000;
+    let t0 = Instant::now();
+    let threads: Vec<_> = accounts
+        .iter()
+        .map(|&a| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let body = vec![b'm'; 4096];
+                for _ in 0..per_thread {
+                    assert!(deliver(&s, &[a], &body)[0].is_ok());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let n = 32 * per_thread;
+    let st = s.stats();
+    eprintln!(
+        "{n} Deliver commits of 4 KiB from 32 threads, fsync on: {:.0} commits/s ({secs:.2} s), \
+         {} batches, {:.1} ops/batch, {} fdatasyncs",
+        n as f64 / secs,
+        st.batches,
+        st.ops as f64 / st.batches as f64,
+        st.fsyncs
+    );
+}
+
+fn checkpoints(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("index"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn checkpoint_reopen_and_fallback_on_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let a;
+    let expected;
+    {
+        let s = reopen(dir.path(), cfg());
+        a = new_account(&s, "a@x");
+        deliver(&s, &[a], b"before checkpoint");
+        s.checkpoint().unwrap();
+        assert_eq!(checkpoints(dir.path()).len(), 1);
+        deliver(&s, &[a], b"after checkpoint");
+        s.commit_blocking(Op::SetFlags {
+            account: a,
+            mailbox: index::INBOX_ID,
+            uids: vec![1],
+            mode: FlagMode::Add,
+            flags: vec![Flag::Keyword("$k".into())],
+            unchanged_since: None,
+        })
+        .unwrap();
+        expected = inbox(&s, a);
+    }
+    // Shutdown wrote a second checkpoint.
+    let cps = checkpoints(dir.path());
+    assert_eq!(cps.len(), 2, "{cps:?}");
+    let check = |s: &Store| {
+        let v = inbox(s, a);
+        assert_eq!(v.messages, expected.messages);
+        assert_eq!(v.keywords, expected.keywords);
+        assert_eq!(v.highest_modseq, expected.highest_modseq);
+        assert_eq!(body_of(s, &v.messages[1]), b"after checkpoint");
+        assert_eq!(s.quota(a).0, 33);
+    };
+    check(&reopen(dir.path(), cfg()));
+    // Corrupt the newest: the older one plus replay gives the same state.
+    let newest = checkpoints(dir.path()).pop().unwrap();
+    let mut b = std::fs::read(&newest).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 1;
+    std::fs::write(&newest, &b).unwrap();
+    check(&reopen(dir.path(), cfg()));
+    // Corrupt all: full replay.
+    for p in checkpoints(dir.path()) {
+        std::fs::write(&p, b"garbage").unwrap();
+    }
+    check(&reopen(dir.path(), cfg()));
+}
+
+#[test]
+fn segments_without_live_bodies_are_removed_after_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.segment_size = 4096;
+    let s = reopen(dir.path(), c.clone());
+    let a = new_account(&s, "a@x");
+    for i in 0..40u32 {
+        deliver(&s, &[a], &vec![b'0' + (i % 10) as u8; 1000]);
+    }
+    let before = segment_files(dir.path()).len();
+    assert!(before >= 10, "{before}");
+    // Keep uid 40 only.
+    s.commit_blocking(Op::Expunge {
+        account: a,
+        mailbox: index::INBOX_ID,
+        uids: (1..40).collect(),
+    })
+    .unwrap();
+    s.checkpoint().unwrap();
+    deliver(&s, &[a], b"x");
+    s.checkpoint().unwrap();
+    let after = segment_files(dir.path()).len();
+    assert!(after <= 3, "{before} -> {after} segments");
+    let v = inbox(&s, a);
+    assert_eq!(body_of(&s, &v.messages[0]), vec![b'9'; 1000]);
+    drop(s);
+    let s = reopen(dir.path(), c);
+    let v = inbox(&s, a);
+    assert_eq!(v.messages.len(), 2);
+    assert_eq!(body_of(&s, &v.messages[0]), vec![b'9'; 1000]);
+    assert_eq!(body_of(&s, &v.messages[1]), b"x");
+    drop(s);
+    // With the early segments gone, losing every checkpoint is reported, not papered over.
+    for p in checkpoints(dir.path()) {
+        std::fs::write(&p, b"garbage").unwrap();
+    }
+    assert!(matches!(
+        Store::open(dir.path(), cfg()),
+        Err(Error::Corrupt(_))
+    ));
+}
+
+/// Checkpoint cost and open time for 1000 accounts x 100 messages (100k index entries).
+/// `cargo test --release -p relay --lib store::tests::bench_checkpoint -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark"]
+fn bench_checkpoint() {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let c = StoreConfig {
+        max_mailbox_size: u64::MAX,
+        ..StoreConfig::default()
+    };
+    let s = reopen(dir.path(), c.clone());
+    let accounts: Vec<AccountId> = (0..1000)
+        .map(|i| new_account(&s, &format!("user{i}@example.org")))
+        .collect();
+    for i in 0..100 {
+        let r = deliver(&s, &accounts, format!("message {i}").repeat(50).as_bytes());
+        assert!(r.iter().all(Result::is_ok));
+    }
+    let t = Instant::now();
+    s.checkpoint().unwrap();
+    let cp = t.elapsed();
+    drop(s);
+    let t = Instant::now();
+    let s = reopen(dir.path(), c.clone());
+    let open_cp = t.elapsed();
+    assert_eq!(s.accounts().len(), 1000);
+    drop(s);
+    let size: u64 = checkpoints(dir.path())
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .max()
+        .unwrap();
+    for p in checkpoints(dir.path()) {
+        std::fs::remove_file(p).unwrap();
+    }
+    let t = Instant::now();
+    let s = reopen(dir.path(), c);
+    let open_replay = t.elapsed();
+    assert_eq!(s.messages(accounts[999]).len(), 100);
+    eprintln!(
+        "100k index entries: checkpoint {cp:?}, open from checkpoint {open_cp:?}, \
+         open by full replay {open_replay:?}; checkpoint file {size} bytes"
+    );
+}
+
+#[test]
+fn periodic_checkpoints_and_segment_removal_while_committing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg_unlimited();
+    c.segment_size = 64 * 1024;
+    let s = reopen(dir.path(), c.clone());
+    let a = new_account(&s, "a@x");
+    let body = |i: u32| format!("{i:08}").repeat(500).into_bytes();
+    // ~4 MB of log: several periodic checkpoints (every 1 MiB); expunging all but the last 100
+    // leaves the old segments without live bodies.
+    for i in 1..=1000u32 {
+        assert_eq!(deliver(&s, &[a], &body(i)), vec![Ok(i)]);
+        if i % 10 == 0 && i <= 900 {
+            s.commit_blocking(Op::Expunge {
+                account: a,
+                mailbox: index::INBOX_ID,
+                uids: (i - 9..=i).collect(),
+            })
+            .unwrap();
+        }
+    }
+    let cps = checkpoints(dir.path());
+    assert!(!cps.is_empty() && cps.len() <= 2, "{cps:?}");
+    let segs = segment_files(dir.path()).len();
+    assert!(segs < 32, "old segments should be removed, {segs} left");
+    let v = inbox(&s, a);
+    assert_eq!(v.messages.len(), 100);
+    drop(s);
+    let s = reopen(dir.path(), c);
+    let v = inbox(&s, a);
+    assert_eq!(v.messages.len(), 100);
+    for m in &v.messages {
+        assert_eq!(body_of(&s, m), body(m.uid));
+    }
+}
+
+#[test]
+fn damage_before_the_last_segment_is_refused_and_empty_leftovers_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.segment_size = 4096;
+    let a;
+    {
+        let s = reopen(dir.path(), c.clone());
+        a = new_account(&s, "a@x");
+        for i in 0..20u8 {
+            deliver(&s, &[a], &[b'a' + i; 1000]);
+        }
+    }
+    // Only full replay shows the damage (a checkpoint would skip the old segments).
+    for p in checkpoints(dir.path()) {
+        std::fs::remove_file(p).unwrap();
+    }
+    let segs = segment_files(dir.path());
+    let n = segs.len();
+    assert!(n >= 4);
+    // A preallocated but empty next segment (crash while rolling over) is removed.
+    let next: u32 = segs[n - 1]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse::<u32>()
+        .unwrap()
+        + 1;
+    let leftover = dir.path().join("log").join(format!("{next:020}.seg"));
+    std::fs::write(&leftover, vec![0u8; 4096]).unwrap();
+    {
+        let s = reopen(dir.path(), c.clone());
+        assert_eq!(inbox(&s, a).messages.len(), 20);
+    }
+    assert!(!leftover.exists());
+    // Damage in the middle of the log: open refuses and changes nothing.
+    let victim = &segs[1];
+    let mut bytes = std::fs::read(victim).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(victim, &bytes).unwrap();
+    let before: Vec<Vec<u8>> = segs.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    for p in checkpoints(dir.path()) {
+        std::fs::remove_file(p).unwrap();
+    }
+    let r = Store::open(dir.path(), c);
+    assert!(matches!(r, Err(Error::Corrupt(_))), "{:?}", r.err());
+    let after: Vec<Vec<u8>> = segs.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert!(before == after, "a refused open must not modify segments");
+}
+
+#[test]
+fn deliver_edge_cases_and_account_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.max_mailbox_size = 25;
+    let a;
+    {
+        let s = reopen(dir.path(), c.clone());
+        a = new_account(&s, "a@x");
+        let b = new_account(&s, "b@x");
+        // The same recipient twice gets two copies, each counted against the quota.
+        assert_eq!(
+            deliver(&s, &[a, a, a], &[b'x'; 10]),
+            vec![Ok(1), Ok(2), Err(DeliverError::OverQuota)]
+        );
+        assert_eq!(s.quota(a).0, 20);
+        assert_eq!(deliver(&s, &[], b"nobody"), vec![]);
+        s.commit_blocking(Op::DeleteAccount { account: b }).unwrap();
+        assert_eq!(
+            deliver(&s, &[b], b"gone"),
+            vec![Err(DeliverError::NoSuchAccount)]
+        );
+        assert!(matches!(
+            s.commit_blocking(Op::DeleteAccount { account: b }),
+            Err(Error::NotFound(_))
+        ));
+        // A new account never reuses the deleted one's id.
+        let b2 = new_account(&s, "b@x");
+        assert_ne!(b2, b);
+        assert_eq!(inbox(&s, b2).messages.len(), 0);
+    }
+    let s = reopen(dir.path(), c);
+    let v = inbox(&s, a);
+    assert_eq!(v.messages.len(), 2);
+    assert_eq!(
+        v.messages[0].body, v.messages[1].body,
+        "one body for both copies"
+    );
+    assert_eq!(s.accounts().len(), 2);
 }

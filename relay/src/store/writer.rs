@@ -12,14 +12,17 @@
 //! cache may not match the disk, so continuing would be unsafe).
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use super::checkpoint;
 use super::format::{InsertEntry, Record};
 use super::index::{Index, INBOX_ID};
-use super::log::Log;
+use super::log::{Log, Position};
 use super::{
     flag_bits, AccountId, DeliverError, Error, Flag, FlagMode, Op, OpResult, Shared, StoreConfig,
 };
@@ -29,20 +32,50 @@ pub const MAX_METADATA_VALUE: usize = 64 * 1024;
 /// Longest mailbox name accepted.
 pub const MAX_MAILBOX_NAME: usize = 512;
 
+/// Replayed records at open above which shutdown writes a checkpoint even without new writes.
+const REPLAY_WORTH_CHECKPOINT: u64 = 1024;
+
+/// Most ops in one group commit.
+const MAX_BATCH_OPS: usize = 4096;
+/// Message bytes after which a batch stops taking more ops (bounds the batch buffer).
+const MAX_BATCH_BYTES: usize = 32 << 20;
+
 /// A request to the writer thread.
 pub enum Msg {
     /// A write.
     Op(Op, oneshot::Sender<Result<OpResult, Error>>),
     /// Write a checkpoint now.
-    Checkpoint(oneshot::Sender<Result<(), Error>>),
+    Checkpoint(mpsc::SyncSender<Result<(), Error>>),
+}
+
+/// What a background checkpoint thread returns: its position, and the previous checkpoint's.
+type BackgroundResult = (Position, Result<Option<Position>, Error>);
+
+impl Msg {
+    /// Message bytes the request will write.
+    fn body_len(&self) -> usize {
+        match self {
+            Msg::Op(Op::Deliver { body, .. } | Op::Append { body, .. }, _) => body.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// The writer thread's state.
 pub struct Writer {
-    pub log: Log,
-    pub index: Index,
-    pub config: StoreConfig,
-    pub shared: Arc<Shared>,
+    log: Log,
+    index: Index,
+    config: StoreConfig,
+    shared: Arc<Shared>,
+    index_dir: PathBuf,
+    /// Position of the newest checkpoint written or loaded.
+    last_checkpoint: Option<Position>,
+    /// `log.appended` at the last checkpoint.
+    appended_at_checkpoint: u64,
+    /// Records replayed at open (a long replay is worth a checkpoint at shutdown).
+    replayed: u64,
+    /// A checkpoint being written by another thread: its position and outcome.
+    background: Option<std::thread::JoinHandle<BackgroundResult>>,
 }
 
 fn copy_io(e: &Error) -> Error {
@@ -57,15 +90,47 @@ fn copy_io(e: &Error) -> Error {
 }
 
 impl Writer {
+    /// A writer continuing `log` with the replayed `index`.
+    pub fn new(
+        log: Log,
+        index: Index,
+        config: StoreConfig,
+        shared: Arc<Shared>,
+        index_dir: PathBuf,
+        last_checkpoint: Option<Position>,
+        replayed: u64,
+    ) -> Self {
+        Writer {
+            log,
+            index,
+            config,
+            shared,
+            index_dir,
+            last_checkpoint,
+            appended_at_checkpoint: 0,
+            replayed,
+            background: None,
+        }
+    }
+
+    /// Bytes of log after which the writer takes a checkpoint on its own.
+    fn checkpoint_every(&self) -> u64 {
+        self.config.segment_size.saturating_mul(4).max(1 << 20)
+    }
+
     /// Run until every `Store` handle is gone (the channel closes) or an I/O error.
     pub fn run(mut self, rx: mpsc::Receiver<Msg>) {
         let mut pending = Vec::new();
         let mut completions = Vec::new();
         while let Ok(first) = rx.recv() {
+            let mut bytes = first.body_len();
             let mut batch = vec![first];
-            while batch.len() < 4096 {
+            while batch.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok(m) => batch.push(m),
+                    Ok(m) => {
+                        bytes += m.body_len();
+                        batch.push(m);
+                    }
                     Err(_) => break,
                 }
             }
@@ -100,18 +165,43 @@ impl Writer {
                 for done in checkpoints {
                     let _ = done.send(Err(copy_io(&e)));
                 }
+                // Wait for a checkpoint in flight (its snapshot was committed state), but
+                // remove no segment: the private index may hold uncommitted changes.
+                if let Some(h) = self.background.take() {
+                    let _ = h.join();
+                }
                 return;
             }
             self.publish(&mut pending);
+            {
+                let st = &self.shared.stats;
+                st.batches.fetch_add(1, Relaxed);
+                st.ops.fetch_add(completions.len() as u64, Relaxed);
+                st.fsyncs.store(self.log.syncs, Relaxed);
+                st.bytes_written.store(self.log.appended, Relaxed);
+            }
             for (done, res) in completions.drain(..) {
                 let _ = done.send(res);
             }
+            if checkpoints.is_empty()
+                && self.log.appended - self.appended_at_checkpoint >= self.checkpoint_every()
+            {
+                self.checkpoint_in_background();
+            }
+            self.finish_background(false);
             for done in checkpoints {
                 let _ = done.send(self.checkpoint());
             }
         }
-        if let Err(e) = self.checkpoint() {
-            tracing::warn!(error = %e, "store checkpoint at shutdown failed");
+        self.finish_background(true);
+        // At shutdown: checkpoint if anything was written since the last one, or if this open
+        // had to replay much.
+        if self.log.appended > self.appended_at_checkpoint
+            || self.replayed >= REPLAY_WORTH_CHECKPOINT
+        {
+            if let Err(e) = self.checkpoint() {
+                tracing::warn!(error = %e, "store checkpoint at shutdown failed");
+            }
         }
     }
 
@@ -130,6 +220,11 @@ impl Writer {
             for rec in pending.iter() {
                 if let Some(a) = index.apply(rec) {
                     touched.insert(a);
+                }
+                // One body delivered to several accounts touches all of them, not only the one
+                // `apply` reports: every recipient's IDLE must wake.
+                if let Record::Insert { entries, .. } = rec {
+                    touched.extend(entries.iter().map(|e| e.account));
                 }
             }
         }
@@ -154,8 +249,73 @@ impl Writer {
         }
     }
 
-    /// Write a checkpoint of the (committed) index. Not implemented yet: replay is always full.
+    /// Write a checkpoint of the committed index (called between batches, when the private
+    /// index equals the shared one), then delete segments no longer needed.
     pub fn checkpoint(&mut self) -> Result<(), Error> {
+        self.finish_background(true);
+        let pos = self.log.position();
+        self.appended_at_checkpoint = self.log.appended;
+        if self.last_checkpoint == Some(pos) {
+            return Ok(());
+        }
+        let previous = checkpoint::write(&self.index_dir, &self.index, pos)?;
+        self.last_checkpoint = Some(pos);
+        self.remove_segments(previous)
+    }
+
+    /// Start writing a checkpoint on another thread (the periodic one): the snapshot is taken
+    /// here, at a batch boundary; serializing and syncing it does not delay commits.
+    fn checkpoint_in_background(&mut self) {
+        if self.background.is_some() {
+            return;
+        }
+        let pos = self.log.position();
+        self.appended_at_checkpoint = self.log.appended;
+        if self.last_checkpoint == Some(pos) {
+            return;
+        }
+        let cp = checkpoint::snapshot(&self.index, pos);
+        let dir = self.index_dir.clone();
+        let spawned = std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || (pos, checkpoint::write_snapshot(&dir, &cp)));
+        match spawned {
+            Ok(h) => self.background = Some(h),
+            Err(e) => tracing::warn!(error = %e, "cannot start checkpoint thread"),
+        }
+    }
+
+    /// Collect a finished background checkpoint (or wait for it) and remove the segments it
+    /// made unnecessary.
+    fn finish_background(&mut self, wait: bool) {
+        if !wait && !self.background.as_ref().is_some_and(|h| h.is_finished()) {
+            return;
+        }
+        let Some(h) = self.background.take() else {
+            return;
+        };
+        match h.join() {
+            Ok((pos, Ok(previous))) => {
+                self.last_checkpoint = Some(pos);
+                if let Err(e) = self.remove_segments(previous) {
+                    tracing::warn!(error = %e, "removing old segments failed");
+                }
+            }
+            Ok((_, Err(e))) => tracing::warn!(error = %e, "store checkpoint failed"),
+            Err(_) => tracing::error!("store checkpoint thread panicked"),
+        }
+    }
+
+    /// Delete segments before the previous checkpoint that hold no live body.
+    fn remove_segments(&mut self, previous: Option<Position>) -> Result<(), Error> {
+        let Some(previous) = previous else {
+            return Ok(());
+        };
+        let refs = &self.index.seg_refs;
+        let removed = self
+            .log
+            .remove_unused(previous.segment, |s| refs.contains_key(&s))?;
+        tracing::debug!(?previous, removed, "old segments removed");
         Ok(())
     }
 
@@ -238,7 +398,12 @@ impl Writer {
                         results.push(Err(DeliverError::OverQuota));
                         continue;
                     }
-                    let uid = inbox.uid_next + ex.1;
+                    // UID u32::MAX is never handed out, so `uid_next` cannot wrap.
+                    let Some(uid) = inbox.uid_next.checked_add(ex.1).filter(|u| *u < u32::MAX)
+                    else {
+                        results.push(Err(DeliverError::OverQuota));
+                        continue;
+                    };
                     let modseq = acc.modseq + 1 + u64::from(ex.1);
                     ex.0 += u64::from(size);
                     ex.1 += 1;
@@ -285,6 +450,9 @@ impl Writer {
                 }
                 let (bits, new_keywords) = resolve_flags(&self.index, account, &flags, true)?;
                 let (uid, modseq, uid_validity) = (mb.uid_next, acc.modseq + 1, mb.uid_validity);
+                if uid == u32::MAX {
+                    return Err(Error::Invalid("UIDs exhausted"));
+                }
                 for name in new_keywords {
                     self.emit(Record::Keyword { account, name }, pending)?;
                 }
@@ -424,6 +592,7 @@ impl Writer {
                         let new = dst
                             .uid_next
                             .checked_add(u32::try_from(pairs.len()).unwrap_or(u32::MAX))
+                            .filter(|u| *u < u32::MAX)
                             .ok_or(Error::Invalid("UIDs exhausted"))?;
                         pairs.push((uid, new));
                     }

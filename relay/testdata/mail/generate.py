@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALICE = "alice@example.org"
@@ -172,6 +173,15 @@ def main():
                   "Content-Type: application/octet-stream\r\n\r\n" + armor(data) + "\r\n--inner--\r\n",
               ]))
         write("encrypted-bad-control.eml", pgp_mime(armor(data), control="Version: 2"))
+        dup = pgp_mime(enc).replace("MIME-Version: 1.0\r\n", "MIME-Version: 1.0\r\nContent-Type: text/plain\r\n", 1)
+        dup = dup.replace("This is an OpenPGP/MIME encrypted message", "Cleartext smuggled in the preamble", 1)
+        write("encrypted-duplicate-content-type.eml", dup)
+        b64_payload = (
+            'Content-Type: application/octet-stream; name="encrypted.asc"\r\n'
+            "Content-Transfer-Encoding: base64\r\n\r\n"
+            + "\r\n".join(textwrap.wrap(base64.b64encode(enc.encode()).decode(), 76)) + "\r\n")
+        write("encrypted-base64-cte.eml", pgp_mime("", parts=[
+            "Content-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n", b64_payload]))
         write("encrypted-from-mismatch.eml", pgp_mime(enc, frm="carol@example.org"))
         # Hand-made packet sequences.
         seipd_v2 = bytes([0xD2, 0x20, 2]) + bytes(range(31))

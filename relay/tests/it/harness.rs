@@ -23,6 +23,15 @@ pub fn backends() -> Vec<Backend> {
     v
 }
 
+/// A free loopback port (the relay treats port 0 as "listener disabled").
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A relay running in this process.
 pub struct Relay {
     pub running: Option<Running>,
@@ -54,8 +63,10 @@ impl Relay {
             "imap_port",
             "imaps_port",
         ] {
-            raw.set(&format!("{k}=0")).unwrap();
+            raw.set(&format!("{k}={}", free_port())).unwrap();
         }
+        // Tests open many connections from 127.0.0.1; the per-source limits get their own test.
+        raw.set("new_connections_burst=100000").unwrap();
         for o in overrides {
             raw.set(o).unwrap();
         }

@@ -1,5 +1,9 @@
 //! Integration tests: the real relay on loopback (real TLS, real store with fsync), driven over
 //! sockets, on every I/O backend this machine offers.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test harness helpers: a failed unwrap is a failed test"
+)]
 
 mod crash;
 mod harness;
@@ -207,8 +211,11 @@ fn silent_connections_do_not_starve_others() {
     for backend in backends() {
         let relay = Relay::start(backend, &[]);
         let mut idle = Vec::new();
-        for _ in 0..200 {
+        for _ in 0..400 {
             idle.push(std::net::TcpStream::connect(relay.addr(Kind::Imaps)).unwrap());
+        }
+        // Stay below the per-source SMTP cap (max_smtp_connections / 5 = 200).
+        for _ in 0..190 {
             idle.push(std::net::TcpStream::connect(relay.addr(Kind::Submissions)).unwrap());
         }
         let addr = new_addr("sc");
@@ -216,5 +223,39 @@ fn silent_connections_do_not_starve_others() {
         let (_, status) = c.imap("n", "NOOP");
         assert!(status.starts_with("n OK"), "{backend:?}: {status}");
         drop(smtp_login(&relay, &addr));
+    }
+}
+
+/// Connects from a chosen loopback source address; `true` if the relay kept the connection
+/// (its greeting arrives) and `false` if it closed it at once.
+fn greeted_from(source: [u8; 4], to: std::net::SocketAddr) -> bool {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::from((source, 0)).into())
+        .unwrap();
+    s.connect(&to.into()).unwrap();
+    let mut tcp: std::net::TcpStream = s.into();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 3];
+    std::io::Read::read_exact(&mut tcp, &mut buf).is_ok() && &buf == b"220"
+}
+
+#[test]
+fn userspace_twin_refuses_a_connection_flood_from_one_source_only() {
+    for backend in backends() {
+        let relay = Relay::start(
+            backend,
+            &[
+                "new_connections_burst=5",
+                "max_new_connections_per_minute=1",
+            ],
+        );
+        let to = relay.addr(Kind::Mx);
+        let admitted = (0..12).filter(|_| greeted_from([127, 0, 0, 1], to)).count();
+        assert_eq!(admitted, 5, "{backend:?}: burst of 5 from one source");
+        assert!(
+            greeted_from([127, 0, 0, 2], to),
+            "another source is still served"
+        );
     }
 }

@@ -1,0 +1,386 @@
+//! Checkpoints of the index: `<dir>/index/<segment:020>-<offset:020>.rkyv` holds the whole
+//! index as it was after every record before that log position, serialized with rkyv.
+//!
+//! File layout: `b"RLYCKPT1"`, `u32` LE CRC32C of the rest, `u32` 0, then the rkyv archive of
+//! [`CpIndex`]. A checkpoint is written to `*.tmp`, fsynced, renamed and the directory fsynced, so
+//! a crash leaves either the old set or the new file complete. Loading checks the CRC and the
+//! archive (bytecheck); a bad file is skipped and an older one (or a full replay) is used.
+//!
+//! The archived types are flat lists, not the index's maps: derived values (quota usage, counts,
+//! address lookup, live bodies per segment) are recomputed on load, so they cannot disagree.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::index::{Account, Index, Mailbox};
+use super::log::{io_err, sync_dir, Position};
+use super::{BodyRef, Error, MessageMeta};
+
+const MAGIC: &[u8; 8] = b"RLYCKPT1";
+const HEADER: usize = 16;
+
+/// Archived form of the index.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct CpIndex {
+    segment: u32,
+    offset: u64,
+    next_account_id: u32,
+    last_uid_validity: u32,
+    accounts: Vec<CpAccount>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct CpAccount {
+    id: u32,
+    addr: String,
+    password_hash: String,
+    created: i64,
+    last_login_day: u32,
+    modseq: u64,
+    next_mailbox_id: u32,
+    keywords: Vec<String>,
+    subscriptions: Vec<String>,
+    metadata: Vec<CpMeta>,
+    mailboxes: Vec<CpMailbox>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct CpMeta {
+    mailbox: Option<u32>,
+    key: String,
+    value: Vec<u8>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct CpMailbox {
+    id: u32,
+    name: String,
+    uid_validity: u32,
+    uid_next: u32,
+    highest_modseq: u64,
+    messages: Vec<CpMessage>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct CpMessage {
+    uid: u32,
+    flags: u64,
+    modseq: u64,
+    internal_date: i64,
+    segment: u32,
+    offset: u64,
+    len: u32,
+}
+
+fn to_cp(index: &Index, pos: Position) -> CpIndex {
+    let mut accounts: Vec<CpAccount> = index
+        .accounts
+        .values()
+        .map(|a| CpAccount {
+            id: a.id,
+            addr: a.addr.clone(),
+            password_hash: a.password_hash.clone(),
+            created: a.created,
+            last_login_day: a.last_login_day,
+            modseq: a.modseq,
+            next_mailbox_id: a.next_mailbox_id,
+            keywords: a.keywords.clone(),
+            subscriptions: a.subscriptions.iter().cloned().collect(),
+            metadata: a
+                .metadata
+                .iter()
+                .map(|((m, k), v)| CpMeta {
+                    mailbox: *m,
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            mailboxes: a
+                .mailboxes
+                .values()
+                .map(|mb| CpMailbox {
+                    id: mb.id,
+                    name: mb.name.clone(),
+                    uid_validity: mb.uid_validity,
+                    uid_next: mb.uid_next,
+                    highest_modseq: mb.highest_modseq,
+                    messages: mb
+                        .messages
+                        .iter()
+                        .map(|m| CpMessage {
+                            uid: m.uid,
+                            flags: m.flags,
+                            modseq: m.modseq,
+                            internal_date: m.internal_date,
+                            segment: m.body.segment,
+                            offset: m.body.offset,
+                            len: m.body.len,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    accounts.sort_by_key(|a| a.id);
+    CpIndex {
+        segment: pos.segment,
+        offset: pos.offset,
+        next_account_id: index.next_account_id,
+        last_uid_validity: index.last_uid_validity,
+        accounts,
+    }
+}
+
+fn from_cp(cp: CpIndex) -> Result<(Index, Position), &'static str> {
+    let mut index = Index {
+        next_account_id: cp.next_account_id,
+        last_uid_validity: cp.last_uid_validity,
+        ..Index::default()
+    };
+    for a in cp.accounts {
+        let mut acc = Account {
+            id: a.id,
+            addr: a.addr,
+            password_hash: a.password_hash,
+            created: a.created,
+            last_login_day: a.last_login_day,
+            modseq: a.modseq,
+            bytes_used: 0,
+            messages: 0,
+            mailboxes: BTreeMap::new(),
+            next_mailbox_id: a.next_mailbox_id,
+            keywords: a.keywords,
+            subscriptions: a.subscriptions.into_iter().collect::<BTreeSet<_>>(),
+            metadata: a
+                .metadata
+                .into_iter()
+                .map(|m| ((m.mailbox, m.key), m.value))
+                .collect(),
+        };
+        for mb in a.mailboxes {
+            let mut size = 0u64;
+            let mut messages = Vec::with_capacity(mb.messages.len());
+            for m in mb.messages {
+                if messages
+                    .last()
+                    .is_some_and(|p: &MessageMeta| p.uid >= m.uid)
+                {
+                    return Err("messages not in UID order");
+                }
+                size += u64::from(m.len);
+                *index.seg_refs.entry(m.segment).or_default() += 1;
+                messages.push(MessageMeta {
+                    uid: m.uid,
+                    flags: m.flags,
+                    modseq: m.modseq,
+                    internal_date: m.internal_date,
+                    size: m.len,
+                    body: BodyRef {
+                        segment: m.segment,
+                        offset: m.offset,
+                        len: m.len,
+                    },
+                });
+            }
+            acc.bytes_used += size;
+            acc.messages += messages.len() as u64;
+            acc.mailboxes.insert(
+                mb.id,
+                Mailbox {
+                    id: mb.id,
+                    name: mb.name,
+                    uid_validity: mb.uid_validity,
+                    uid_next: mb.uid_next,
+                    highest_modseq: mb.highest_modseq,
+                    messages,
+                    size,
+                },
+            );
+        }
+        if index.by_addr.insert(acc.addr.clone(), acc.id).is_some() {
+            return Err("duplicate address");
+        }
+        if index.accounts.insert(acc.id, acc).is_some() {
+            return Err("duplicate account id");
+        }
+    }
+    Ok((
+        index,
+        Position {
+            segment: cp.segment,
+            offset: cp.offset,
+        },
+    ))
+}
+
+/// File name of the checkpoint at `pos`.
+fn file_name(pos: Position) -> String {
+    format!("{:020}-{:020}.rkyv", pos.segment, pos.offset)
+}
+
+fn parse_name(name: &str) -> Option<Position> {
+    let stem = name.strip_suffix(".rkyv")?;
+    let (s, o) = stem.split_once('-')?;
+    Some(Position {
+        segment: s.parse().ok()?,
+        offset: o.parse().ok()?,
+    })
+}
+
+/// Checkpoints present in `dir`, newest first.
+pub fn list(dir: &Path) -> Result<Vec<(Position, PathBuf)>, Error> {
+    let mut v = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
+        Err(e) => return Err(io_err("list checkpoints", dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err("list checkpoints", dir))?;
+        let name = entry.file_name();
+        if let Some(pos) = name.to_str().and_then(parse_name) {
+            v.push((pos, entry.path()));
+        }
+    }
+    v.sort_by_key(|e| std::cmp::Reverse(e.0));
+    Ok(v)
+}
+
+/// Load and verify one checkpoint file.
+pub fn load(path: &Path) -> Result<(Index, Position), String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC || bytes[12..HEADER] != [0; 4] {
+        return Err("bad header".into());
+    }
+    let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("slice of 4 bytes"));
+    let payload = &bytes[HEADER..];
+    if crc32c::crc32c(payload) != crc {
+        return Err("checksum mismatch".into());
+    }
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    let cp =
+        rkyv::from_bytes::<CpIndex, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())?;
+    let (index, pos) = from_cp(cp).map_err(str::to_owned)?;
+    if parse_name(&path.file_name().unwrap_or_default().to_string_lossy()) != Some(pos) {
+        return Err("position does not match file name".into());
+    }
+    Ok((index, pos))
+}
+
+/// Write a checkpoint of `index` at `pos` durably; keep only this one and the previous one.
+/// Returns the position of the previous one if there is one: log segments before it are needed
+/// by no recovery path (even if the new checkpoint turns out unreadable), except for the bodies
+/// they hold.
+pub fn write(dir: &Path, index: &Index, pos: Position) -> Result<Option<Position>, Error> {
+    write_snapshot(dir, &snapshot(index, pos))
+}
+
+/// A copy of `index` at `pos` that can be written by another thread.
+pub fn snapshot(index: &Index, pos: Position) -> CpIndex {
+    to_cp(index, pos)
+}
+
+/// The position a snapshot was taken at.
+pub fn snapshot_position(cp: &CpIndex) -> Position {
+    Position {
+        segment: cp.segment,
+        offset: cp.offset,
+    }
+}
+
+/// [`write()`] of a snapshot.
+pub fn write_snapshot(dir: &Path, cp: &CpIndex) -> Result<Option<Position>, Error> {
+    std::fs::create_dir_all(dir).map_err(io_err("create index directory", dir))?;
+    let pos = snapshot_position(cp);
+    let archive = rkyv::to_bytes::<rkyv::rancor::Error>(cp)
+        .map_err(|e| Error::Corrupt(format!("cannot serialize checkpoint: {e}")))?;
+    let path = dir.join(file_name(pos));
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(io_err("create checkpoint", &tmp))?;
+    let mut header = [0u8; HEADER];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&crc32c::crc32c(&archive).to_le_bytes());
+    f.write_all(&header)
+        .and_then(|()| f.write_all(&archive))
+        .and_then(|()| f.sync_all())
+        .map_err(io_err("write checkpoint", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(io_err("rename checkpoint", &path))?;
+    sync_dir(dir)?;
+    let all = list(dir)?;
+    let mut previous = None;
+    for (i, (p, file)) in all.iter().enumerate() {
+        if i == 1 && *p < pos {
+            previous = Some(*p);
+        } else if i >= 2 {
+            std::fs::remove_file(file).map_err(io_err("remove old checkpoint", file))?;
+        }
+    }
+    Ok(previous)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::format::{InsertEntry, Record};
+
+    #[test]
+    fn round_trip_and_corruption_detected() {
+        let mut index = Index::default();
+        index.apply(&Record::AccountCreate {
+            id: 1,
+            addr: "a@x".into(),
+            password_hash: "h".into(),
+            created: 86_400 * 3,
+            inbox_uid_validity: 9,
+        });
+        index.apply(&Record::Keyword {
+            account: 1,
+            name: "$x".into(),
+        });
+        index.apply(&Record::Insert {
+            body: BodyRef {
+                segment: 2,
+                offset: 9,
+                len: 5,
+            },
+            internal_date: 7,
+            entries: vec![InsertEntry {
+                account: 1,
+                mailbox: 1,
+                uid: 1,
+                modseq: 2,
+                flags: 1 << 8,
+            }],
+        });
+        index.apply(&Record::Metadata {
+            account: 1,
+            mailbox: None,
+            key: "/private/k".into(),
+            value: Some(b"v".to_vec()),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let pos = Position {
+            segment: 3,
+            offset: 77,
+        };
+        write(dir.path(), &index, pos).unwrap();
+        let (path_pos, path) = list(dir.path()).unwrap().remove(0);
+        assert_eq!(path_pos, pos);
+        let (loaded, p) = load(&path).unwrap();
+        assert_eq!(p, pos);
+        assert_eq!(loaded, index);
+        // Any flipped byte is detected.
+        let bytes = std::fs::read(&path).unwrap();
+        for i in (0..bytes.len()).step_by(7) {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            std::fs::write(&path, &b).unwrap();
+            assert!(load(&path).is_err(), "flip at {i} not detected");
+        }
+    }
+}
