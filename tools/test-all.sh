@@ -37,8 +37,13 @@ if [ "${SKIP_E2E:-0}" != 1 ] && [ -x relay/tests/deltachat/run.sh ]; then
 fi
 
 if [ -x fuzz/run.sh ]; then
-    step "fuzz (short runs)"
-    bash fuzz/run.sh
+    step "fuzz (short runs, log in target/fuzz.log)"
+    mkdir -p target
+    if ! bash fuzz/run.sh "${FUZZ_SECONDS:-20}" > target/fuzz.log 2>&1; then
+        tail -60 target/fuzz.log
+        exit 1
+    fi
+    grep -E "^fuzz:|Done [0-9]+ runs" target/fuzz.log || true
 fi
 
 step "all tests passed"
