@@ -20,6 +20,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --locked --quiet
 
+if [ "${SKIP_E2E:-0}" != 1 ]; then
+    step "delta chat core (venv in target/e2e-venv)"
+    RELAY_E2E_SETUP_ONLY=1 bash relay/tests/deltachat/run.sh
+    # The echo bot's end-to-end test (package relay-bots) uses the real core from there.
+    export DELTACHAT_RPC_SERVER="$PWD/target/e2e-venv/bin/deltachat-rpc-server"
+fi
+
 step "rust tests"
 mkdir -p target
 cargo test --workspace --locked 2>&1 | tee target/rust-tests.log
