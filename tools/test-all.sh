@@ -20,6 +20,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --locked --quiet
 
+if [ "${SKIP_E2E:-0}" != 1 ]; then
+    step "delta chat core (venv in target/e2e-venv)"
+    RELAY_E2E_SETUP_ONLY=1 bash relay/tests/deltachat/run.sh
+    # The echo bot's end-to-end test (package relay-bots) uses the real core from there.
+    export DELTACHAT_RPC_SERVER="$PWD/target/e2e-venv/bin/deltachat-rpc-server"
+fi
+
 step "rust tests"
 mkdir -p target
 cargo test --workspace --locked 2>&1 | tee target/rust-tests.log
@@ -37,8 +44,13 @@ if [ "${SKIP_E2E:-0}" != 1 ] && [ -x relay/tests/deltachat/run.sh ]; then
 fi
 
 if [ -x fuzz/run.sh ]; then
-    step "fuzz (short runs)"
-    bash fuzz/run.sh
+    step "fuzz (short runs, log in target/fuzz.log)"
+    mkdir -p target
+    if ! bash fuzz/run.sh "${FUZZ_SECONDS:-20}" > target/fuzz.log 2>&1; then
+        tail -60 target/fuzz.log
+        exit 1
+    fi
+    grep -E "^fuzz:|Done [0-9]+ runs" target/fuzz.log || true
 fi
 
 step "all tests passed"

@@ -325,6 +325,8 @@ const INTERPRETED: &[&str] = &[
 /// Options of the reference that are accepted and kept (in [`Config::extra`]) but not acted on by
 /// the relay itself, because they configure parts it replaces or parts that come later.
 const KNOWN_OTHER: &[&str] = &[
+    // Read from `extra` by the admin module.
+    "admin_socket",
     "www_folder",
     "acme_email",
     "mtail_address",

@@ -15,7 +15,9 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod admin;
 pub mod config;
+pub mod expire;
 pub mod imap;
 pub mod io;
 pub mod policy;

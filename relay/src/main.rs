@@ -33,6 +33,14 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Talk to a running relay over its admin socket (accounts, retention jobs).
+    Admin {
+        /// The admin socket: `<data dir>/admin.sock` (`relay dev`: `relay-data/admin.sock`).
+        #[arg(long, default_value = "relay-data/admin.sock")]
+        socket: PathBuf,
+        #[command(subcommand)]
+        command: relay::admin::AdminCommand,
+    },
     /// Run a production relay from a chatmail.ini.
     Serve {
         /// The chatmail.ini (`[params]` section).
@@ -60,6 +68,15 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let (raw, mode, io, workers, dev) = match cli.command {
+        Command::Admin { socket, command } => {
+            return match relay::admin::run(command, &socket) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Dev {
             data,
             io,
@@ -122,6 +139,7 @@ fn run(config: Config, io: IoChoice, workers: Option<usize>, dev: bool) -> anyho
     });
     let domain = config.address_domain();
     let mail_domain = config.mail_domain.clone();
+    let data_dir = config.data_dir.clone();
     let running = server::start(config, backend, workers)?;
     tracing::info!(backend = %running.backend, workers, "relay started for {domain}");
     let port = |k: Kind| {
@@ -150,10 +168,66 @@ fn run(config: Config, io: IoChoice, workers: Option<usize>, dev: bool) -> anyho
         );
         println!("A fresh account (created on first login) for a Delta Chat app:\n{url}\n");
     }
+    let mut echo = if dev {
+        start_echo(&data_dir, port(Kind::Imaps), port(Kind::Submissions))
+    } else {
+        None
+    };
     wait_for_signal()?;
+    if let Some(child) = echo.as_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     tracing::info!("stopping");
     running.shutdown();
     Ok(())
+}
+
+/// Starts the echo bot for `echo@<domain>` when `deltachat-rpc-server` is on PATH and the `echo`
+/// binary (package `relay-bots`) sits beside this one; says which of them is missing otherwise.
+fn start_echo(data: &std::path::Path, imaps: u16, submissions: u16) -> Option<std::process::Child> {
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+    };
+    if !on_path("deltachat-rpc-server") {
+        println!("echo bot not started: deltachat-rpc-server is not on PATH (pip install deltachat-rpc-server)");
+        return None;
+    }
+    let echo = std::env::current_exe().ok()?.with_file_name("echo");
+    if !echo.is_file() {
+        println!(
+            "echo bot not started: {} is missing (cargo build -p relay-bots)",
+            echo.display()
+        );
+        return None;
+    }
+    let invite = data.join("echo-invite.txt");
+    let child = std::process::Command::new(&echo)
+        .arg("--socket")
+        .arg(data.join("admin.sock"))
+        .arg("--state-dir")
+        .arg(data.join("echo"))
+        .args(["--relay-host", "127.0.0.1"])
+        .args(["--imap-port", &imaps.to_string()])
+        .args(["--smtp-port", &submissions.to_string()])
+        .arg("--invite-file")
+        .arg(&invite)
+        .stdin(std::process::Stdio::null())
+        .spawn();
+    match child {
+        Ok(c) => {
+            println!(
+                "echo bot starting: its invite link will be in {} (message it to try the relay)",
+                invite.display()
+            );
+            Some(c)
+        }
+        Err(e) => {
+            println!("echo bot not started: {e}");
+            None
+        }
+    }
 }
 
 /// A random 9-character localpart and 12-character password, as the reference's `/new` makes.

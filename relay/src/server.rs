@@ -257,6 +257,7 @@ pub struct Running {
     /// Bound addresses per listener kind (port 0 in the config gets an ephemeral port).
     pub bound: Vec<(Kind, SocketAddr)>,
     shared: Arc<Shared>,
+    admin: crate::admin::Handle,
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -269,6 +270,7 @@ impl Running {
 
     /// Stops accepting, waits for the workers, checkpoints the store.
     pub fn shutdown(self) {
+        drop(self.admin);
         let _ = self.stop.send(true);
         for t in self.threads {
             let _ = t.join();
@@ -297,6 +299,9 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
     .context("opening the store")?;
     let (admission, enforcement) = crate::ratelimit::start(&config.ratelimit);
     let shared = Arc::new(Shared::new(config, store));
+    let admin_path = crate::admin::socket_path(&shared.config);
+    let admin = crate::admin::spawn(shared.clone(), &admin_path)
+        .with_context(|| format!("starting the admin socket {}", admin_path.display()))?;
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
         admission,
@@ -341,6 +346,7 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         backend,
         bound,
         shared,
+        admin,
         threads,
         stop,
     })

@@ -450,7 +450,7 @@ fn watch_changes_after_commit() {
     assert!(!wa.has_changed().unwrap());
     // One message to several recipients wakes every one of them.
     let c = new_account(&s, "c@x");
-    let mut wc = s.watch(c);
+    let wc = s.watch(c);
     deliver(&s, &[a, b, c], b"z");
     assert!(wa.has_changed().unwrap());
     assert!(wb.has_changed().unwrap());

@@ -14,6 +14,7 @@
 #   RELAY_E2E_CAPTURE_DIR  baseline only: copy raw delivered messages there (dc-*.eml)
 #   RELAY_E2E_TIME_SCALE   multiply every deadline (default 1)
 #   RELAY_E2E_SUITE_TIMEOUT  hard limit for one pytest run in seconds (default 900)
+#   RELAY_E2E_SETUP_ONLY 1: only create the venv, run nothing
 # Logs and measurements of each run: <repo>/target/e2e-logs/<target>-<backend>/.
 # Exit status: non-zero if any run failed, including pytest's "no tests collected" (5).
 set -euo pipefail
@@ -39,6 +40,7 @@ fi
 export PATH="$VENV/bin:$PATH"
 export PYTHONDONTWRITEBYTECODE=1
 command -v deltachat-rpc-server >/dev/null || { echo "deltachat-rpc-server missing in $VENV" >&2; exit 1; }
+[ "${RELAY_E2E_SETUP_ONLY:-0}" = 1 ] && exit 0
 
 case $TARGET in
   relay)
