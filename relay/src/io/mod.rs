@@ -28,6 +28,9 @@ use pipeline::Pipeline;
 /// Bytes asked for per read.
 pub const READ_SIZE: usize = 16 * 1024;
 
+/// Buffers up to this capacity are kept between uses; larger ones are freed after use.
+const KEEP_BUFFER: usize = 4 * 1024;
+
 /// A peer that writes nothing we can send for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -80,8 +83,12 @@ async fn write(conn: &impl Conn, wire: &mut Vec<u8>) -> io::Result<()> {
     let (res, mut buf) = tokio::time::timeout(WRITE_TIMEOUT, conn.write_all(buf))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?;
-    buf.clear();
-    *wire = buf;
+    // Keep a small buffer for the next reply; give back what a large FETCH grew, so an idle
+    // connection holds little memory.
+    if buf.capacity() <= KEEP_BUFFER {
+        buf.clear();
+        *wire = buf;
+    }
     res
 }
 
@@ -111,7 +118,7 @@ async fn drive_inner(
     let mut wire_out = Vec::new();
     let mut plain = Vec::new();
     let mut watched: Option<(AccountId, tokio::sync::watch::Receiver<u64>)> = None;
-    let mut read = Box::pin(conn.read(Vec::with_capacity(READ_SIZE)));
+    let mut read = Box::pin(conn.read(Vec::new()));
     let mut handshake_deadline = pipe
         .is_handshaking()
         .then(|| tokio::time::Instant::now() + HANDSHAKE_TIMEOUT);
@@ -192,6 +199,9 @@ async fn drive_inner(
                 if !plain.is_empty() {
                     session.receive(&plain, now_ms());
                     plain.clear();
+                    if plain.capacity() > KEEP_BUFFER {
+                        plain = Vec::new();
+                    }
                 }
                 read.set(conn.read(buf));
             }
