@@ -397,29 +397,29 @@ fn run_epoll(
                     };
                     let ctx = ctx.clone();
                     tokio::task::spawn_local(async move {
-                        let Some(_admitted) = ctx.admit(kind, peer_ip(peer)) else {
-                            return;
-                        };
                         let _ = stream.set_nodelay(true);
-                        let session = new_session(
-                            kind,
-                            &ctx.shared,
-                            SocketAddr::new(peer_ip(peer), peer.port()),
-                            io::now_ms(),
-                        );
-                        io::drive(
-                            io::epoll::EpollConn(stream),
-                            session,
-                            ctx.start_for(kind),
-                            ctx.shared.clone(),
-                        )
-                        .await;
+                        serve(&ctx, kind, io::epoll::EpollConn(stream), peer).await;
                     });
                 }
             });
         }
         let _ = stop.wait_for(|v| *v).await;
     });
+}
+
+/// One accepted connection: admission, then its session until it ends.
+async fn serve(ctx: &Ctx, kind: Kind, conn: impl io::Conn, peer: SocketAddr) {
+    let ip = peer_ip(peer);
+    let Some(_admitted) = ctx.admit(kind, ip) else {
+        return;
+    };
+    let session = new_session(
+        kind,
+        &ctx.shared,
+        SocketAddr::new(ip, peer.port()),
+        io::now_ms(),
+    );
+    io::drive(conn, session, ctx.start_for(kind), ctx.shared.clone()).await;
 }
 
 fn run_uring(
@@ -450,23 +450,8 @@ fn run_uring(
                     };
                     let ctx = ctx.clone();
                     tokio_uring::spawn(async move {
-                        let Some(_admitted) = ctx.admit(kind, peer_ip(peer)) else {
-                            return;
-                        };
                         let _ = stream.set_nodelay(true);
-                        let session = new_session(
-                            kind,
-                            &ctx.shared,
-                            SocketAddr::new(peer_ip(peer), peer.port()),
-                            io::now_ms(),
-                        );
-                        io::drive(
-                            io::uring::UringConn(stream),
-                            session,
-                            ctx.start_for(kind),
-                            ctx.shared.clone(),
-                        )
-                        .await;
+                        serve(&ctx, kind, io::uring::UringConn(stream), peer).await;
                     });
                 }
             });
