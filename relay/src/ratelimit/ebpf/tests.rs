@@ -633,16 +633,22 @@ struct Round {
 
 /// One round: a raw SYN flood from 198.18.0.2 while 198.18.0.3 makes `LEGIT` sequential
 /// connections; the limit is enforced by XDP (`xdp`) or after `accept` by `Admission`.
-fn flood_round(xdp: bool) -> Round {
+/// One measured round: `flood` off gives the unloaded figure; `limit` off accepts everything
+/// (no userspace twin) so the flood reaches the listener unchecked.
+fn flood_round(xdp: bool, flood: bool, limit: bool) -> Round {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     const LEGIT: usize = 300;
     const MAX_FLOOD_SECS: u64 = 8;
     // Same offered load in both rounds (RELAY_BENCH_PPS, default 50 000 SYN/s: a rate this
     // machine sustains with or without XDP).
-    let flood_pps: u64 = std::env::var("RELAY_BENCH_PPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50_000);
+    let flood_pps: u64 = if flood {
+        std::env::var("RELAY_BENCH_PPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50_000)
+    } else {
+        0
+    };
     let net = veth_pair(if xdp { 'x' } else { 'u' });
     let dst = SocketAddr::from(([198, 18, 0, 1], PORT));
     let stop = AtomicBool::new(false);
@@ -671,7 +677,7 @@ fn flood_round(xdp: bool) -> Round {
                 let Ok(conn) = conn else { continue };
                 let now = start.elapsed().as_nanos() as u64;
                 let peer = conn.peer_addr().map(|a| a.ip());
-                if peer.is_ok_and(|p| !admission.admit(p, now)) {
+                if limit && peer.is_ok_and(|p| !admission.admit(p, now)) {
                     refused.fetch_add(1, Ordering::Relaxed);
                 }
                 drop(conn);
@@ -696,7 +702,10 @@ fn flood_round(xdp: bool) -> Round {
             let start = std::time::Instant::now();
             let deadline = start + Duration::from_secs(MAX_FLOOD_SECS);
             let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+            while flood_pps > 0
+                && !stop.load(Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+            {
                 for _ in 0..256 {
                     let p = &packets[(n as usize) % packets.len()];
                     if sock.send_to(p, &to).is_ok() {
@@ -751,8 +760,13 @@ fn flood_round(xdp: bool) -> Round {
 #[ignore = "benchmark: run explicitly with --ignored --nocapture"]
 fn bench_legit_connect_latency_under_syn_flood() {
     require_root!();
-    for xdp in [false, true] {
-        let mut r = flood_round(xdp);
+    for (name, xdp, flood, limit) in [
+        ("unloaded", false, false, false),
+        ("no-limit", false, true, false),
+        ("userspace", false, true, true),
+        ("xdp", true, true, true),
+    ] {
+        let mut r = flood_round(xdp, flood, limit);
         r.latencies_us.sort_unstable();
         let pct = |p: usize| {
             let l = &r.latencies_us;
@@ -763,14 +777,14 @@ fn bench_legit_connect_latency_under_syn_flood() {
         println!(
             "{:<9} legit connects: p50 {} us, p99 {} us, max {} us, failed {}/{} {:?} | flood {:.0} \
              SYN/s for {:.1} s | refused after accept {} | XDP {:?}",
-            if xdp { "xdp" } else { "userspace" },
+            name,
             pct(50),
             pct(99),
             r.latencies_us.last().copied().unwrap_or(0),
             r.failures.len(),
             r.failures.len() + r.latencies_us.len(),
             r.failures,
-            r.flood_sent as f64 / r.flood_secs,
+            r.flood_sent as f64 / r.flood_secs.max(1e-9),
             r.flood_secs,
             r.refused_in_userspace,
             r.counters,
