@@ -53,6 +53,9 @@ enum State {
     SkipLine,
 }
 
+/// Buffers up to this capacity are kept while empty; larger ones are freed.
+const KEEP_BUFFER: usize = 4 * 1024;
+
 /// Incremental framer. Feed with [`Framer::push`], take frames with [`Framer::next`].
 #[derive(Debug)]
 pub struct Framer {
@@ -90,6 +93,15 @@ impl Framer {
     /// Append received bytes.
     pub fn push(&mut self, input: &[u8]) {
         self.buf.extend_from_slice(input);
+    }
+
+    /// Frees a large, empty input buffer (after an APPEND or a burst of pipelined commands), so
+    /// an idle session holds little memory.
+    pub fn shrink_idle(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER {
+            self.buf = Vec::new();
+            self.scanned = 0;
+        }
     }
 
     /// Bytes buffered but not yet framed.

@@ -1439,6 +1439,7 @@ impl crate::session::Session for Session {
         }
         self.framer.push(input);
         self.process();
+        self.framer.shrink_idle();
     }
 
     fn output(&self) -> &[u8] {
@@ -1450,6 +1451,10 @@ impl crate::session::Session for Session {
         if self.out_start == self.out.len() {
             self.out.clear();
             self.out_start = 0;
+            // A large FETCH grew the buffer; an idle session should not keep that.
+            if self.out.capacity() > 4 * 1024 {
+                self.out = Vec::new();
+            }
         } else if self.out_start > 64 * 1024 && self.out_start * 2 > self.out.len() {
             // Compact now and then instead of on every partial write.
             self.out.drain(..self.out_start);
