@@ -81,6 +81,11 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// TLS from the first byte (465, 993) rather than after STARTTLS.
+    fn implicit_tls(self) -> bool {
+        matches!(self, Kind::Submissions | Kind::Imaps)
+    }
+
     fn is_smtp(self) -> bool {
         matches!(self, Kind::Mx | Kind::Submission | Kind::Submissions)
     }
@@ -131,40 +136,31 @@ fn new_session(
 ) -> Box<dyn Session> {
     use crate::{imap, smtp};
     let shared = shared.clone();
-    let ip = peer.ip();
+    let tls = kind.implicit_tls();
     match kind {
-        Kind::Mx => Box::new(smtp::Session::new(
-            shared,
-            smtp::Mode::Mx,
-            false,
-            ip,
-            now_ms,
-        )),
-        Kind::Submission => Box::new(smtp::Session::new(
-            shared,
-            smtp::Mode::Submission,
-            false,
-            ip,
-            now_ms,
-        )),
-        Kind::Submissions => Box::new(smtp::Session::new(
-            shared,
-            smtp::Mode::Submission,
-            true,
-            ip,
-            now_ms,
-        )),
-        Kind::Imap => Box::new(imap::Session::new(shared, false, now_ms)),
-        Kind::Imaps => Box::new(imap::Session::new(shared, true, now_ms)),
+        Kind::Mx | Kind::Submission | Kind::Submissions => {
+            let mode = if kind == Kind::Mx {
+                smtp::Mode::Mx
+            } else {
+                smtp::Mode::Submission
+            };
+            Box::new(smtp::Session::new(shared, mode, tls, peer.ip(), now_ms))
+        }
+        Kind::Imap | Kind::Imaps => Box::new(imap::Session::new(shared, tls, now_ms)),
     }
 }
 
 impl Ctx {
     fn start_for(&self, kind: Kind) -> Start {
-        match kind {
-            Kind::Mx => Start::Plain(self.tls.mx.clone()),
-            Kind::Submission | Kind::Imap => Start::Plain(self.tls.strict.clone()),
-            Kind::Submissions | Kind::Imaps => Start::Tls(self.tls.strict.clone()),
+        let config = if kind == Kind::Mx {
+            self.tls.mx.clone()
+        } else {
+            self.tls.strict.clone()
+        };
+        if kind.implicit_tls() {
+            Start::Tls(config)
+        } else {
+            Start::Plain(config)
         }
     }
 
