@@ -298,26 +298,26 @@ pub fn raw_header(header: &[u8], name: &str) -> Option<Vec<u8>> {
         .map(|(_, v)| unfold(v))
 }
 
+/// End of the header field starting at `start`: after the first line break not followed by
+/// WSP (a folded field goes on), or the end of `header`.
+fn field_end(header: &[u8], start: usize) -> usize {
+    let mut end = start;
+    while let Some(p) = header[end..].iter().position(|&b| b == b'\n') {
+        end += p + 1;
+        if !(end < header.len() && (header[end] == b' ' || header[end] == b'\t')) {
+            return end;
+        }
+    }
+    header.len()
+}
+
 /// `(name, raw value incl. continuation lines)` of every header field.
 pub fn header_fields(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     let mut pos = 0;
     std::iter::from_fn(move || {
         while pos < header.len() {
             let start = pos;
-            // Find the end of this field: a line break not followed by WSP.
-            let mut end = start;
-            loop {
-                match header[end..].iter().position(|&b| b == b'\n') {
-                    Some(p) => {
-                        end += p + 1;
-                        if end < header.len() && (header[end] == b' ' || header[end] == b'\t') {
-                            continue;
-                        }
-                    }
-                    None => end = header.len(),
-                }
-                break;
-            }
+            let end = field_end(header, start);
             pos = end;
             let field = &header[start..end];
             if let Some(colon) = field.iter().position(|&b| b == b':') {
@@ -335,19 +335,7 @@ pub fn header_field_spans(header: &[u8]) -> Vec<(String, Range<usize>)> {
     let mut pos = 0;
     while pos < header.len() {
         let start = pos;
-        let mut end = start;
-        loop {
-            match header[end..].iter().position(|&b| b == b'\n') {
-                Some(p) => {
-                    end += p + 1;
-                    if end < header.len() && (header[end] == b' ' || header[end] == b'\t') {
-                        continue;
-                    }
-                }
-                None => end = header.len(),
-            }
-            break;
-        }
+        let end = field_end(header, start);
         pos = end;
         let field = &header[start..end];
         if let Some(colon) = field.iter().position(|&b| b == b':') {
