@@ -21,6 +21,7 @@ pub mod expire;
 pub mod imap;
 pub mod io;
 pub mod policy;
+pub mod privilege;
 pub mod ratelimit;
 pub mod server;
 pub mod session;
