@@ -5,6 +5,7 @@
 //! - [`pipeline`]: TLS and DEFLATE transforms (no sockets).
 //! - [`epoll`] and [`uring`]: the two socket backends, each a [`Conn`] and a listener loop.
 //! - [`drive`]: the connection loop shared by both backends.
+//! - [`log`]: the log sink that never blocks or fails the relay.
 //!
 //! The loop, for every connection: read → pipeline → `session.receive`; then drain
 //! `session.poll_action` (run effects, switch on TLS or DEFLATE, close) and write the output; wait
@@ -12,6 +13,7 @@
 //! the store after commit — no message data is copied), or the session's next timeout.
 
 pub mod epoll;
+pub mod log;
 pub mod pipeline;
 pub mod uring;
 
