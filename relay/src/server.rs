@@ -409,13 +409,14 @@ async fn serve(ctx: &Ctx, kind: Kind, conn: impl io::Conn, peer: SocketAddr) {
     let Some(_admitted) = ctx.admit(kind, ip) else {
         return;
     };
+    let clock = io::SessionClock::start();
     let session = new_session(
         kind,
         &ctx.shared,
         SocketAddr::new(ip, peer.port()),
-        io::now_ms(),
+        clock.now_ms(),
     );
-    io::drive(conn, session, ctx.start_for(kind), ctx.shared.clone()).await;
+    io::drive(conn, session, ctx.start_for(kind), ctx.shared.clone(), clock).await;
 }
 
 fn run_uring(
