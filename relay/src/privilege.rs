@@ -65,6 +65,39 @@ pub fn private_dir(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes `root` and everything under it private: directories `0700`, regular files and sockets
+/// `0600`. Symbolic links are neither followed nor changed. Run on the data directory at start, so
+/// a tree left by an older version (or copied with a wide umask) is narrowed before it is used.
+///
+/// # Errors
+/// The first `stat`/`readdir`/`chmod` error, with the path in the message.
+pub fn private_tree(root: &Path) -> io::Result<()> {
+    let with_path = |p: &Path| {
+        let p = p.to_owned();
+        move |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+    };
+    let mut todo = vec![root.to_owned()];
+    while let Some(p) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&p).map_err(with_path(&p))?;
+        let ft = meta.file_type();
+        let want = if ft.is_dir() {
+            for entry in std::fs::read_dir(&p).map_err(with_path(&p))? {
+                todo.push(entry.map_err(with_path(&p))?.path());
+            }
+            DIR_MODE
+        } else if ft.is_file() || std::os::unix::fs::FileTypeExt::is_socket(&ft) {
+            FILE_MODE
+        } else {
+            continue;
+        };
+        if meta.mode() & 0o7777 != want {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(want))
+                .map_err(with_path(&p))?;
+        }
+    }
+    Ok(())
+}
+
 /// Opens `path` with `options` (which decide read/write/create), creating it `0600`, and narrows
 /// an existing file to `0600` through the open descriptor.
 ///
@@ -232,6 +265,34 @@ mod tests {
         private_dir(&tmp.path().join("x")).unwrap();
         assert_eq!(mode(tmp.path()), 0o751);
         assert_eq!(mode(&tmp.path().join("x")), 0o700);
+    }
+
+    #[test]
+    fn private_tree_narrows_everything_but_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("data");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/f"), b"x").unwrap();
+        std::fs::write(tmp.path().join("outside"), b"x").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("outside"), root.join("link")).unwrap();
+        for (p, m) in [("", 0o755), ("a", 0o777), ("a/b", 0o711), ("a/b/f", 0o666)] {
+            std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(m)).unwrap();
+        }
+        std::fs::set_permissions(
+            tmp.path().join("outside"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        private_tree(&root).unwrap();
+        for p in ["", "a", "a/b"] {
+            assert_eq!(mode(&root.join(p)), 0o700, "{p}");
+        }
+        assert_eq!(mode(&root.join("a/b/f")), 0o600);
+        assert_eq!(
+            mode(&tmp.path().join("outside")),
+            0o644,
+            "link target untouched"
+        );
     }
 
     #[test]
