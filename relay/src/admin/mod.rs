@@ -184,19 +184,12 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>, stop: &AtomicBool,
                 continue;
             }
         };
-        match crate::privilege::is_trusted_peer(&stream) {
-            Ok(true) => {}
-            Ok(false) | Err(_) => {
-                tracing::warn!(
-                    "admin socket {}: refused a connection from another user",
-                    path.display()
-                );
-                let _ = writeln!(
-                    stream,
-                    r#"{{"ok":false,"code":"forbidden","error":"only root and the relay's user may use the admin socket"}}"#
-                );
-                continue;
-            }
+        let trusted = crate::privilege::is_trusted_peer(&stream).unwrap_or(false);
+        if !trusted {
+            tracing::warn!(
+                "admin socket {}: refused a connection from another user",
+                path.display()
+            );
         }
         if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
             active.fetch_sub(1, Ordering::SeqCst);
@@ -213,7 +206,9 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>, stop: &AtomicBool,
         let spawned = std::thread::Builder::new()
             .name("admin-conn".into())
             .spawn(move || {
-                if let Err(e) = serve(stream, &shared) {
+                if !trusted {
+                    refuse(stream);
+                } else if let Err(e) = serve(stream, &shared) {
                     tracing::debug!("admin connection ended: {e}");
                 }
                 active2.fetch_sub(1, Ordering::SeqCst);
@@ -273,6 +268,23 @@ fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Re
 }
 
 /// Serves one connection until EOF, an I/O error or the idle timeout.
+/// Answers a peer that is neither root nor the relay's user: reads its first request (so that
+/// its write does not fail before it sees the answer), answers `forbidden` and closes. Nothing
+/// it sends is interpreted.
+fn refuse(stream: UnixStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    let _ = read_line(&mut reader, &mut buf, MAX_REQUEST_BYTES);
+    let _ = writeln!(
+        writer,
+        r#"{{"ok":false,"code":"forbidden","error":"only root and the relay's user may use the admin socket"}}"#
+    );
+}
+
 fn serve(stream: UnixStream, shared: &Weak<Shared>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     let mut writer = stream.try_clone()?;
