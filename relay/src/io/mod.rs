@@ -276,3 +276,23 @@ async fn drive_inner(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_clock_starts_at_wall_time_and_advances_monotonically() {
+        // Started at an arbitrary wall time (as if the wall clock were stepped afterwards): the
+        // session's time follows the monotonic clock from there, never the wall clock.
+        let clock = SessionClock::starting_at(1_000_000);
+        let a = clock.now_ms();
+        std::thread::sleep(Duration::from_millis(30));
+        let b = clock.now_ms();
+        assert!((1_000_000..1_001_000).contains(&a), "{a}");
+        assert!(b >= a + 30, "{a} {b}");
+        assert!(b < 1_000_000 + 10_000, "{b}");
+        let fresh = SessionClock::start().now_ms();
+        assert!(fresh.abs_diff(now_ms()) < 1_000, "{fresh}");
+    }
+}
