@@ -13,7 +13,8 @@
 //! # Start-up order
 //! 1. Look up the `user` to switch to (only when started as root; a missing user refuses to
 //!    start before anything is bound).
-//! 2. The data directory (`0700`, and everything in it narrowed to `0700`/`0600`) and TLS (an external key may be readable by root only).
+//! 2. The data directory (`0700`, everything in it narrowed to `0700`/`0600`) and TLS (an
+//!    external key may be readable by root only).
 //! 3. Bind every port, attach the XDP program: the privileged steps.
 //! 4. As root: hand the data directory tree to the user (`chown`, so a directory left by an
 //!    earlier root-run relay works), then `setgroups`/`setgid`/`setuid`.
