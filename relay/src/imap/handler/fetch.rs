@@ -12,6 +12,7 @@ use crate::store::{flag_bits, AccountId, Flag, FlagMode, Op};
 /// A FETCH waiting for its `\Seen` update.
 #[derive(Debug)]
 pub(in super::super) struct SeenThenFetch {
+    account: AccountId,
     tag: String,
     cmd: Command,
     /// UIDs whose `\Seen` is being set.
@@ -77,7 +78,12 @@ impl Session {
                     flags: vec![Flag::Seen],
                     unchanged_since: None,
                 },
-                Pending::Fetch(SeenThenFetch { tag, cmd, seen }),
+                Pending::Fetch(SeenThenFetch {
+                    account: open.account,
+                    tag,
+                    cmd,
+                    seen,
+                }),
             );
         }
     }
@@ -85,8 +91,7 @@ impl Session {
     /// The `\Seen` update committed; a failed one does not fail the FETCH.
     pub(super) fn seen_then_fetch_done(&mut self, p: SeenThenFetch, commit: &Commit) {
         let seen = if commit.is_ok() { p.seen } else { Vec::new() };
-        let account = self.state.account().unwrap_or_default();
-        self.start_fetch(account, &p.tag, &p.cmd, &seen);
+        self.start_fetch(p.account, &p.tag, &p.cmd, &seen);
     }
 
     fn start_fetch(&mut self, account: AccountId, tag: &str, cmd: &Command, seen: &[u32]) {

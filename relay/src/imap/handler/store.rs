@@ -6,11 +6,12 @@ use super::super::response;
 use super::super::session::{Open, Session};
 use super::super::sync::find;
 use super::{Commit, Pending};
-use crate::store::{Op, OpResult};
+use crate::store::{AccountId, Op, OpResult};
 
 /// A STORE waiting for its commit.
 #[derive(Debug)]
 pub(in super::super) struct StoreDone {
+    account: AccountId,
     tag: String,
     uid: bool,
     silent: bool,
@@ -55,6 +56,7 @@ impl Session {
                 unchanged_since,
             },
             Pending::Store(StoreDone {
+                account: open.account,
                 tag,
                 uid,
                 silent,
@@ -67,6 +69,7 @@ impl Session {
     /// mod-sequence), and `[MODIFIED set]` for what `UNCHANGEDSINCE` refused.
     pub(super) fn store_done(&mut self, p: StoreDone, commit: Commit) {
         let StoreDone {
+            account,
             tag,
             uid,
             silent,
@@ -77,7 +80,6 @@ impl Session {
             Ok(_) => Vec::new(),
             Err(e) => return self.store_error(&tag, &e),
         };
-        let account = self.state.account().unwrap_or_default();
         if let Some(view) = self.view(account) {
             let condstore = self.state.condstore();
             let mut o = Vec::new();
