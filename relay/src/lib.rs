@@ -18,6 +18,7 @@ pub mod accounts;
 pub mod admin;
 pub mod config;
 pub mod expire;
+pub mod header;
 pub mod imap;
 pub mod io;
 pub mod policy;
