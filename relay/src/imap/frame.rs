@@ -1,21 +1,100 @@
 //! IMAP framing: cuts the client's byte stream into whole commands (lines plus their literals)
 //! before any parsing, and enforces the caps.
 //!
-//! Caps live here: a line longer than [`LINE_CAP`] is skipped to its CRLF and reported; a literal
-//! over its cap is refused before a single byte of it is read (a synchronizing literal gets no
-//! continuation, a `LITERAL+` one is read and dropped to its end) so the session stays in sync with
-//! the client. This module never interprets a command beyond its tag and (for the APPEND literal
-//! cap) its name, and never allocates more than the caps allow.
+//! Caps live here, in a [`Limits`] the session sets for its current state (before login they are
+//! a few KiB; see [`Limits::before_login`]). A line longer than the line cap is skipped to its
+//! CRLF and reported; a literal over its cap, or on a command that may not carry one in this state
+//! (APPEND before login), is refused before a single byte of it is read: a synchronizing literal
+//! gets no continuation, a `LITERAL+` one is read and dropped to its end (so the session stays in
+//! sync with the client) or, with [`Limits::refuse_early`], reported at once so the session can
+//! close. This module never interprets a command beyond its tag and name, and never allocates
+//! more than the caps allow.
 
-/// Longest line (without literals) we accept.
+/// Longest line (without literals) we accept after login.
 pub const LINE_CAP: usize = 64 * 1024;
-/// Largest literal outside APPEND.
+/// Largest literal outside APPEND after login.
 pub const LITERAL_CAP: u64 = 64 * 1024;
-/// Largest sum of non-literal line bytes of one command.
-const COMMAND_LINES_CAP: usize = 4 * LINE_CAP;
-/// Largest sum of literal bytes of one command outside APPEND (e.g. SETMETADATA with several
-/// values); APPEND's sum is capped by its own cap.
+/// Largest sum of literal bytes of one command outside APPEND after login (e.g. SETMETADATA with
+/// several values); APPEND's sum is capped by its own cap.
 pub const COMMAND_LITERALS_CAP: u64 = 4 * LITERAL_CAP;
+
+/// Longest line before login: LOGIN with long quoted arguments, an AUTHENTICATE PLAIN response.
+pub const PREAUTH_LINE_CAP: usize = 8 * 1024;
+/// Largest literal, and largest sum of the literals of one command, before login (LOGIN's user
+/// name and password).
+pub const PREAUTH_LITERAL_CAP: u64 = 8 * 1024;
+
+/// What literals a command may carry in the session's current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiteralUse {
+    /// None: any literal is refused before it is read (APPEND before login).
+    Refused,
+    /// Up to [`Limits::literal_cap`] each, [`Limits::command_literals_cap`] in all.
+    Small,
+    /// A message: up to [`Limits::message_cap`] (APPEND after login).
+    Message,
+}
+
+/// The caps the framer enforces, set by the session whenever its state may have changed.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest line (without literals).
+    pub line_cap: usize,
+    /// Largest sum of non-literal line bytes of one command.
+    pub command_lines_cap: usize,
+    /// Largest literal of a [`LiteralUse::Small`] command.
+    pub literal_cap: u64,
+    /// Largest sum of literal bytes of a [`LiteralUse::Small`] command.
+    pub command_literals_cap: u64,
+    /// Largest literal (and sum) of a [`LiteralUse::Message`] command.
+    pub message_cap: u64,
+    /// A refused `LITERAL+` literal is reported as soon as its announcement is seen (the
+    /// session is expected to close) instead of after it was read and dropped.
+    pub refuse_early: bool,
+    /// What literals a command may carry, by its name (the word after the tag, as sent).
+    pub literal_use: fn(&[u8]) -> LiteralUse,
+}
+
+impl Limits {
+    /// After login: APPEND literals up to `message_cap`, others up to [`LITERAL_CAP`].
+    pub fn after_login(message_cap: u64) -> Limits {
+        Limits {
+            line_cap: LINE_CAP,
+            command_lines_cap: 4 * LINE_CAP,
+            literal_cap: LITERAL_CAP,
+            command_literals_cap: COMMAND_LITERALS_CAP,
+            message_cap,
+            refuse_early: false,
+            literal_use: |name| {
+                if name.eq_ignore_ascii_case(b"APPEND") {
+                    LiteralUse::Message
+                } else {
+                    LiteralUse::Small
+                }
+            },
+        }
+    }
+
+    /// Before login: every cap a few KiB, literals only where `literal_use` allows them, and
+    /// refused `LITERAL+` literals reported at once.
+    pub fn before_login(literal_use: fn(&[u8]) -> LiteralUse) -> Limits {
+        Limits {
+            line_cap: PREAUTH_LINE_CAP,
+            command_lines_cap: 2 * PREAUTH_LINE_CAP,
+            literal_cap: PREAUTH_LITERAL_CAP,
+            command_literals_cap: PREAUTH_LITERAL_CAP,
+            message_cap: 0,
+            refuse_early: true,
+            literal_use,
+        }
+    }
+
+    /// Most bytes one command can hold in the framer under these limits.
+    pub fn command_bytes(&self) -> u64 {
+        let literals = self.command_literals_cap.max(self.message_cap);
+        (self.command_lines_cap as u64).saturating_add(literals)
+    }
+}
 
 /// What the framer found in its buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,7 +115,16 @@ pub enum Frame {
         /// The command was APPEND (the cap was the message size limit).
         append: bool,
     },
-    /// A line over [`LINE_CAP`]; it was skipped to its end.
+    /// A literal on a command that may carry none in this state ([`LiteralUse::Refused`]).
+    /// `sync` ones got no continuation and the command is over; a `LITERAL+` one is being
+    /// discarded (with [`Limits::refuse_early`], only from now on). Refuse the command by `tag`.
+    LiteralNotAllowed {
+        /// The command's tag (may be empty or garbage).
+        tag: Vec<u8>,
+        /// The literal was synchronizing.
+        sync: bool,
+    },
+    /// A line over the line cap; it is skipped to its end.
     LineTooLong {
         /// The command's tag, when it could be seen.
         tag: Vec<u8>,
@@ -68,16 +156,16 @@ pub struct Framer {
     cmd_lines: usize,
     /// Literal bytes in `cmd`.
     cmd_literals: u64,
-    /// The command was refused (LITERAL+ over cap); drop it when it ends.
-    rejected: Option<(Vec<u8>, bool)>,
+    /// The command was refused (LITERAL+ over cap, its tag and literal use); drop it when it
+    /// ends.
+    rejected: Option<(Vec<u8>, LiteralUse)>,
     state: State,
-    /// Literal cap for APPEND.
-    append_cap: u64,
+    limits: Limits,
 }
 
 impl Framer {
-    /// A framer whose APPEND literals may be up to `append_cap` bytes.
-    pub fn new(append_cap: u64) -> Self {
+    /// A framer enforcing `limits` (until [`Framer::set_limits`]).
+    pub fn new(limits: Limits) -> Self {
         Self {
             buf: Vec::new(),
             scanned: 0,
@@ -86,8 +174,25 @@ impl Framer {
             cmd_literals: 0,
             rejected: None,
             state: State::Line,
-            append_cap,
+            limits,
         }
+    }
+
+    /// The caps for the next frames (the session's state changed). A command being read keeps
+    /// the use it was given, the caps apply from the next literal on.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// The caps in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Bytes held by the framer's buffers (capacity, not length): what this connection's input
+    /// costs in memory.
+    pub fn held(&self) -> usize {
+        self.buf.capacity() + self.cmd.capacity()
     }
 
     /// Append received bytes.
@@ -172,7 +277,7 @@ impl Framer {
                 State::Line => {
                     let Some(pos) = find_crlf(&self.buf, self.scanned) else {
                         self.scanned = self.buf.len().saturating_sub(1);
-                        if self.buf.len() > LINE_CAP {
+                        if self.buf.len() > self.limits.line_cap {
                             let tag = if self.cmd.is_empty() {
                                 tag_of(&self.buf)
                             } else {
@@ -188,7 +293,7 @@ impl Framer {
                         return None;
                     };
                     self.scanned = 0;
-                    if pos > LINE_CAP {
+                    if pos > self.limits.line_cap {
                         let tag = if self.cmd.is_empty() {
                             tag_of(&self.buf)
                         } else {
@@ -210,38 +315,41 @@ impl Framer {
                     if self.rejected.is_none() {
                         self.cmd.extend_from_slice(&line);
                     }
-                    if self.cmd_lines > COMMAND_LINES_CAP && self.rejected.is_none() {
-                        let append = is_append(&self.cmd);
-                        self.rejected = Some((tag_of(&self.cmd), append));
+                    if self.cmd_lines > self.limits.command_lines_cap && self.rejected.is_none() {
+                        let usage = (self.limits.literal_use)(name_of(&self.cmd));
+                        self.rejected = Some((tag_of(&self.cmd), usage));
                         self.cmd.clear();
                     }
                     let Some((len, plus)) = literal else {
                         // The command is complete.
                         self.cmd_lines = 0;
                         self.cmd_literals = 0;
-                        if let Some((tag, append)) = self.rejected.take() {
-                            return Some(Frame::TooBig {
-                                tag,
-                                sync: false,
-                                append,
-                            });
+                        if let Some((tag, usage)) = self.rejected.take() {
+                            return Some(refusal(tag, false, usage));
                         }
                         return Some(Frame::Command(std::mem::take(&mut self.cmd)));
                     };
-                    let append = match &self.rejected {
-                        Some((_, a)) => *a,
-                        None => is_append(&self.cmd),
+                    let usage = match &self.rejected {
+                        Some((_, u)) => *u,
+                        None => (self.limits.literal_use)(name_of(&self.cmd)),
                     };
-                    let (cap, total_cap) = if append {
-                        (self.append_cap, self.append_cap)
-                    } else {
-                        (LITERAL_CAP, COMMAND_LITERALS_CAP)
+                    let (cap, total_cap) = match usage {
+                        LiteralUse::Refused => (0, 0),
+                        LiteralUse::Small => {
+                            (self.limits.literal_cap, self.limits.command_literals_cap)
+                        }
+                        LiteralUse::Message => (self.limits.message_cap, self.limits.message_cap),
                     };
                     let total = self.cmd_literals.saturating_add(len);
                     self.cmd_literals = total;
-                    if self.rejected.is_some() || len > cap || total > total_cap {
-                        if !plus {
-                            // No continuation: the client gives up this command.
+                    if self.rejected.is_some()
+                        || usage == LiteralUse::Refused
+                        || len > cap
+                        || total > total_cap
+                    {
+                        if !plus || self.limits.refuse_early {
+                            // No continuation: the client gives up this command. (An early
+                            // refusal of a `LITERAL+` literal leaves it to be discarded.)
                             let tag = match self.rejected.take() {
                                 Some((t, _)) => t,
                                 None => tag_of(&self.cmd),
@@ -249,14 +357,16 @@ impl Framer {
                             self.cmd.clear();
                             self.cmd_lines = 0;
                             self.cmd_literals = 0;
-                            return Some(Frame::TooBig {
-                                tag,
-                                sync: true,
-                                append,
-                            });
+                            if plus {
+                                self.state = State::Literal {
+                                    remaining: len,
+                                    discard: true,
+                                };
+                            }
+                            return Some(refusal(tag, !plus, usage));
                         }
                         if self.rejected.is_none() {
-                            self.rejected = Some((tag_of(&self.cmd), append));
+                            self.rejected = Some((tag_of(&self.cmd), usage));
                             self.cmd.clear();
                         }
                         self.state = State::Literal {
@@ -278,6 +388,18 @@ impl Framer {
     }
 }
 
+/// The frame refusing a command whose literal did not fit `usage`.
+fn refusal(tag: Vec<u8>, sync: bool, usage: LiteralUse) -> Frame {
+    match usage {
+        LiteralUse::Refused => Frame::LiteralNotAllowed { tag, sync },
+        LiteralUse::Small | LiteralUse::Message => Frame::TooBig {
+            tag,
+            sync,
+            append: usage == LiteralUse::Message,
+        },
+    }
+}
+
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
     let from = from.min(buf.len());
     buf[from..]
@@ -296,13 +418,13 @@ fn tag_of(cmd: &[u8]) -> Vec<u8> {
     cmd[..end].to_vec()
 }
 
-/// Whether the command's name (second word, or third after `UID`) is APPEND.
-fn is_append(cmd: &[u8]) -> bool {
-    let mut words = cmd.split(|&b| b == b' ');
-    let _tag = words.next();
-    words
-        .next()
-        .is_some_and(|w| w.eq_ignore_ascii_case(b"APPEND"))
+/// The command's name: its second space-separated word (without a line end), as sent.
+fn name_of(cmd: &[u8]) -> &[u8] {
+    let line = cmd
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map_or(cmd, |end| &cmd[..end]);
+    line.split(|&b| b == b' ').nth(1).unwrap_or(b"")
 }
 
 /// `{123}` or `{123+}` at the end of a line.
@@ -338,7 +460,7 @@ mod tests {
 
     #[test]
     fn simple_lines_and_partial_input() {
-        let mut f = Framer::new(1000);
+        let mut f = Framer::new(Limits::after_login(1000));
         f.push(b"a1 NOOP\r\na2 CAPA");
         assert_eq!(all(&mut f), vec![Frame::Command(b"a1 NOOP\r\n".to_vec())]);
         f.push(b"BILITY\r");
@@ -352,7 +474,7 @@ mod tests {
 
     #[test]
     fn sync_literal_asks_for_continuation() {
-        let mut f = Framer::new(1000);
+        let mut f = Framer::new(Limits::after_login(1000));
         f.push(b"a LOGIN {3}\r\n");
         assert_eq!(all(&mut f), vec![Frame::Continue]);
         f.push(b"bob {2+}\r\npw\r\n");
@@ -366,7 +488,7 @@ mod tests {
 
     #[test]
     fn sync_literal_over_cap_is_refused_without_reading() {
-        let mut f = Framer::new(10);
+        let mut f = Framer::new(Limits::after_login(10));
         f.push(b"a APPEND INBOX {11}\r\nb NOOP\r\n");
         assert_eq!(
             all(&mut f),
@@ -393,7 +515,7 @@ mod tests {
 
     #[test]
     fn literal_plus_over_cap_is_discarded_to_its_end() {
-        let mut f = Framer::new(4);
+        let mut f = Framer::new(Limits::after_login(4));
         f.push(b"a APPEND INBOX {6+}\r\nabc");
         assert_eq!(all(&mut f), vec![]);
         f.push(b"def\r\nb NOOP\r\n");
@@ -412,7 +534,7 @@ mod tests {
 
     #[test]
     fn literal_sum_of_one_command_is_capped() {
-        let mut f = Framer::new(1000);
+        let mut f = Framer::new(Limits::after_login(1000));
         let chunk = LITERAL_CAP as usize;
         let mut input = b"a SETMETADATA INBOX (".to_vec();
         for i in 0..5 {
@@ -437,7 +559,7 @@ mod tests {
 
     #[test]
     fn long_line_is_skipped() {
-        let mut f = Framer::new(4);
+        let mut f = Framer::new(Limits::after_login(4));
         let mut long = b"x1 ".to_vec();
         long.extend(std::iter::repeat_n(b'a', LINE_CAP + 10));
         f.push(&long);
@@ -451,9 +573,86 @@ mod tests {
         assert_eq!(all(&mut f), vec![Frame::Command(b"b NOOP\r\n".to_vec())]);
     }
 
+    fn login_only(name: &[u8]) -> LiteralUse {
+        if name.eq_ignore_ascii_case(b"LOGIN") {
+            LiteralUse::Small
+        } else {
+            LiteralUse::Refused
+        }
+    }
+
+    #[test]
+    fn before_login_literals_are_refused_unread_or_capped_small() {
+        let mut f = Framer::new(Limits::before_login(login_only));
+        // A refused command's literal: no continuation, whatever its size.
+        f.push(b"a APPEND INBOX {30000000}\r\nb APPEND INBOX (\\Seen) {0}\r\n");
+        assert_eq!(
+            all(&mut f),
+            vec![
+                Frame::LiteralNotAllowed {
+                    tag: b"a".to_vec(),
+                    sync: true
+                },
+                Frame::LiteralNotAllowed {
+                    tag: b"b".to_vec(),
+                    sync: true
+                }
+            ]
+        );
+        // LOGIN's literals fit the small cap or are too big.
+        f.push(format!("c LOGIN {{{}}}\r\n", PREAUTH_LITERAL_CAP + 1).as_bytes());
+        assert_eq!(
+            all(&mut f),
+            vec![Frame::TooBig {
+                tag: b"c".to_vec(),
+                sync: true,
+                append: false
+            }]
+        );
+        f.push(b"d LOGIN {3}\r\n");
+        assert_eq!(all(&mut f), vec![Frame::Continue]);
+        f.push(b"bob pw\r\n");
+        assert_eq!(
+            all(&mut f),
+            vec![Frame::Command(b"d LOGIN {3}\r\nbob pw\r\n".to_vec())]
+        );
+        // A refused LITERAL+ literal is reported at once, before any of it arrives, and its
+        // bytes are then dropped unbuffered.
+        f.push(b"e APPEND INBOX {30000000+}\r\n");
+        assert_eq!(
+            all(&mut f),
+            vec![Frame::LiteralNotAllowed {
+                tag: b"e".to_vec(),
+                sync: false
+            }]
+        );
+        f.push(&[b'x'; 4096]);
+        assert_eq!(all(&mut f), vec![]);
+        assert_eq!(f.buffered(), 0);
+        assert!(f.held() <= 2 * 4096 + 64);
+    }
+
+    #[test]
+    fn caps_follow_set_limits() {
+        let mut f = Framer::new(Limits::before_login(login_only));
+        let mut line = b"a LOGIN ".to_vec();
+        line.extend(std::iter::repeat_n(b'a', PREAUTH_LINE_CAP + 1));
+        f.push(&line);
+        assert_eq!(all(&mut f), vec![Frame::LineTooLong { tag: b"a".to_vec() }]);
+        f.push(b"\r\n");
+        assert_eq!(all(&mut f), vec![]);
+        // After login: the long line and APPEND's literal pass.
+        f.set_limits(Limits::after_login(1000));
+        f.push(&line);
+        f.push(b"\r\nb APPEND INBOX {1000}\r\n");
+        let frames = all(&mut f);
+        assert!(matches!(frames[0], Frame::Command(_)), "{frames:?}");
+        assert_eq!(frames[1], Frame::Continue);
+    }
+
     #[test]
     fn raw_lines() {
-        let mut f = Framer::new(4);
+        let mut f = Framer::new(Limits::after_login(4));
         f.push(b"DONE {5}\r\n");
         assert_eq!(f.next(true), Some(Frame::Line(b"DONE {5}".to_vec())));
     }

@@ -1,11 +1,12 @@
 //! IMAP4rev1 with the extensions Delta Chat uses, sans-I/O.
 //!
-//! Layers, bottom up: [`frame`] cuts bytes into commands and enforces the caps, [`command`] parses
-//! them, [`response`] encodes replies, [`bodystructure`] and [`fetch`] render message data,
-//! [`search`] evaluates SEARCH keys. `session` is the state machine the driver talks to: it holds
-//! the protocol state and dispatches each command to its family in `handler`; `sync` reports
-//! changes to the selected mailbox. Nothing here does I/O or reads a clock: store reads are
-//! synchronous, writes are effects.
+//! Layers, bottom up: [`frame`] cuts bytes into commands and enforces the caps (smaller before
+//! login), [`command`] parses them, [`response`] encodes replies, [`bodystructure`] and [`fetch`]
+//! render message data, [`search`] evaluates SEARCH keys, [`limits`] holds the per-account caps.
+//! `session` is the state machine the driver talks to: it holds the protocol state, tells the
+//! framer the caps of that state and dispatches each command to its family in `handler`; `sync`
+//! reports changes to the selected mailbox. Nothing here does I/O or reads a clock: store reads
+//! are synchronous, writes are effects.
 //!
 //! Adding a command: a variant in `command/types.rs`, its grammar in `command/parser.rs`, the
 //! state it needs and its dispatch arm in `session.rs`, and the handler (with the completion of
@@ -16,12 +17,13 @@ pub mod command;
 pub mod fetch;
 pub mod frame;
 mod handler;
+pub mod limits;
 pub mod response;
 pub mod search;
 mod session;
 mod sync;
 
-pub use session::Session;
+pub use session::{Session, PREAUTH_BUDGET};
 
 #[cfg(test)]
 mod tests;

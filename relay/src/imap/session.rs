@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::command::{self, Command};
-use super::frame::{Frame, Framer};
+use super::frame::{Frame, Framer, Limits, LiteralUse};
 use super::handler::{FetchJob, Pending};
 use super::sync::Selected;
 use crate::session::{Action, Effect, EffectResult};
@@ -30,6 +30,16 @@ use crate::store::{AccountId, MailboxId, Op};
 pub(super) const OUTPUT_CAP: usize = 1024 * 1024;
 /// Stop asking for input while this much unframed input is buffered.
 const INPUT_CAP: usize = 256 * 1024;
+/// Before login: stop processing input while this much output waits (the longest answer before
+/// login, CAPABILITY, is a few hundred bytes).
+pub(super) const PREAUTH_OUTPUT_CAP: usize = 16 * 1024;
+/// Before login: stop asking for input while this much unframed input is buffered.
+pub(super) const PREAUTH_INPUT_CAP: usize = 16 * 1024;
+/// What an unauthenticated session may hold in its own buffers, in the worst case: unframed input
+/// (the cap plus one read of up to `io::READ_SIZE` = 16 KiB), the command being framed (lines and
+/// literal, see [`Limits::before_login`]) and queued output (the cap plus one answer). TLS
+/// buffers (rustls) come on top; COMPRESS needs a login.
+pub const PREAUTH_BUDGET: usize = 128 * 1024;
 /// Unauthenticated connections are closed after this much silence.
 const PREAUTH_TIMEOUT_MS: u64 = 60_000;
 /// Authenticated connections not in IDLE are closed after this much silence.
@@ -229,12 +239,11 @@ pub struct Session {
 impl Session {
     /// A new session. `tls_active` is true on the implicit-TLS port.
     pub fn new(shared: Arc<Shared>, tls_active: bool, now_ms: u64) -> Self {
-        let append_cap = shared.config.max_message_size;
         let mut s = Self {
             shared,
             tls: tls_active,
             compress: false,
-            framer: Framer::new(append_cap),
+            framer: Framer::new(Limits::before_login(literal_use_before_login)),
             out: Vec::new(),
             out_start: 0,
             actions: VecDeque::new(),
@@ -286,7 +295,36 @@ impl Session {
     }
 
     pub(super) fn output_backed_up(&self) -> bool {
-        self.out.len() - self.out_start > OUTPUT_CAP
+        let cap = if self.state.auth().is_some() {
+            OUTPUT_CAP
+        } else {
+            PREAUTH_OUTPUT_CAP
+        };
+        self.out.len() - self.out_start > cap
+    }
+
+    /// The framing caps of the current state: a few KiB and no APPEND before login.
+    fn frame_limits(&self) -> Limits {
+        if self.state.auth().is_some() {
+            Limits::after_login(self.shared.config.max_message_size)
+        } else {
+            Limits::before_login(literal_use_before_login)
+        }
+    }
+
+    /// Before login, input that had to be dropped unread (a `LITERAL+` literal over its cap or
+    /// on a command not allowed yet, an overlong line) ends the connection instead: reading
+    /// megabytes for an unauthenticated client is what the caps are there to prevent.
+    fn refuse_unread(&mut self) {
+        self.line("* BYE Too much data before login");
+        self.framer.discard_buffered();
+        self.close();
+    }
+
+    /// Bytes this session holds in its buffers (capacities): input being framed and output not
+    /// yet written. Before login this stays under [`PREAUTH_BUDGET`].
+    pub fn held_bytes(&self) -> usize {
+        self.framer.held() + self.out.capacity()
     }
 
     /// Frame and run buffered commands until blocked.
@@ -309,6 +347,8 @@ impl Session {
                 return;
             }
             let raw = matches!(self.state, State::Idle(..) | State::Authenticating { .. });
+            let limits = self.frame_limits();
+            self.framer.set_limits(limits);
             let Some(frame) = self.framer.next(raw) else {
                 return;
             };
@@ -316,17 +356,38 @@ impl Session {
             match frame {
                 Frame::Continue => self.line("+ Ready for literal data"),
                 Frame::Line(line) => self.raw_line(&line),
-                Frame::TooBig { tag, append, .. } => {
+                Frame::TooBig { tag, append, sync } => {
                     let tag = tag_text(&tag);
                     if append {
                         self.tagged(&tag, "NO [TOOBIG] Message too large");
                     } else {
                         self.tagged(&tag, "BAD Literal too large");
                     }
+                    if !sync && limits.refuse_early {
+                        self.refuse_unread();
+                    }
+                }
+                Frame::LiteralNotAllowed { tag, sync } => {
+                    // Only before login does a command have no literals: it needs a login.
+                    let tag = tag_text(&tag);
+                    self.tagged(&tag, "BAD Please log in first");
+                    if !sync && limits.refuse_early {
+                        self.refuse_unread();
+                    }
                 }
                 Frame::LineTooLong { tag } => {
-                    let tag = tag_text(&tag);
+                    // An AUTHENTICATE response line is answered with the command's tag.
+                    let tag = match std::mem::replace(&mut self.state, State::NotAuthenticated) {
+                        State::Authenticating { tag } => tag,
+                        other => {
+                            self.state = other;
+                            tag_text(&tag)
+                        }
+                    };
                     self.tagged(&tag, "BAD Line too long");
+                    if limits.refuse_early {
+                        self.refuse_unread();
+                    }
                 }
                 Frame::Command(bytes) => match command::parse(&bytes) {
                     Ok((tag, cmd)) => self.execute(tag, cmd),
@@ -560,7 +621,25 @@ impl crate::session::Session for Session {
             && !matches!(self.state, State::StartingTls)
             && !matches!(self.blocked, Some(Blocked::Effect(_)))
             && !self.output_backed_up()
-            && self.framer.buffered() <= INPUT_CAP
+            && self.framer.buffered()
+                <= if self.state.auth().is_some() {
+                    INPUT_CAP
+                } else {
+                    PREAUTH_INPUT_CAP
+                }
+    }
+}
+
+/// Which commands may carry literals before login: LOGIN's arguments, ID's parameters and
+/// AUTHENTICATE (whose response is a line, but a literal must not slip through there either),
+/// each within the small pre-login caps. Every other command needs a login
+/// (see [`Need::of`]), so its literal is refused before it is read.
+fn literal_use_before_login(name: &[u8]) -> LiteralUse {
+    const ALLOWED: [&[u8]; 3] = [b"LOGIN", b"AUTHENTICATE", b"ID"];
+    if ALLOWED.iter().any(|c| name.eq_ignore_ascii_case(c)) {
+        LiteralUse::Small
+    } else {
+        LiteralUse::Refused
     }
 }
 

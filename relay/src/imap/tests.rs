@@ -843,6 +843,7 @@ fn append_literals_and_quota() {
 fn literal_caps_outside_append() {
     let mut t = T::new();
     t.drive();
+    t.login("u@x");
     let r = t.cmd(&format!("a LOGIN {{{}}}", super::frame::LITERAL_CAP + 1));
     r.bad().lacks("+ Ready");
     t.cmd("b NOOP").ok();
@@ -1294,7 +1295,7 @@ mod props {
     use proptest::prelude::*;
 
     use super::super::command::{self, Command};
-    use super::super::frame::{Frame, Framer};
+    use super::super::frame::{Frame, Framer, Limits};
     use super::super::response;
 
     fn frames(f: &mut Framer) -> Vec<Frame> {
@@ -1334,10 +1335,10 @@ mod props {
             cuts in proptest::collection::vec(1usize..16, 1..50),
         ) {
             let input: Vec<u8> = parts.concat();
-            let mut whole = Framer::new(20);
+            let mut whole = Framer::new(Limits::after_login(20));
             whole.push(&input);
             let expected = frames(&mut whole);
-            let mut split = Framer::new(20);
+            let mut split = Framer::new(Limits::after_login(20));
             let mut got = Vec::new();
             let mut pos = 0;
             let mut i = 0;
@@ -1705,4 +1706,319 @@ fn apply_model(model: &mut Vec<Option<u32>>, text: &str, ctx: &str) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Before login: small caps, no APPEND, bounded buffers. Per-account caps.
+
+/// Feed `input` like the driver does: reads of at most 16 KiB, only while the session wants
+/// input, never draining output. Returns how many bytes were taken.
+fn feed_without_reading(s: &mut Session, input: &[u8], now: u64) -> usize {
+    let mut pos = 0;
+    while pos < input.len() && s.wants_input() {
+        let n = (input.len() - pos).min(16 * 1024);
+        s.receive(&input[pos..pos + n], now);
+        pos += n;
+    }
+    pos
+}
+
+#[test]
+fn append_before_login_gets_no_continuation() {
+    for tls in [false, true] {
+        let mut t = T::with(tls, |_| {});
+        t.drive();
+        let r = t.cmd("a APPEND INBOX {30000000}");
+        r.bad().has("a BAD Please log in first").lacks("+ ");
+        assert!(!t.closed);
+        // The client gave the command up; the connection goes on.
+        t.cmd("b NOOP").ok();
+        // The same for APPEND's literal on a later line, UID commands and lower case.
+        t.cmd("c append INBOX (\\Seen) {10}").bad().lacks("+ ");
+        t.cmd("d UID FETCH {3}").bad().lacks("+ ");
+        t.cmd("e NOOP").ok();
+        assert!(t.s.held_bytes() < super::PREAUTH_BUDGET);
+    }
+}
+
+#[test]
+fn literal_plus_append_before_login_closes_without_buffering() {
+    let mut t = T::plain();
+    t.drive();
+    let mut input = b"a APPEND INBOX {30000000+}\r\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 64 * 1024));
+    let r = t.raw("a", &input);
+    r.bad()
+        .has("a BAD Please log in first\r\n* BYE Too much data before login\r\n");
+    assert!(t.closed, "{:?}", t.actions);
+    assert!(!t.s.wants_input());
+    assert_eq!(t.s.framer.buffered(), 0);
+    // More of the literal is not even buffered.
+    t.s.receive(&[b'x'; 16 * 1024], t.now);
+    assert_eq!(t.s.framer.buffered(), 0);
+    assert!(t.s.held_bytes() < super::PREAUTH_BUDGET);
+    assert_eq!(t.drive(), "");
+}
+
+#[test]
+fn login_literals_before_login_are_capped_small() {
+    let mut t = T::new();
+    t.drive();
+    let cap = super::frame::PREAUTH_LITERAL_CAP;
+    t.cmd(&format!("a LOGIN {{{}}}", cap + 1))
+        .bad()
+        .has("a BAD Literal too large")
+        .lacks("+ ");
+    // A long password within the cap logs in.
+    let pass = "p".repeat(cap as usize - 100);
+    let r = t.cmd(&format!(
+        "b LOGIN {{6}}\r\nuser@x {{{}+}}\r\n{pass}",
+        pass.len()
+    ));
+    r.ok().has("Logged in");
+    // After login the large caps apply: APPEND gets its continuation.
+    t.cmd("c APPEND INBOX {30000}")
+        .has("+ Ready for literal data");
+}
+
+#[test]
+fn literal_plus_login_over_the_cap_before_login_closes() {
+    let mut t = T::new();
+    t.drive();
+    let r = t.cmd("a LOGIN u@x {100000+}");
+    r.bad()
+        .has("a BAD Literal too large")
+        .has("* BYE Too much data before login");
+    assert!(t.closed);
+}
+
+#[test]
+fn long_line_before_login_closes() {
+    let mut t = T::new();
+    t.drive();
+    let mut line = b"a LOGIN ".to_vec();
+    line.extend(std::iter::repeat_n(
+        b'a',
+        super::frame::PREAUTH_LINE_CAP + 1,
+    ));
+    let r = t.raw("a", &line);
+    r.bad()
+        .has("a BAD Line too long")
+        .has("* BYE Too much data before login");
+    assert!(t.closed);
+    // After login, lines up to the large cap are fine.
+    let mut t = T::new();
+    t.drive();
+    t.login("u@x");
+    let long = format!(
+        "b SELECT \"{}\"",
+        "x".repeat(super::frame::PREAUTH_LINE_CAP * 2)
+    );
+    t.cmd(&long).no();
+    assert!(!t.closed);
+}
+
+#[test]
+fn authenticate_response_before_login_is_capped() {
+    let mut t = T::new();
+    t.drive();
+    t.cmd("a AUTHENTICATE PLAIN").has("+ ");
+    let mut line = vec![b'A'; super::frame::PREAUTH_LINE_CAP + 10];
+    line.extend_from_slice(b"\r\n");
+    t.raw("a", &line).bad().has("a BAD Line too long");
+    assert!(t.closed);
+}
+
+#[test]
+fn client_that_never_reads_before_login_stays_within_budget() {
+    let mut t = T::plain();
+    // Never drained: not even the greeting is read.
+    let input = b"a CAPABILITY\r\n".repeat(10_000);
+    let taken = feed_without_reading(&mut t.s, &input, t.now);
+    assert!(taken < input.len(), "the session kept reading");
+    assert!(!t.s.wants_input());
+    let out = t.s.output().len();
+    assert!(
+        out <= super::session::PREAUTH_OUTPUT_CAP + 1024,
+        "{out} bytes of output queued"
+    );
+    assert!(
+        t.s.held_bytes() < super::PREAUTH_BUDGET,
+        "{} bytes held",
+        t.s.held_bytes()
+    );
+    // Reading resumes processing.
+    let text = t.drive();
+    assert!(text.contains("a OK"), "{text}");
+    assert!(t.s.wants_input());
+}
+
+#[test]
+fn pending_login_stops_reading_before_login() {
+    let mut t = T::new();
+    t.drive();
+    t.s.receive(b"a LOGIN u@x pw\r\n", t.now);
+    // The login effect is pending: no more input is taken.
+    assert!(matches!(t.s.poll_action(), Some(Action::Effect(_))));
+    assert!(!t.s.wants_input());
+    let noops = b"b NOOP\r\n".repeat(1000);
+    t.s.receive(&noops[..4096], t.now);
+    assert!(t.s.held_bytes() < super::PREAUTH_BUDGET);
+}
+
+/// Commit `ops` from several threads so they share fsyncs.
+fn commit_all(store: &Store, ops: Vec<Op>) {
+    let chunks: Vec<Vec<Op>> = ops
+        .chunks(ops.len().div_ceil(8).max(1))
+        .map(<[Op]>::to_vec)
+        .collect();
+    std::thread::scope(|s| {
+        for chunk in chunks {
+            s.spawn(move || {
+                for op in chunk {
+                    store.commit_blocking(op).expect("commit");
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn mailbox_count_is_capped_per_account() {
+    use super::limits::MAX_MAILBOXES;
+    let mut t = T::new();
+    t.drive();
+    let account = t.login("u@x");
+    // INBOX counts: fill up to the cap.
+    let ops = (1..MAX_MAILBOXES)
+        .map(|i| Op::CreateMailbox {
+            account,
+            name: format!("box{i}"),
+        })
+        .collect();
+    commit_all(t.store(), ops);
+    assert_eq!(t.store().mailboxes(account).len() as u64, MAX_MAILBOXES);
+    t.cmd("a CREATE one-more")
+        .no()
+        .has("a NO [LIMIT] Too many mailboxes (at most 1000)");
+    assert_eq!(t.store().mailboxes(account).len() as u64, MAX_MAILBOXES);
+    // An existing name is still reported as such; renaming does not grow.
+    t.cmd("b CREATE box1").no().has("[ALREADYEXISTS]");
+    t.cmd("c RENAME box1 renamed").ok();
+    t.cmd("d DELETE renamed").ok();
+    t.cmd("e CREATE one-more").ok();
+    // Another account is not affected.
+    let mut u = T::new();
+    u.drive();
+    u.login("v@x");
+    u.cmd("f CREATE x").ok();
+}
+
+#[test]
+fn subscriptions_are_capped_per_account() {
+    use super::limits::MAX_SUBSCRIPTIONS;
+    let mut t = T::new();
+    t.drive();
+    let account = t.login("u@x");
+    // INBOX may be subscribed already: fill up to the cap.
+    let have = t.store().subscriptions(account).len() as u64;
+    let ops = (have..MAX_SUBSCRIPTIONS)
+        .map(|i| Op::Subscribe {
+            account,
+            name: format!("sub{i}"),
+            subscribed: true,
+        })
+        .collect();
+    commit_all(t.store(), ops);
+    t.cmd("a SUBSCRIBE new")
+        .no()
+        .has("a NO [LIMIT] Too many subscriptions (at most 1000)");
+    assert_eq!(
+        t.store().subscriptions(account).len() as u64,
+        MAX_SUBSCRIPTIONS
+    );
+    // Subscribing again to a subscribed name does not grow; unsubscribing makes room.
+    t.cmd("b SUBSCRIBE sub7").ok();
+    t.cmd("c UNSUBSCRIBE sub7").ok();
+    t.cmd("d SUBSCRIBE new").ok();
+    let long = "n".repeat(super::limits::MAX_SUBSCRIPTION_NAME + 1);
+    t.cmd("e UNSUBSCRIBE new").ok();
+    t.cmd(&format!("f SUBSCRIBE {long}"))
+        .no()
+        .has("NO [LIMIT] Mailbox name too long");
+}
+
+#[test]
+fn metadata_entries_are_capped_per_account() {
+    use super::limits::MAX_METADATA_ENTRIES;
+    let mut t = T::new();
+    t.drive();
+    let account = t.login("u@x");
+    let inbox = t.store().mailbox_view(account, "INBOX").unwrap().id;
+    // Server and mailbox entries count together.
+    let ops = (0..MAX_METADATA_ENTRIES)
+        .map(|i| Op::SetMetadata {
+            account,
+            mailbox: if i % 2 == 0 { None } else { Some(inbox) },
+            key: format!("/private/k{i}"),
+            value: Some(b"v".to_vec()),
+        })
+        .collect();
+    commit_all(t.store(), ops);
+    t.cmd("a SETMETADATA \"\" (/private/new \"v\")")
+        .no()
+        .has("a NO [METADATA TOOMANY] Too many metadata entries (at most 100)");
+    assert_eq!(t.store().metadata(account, None, "/private/new"), None);
+    // Changing an entry, or replacing one by another in one command, does not grow.
+    t.cmd("b SETMETADATA \"\" (/private/k0 \"w\")").ok();
+    t.cmd("c SETMETADATA INBOX (/private/k1 NIL /private/new \"v\")")
+        .ok();
+    t.cmd("d GETMETADATA INBOX /private/new")
+        .ok()
+        .has("(/private/new \"v\")");
+}
+
+#[test]
+fn metadata_command_over_the_cap_commits_nothing() {
+    use super::limits::MAX_METADATA_ENTRIES;
+    let mut t = T::new();
+    t.drive();
+    let account = t.login("u@x");
+    let entries: Vec<String> = (0..=MAX_METADATA_ENTRIES)
+        .map(|i| format!("/private/e{i} \"v\""))
+        .collect();
+    t.cmd(&format!("a SETMETADATA \"\" ({})", entries.join(" ")))
+        .no()
+        .has("[METADATA TOOMANY]");
+    assert_eq!(t.store().metadata_usage(account), (0, 0));
+}
+
+#[test]
+fn metadata_size_is_capped_per_account() {
+    let mut t = T::new();
+    t.drive();
+    let account = t.login("u@x");
+    let v = "x".repeat(30 * 1024);
+    for (tag, key) in [("a", "/private/one"), ("b", "/private/two")] {
+        t.cmd(&format!(
+            "{tag} SETMETADATA \"\" ({key} {{{}+}}\r\n{v})",
+            v.len()
+        ))
+        .ok();
+    }
+    let w = "y".repeat(5 * 1024);
+    t.cmd(&format!(
+        "c SETMETADATA \"\" (/private/three {{{}+}}\r\n{w})",
+        w.len()
+    ))
+    .no()
+    .has("c NO [METADATA MAXSIZE 4096] Metadata too large (at most 65536 bytes in all)");
+    assert_eq!(t.store().metadata_usage(account), (2, 60 * 1024));
+    // Shrinking an entry makes room.
+    t.cmd("d SETMETADATA \"\" (/private/one \"small\")").ok();
+    t.cmd(&format!(
+        "e SETMETADATA \"\" (/private/three {{{}+}}\r\n{w})",
+        w.len()
+    ))
+    .ok();
 }

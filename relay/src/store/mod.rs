@@ -773,6 +773,14 @@ impl Store {
             .cloned()
     }
 
+    /// `(entries, value bytes)` of all metadata of an account, for the per-account caps.
+    pub fn metadata_usage(&self, account: AccountId) -> (usize, u64) {
+        self.index().account(account).map_or((0, 0), |a| {
+            let bytes = a.metadata.values().map(|v| v.len() as u64).sum();
+            (a.metadata.len(), bytes)
+        })
+    }
+
     /// `(used, limit)` in bytes for GETQUOTAROOT and the SMTP quota check.
     pub fn quota(&self, account: AccountId) -> (u64, u64) {
         let used = self.index().account(account).map_or(0, |a| a.bytes_used);

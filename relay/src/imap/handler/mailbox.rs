@@ -2,6 +2,7 @@
 //! GETQUOTAROOT and GETQUOTA (RFC 3501 §6.3, RFC 9208).
 
 use super::super::command::StatusItem;
+use super::super::limits::{self, Limit};
 use super::super::response;
 use super::super::session::Session;
 use super::{Commit, Pending};
@@ -118,6 +119,14 @@ impl Session {
         if !valid_mailbox_name(&name) {
             return self.tagged(&tag, "NO [CANNOT] Invalid mailbox name");
         }
+        let boxes = self.shared.store.mailboxes(account);
+        if boxes.iter().any(|m| same_name(&m.name, &name)) {
+            return self.tagged(&tag, "NO [ALREADYEXISTS] Mailbox already exists");
+        }
+        let n = boxes.len() as u64;
+        if let Err(text) = limits::check(Limit::Mailboxes, n, n + 1) {
+            return self.tagged(&tag, &text);
+        }
         self.commit(
             Op::CreateMailbox { account, name },
             Pending::Simple {
@@ -198,6 +207,18 @@ impl Session {
         name: String,
         subscribed: bool,
     ) {
+        if subscribed {
+            if name.len() > limits::MAX_SUBSCRIPTION_NAME {
+                return self.tagged(&tag, "NO [LIMIT] Mailbox name too long");
+            }
+            let subs = self.shared.store.subscriptions(account);
+            if !subs.contains(&name) {
+                let n = subs.len() as u64;
+                if let Err(text) = limits::check(Limit::Subscriptions, n, n + 1) {
+                    return self.tagged(&tag, &text);
+                }
+            }
+        }
         self.commit(
             Op::Subscribe {
                 account,

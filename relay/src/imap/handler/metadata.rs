@@ -1,8 +1,9 @@
 //! GETMETADATA and SETMETADATA (RFC 5464): server entries (mailbox `""`) and per-mailbox ones.
 //! Delta Chat stores its push token and relay hints here.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
+use super::super::limits::{self, Limit};
 use super::super::response;
 use super::super::session::Session;
 use super::{Commit, Pending};
@@ -85,6 +86,9 @@ impl Session {
             Ok(m) => m,
             Err(text) => return self.tagged(&tag, &text),
         };
+        if let Err(text) = self.metadata_within_limits(account, mbox, &entries) {
+            return self.tagged(&tag, &text);
+        }
         let mut ops: VecDeque<Op> = entries
             .into_iter()
             .map(|(key, value)| Op::SetMetadata {
@@ -98,6 +102,36 @@ impl Session {
             Some(op) => self.commit(op, Pending::SetMetadata { tag, rest: ops }),
             None => self.tagged(&tag, "OK Setmetadata completed"),
         }
+    }
+
+    /// Whether the account's metadata stays within its caps once `entries` are set (in order,
+    /// `None` deleting) on `mbox`.
+    fn metadata_within_limits(
+        &self,
+        account: AccountId,
+        mbox: Option<MailboxId>,
+        entries: &[(String, Option<Vec<u8>>)],
+    ) -> Result<(), String> {
+        let store = &self.shared.store;
+        let (count, bytes) = store.metadata_usage(account);
+        let (count, bytes) = (count as u64, bytes);
+        let (mut new_count, mut new_bytes) = (count, bytes);
+        // Sizes of the entries as this command leaves them (a key may repeat).
+        let mut set: HashMap<&str, Option<u64>> = HashMap::new();
+        for (key, value) in entries {
+            let old = match set.get(key.as_str()) {
+                Some(old) => *old,
+                None => store.metadata(account, mbox, key).map(|v| v.len() as u64),
+            };
+            let new = value.as_ref().map(|v| v.len() as u64);
+            // Saturating: a concurrent commit may have changed the store between the reads.
+            new_count =
+                (new_count + u64::from(new.is_some())).saturating_sub(u64::from(old.is_some()));
+            new_bytes = (new_bytes + new.unwrap_or(0)).saturating_sub(old.unwrap_or(0));
+            set.insert(key, new);
+        }
+        limits::check(Limit::MetadataEntries, count, new_count)?;
+        limits::check(Limit::MetadataBytes, bytes, new_bytes)
     }
 
     /// One entry committed: the next, or the answer.
