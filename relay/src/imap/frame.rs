@@ -164,8 +164,13 @@ pub struct Framer {
 }
 
 impl Framer {
+    /// A framer with the caps after login, APPEND literals up to `append_cap` bytes.
+    pub fn new(append_cap: u64) -> Self {
+        Self::with_limits(Limits::after_login(append_cap))
+    }
+
     /// A framer enforcing `limits` (until [`Framer::set_limits`]).
-    pub fn new(limits: Limits) -> Self {
+    pub fn with_limits(limits: Limits) -> Self {
         Self {
             buf: Vec::new(),
             scanned: 0,
@@ -460,7 +465,7 @@ mod tests {
 
     #[test]
     fn simple_lines_and_partial_input() {
-        let mut f = Framer::new(Limits::after_login(1000));
+        let mut f = Framer::new(1000);
         f.push(b"a1 NOOP\r\na2 CAPA");
         assert_eq!(all(&mut f), vec![Frame::Command(b"a1 NOOP\r\n".to_vec())]);
         f.push(b"BILITY\r");
@@ -474,7 +479,7 @@ mod tests {
 
     #[test]
     fn sync_literal_asks_for_continuation() {
-        let mut f = Framer::new(Limits::after_login(1000));
+        let mut f = Framer::new(1000);
         f.push(b"a LOGIN {3}\r\n");
         assert_eq!(all(&mut f), vec![Frame::Continue]);
         f.push(b"bob {2+}\r\npw\r\n");
@@ -488,7 +493,7 @@ mod tests {
 
     #[test]
     fn sync_literal_over_cap_is_refused_without_reading() {
-        let mut f = Framer::new(Limits::after_login(10));
+        let mut f = Framer::new(10);
         f.push(b"a APPEND INBOX {11}\r\nb NOOP\r\n");
         assert_eq!(
             all(&mut f),
@@ -515,7 +520,7 @@ mod tests {
 
     #[test]
     fn literal_plus_over_cap_is_discarded_to_its_end() {
-        let mut f = Framer::new(Limits::after_login(4));
+        let mut f = Framer::new(4);
         f.push(b"a APPEND INBOX {6+}\r\nabc");
         assert_eq!(all(&mut f), vec![]);
         f.push(b"def\r\nb NOOP\r\n");
@@ -534,7 +539,7 @@ mod tests {
 
     #[test]
     fn literal_sum_of_one_command_is_capped() {
-        let mut f = Framer::new(Limits::after_login(1000));
+        let mut f = Framer::new(1000);
         let chunk = LITERAL_CAP as usize;
         let mut input = b"a SETMETADATA INBOX (".to_vec();
         for i in 0..5 {
@@ -559,7 +564,7 @@ mod tests {
 
     #[test]
     fn long_line_is_skipped() {
-        let mut f = Framer::new(Limits::after_login(4));
+        let mut f = Framer::new(4);
         let mut long = b"x1 ".to_vec();
         long.extend(std::iter::repeat_n(b'a', LINE_CAP + 10));
         f.push(&long);
@@ -583,7 +588,7 @@ mod tests {
 
     #[test]
     fn before_login_literals_are_refused_unread_or_capped_small() {
-        let mut f = Framer::new(Limits::before_login(login_only));
+        let mut f = Framer::with_limits(Limits::before_login(login_only));
         // A refused command's literal: no continuation, whatever its size.
         f.push(b"a APPEND INBOX {30000000}\r\nb APPEND INBOX (\\Seen) {0}\r\n");
         assert_eq!(
@@ -634,7 +639,7 @@ mod tests {
 
     #[test]
     fn caps_follow_set_limits() {
-        let mut f = Framer::new(Limits::before_login(login_only));
+        let mut f = Framer::with_limits(Limits::before_login(login_only));
         let mut line = b"a LOGIN ".to_vec();
         line.extend(std::iter::repeat_n(b'a', PREAUTH_LINE_CAP + 1));
         f.push(&line);
@@ -652,7 +657,7 @@ mod tests {
 
     #[test]
     fn raw_lines() {
-        let mut f = Framer::new(Limits::after_login(4));
+        let mut f = Framer::new(4);
         f.push(b"DONE {5}\r\n");
         assert_eq!(f.next(true), Some(Frame::Line(b"DONE {5}".to_vec())));
     }

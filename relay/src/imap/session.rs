@@ -243,7 +243,7 @@ impl Session {
             shared,
             tls: tls_active,
             compress: false,
-            framer: Framer::new(Limits::before_login(literal_use_before_login)),
+            framer: Framer::with_limits(Limits::before_login(literal_use_before_login)),
             out: Vec::new(),
             out_start: 0,
             actions: VecDeque::new(),

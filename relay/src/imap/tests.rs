@@ -1295,7 +1295,7 @@ mod props {
     use proptest::prelude::*;
 
     use super::super::command::{self, Command};
-    use super::super::frame::{Frame, Framer, Limits};
+    use super::super::frame::{Frame, Framer};
     use super::super::response;
 
     fn frames(f: &mut Framer) -> Vec<Frame> {
@@ -1335,10 +1335,10 @@ mod props {
             cuts in proptest::collection::vec(1usize..16, 1..50),
         ) {
             let input: Vec<u8> = parts.concat();
-            let mut whole = Framer::new(Limits::after_login(20));
+            let mut whole = Framer::new(20);
             whole.push(&input);
             let expected = frames(&mut whole);
-            let mut split = Framer::new(Limits::after_login(20));
+            let mut split = Framer::new(20);
             let mut got = Vec::new();
             let mut pos = 0;
             let mut i = 0;
