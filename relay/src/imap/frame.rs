@@ -88,12 +88,6 @@ impl Limits {
             literal_use,
         }
     }
-
-    /// Most bytes one command can hold in the framer under these limits.
-    pub fn command_bytes(&self) -> u64 {
-        let literals = self.command_literals_cap.max(self.message_cap);
-        (self.command_lines_cap as u64).saturating_add(literals)
-    }
 }
 
 /// What the framer found in its buffer.
