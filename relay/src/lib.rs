@@ -16,6 +16,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod auth_cache;
 pub mod config;
 pub mod expire;
 pub mod imap;
