@@ -3,6 +3,11 @@
 //! `relay::imap::command::parse`.
 //!
 //! `cargo bench -p relay-benches --bench imap_parse`
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "benchmarks: temporary stores, clocks, threads"
+)]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use relay::imap::command::parse;

@@ -4,6 +4,11 @@
 //! the mmap.
 //!
 //! `cargo bench -p relay-benches --bench store_append`
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "benchmarks: temporary stores, clocks, threads"
+)]
 
 use std::time::Duration;
 

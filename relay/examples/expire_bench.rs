@@ -6,6 +6,11 @@
 //! cargo run --release -p relay --example expire_bench -- --accounts 100000 --messages 2000000
 //! ```
 
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "examples run a relay"
+)]
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;

@@ -16,4 +16,5 @@ mod session;
 pub use session::Session;
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests: disk, clock, real store
 mod tests;

@@ -58,6 +58,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 
 mod checkpoint;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)] // sans-I/O record format
 pub mod format;
 mod index;
 mod log;
