@@ -4,11 +4,7 @@
 //! `target/bots-venv`: `python3 -m venv target/bots-venv && target/bots-venv/bin/pip install
 //! deltachat-rpc-server`).
 
-#![allow(
-    clippy::disallowed_methods,
-    clippy::disallowed_types,
-    reason = "integration tests: sockets, files, processes, clocks"
-)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: integration tests
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};

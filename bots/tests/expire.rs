@@ -1,10 +1,6 @@
 //! The `expire` binary against a real store served by the relay's admin socket in this process.
 
-#![allow(
-    clippy::disallowed_methods,
-    clippy::disallowed_types,
-    reason = "integration tests: sockets, files, processes, clocks"
-)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: integration tests
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;

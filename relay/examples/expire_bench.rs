@@ -6,11 +6,7 @@
 //! cargo run --release -p relay --example expire_bench -- --accounts 100000 --messages 2000000
 //! ```
 
-#![allow(
-    clippy::disallowed_methods,
-    clippy::disallowed_types,
-    reason = "examples run a relay"
-)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: example
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;

@@ -16,53 +16,25 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-#[allow(
-    clippy::disallowed_methods,
-    clippy::disallowed_types,
-    reason = "login effect: hashes on a thread, reads /proc and the nocreate file"
-)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: hashing thread, /proc
 pub mod accounts;
-#[allow(
-    clippy::disallowed_methods,
-    clippy::disallowed_types,
-    reason = "the local admin socket"
-)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: the admin socket
 pub mod admin;
 pub mod auth_cache;
 pub mod config;
 pub mod expire;
 pub mod imap;
-#[allow(
-    clippy::disallowed_methods,
-    clippy::disallowed_types,
-    reason = "the drivers: sockets, timers, threads"
-)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: sockets, timers, threads
 pub mod io;
 pub mod policy;
-#[allow(
-    clippy::disallowed_methods,
-    clippy::disallowed_types,
-    reason = "admission at accept; the XDP loader reads the kernel and the file system"
-)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: kernel maps, XDP loader
 pub mod ratelimit;
-#[allow(
-    clippy::disallowed_methods,
-    clippy::disallowed_types,
-    reason = "listeners and worker threads"
-)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: listeners, worker threads
 pub mod server;
 pub mod session;
 pub mod shared;
 pub mod smtp;
-#[allow(
-    clippy::disallowed_methods,
-    clippy::disallowed_types,
-    reason = "the log, mmap, fsync and the writer thread (store/format.rs denies it again)"
-)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: files, mmap, writer thread
 pub mod store;
-#[allow(
-    clippy::disallowed_methods,
-    clippy::disallowed_types,
-    reason = "reads certificate files, writes the self-signed one"
-)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: certificate files
 pub mod tls;

@@ -13,11 +13,7 @@
 //!     c.smtp_login(&new_addr("doc"), PASSWORD);
 //! }
 //! ```
-#![allow(
-    clippy::disallowed_methods,
-    clippy::disallowed_types,
-    reason = "test support: sockets, temporary directories and the clock are its job"
-)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: test support
 #![allow(
     clippy::unwrap_used,
     reason = "test support: a failed unwrap is a failed test"

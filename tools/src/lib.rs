@@ -4,11 +4,7 @@
 //!
 //! Everything here is a client on loopback. Nothing here opens, reads or writes a store's files,
 //! and nothing verifies certificates: never point these tools at a server you do not run.
-#![allow(
-    clippy::disallowed_methods,
-    clippy::disallowed_types,
-    reason = "operator and load tools: network clients, files, clocks are their job"
-)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: network clients
 
 pub mod account;
 pub mod imap;

@@ -2,11 +2,7 @@
 //! ports, both I/O backends where available): every accepted message is fetched by a receiver
 //! with its latency recorded, and `loadgen idle` gets every session into IDLE and wakes the
 //! sampled ones.
-#![allow(
-    clippy::disallowed_methods,
-    clippy::disallowed_types,
-    reason = "integration tests: sockets, files, processes, clocks"
-)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: integration tests
 #![allow(clippy::unwrap_used, reason = "tests may unwrap")]
 
 use std::process::Command;

@@ -1,11 +1,7 @@
 //! A server that refuses, drops or ignores connections gives counted errors within the deadline,
 //! never a hang: the clients against small misbehaving TCP servers on loopback, and the `loadgen`
 //! binary against a port where nothing listens.
-#![allow(
-    clippy::disallowed_methods,
-    clippy::disallowed_types,
-    reason = "integration tests: sockets, files, processes, clocks"
-)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: integration tests
 #![allow(clippy::unwrap_used, reason = "test helpers may unwrap")]
 
 use std::net::SocketAddr;
