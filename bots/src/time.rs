@@ -1,31 +1,13 @@
 //! RFC 3339 timestamps (`2026-11-26T10:00:00Z`, `2026-11-26T11:00:00+01:00`, fractional seconds
 //! ignored) to unix seconds, for `expire --now`.
 
-/// Days from 1970-01-01 to the civil date (Howard Hinnant's `days_from_civil`).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+use relay_civil::{days_from_civil, days_in_month};
 
 fn num(s: &str, what: &str) -> Result<u32, String> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("bad {what} {s:?}"));
     }
     s.parse().map_err(|_| format!("bad {what} {s:?}"))
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        4 | 6 | 9 | 11 => 30,
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        _ => 31,
-    }
 }
 
 /// Parses an RFC 3339 date-time into unix seconds.

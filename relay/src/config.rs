@@ -61,6 +61,10 @@ pub struct Config {
     pub ports: Ports,
     /// Relay's own: file whose existence blocks account creation (`/etc/chatmail-nocreate`).
     pub nocreate_file: PathBuf,
+    /// Relay's own `user` (default `chatmail-relay`): the user a `relay serve` started as root
+    /// switches to once its ports are bound. `None` = keep whatever identity the relay was
+    /// started with: always for `relay dev`, and for `user = root` (on purpose).
+    pub user: Option<String>,
     /// Connection rate limiting (`ebpf_interfaces`, `max_new_connections_per_minute`,
     /// `new_connections_burst`; the SMTP per-source cap derives from `max_smtp_connections`).
     pub ratelimit: crate::ratelimit::RateLimitConfig,
@@ -210,6 +214,22 @@ impl Config {
         } else {
             PathBuf::from("/etc/chatmail-nocreate")
         };
+        let user = match p.get("user").map(|u| u.trim().to_owned()) {
+            Some(u)
+                if u.is_empty()
+                    || u.starts_with('-')
+                    || u.contains(|c: char| c.is_whitespace() || c == ':' || c == '/') =>
+            {
+                return Err(Error::invalid(
+                    "user",
+                    &u,
+                    "a user name (or `root` to keep running as root)",
+                ))
+            }
+            Some(u) => u,
+            None => DEFAULT_USER.to_owned(),
+        };
+        let user = (!dev && user != "root").then_some(user);
         let max_smtp_connections = positive(&p, "max_smtp_connections", 1000)?;
         let ratelimit = crate::ratelimit::RateLimitConfig {
             ebpf_interfaces: p
@@ -268,6 +288,7 @@ impl Config {
             privacy_mail: p.get("privacy_mail").unwrap_or_default().trim().to_owned(),
             iroh_relay: p.get("iroh_relay").map(|s| s.trim().to_owned()),
             nocreate_file: p.path("nocreate_file")?.unwrap_or(nocreate_default),
+            user,
             mail_domain,
             data_dir,
             listen,
@@ -284,6 +305,9 @@ impl Config {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+/// Default of option `user`.
+pub const DEFAULT_USER: &str = "chatmail-relay";
 
 /// Options of the reference's `chatmail.ini` this relay reads.
 const INTERPRETED: &[&str] = &[
@@ -317,6 +341,7 @@ const INTERPRETED: &[&str] = &[
     "imap_port",
     "imaps_port",
     "nocreate_file",
+    "user",
     "ebpf_interfaces",
     "max_new_connections_per_minute",
     "new_connections_burst",
@@ -641,6 +666,29 @@ mod tests {
         .unwrap();
         assert_eq!(c.ports.imap, 20143);
         assert_eq!(c.max_user_send_burst_size, 3);
+    }
+
+    #[test]
+    fn user_defaults_to_chatmail_relay_for_serve_only() {
+        let mut raw = RawConfig::default();
+        raw.set("mail_domain=x.org").unwrap();
+        let c = Config::build(&raw, Mode::Serve).unwrap();
+        assert_eq!(c.user.as_deref(), Some(DEFAULT_USER));
+        raw.set("user=root").unwrap();
+        assert_eq!(Config::build(&raw, Mode::Serve).unwrap().user, None);
+        raw.set("user=mailer").unwrap();
+        assert_eq!(
+            Config::build(&raw, Mode::Serve).unwrap().user.as_deref(),
+            Some("mailer")
+        );
+        // `relay dev` never switches users.
+        let dev = Mode::Dev {
+            data_dir: "d".into(),
+        };
+        assert_eq!(Config::build(&raw, dev.clone()).unwrap().user, None);
+        raw.set("user=a b").unwrap();
+        let e = Config::build(&raw, dev).unwrap_err();
+        assert!(e.to_string().contains("user"), "{e}");
     }
 
     #[test]

@@ -23,10 +23,13 @@ pub mod admin;
 pub mod auth_cache;
 pub mod config;
 pub mod expire;
+pub mod header;
 pub mod imap;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: sockets, timers, threads
 pub mod io;
 pub mod policy;
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: users, ids, file modes
+pub mod privilege;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: kernel maps, XDP loader
 pub mod ratelimit;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: listeners, worker threads

@@ -59,21 +59,54 @@ enum Command {
     },
 }
 
+/// Writes a line to stdout; a closed or full stdout loses the line, never the relay
+/// (`println!` would panic).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// As [`say!`], to stderr (`eprintln!` would panic).
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Log lines go through a bounded queue to a writer thread: a failing or stalled stderr drops
+    // lines (counted) instead of stopping or slowing the relay.
+    let log = relay::io::log::LossyWriter::stderr().ok();
+    match &log {
+        Some(w) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(w.clone())
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::sink)
+            .init(),
+    }
+    let code = run_cli();
+    if let Some(w) = &log {
+        w.drain(std::time::Duration::from_secs(1));
+    }
+    code
+}
+
+fn run_cli() -> ExitCode {
     let cli = Cli::parse();
     let (raw, mode, io, workers, dev) = match cli.command {
         Command::Admin { socket, command } => {
             return match relay::admin::run(command, &socket) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    report!("error: {e:#}");
                     ExitCode::FAILURE
                 }
             };
@@ -96,7 +129,7 @@ fn main() -> ExitCode {
             let text = match std::fs::read_to_string(&config) {
                 Ok(t) => t,
                 Err(e) => {
-                    eprintln!("error: reading {}: {e}", config.display());
+                    report!("error: reading {}: {e}", config.display());
                     return ExitCode::from(2);
                 }
             };
@@ -115,7 +148,7 @@ fn main() -> ExitCode {
     match run(config, io, workers, dev) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            report!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -129,7 +162,7 @@ fn overrides(mut raw: RawConfig, set: &[String]) -> Result<RawConfig, config::Er
 }
 
 fn config_error(e: &config::Error) -> ExitCode {
-    eprintln!("error: configuration: {e}");
+    report!("error: configuration: {e}");
     ExitCode::from(2)
 }
 
@@ -154,7 +187,7 @@ fn run(config: Config, io: IoChoice, workers: Option<usize>, dev: bool) -> anyho
     for (kind, addr) in &running.bound {
         out.push_str(&format!("  {kind:?}: {addr}\n"));
     }
-    println!(
+    say!(
         "relay for {domain} on {} ({workers} workers)\n{out}",
         running.backend
     );
@@ -167,7 +200,7 @@ fn run(config: Config, io: IoChoice, workers: Option<usize>, dev: bool) -> anyho
             port(Kind::Imaps),
             port(Kind::Submissions),
         );
-        println!("A fresh account (created on first login) for a Delta Chat app:\n{url}\n");
+        say!("A fresh account (created on first login) for a Delta Chat app:\n{url}\n");
     }
     let mut echo = if dev {
         start_echo(&data_dir, port(Kind::Imaps), port(Kind::Submissions))
@@ -192,12 +225,12 @@ fn start_echo(data: &std::path::Path, imaps: u16, submissions: u16) -> Option<st
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
     };
     if !on_path("deltachat-rpc-server") {
-        println!("echo bot not started: deltachat-rpc-server is not on PATH (pip install deltachat-rpc-server)");
+        say!("echo bot not started: deltachat-rpc-server is not on PATH (pip install deltachat-rpc-server)");
         return None;
     }
     let echo = std::env::current_exe().ok()?.with_file_name("echo");
     if !echo.is_file() {
-        println!(
+        say!(
             "echo bot not started: {} is missing (cargo build -p relay-bots)",
             echo.display()
         );
@@ -218,14 +251,14 @@ fn start_echo(data: &std::path::Path, imaps: u16, submissions: u16) -> Option<st
         .spawn();
     match child {
         Ok(c) => {
-            println!(
+            say!(
                 "echo bot starting: its invite link will be in {} (message it to try the relay)",
                 invite.display()
             );
             Some(c)
         }
         Err(e) => {
-            println!("echo bot not started: {e}");
+            say!("echo bot not started: {e}");
             None
         }
     }

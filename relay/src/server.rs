@@ -1,6 +1,24 @@
-//! Wiring: opens the store, sets up TLS, binds the listeners (one `SO_REUSEPORT` socket per port
-//! per worker thread), starts one worker thread per core on the chosen I/O backend, and stops on
+//! Wiring: sets up TLS, binds the listeners, attaches rate limiting, drops root (`relay serve`),
+//! opens the store, starts one worker thread per core on the chosen I/O backend, and stops on
 //! SIGINT/SIGTERM after a store checkpoint.
+//!
+//! # One process per port
+//! Each port has exactly one listening socket, bound without `SO_REUSEPORT`; every worker thread
+//! accepts on its own duplicate of that descriptor. A second process on the same port (an old
+//! instance still running, a test relay with another data directory) therefore fails at `bind`
+//! with "address in use", as Postfix and Dovecot do, instead of silently joining a reuseport
+//! group and taking half of the connections. A second relay on the same data directory is kept
+//! out by the store's lock as well.
+//!
+//! # Start-up order
+//! 1. Look up the `user` to switch to (only when started as root; a missing user refuses to
+//!    start before anything is bound).
+//! 2. The data directory (`0700`, everything in it narrowed to `0700`/`0600`) and TLS (an
+//!    external key may be readable by root only).
+//! 3. Bind every port, attach the XDP program: the privileged steps.
+//! 4. As root: hand the data directory tree to the user (`chown`, so a directory left by an
+//!    earlier root-run relay works), then `setgroups`/`setgid`/`setuid`.
+//! 5. Open the store and the admin socket as that user, so every file they create is its own.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -164,9 +182,9 @@ impl Ctx {
         }
     }
 
-    /// Admission at accept time: the per-source new-connection rate (unless the XDP program
-    /// already enforces it in the kernel), the per-source SMTP cap, and the global connection
-    /// limits. `None` means close at once.
+    /// Admission at accept time: the per-source new-connection rate (also when the XDP program
+    /// enforces it in the kernel: it passes some traffic without judging), the per-source SMTP
+    /// cap, and the global connection limits. `None` means close at once.
     fn admit(&self, kind: Kind, peer: IpAddr) -> Option<Admitted<'_>> {
         let now_ns = self.epoch.elapsed().as_nanos() as u64;
         if !self.admission.admit(peer, now_ns) {
@@ -227,7 +245,9 @@ fn listen_specs(config: &Config) -> Vec<ListenSpec> {
     specs
 }
 
-/// A listening socket with `SO_REUSEPORT`, so each worker has its own accept queue.
+/// The one listening socket of a port. `SO_REUSEADDR` (restart over `TIME_WAIT` connections) but
+/// no `SO_REUSEPORT`: a second listener on the port, in this process or another, gets
+/// `EADDRINUSE`.
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let domain = if addr.is_ipv6() {
         socket2::Domain::IPV6
@@ -236,7 +256,6 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     };
     let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
@@ -277,14 +296,51 @@ impl Running {
     }
 }
 
-/// Opens the store and TLS, binds every listener and starts the workers.
+/// Binds `spec`; a port taken by another process is reported by its number.
+fn bind_spec(spec: &ListenSpec) -> anyhow::Result<std::net::TcpListener> {
+    bind(spec.addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "port {} ({:?}) on {}: address in use (another relay or mail server is \
+                 listening there)",
+                spec.addr.port(),
+                spec.kind,
+                spec.addr.ip()
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("binding {} ({:?})", spec.addr, spec.kind))
+        }
+    })
+}
+
+/// Sets up TLS, binds every listener, drops root if configured, opens the store and starts the
+/// workers (see the module docs for the order).
 ///
 /// # Errors
-/// Store, TLS or bind failures, with context.
+/// User lookup, TLS, bind, privilege, store or admin socket failures, with context.
 pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result<Running> {
-    std::fs::create_dir_all(&config.data_dir)
+    let switch_to = match &config.user {
+        Some(name) if crate::privilege::is_root() => {
+            Some(crate::privilege::RelayUser::lookup(name)?)
+        }
+        _ => None,
+    };
+    crate::privilege::private_dir(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    crate::privilege::private_tree(&config.data_dir).context("narrowing the data directory")?;
     let tls = crate::tls::setup(&config).context("setting up TLS")?;
+    let mut bound = Vec::new();
+    let mut listeners = Vec::new();
+    for spec in listen_specs(&config) {
+        let l = bind_spec(&spec)?;
+        bound.push((spec.kind, l.local_addr()?));
+        listeners.push((spec.kind, l));
+    }
+    let (admission, enforcement) = crate::ratelimit::start(&config.ratelimit);
+    if let Some(user) = &switch_to {
+        user.become_user(&config.data_dir)?;
+        tracing::info!(uid = user.uid(), "running as user {}", user.name);
+    }
     let store = Store::open(
         &config.data_dir.join("store"),
         StoreConfig {
@@ -293,7 +349,6 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         },
     )
     .context("opening the store")?;
-    let (admission, enforcement) = crate::ratelimit::start(&config.ratelimit);
     let shared = Arc::new(Shared::new(config, store));
     let admin_path = crate::admin::socket_path(&shared.config);
     let admin = crate::admin::spawn(shared.clone(), &admin_path)
@@ -305,24 +360,17 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         tls,
         counters: Counters::default(),
     });
-    // Bind the first set to learn ephemeral ports, then bind the rest to the same ports.
-    let mut specs = listen_specs(&shared.config);
+    // Every worker accepts on its own duplicate of each port's one socket.
     let mut per_worker: Vec<Vec<(Kind, std::net::TcpListener)>> = Vec::new();
-    let mut bound = Vec::new();
-    for w in 0..workers.max(1) {
-        let mut ls = Vec::new();
-        for spec in specs.iter_mut() {
-            let l = bind(spec.addr)
-                .with_context(|| format!("binding {} ({:?})", spec.addr, spec.kind))?;
-            if w == 0 {
-                let local = l.local_addr()?;
-                spec.addr = local;
-                bound.push((spec.kind, local));
-            }
-            ls.push((spec.kind, l));
-        }
+    for _ in 0..workers.max(1) {
+        let ls = listeners
+            .iter()
+            .map(|(kind, l)| Ok((*kind, l.try_clone()?)))
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("sharing a listening socket with a worker")?;
         per_worker.push(ls);
     }
+    drop(listeners);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut threads = Vec::new();
     for (i, listeners) in per_worker.into_iter().enumerate() {
@@ -409,13 +457,21 @@ async fn serve(ctx: &Ctx, kind: Kind, conn: impl io::Conn, peer: SocketAddr) {
     let Some(_admitted) = ctx.admit(kind, ip) else {
         return;
     };
+    let clock = io::SessionClock::start();
     let session = new_session(
         kind,
         &ctx.shared,
         SocketAddr::new(ip, peer.port()),
-        io::now_ms(),
+        clock.now_ms(),
     );
-    io::drive(conn, session, ctx.start_for(kind), ctx.shared.clone()).await;
+    io::drive(
+        conn,
+        session,
+        ctx.start_for(kind),
+        ctx.shared.clone(),
+        clock,
+    )
+    .await;
 }
 
 fn run_uring(

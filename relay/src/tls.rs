@@ -116,9 +116,19 @@ fn self_signed_paths(config: &Config) -> Result<(PathBuf, PathBuf), Error> {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     if cert.exists() && key.exists() {
+        // Narrow what an older version (or a copy) left readable to others.
+        let io = |p: &Path| {
+            let path = p.to_owned();
+            move |source| Error::Io { path, source }
+        };
+        crate::privilege::private_dir(&dir).map_err(io(&dir))?;
+        for p in [&key, &cert] {
+            crate::privilege::open_private(std::fs::OpenOptions::new().read(true), p)
+                .map_err(io(p))?;
+        }
         return Ok((cert, key));
     }
-    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+    crate::privilege::private_dir(&dir).map_err(|source| Error::Io {
         path: dir.clone(),
         source,
     })?;
@@ -159,19 +169,19 @@ pub fn generate_self_signed(domain: &str) -> Result<(String, String), Error> {
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     let io = |source| Error::Io {
         path: path.to_owned(),
         source,
     };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
+    let mut f = crate::privilege::open_private(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true),
+        &tmp,
+    )
+    .map_err(io)?;
     f.write_all(data).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;

@@ -1,7 +1,7 @@
 //! The local admin socket: account management and retention jobs for operators and bots.
 //!
 //! A Unix stream socket (mode 0600, `<data dir>/admin.sock` unless the `admin_socket` option is
-//! set) speaking JSON lines: each request is one JSON object on one line, each answer is one JSON
+//! set; only root and the relay's own user are served, checked by `SO_PEERCRED`) speaking JSON lines: each request is one JSON object on one line, each answer is one JSON
 //! object on one line, in order. A bad request gets an error line and the connection keeps
 //! serving. Blank lines are ignored. Lines longer than [`MAX_REQUEST_BYTES`] are refused.
 //!
@@ -41,7 +41,7 @@
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -103,16 +103,22 @@ impl Drop for Handle {
     }
 }
 
-/// Binds the admin socket at `path` (mode 0600, created under a temporary name and renamed into
-/// place so it is never reachable with wider permissions) and serves it on a thread, one thread
-/// per connection.
+/// Binds the admin socket at `path` and serves it on a thread, one thread per connection.
+///
+/// The socket is bound inside a fresh `0700` directory beside `path`, set to `0600` there and only
+/// then renamed into place, so no other user can reach it, not even for an instant. Every
+/// accepted connection's peer credentials are checked as well: only root and the relay's own
+/// user are served ([`crate::privilege::is_trusted_peer`]).
 ///
 /// # Errors
 /// `AddrInUse` if another process serves `path`, `AlreadyExists` if `path` is not a socket, or
-/// the bind/chmod/rename error.
+/// the mkdir/bind/chmod/rename error.
 pub fn spawn(shared: Arc<Shared>, path: &Path) -> std::io::Result<Handle> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        if !parent.exists() {
+            crate::privilege::private_dir(parent)?;
+        }
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
@@ -132,17 +138,22 @@ pub fn spawn(shared: Arc<Shared>, path: &Path) -> std::io::Result<Handle> {
         }
         Err(_) => {}
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
+    let mut private = path.as_os_str().to_owned();
+    private.push(format!(".{}.d", std::process::id()));
+    let private = PathBuf::from(private);
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let tmp = private.join("admin.sock");
+    let placed = std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))
+        .and_then(|()| UnixListener::bind(&tmp))
+        .and_then(|listener| {
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::rename(&tmp, path)?;
+            Ok(listener)
+        });
     let _ = std::fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp)?;
-    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    let _ = std::fs::remove_dir(&private);
+    let listener = placed?;
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
         let stop = stop.clone();
@@ -173,6 +184,13 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>, stop: &AtomicBool,
                 continue;
             }
         };
+        let trusted = crate::privilege::is_trusted_peer(&stream).unwrap_or(false);
+        if !trusted {
+            tracing::warn!(
+                "admin socket {}: refused a connection from another user",
+                path.display()
+            );
+        }
         if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
             active.fetch_sub(1, Ordering::SeqCst);
             let _ = writeln!(
@@ -188,7 +206,9 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>, stop: &AtomicBool,
         let spawned = std::thread::Builder::new()
             .name("admin-conn".into())
             .spawn(move || {
-                if let Err(e) = serve(stream, &shared) {
+                if !trusted {
+                    refuse(stream);
+                } else if let Err(e) = serve(stream, &shared) {
                     tracing::debug!("admin connection ended: {e}");
                 }
                 active2.fetch_sub(1, Ordering::SeqCst);
@@ -248,6 +268,23 @@ fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Re
 }
 
 /// Serves one connection until EOF, an I/O error or the idle timeout.
+/// Answers a peer that is neither root nor the relay's user: reads its first request (so that
+/// its write does not fail before it sees the answer), answers `forbidden` and closes. Nothing
+/// it sends is interpreted.
+fn refuse(stream: UnixStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    let _ = read_line(&mut reader, &mut buf, MAX_REQUEST_BYTES);
+    let _ = writeln!(
+        writer,
+        r#"{{"ok":false,"code":"forbidden","error":"only root and the relay's user may use the admin socket"}}"#
+    );
+}
+
 fn serve(stream: UnixStream, shared: &Weak<Shared>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     let mut writer = stream.try_clone()?;

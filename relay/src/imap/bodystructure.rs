@@ -10,6 +10,7 @@ use std::ops::Range;
 use mail_parser::{Address, MessageParser, MimeHeaders};
 
 use super::response::{nstring, string};
+use crate::header::field_end;
 
 const MAX_DEPTH: usize = 16;
 const MAX_PARTS: usize = 500;
@@ -296,19 +297,6 @@ pub fn raw_header(header: &[u8], name: &str) -> Option<Vec<u8>> {
     header_fields(header)
         .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
         .map(|(_, v)| unfold(v))
-}
-
-/// End of the header field starting at `start`: after the first line break not followed by
-/// WSP (a folded field goes on), or the end of `header`.
-fn field_end(header: &[u8], start: usize) -> usize {
-    let mut end = start;
-    while let Some(p) = header[end..].iter().position(|&b| b == b'\n') {
-        end += p + 1;
-        if !(end < header.len() && (header[end] == b' ' || header[end] == b'\t')) {
-            return end;
-        }
-    }
-    header.len()
 }
 
 /// `(name, raw value incl. continuation lines)` of every header field.

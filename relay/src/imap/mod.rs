@@ -2,16 +2,24 @@
 //!
 //! Layers, bottom up: [`frame`] cuts bytes into commands and enforces the caps, [`command`] parses
 //! them, [`response`] encodes replies, [`bodystructure`] and [`fetch`] render message data,
-//! [`search`] evaluates SEARCH keys, and `session` is the state machine the driver talks to.
-//! Nothing here does I/O or reads a clock: store reads are synchronous, writes are effects.
+//! [`search`] evaluates SEARCH keys. `session` is the state machine the driver talks to: it holds
+//! the protocol state and dispatches each command to its family in `handler`; `sync` reports
+//! changes to the selected mailbox. Nothing here does I/O or reads a clock: store reads are
+//! synchronous, writes are effects.
+//!
+//! Adding a command: a variant in `command/types.rs`, its grammar in `command/parser.rs`, the
+//! state it needs and its dispatch arm in `session.rs`, and the handler (with the completion of
+//! its effect, if it writes) in `handler/<family>.rs`.
 
 pub mod bodystructure;
 pub mod command;
 pub mod fetch;
 pub mod frame;
+mod handler;
 pub mod response;
 pub mod search;
 mod session;
+mod sync;
 
 pub use session::Session;
 

@@ -2,8 +2,9 @@
 //! The message bytes are read lazily (only keys that need them read them); never writes.
 
 use super::bodystructure::{self, raw_header};
-use super::command::{days_from_civil, SearchKey};
+use super::command::SearchKey;
 use crate::store::{flag_bits, Body, Flag, MessageMeta};
+use relay_civil::days_from_civil;
 
 /// One message being tested.
 pub struct Candidate<'a> {

@@ -966,6 +966,48 @@ fn idle_wakes_up_on_delivery() {
 }
 
 #[test]
+fn state_changes_keep_login_and_selection() {
+    let mut t = T::new();
+    t.drive();
+    t.cmd("a FETCH 1 UID").bad().has("Please log in first");
+    let acc = t.login("u@x");
+    t.cmd("b LOGIN u@x password123")
+        .bad()
+        .has("Already logged in");
+    // IDLE without a selected mailbox, then still logged in and nothing selected.
+    t.cmd("c IDLE");
+    assert_eq!(t.s.watched_account(), Some(acc));
+    t.raw("c", b"DONE\r\n").ok();
+    t.cmd("d FETCH 1 UID").bad().has("No mailbox selected");
+    // IDLE keeps the selected mailbox and the client's view of it.
+    t.deliver(acc, &msg("one", "x"));
+    t.cmd("e SELECT INBOX").ok().has("* 1 EXISTS");
+    t.cmd("f IDLE");
+    t.deliver(acc, &msg("two", "y"));
+    t.s.account_changed(t.now);
+    assert_eq!(t.drive(), "* 2 EXISTS\r\n");
+    t.raw("f", b"DONE\r\n").ok().lacks("EXISTS");
+    t.cmd("g FETCH 2 UID").ok().has("* 2 FETCH (UID 2)");
+    // A failed SELECT leaves nothing selected; so does deleting the selected mailbox.
+    t.cmd("h SELECT Nope").no();
+    t.cmd("i FETCH 1 UID").bad().has("No mailbox selected");
+    t.cmd("j CREATE Other").ok();
+    t.cmd("k SELECT Other").ok();
+    t.cmd("l DELETE Other").ok();
+    t.cmd("m FETCH 1 UID").bad().has("No mailbox selected");
+    // CLOSE and UNSELECT deselect; LOGOUT ends the session.
+    t.cmd("n EXAMINE INBOX").ok();
+    t.cmd("o CLOSE").ok();
+    t.cmd("p FETCH 1 UID").bad().has("No mailbox selected");
+    t.cmd("q SELECT INBOX").ok();
+    t.cmd("r UNSELECT").ok();
+    t.cmd("s FETCH 1 UID").bad().has("No mailbox selected");
+    t.cmd("t LOGOUT").ok().has("* BYE");
+    assert!(t.closed);
+    assert_eq!(t.cmd("u NOOP").text, "");
+}
+
+#[test]
 fn autologout_timers() {
     let mut t = T::new();
     t.drive();

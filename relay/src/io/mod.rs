@@ -5,6 +5,7 @@
 //! - [`pipeline`]: TLS and DEFLATE transforms (no sockets).
 //! - [`epoll`] and [`uring`]: the two socket backends, each a [`Conn`] and a listener loop.
 //! - [`drive`]: the connection loop shared by both backends.
+//! - [`log`]: the log sink that never blocks or fails the relay.
 //!
 //! The loop, for every connection: read → pipeline → `session.receive`; then drain
 //! `session.poll_action` (run effects, switch on TLS or DEFLATE, close) and write the output; wait
@@ -12,6 +13,7 @@
 //! the store after commit — no message data is copied), or the session's next timeout.
 
 pub mod epoll;
+pub mod log;
 pub mod pipeline;
 pub mod uring;
 
@@ -37,11 +39,48 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 /// A TLS handshake must finish within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The current time in unix milliseconds: the one place the relay's sessions get time from.
+/// The wall clock in unix milliseconds: for what needs a real date (last-login day), never for a
+/// deadline.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The clock one connection's session sees: the wall clock read once when the connection starts,
+/// then advanced by the monotonic clock ([`std::time::Instant`]).
+///
+/// Sessions take one `now_ms` for both their deadlines (idle and command timeouts, IDLE pings, the
+/// send limiter) and their dates (INTERNALDATE). Advancing it monotonically makes every deadline
+/// immune to wall-clock steps (an NTP correction, an operator's `date -s`): a step forward no
+/// longer times out every connection at once, a step back no longer keeps dead ones for hours.
+/// The price is that a date stamped by a connection is off by the steps made since that
+/// connection started; each new connection starts from the current wall time again.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionClock {
+    wall_ms: u64,
+    start: std::time::Instant,
+}
+
+impl SessionClock {
+    /// A clock starting at the current wall time.
+    pub fn start() -> SessionClock {
+        SessionClock::starting_at(now_ms())
+    }
+
+    /// A clock starting at `wall_ms` (unix milliseconds) now.
+    pub fn starting_at(wall_ms: u64) -> SessionClock {
+        SessionClock {
+            wall_ms,
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// `wall_ms` at start plus the monotonic time since.
+    pub fn now_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.wall_ms.saturating_add(elapsed)
+    }
 }
 
 /// A connected stream of either backend, with owned-buffer reads and writes (io_uring's model;
@@ -63,14 +102,15 @@ pub enum Start {
     Tls(Arc<rustls::ServerConfig>),
 }
 
-/// Runs one connection to its end.
+/// Runs one connection to its end; `clock` is the one the session was created with.
 pub async fn drive<C: Conn>(
     conn: C,
     mut session: Box<dyn Session>,
     start: Start,
     shared: Arc<Shared>,
+    clock: SessionClock,
 ) {
-    if let Err(e) = drive_inner(&conn, &mut *session, start, &shared).await {
+    if let Err(e) = drive_inner(&conn, &mut *session, start, &shared, clock).await {
         tracing::debug!("connection ended: {e}");
     }
 }
@@ -106,7 +146,9 @@ async fn drive_inner(
     session: &mut dyn Session,
     start: Start,
     shared: &Shared,
+    clock: SessionClock,
 ) -> io::Result<()> {
+    let now_ms = || clock.now_ms();
     let mut pipe = Pipeline::default();
     let starttls_config = match start {
         Start::Plain(c) => c,
@@ -232,5 +274,25 @@ async fn drive_inner(
                 return Err(io::Error::other("session neither reads, watches nor waits"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_clock_starts_at_wall_time_and_advances_monotonically() {
+        // Started at an arbitrary wall time (as if the wall clock were stepped afterwards): the
+        // session's time follows the monotonic clock from there, never the wall clock.
+        let clock = SessionClock::starting_at(1_000_000);
+        let a = clock.now_ms();
+        std::thread::sleep(Duration::from_millis(30));
+        let b = clock.now_ms();
+        assert!((1_000_000..1_001_000).contains(&a), "{a}");
+        assert!(b >= a + 30, "{a} {b}");
+        assert!(b < 1_000_000 + 10_000, "{b}");
+        let fresh = SessionClock::start().now_ms();
+        assert!(fresh.abs_diff(now_ms()) < 1_000, "{fresh}");
     }
 }

@@ -4,6 +4,8 @@
 //! Works on bytes, one pass, never parses MIME, never touches the body (copied byte for byte)
 //! and never changes line endings of the lines it keeps.
 
+use crate::header::field_end;
+
 /// What to do with one header field.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Action {
@@ -14,48 +16,44 @@ enum Action {
 }
 
 /// Rewrite the header section of `raw` field by field; `decide` gets the field name (bytes before
-/// the colon, trailing whitespace trimmed).
+/// the colon on the field's first line, trailing whitespace trimmed). Continuation lines before the
+/// first field and lines without a colon (with their continuations) are kept.
 fn rewrite(raw: &[u8], decide: impl Fn(&[u8]) -> Action) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
     let mut pos = 0;
-    // The action of the field whose continuation lines may follow.
-    let mut current = Action::Keep;
     while pos < raw.len() {
-        let line_end = match raw[pos..].iter().position(|&b| b == b'\n') {
-            Some(i) => pos + i + 1,
-            None => raw.len(),
-        };
-        let line = &raw[pos..line_end];
-        if line == b"\r\n" || line == b"\n" {
+        let rest = &raw[pos..];
+        if rest.starts_with(b"\r\n") || rest.starts_with(b"\n") {
             // End of the header section: the empty line and the body go out unchanged.
-            out.extend_from_slice(&raw[pos..]);
+            out.extend_from_slice(rest);
             return out;
         }
-        let eol: &[u8] = if line.ends_with(b"\r\n") {
-            b"\r\n"
-        } else if line.ends_with(b"\n") {
-            b"\n"
-        } else {
-            b""
+        let end = field_end(raw, pos);
+        let field = &raw[pos..end];
+        let first_line = match field.iter().position(|&b| b == b'\n') {
+            Some(i) => &field[..=i],
+            None => field,
         };
-        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-        if !continuation {
-            current = match line.iter().position(|&b| b == b':') {
-                Some(colon) => decide(line[..colon].trim_ascii_end()),
-                None => Action::Keep,
-            };
-            match current {
-                Action::Keep => out.extend_from_slice(line),
-                Action::Drop => {}
-                Action::Replace(with) => {
-                    out.extend_from_slice(with);
-                    out.extend_from_slice(if eol.is_empty() { b"\r\n" } else { eol });
-                }
+        let continuation = matches!(first_line.first(), Some(b' ' | b'\t'));
+        let action = match first_line.iter().position(|&b| b == b':') {
+            Some(colon) if !continuation => decide(first_line[..colon].trim_ascii_end()),
+            _ => Action::Keep,
+        };
+        match action {
+            Action::Keep => out.extend_from_slice(field),
+            Action::Drop => {}
+            Action::Replace(with) => {
+                // Keep the field's line ending; a last line without one gets CRLF.
+                let eol: &[u8] = if first_line.ends_with(b"\n") && !first_line.ends_with(b"\r\n") {
+                    b"\n"
+                } else {
+                    b"\r\n"
+                };
+                out.extend_from_slice(with);
+                out.extend_from_slice(eol);
             }
-        } else if current == Action::Keep {
-            out.extend_from_slice(line);
         }
-        pos = line_end;
+        pos = end;
     }
     out
 }

@@ -3,9 +3,21 @@
 //! Two limits apply per source prefix (IPv4 address, IPv6 /64; see
 //! [`relay_ebpf_common::PrefixKey`]):
 //! - **new connections**: a token bucket of `max_new_connections_per_minute` with a burst of
-//!   `new_connections_burst`, decided by [`relay_ebpf_common::admit`]. With [`Enforcement::Kernel`]
-//!   the XDP program applies it to SYNs before the kernel even answers them; otherwise
-//!   [`Admission::admit`] applies the very same function after `accept`.
+//!   `new_connections_burst`, decided by [`relay_ebpf_common::admit`]. [`Admission::admit`]
+//!   applies it after `accept`, always. With [`Enforcement::Kernel`] the XDP program applies it
+//!   as well, to SYNs before the kernel even answers them.
+//!
+//! # Why the userspace twin stays on in kernel mode
+//! The XDP program judges only what it can parse: TCP SYNs over IPv4 and IPv6 without extension
+//! headers, to the limited ports. Everything else (IPv6 with extension headers, VLAN-tagged or
+//! other ethertypes) it passes without judging, and a flood shaped like that would reach
+//! `accept` unlimited if the twin were off. So the twin judges every accepted connection, with
+//! the same rate and [`KERNEL_TWIN_BURST_FACTOR`] times the burst. Traffic the kernel already
+//! admitted is not limited twice: the twin sees a subset of what the kernel admitted, only later
+//! (accept-queue delay), and a sequence that conforms to a bucket of rate `r` and burst `b` still
+//! conforms when each event is delayed by up to `d`, given a burst of `b + r·d`; doubling the
+//! burst absorbs delays up to `b / r` (20 s with the defaults). Unjudged traffic gets the looser
+//! twin limit instead of none.
 //! - **concurrent SMTP connections**: at most `max_smtp_connections / 5` per source (chatmail's
 //!   per-client share), held by the [`SmtpSlot`] guard [`Admission::enter_smtp`] returns.
 //!
@@ -29,6 +41,9 @@ pub mod ebpf;
 pub const DEFAULT_MAX_NEW_CONNECTIONS_PER_MINUTE: u32 = 600;
 /// Default `new_connections_burst` (per source prefix).
 pub const DEFAULT_NEW_CONNECTIONS_BURST: u32 = 200;
+/// In kernel mode the userspace twin allows this many times the configured burst (see the module
+/// docs).
+pub const KERNEL_TWIN_BURST_FACTOR: u32 = 2;
 /// Buckets kept by the userspace limiter (the kernel map has its own, equal, capacity).
 pub const MAX_TRACKED_SOURCES: usize = relay_ebpf_common::MAX_SOURCES as usize;
 
@@ -65,7 +80,8 @@ impl Default for RateLimitConfig {
 /// Where new-connection rate limiting happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enforcement {
-    /// The XDP program drops excess SYNs; [`Admission::admit`] admits everything.
+    /// The XDP program drops excess SYNs; [`Admission::admit`] still judges every accepted
+    /// connection, with a wider burst, for what the program passes without judging.
     Kernel,
     /// [`Admission::admit`] decides after `accept`.
     Userspace,
@@ -185,12 +201,17 @@ impl Admission {
         self.enforcement
     }
 
-    /// Whether `peer` may open a new connection at `now_ns` (monotonic nanoseconds). Always
-    /// `true` when the kernel enforces the rate: those SYNs were already admitted once.
+    /// Switches to kernel mode: the XDP program enforces the configured limits, and this twin
+    /// keeps judging with [`KERNEL_TWIN_BURST_FACTOR`] times the burst.
+    #[cfg(any(test, feature = "ebpf"))]
+    fn set_kernel_enforcement(&mut self) {
+        self.enforcement = Enforcement::Kernel;
+        self.limits.burst = self.limits.burst.saturating_mul(KERNEL_TWIN_BURST_FACTOR);
+    }
+
+    /// Whether `peer` may open a new connection at `now_ns` (monotonic nanoseconds). Judged in
+    /// both modes (see the module docs: no bypass for what XDP passes without judging).
     pub fn admit(&self, peer: IpAddr, now_ns: u64) -> bool {
-        if self.enforcement == Enforcement::Kernel {
-            return true;
-        }
         let key = PrefixKey::from_ip(peer);
         let mut buckets = lock(&self.buckets);
         let limits = self.limits;
@@ -322,7 +343,7 @@ pub fn start(cfg: &RateLimitConfig) -> (Admission, Enforcement) {
                     "connection rate limiting: kernel (XDP on {})",
                     on.join(", ")
                 );
-                admission.enforcement = Enforcement::Kernel;
+                admission.set_kernel_enforcement();
                 admission.kernel = Some(Mutex::new(kernel));
                 return (admission, Enforcement::Kernel);
             }

@@ -53,10 +53,34 @@ fn ipv6_sources_share_a_bucket_per_64() {
 }
 
 #[test]
-fn kernel_enforcement_admits_everything_in_userspace() {
-    let mut a = Admission::new(&cfg(60, 1, 100));
-    a.enforcement = Enforcement::Kernel;
-    assert!((0..10).all(|_| a.admit(ip("192.0.2.1"), 0)));
+fn kernel_enforcement_keeps_the_userspace_twin_judging() {
+    let mut a = Admission::new(&cfg(60, 5, 100));
+    a.set_kernel_enforcement();
+    assert_eq!(a.enforcement(), Enforcement::Kernel);
+    // An IPv6 source with extension headers (or any other traffic XDP passes unjudged) is still
+    // limited after accept: the twin's burst, twice the kernel's, then one per second.
+    let p = ip("2001:db8::1");
+    let admitted = (0..50).filter(|_| a.admit(p, 0)).count();
+    assert_eq!(admitted, 10);
+    assert!(a.admit(p, SECOND));
+    assert!(!a.admit(p, SECOND));
+    assert_eq!(a.counters().dropped, 41);
+}
+
+#[test]
+fn kernel_admitted_connections_are_not_limited_twice_when_accepts_lag() {
+    // The kernel admits a full burst spread over time at exactly its rate; the accept loop
+    // lags and accepts all of it at once, later. The twin admits every one.
+    let (rate, burst) = (60, 20);
+    let mut a = Admission::new(&cfg(rate, burst, 100));
+    a.set_kernel_enforcement();
+    let p = ip("192.0.2.9");
+    // Kernel view: 20 at t=0, then one per second for 20 s = 40 admitted SYNs.
+    let kernel_admitted = burst + 20;
+    // Userspace view: all 40 accepted together at t=20 s.
+    let t = 20 * SECOND;
+    let admitted = (0..kernel_admitted).filter(|_| a.admit(p, t)).count();
+    assert_eq!(admitted, kernel_admitted as usize);
 }
 
 #[test]

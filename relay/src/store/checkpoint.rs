@@ -293,13 +293,17 @@ pub fn snapshot_position(cp: &CpIndex) -> Position {
 
 /// [`write()`] of a snapshot.
 pub fn write_snapshot(dir: &Path, cp: &CpIndex) -> Result<Option<Position>, Error> {
-    std::fs::create_dir_all(dir).map_err(io_err("create index directory", dir))?;
+    crate::privilege::private_dir(dir).map_err(io_err("create index directory", dir))?;
     let pos = snapshot_position(cp);
     let archive = rkyv::to_bytes::<rkyv::rancor::Error>(cp)
         .map_err(|e| Error::Corrupt(format!("cannot serialize checkpoint: {e}")))?;
     let path = dir.join(file_name(pos));
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io_err("create checkpoint", &tmp))?;
+    let mut f = crate::privilege::open_private(
+        File::options().write(true).create(true).truncate(true),
+        &tmp,
+    )
+    .map_err(io_err("create checkpoint", &tmp))?;
     let mut header = [0u8; HEADER];
     header[..8].copy_from_slice(MAGIC);
     header[8..12].copy_from_slice(&crc32c::crc32c(&archive).to_le_bytes());

@@ -89,7 +89,7 @@ impl Log {
         from: Position,
         mut f: impl FnMut(format::Record, Position) -> Result<(), Error>,
     ) -> Result<Log, Error> {
-        std::fs::create_dir_all(dir).map_err(io_err("create log directory", dir))?;
+        crate::privilege::private_dir(dir).map_err(io_err("create log directory", dir))?;
         let mut seqs = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_err("list log directory", dir))? {
             let entry = entry.map_err(io_err("list log directory", dir))?;
@@ -115,11 +115,9 @@ impl Log {
         while i < seqs.len() {
             let seq = seqs[i];
             let path = segment_path(dir, seq);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(io_err("open segment", &path))?;
+            let file =
+                crate::privilege::open_private(OpenOptions::new().read(true).write(true), &path)
+                    .map_err(io_err("open segment", &path))?;
             let file_len = file
                 .metadata()
                 .map_err(io_err("stat segment", &path))?
@@ -409,12 +407,11 @@ fn new_segment(
     segments: &Segments,
 ) -> Result<Active, Error> {
     let path = segment_path(dir, seq);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(io_err("create segment", &path))?;
+    let file = crate::privilege::open_private(
+        OpenOptions::new().read(true).write(true).create_new(true),
+        &path,
+    )
+    .map_err(io_err("create segment", &path))?;
     file.set_len(size)
         .map_err(io_err("preallocate segment", &path))?;
     if fsync {

@@ -559,15 +559,17 @@ impl Store {
     /// # Errors
     /// `Locked` if another process holds the directory, `Io` or `Corrupt` otherwise.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Store, Error> {
-        std::fs::create_dir_all(dir).map_err(log::io_err("create store directory", dir))?;
+        crate::privilege::private_dir(dir).map_err(log::io_err("create store directory", dir))?;
         let lock_path = dir.join("lock");
-        let lock = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(log::io_err("open lock file", &lock_path))?;
+        let lock = crate::privilege::open_private(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            &lock_path,
+        )
+        .map_err(log::io_err("open lock file", &lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

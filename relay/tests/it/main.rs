@@ -7,6 +7,7 @@
 )]
 
 mod crash;
+mod hardening;
 mod harness;
 
 use harness::{backends, message, new_addr, Client, Relay, PASSWORD};
