@@ -66,6 +66,7 @@ mod log;
 // length).
 #[allow(unsafe_code)]
 mod mmap;
+pub mod record;
 mod writer;
 
 #[cfg(test)]

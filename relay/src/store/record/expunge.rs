@@ -1,0 +1,106 @@
+//! Kind 13, Expunge: remove messages of one mailbox. Written by `Op::Expunge` for the UIDs that
+//! exist, if any.
+//!
+//! Payload: `account u32, mailbox u32, modseq u64, vec<uid u32>`.
+
+use super::{Kind, Planner};
+use crate::store::format::{DecodeError, Reader, Writer};
+use crate::store::index::{unref, Index};
+use crate::store::{AccountId, Error, MailboxId, OpResult};
+
+/// Remove messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expunge {
+    /// Account.
+    pub account: u32,
+    /// Mailbox.
+    pub mailbox: u32,
+    /// Modseq of the change.
+    pub modseq: u64,
+    /// UIDs.
+    pub uids: Vec<u32>,
+}
+
+impl Kind for Expunge {
+    fn encode(&self, w: &mut Writer<'_>) {
+        w.u32(self.account);
+        w.u32(self.mailbox);
+        w.u64(self.modseq);
+        w.len(self.uids.len());
+        for uid in &self.uids {
+            w.u32(*uid);
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let account = r.u32()?;
+        let mailbox = r.u32()?;
+        let modseq = r.u64()?;
+        let n = r.count(4)?;
+        let mut uids = Vec::with_capacity(n);
+        for _ in 0..n {
+            uids.push(r.u32()?);
+        }
+        Ok(Expunge {
+            account,
+            mailbox,
+            modseq,
+            uids,
+        })
+    }
+
+    fn apply(&self, index: &mut Index) -> Option<AccountId> {
+        let acc = index.accounts.get_mut(&self.account)?;
+        let mb = acc.mailboxes.get_mut(&self.mailbox)?;
+        let mut freed = 0u64;
+        let mut removed = 0u64;
+        for uid in &self.uids {
+            if let Some(i) = mb.find(*uid) {
+                let m = mb.messages.remove(i);
+                freed += u64::from(m.size);
+                removed += 1;
+                unref(&mut index.seg_refs, m.body.segment);
+            }
+        }
+        mb.size = mb.size.saturating_sub(freed);
+        mb.bump(self.modseq);
+        acc.bytes_used = acc.bytes_used.saturating_sub(freed);
+        acc.messages = acc.messages.saturating_sub(removed);
+        acc.modseq = acc.modseq.max(self.modseq);
+        Some(self.account)
+    }
+}
+
+/// `Op::Expunge`.
+pub(crate) fn plan(
+    p: &mut impl Planner,
+    account: AccountId,
+    mailbox: MailboxId,
+    uids: Vec<u32>,
+) -> Result<OpResult, Error> {
+    let acc = p
+        .index()
+        .account(account)
+        .ok_or(Error::NotFound("account"))?;
+    let mb = acc
+        .mailboxes
+        .get(&mailbox)
+        .ok_or(Error::NotFound("mailbox"))?;
+    let mut uids = uids;
+    uids.sort_unstable();
+    uids.dedup();
+    uids.retain(|u| mb.find(*u).is_some());
+    if !uids.is_empty() {
+        let modseq = acc.modseq + 1;
+        p.emit(
+            Expunge {
+                account,
+                mailbox,
+                modseq,
+                uids: uids.clone(),
+            }
+            .into(),
+        )?;
+    }
+    Ok(OpResult::Expunged(uids))
+}
