@@ -173,6 +173,93 @@ impl Index {
         self.accounts.get(&id)
     }
 
+    /// Look up an account by lowercase address (other case is folded, as at creation).
+    pub fn account_by_addr(&self, addr: &str) -> Option<AccountInfo> {
+        let folded;
+        let addr = if addr.chars().any(char::is_uppercase) {
+            folded = addr.to_lowercase();
+            folded.as_str()
+        } else {
+            addr
+        };
+        let id = self.by_addr.get(addr)?;
+        self.account(*id).map(Account::info)
+    }
+
+    /// All accounts, by id.
+    pub fn account_infos(&self) -> Vec<AccountInfo> {
+        let mut v: Vec<_> = self.accounts.values().map(Account::info).collect();
+        v.sort_by_key(|a| a.id);
+        v
+    }
+
+    /// Every message of an account with its mailbox, in mailbox id then UID order.
+    pub fn messages(&self, account: AccountId) -> Vec<(MailboxId, MessageMeta)> {
+        let Some(acc) = self.account(account) else {
+            return Vec::new();
+        };
+        acc.mailboxes
+            .values()
+            .flat_map(|mb| mb.messages.iter().map(move |m| (mb.id, *m)))
+            .collect()
+    }
+
+    /// All mailboxes of an account, in name order.
+    pub fn mailbox_infos(&self, account: AccountId) -> Vec<MailboxInfo> {
+        let Some(acc) = self.account(account) else {
+            return Vec::new();
+        };
+        let mut v: Vec<_> = acc
+            .mailboxes
+            .values()
+            .map(|mb| acc.mailbox_info(mb))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// A snapshot of a mailbox by name (`INBOX` is case-insensitive).
+    pub fn view_by_name(&self, account: AccountId, name: &str) -> Option<MailboxView> {
+        let acc = self.account(account)?;
+        acc.mailbox_by_name(name).map(|mb| acc.view(mb))
+    }
+
+    /// A snapshot of a mailbox by id.
+    pub fn view_by_id(&self, account: AccountId, id: MailboxId) -> Option<MailboxView> {
+        let acc = self.account(account)?;
+        acc.mailboxes.get(&id).map(|mb| acc.view(mb))
+    }
+
+    /// Subscribed mailbox names, including ones that do not exist.
+    pub fn subscription_list(&self, account: AccountId) -> Vec<String> {
+        self.account(account)
+            .map(|a| a.subscriptions.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A metadata entry.
+    pub fn metadata_value(
+        &self,
+        account: AccountId,
+        mailbox: Option<MailboxId>,
+        key: &str,
+    ) -> Option<Vec<u8>> {
+        self.account(account)?
+            .metadata
+            .get(&(mailbox, key.to_owned()))
+            .cloned()
+    }
+
+    /// Bytes used by the account's messages (0 if it does not exist).
+    pub fn bytes_used(&self, account: AccountId) -> u64 {
+        self.account(account).map_or(0, |a| a.bytes_used)
+    }
+
+    /// The account's newest modseq (0 if it does not exist): the value its watchers see.
+    pub fn modseq(&self, account: AccountId) -> u64 {
+        self.account(account).map_or(0, |a| a.modseq)
+    }
+
     /// Apply one record (dispatched to its kind module under `record/`). Returns the account
     /// whose modseq changed, if any (for watchers).
     pub fn apply(&mut self, rec: &Record) -> Option<AccountId> {

@@ -51,7 +51,7 @@
 //!   reverse).
 //! - *Memory*: the index exists twice (shared and the writer's copy).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -61,6 +61,8 @@ mod checkpoint;
 pub mod format;
 mod index;
 mod log;
+mod mailstore;
+pub mod memory;
 // The only unsafe code of the store: `Mmap::map` of segment files, under the contract documented
 // in that module (single writer process, no truncation while mapped, readers below the published
 // length).
@@ -73,6 +75,8 @@ mod writer;
 mod tests;
 
 pub use log::Position;
+pub use mailstore::{Commit, Mailstore};
+pub use memory::MemoryStore;
 
 /// Identifies an account; stable for the account's life, never reused while the store is open.
 pub type AccountId = u32;
@@ -192,17 +196,27 @@ pub struct BodyRef {
     pub(crate) len: u32,
 }
 
-/// A message body borrowed from the mmap of its segment (no copy).
+/// A message body borrowed from the mmap of its segment (no copy), or from the memory of a
+/// [`MemoryStore`].
 pub struct Body {
-    map: Arc<memmap2::Mmap>,
+    bytes: BodyBytes,
     start: usize,
     len: usize,
+}
+
+enum BodyBytes {
+    Mapped(Arc<memmap2::Mmap>),
+    Memory(Arc<[u8]>),
 }
 
 impl std::ops::Deref for Body {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.map[self.start..self.start + self.len]
+        let all: &[u8] = match &self.bytes {
+            BodyBytes::Mapped(map) => map,
+            BodyBytes::Memory(bytes) => bytes,
+        };
+        &all[self.start..self.start + self.len]
     }
 }
 
@@ -471,9 +485,47 @@ pub(crate) struct Shared {
     /// Maps of the live segments.
     segments: log::Segments,
     /// IDLE watchers, created lazily per account.
-    watchers: Mutex<HashMap<AccountId, tokio::sync::watch::Sender<u64>>>,
+    watchers: Watchers,
     config: StoreConfig,
     stats: Stats,
+}
+
+/// IDLE watchers: one `watch` channel per account with a live receiver, holding its modseq.
+#[derive(Default)]
+pub(crate) struct Watchers(Mutex<HashMap<AccountId, tokio::sync::watch::Sender<u64>>>);
+
+impl Watchers {
+    /// A receiver for `account`; a new channel starts at `modseq()`.
+    fn watch(
+        &self,
+        account: AccountId,
+        modseq: impl FnOnce() -> u64,
+    ) -> tokio::sync::watch::Receiver<u64> {
+        let mut watchers = self.0.lock().expect("watchers lock should not be poisoned");
+        if let Some(tx) = watchers.get(&account) {
+            return tx.subscribe();
+        }
+        let (tx, rx) = tokio::sync::watch::channel(modseq());
+        watchers.insert(account, tx);
+        rx
+    }
+
+    /// Send each touched account's new modseq; drop channels nobody listens to any more.
+    fn wake(&self, touched: BTreeSet<AccountId>, modseq: impl Fn(AccountId) -> u64) {
+        if touched.is_empty() {
+            return;
+        }
+        let mut watchers = self.0.lock().expect("watchers lock should not be poisoned");
+        for a in touched {
+            if let Some(tx) = watchers.get(&a) {
+                if tx.receiver_count() == 0 {
+                    watchers.remove(&a);
+                } else {
+                    tx.send_replace(modseq(a));
+                }
+            }
+        }
+    }
 }
 
 /// Counters of the writer since open.
@@ -627,7 +679,7 @@ impl Store {
         let shared = Arc::new(Shared {
             index: RwLock::new(idx.clone()),
             segments: log.segments(),
-            watchers: Mutex::default(),
+            watchers: Watchers::default(),
             config: config.clone(),
             stats: Stats::default(),
         });
@@ -666,16 +718,7 @@ impl Store {
 
     /// Look up an account by lowercase address (other case is folded, as at creation).
     pub fn account(&self, addr: &str) -> Option<AccountInfo> {
-        let folded;
-        let addr = if addr.chars().any(char::is_uppercase) {
-            folded = addr.to_lowercase();
-            folded.as_str()
-        } else {
-            addr
-        };
-        let idx = self.index();
-        let id = idx.by_addr.get(addr)?;
-        idx.account(*id).map(index::Account::info)
+        self.index().account_by_addr(addr)
     }
 
     /// Look up an account by id.
@@ -685,60 +728,33 @@ impl Store {
 
     /// All accounts, by id (admin tools, expiry).
     pub fn accounts(&self) -> Vec<AccountInfo> {
-        let idx = self.index();
-        let mut v: Vec<_> = idx.accounts.values().map(index::Account::info).collect();
-        v.sort_by_key(|a| a.id);
-        v
+        self.index().account_infos()
     }
 
     /// Every message of an account with its mailbox, in mailbox id then UID order (expiry:
     /// `internal_date` and `size` are in the meta).
     pub fn messages(&self, account: AccountId) -> Vec<(MailboxId, MessageMeta)> {
-        let idx = self.index();
-        let Some(acc) = idx.account(account) else {
-            return Vec::new();
-        };
-        acc.mailboxes
-            .values()
-            .flat_map(|mb| mb.messages.iter().map(move |m| (mb.id, *m)))
-            .collect()
+        self.index().messages(account)
     }
 
     /// All mailboxes of an account, in name order.
     pub fn mailboxes(&self, account: AccountId) -> Vec<MailboxInfo> {
-        let idx = self.index();
-        let Some(acc) = idx.account(account) else {
-            return Vec::new();
-        };
-        let mut v: Vec<_> = acc
-            .mailboxes
-            .values()
-            .map(|mb| acc.mailbox_info(mb))
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+        self.index().mailbox_infos(account)
     }
 
     /// A snapshot of a mailbox by name (`INBOX` is case-insensitive).
     pub fn mailbox_view(&self, account: AccountId, name: &str) -> Option<MailboxView> {
-        let idx = self.index();
-        let acc = idx.account(account)?;
-        acc.mailbox_by_name(name).map(|mb| acc.view(mb))
+        self.index().view_by_name(account, name)
     }
 
     /// A snapshot of a mailbox by id.
     pub fn mailbox_view_by_id(&self, account: AccountId, id: MailboxId) -> Option<MailboxView> {
-        let idx = self.index();
-        let acc = idx.account(account)?;
-        acc.mailboxes.get(&id).map(|mb| acc.view(mb))
+        self.index().view_by_id(account, id)
     }
 
     /// Subscribed mailbox names (LSUB), including ones that do not exist.
     pub fn subscriptions(&self, account: AccountId) -> Vec<String> {
-        self.index()
-            .account(account)
-            .map(|a| a.subscriptions.iter().cloned().collect())
-            .unwrap_or_default()
+        self.index().subscription_list(account)
     }
 
     /// The body of a message. Fails only if the message's segment was removed.
@@ -757,7 +773,11 @@ impl Store {
         if start.checked_add(len).is_none_or(|end| end > map.len()) {
             return Err(Error::NotFound("body"));
         }
-        Ok(Body { map, start, len })
+        Ok(Body {
+            bytes: BodyBytes::Mapped(map),
+            start,
+            len,
+        })
     }
 
     /// A metadata entry.
@@ -767,35 +787,22 @@ impl Store {
         mailbox: Option<MailboxId>,
         key: &str,
     ) -> Option<Vec<u8>> {
-        self.index()
-            .account(account)?
-            .metadata
-            .get(&(mailbox, key.to_owned()))
-            .cloned()
+        self.index().metadata_value(account, mailbox, key)
     }
 
     /// `(used, limit)` in bytes for GETQUOTAROOT and the SMTP quota check.
     pub fn quota(&self, account: AccountId) -> (u64, u64) {
-        let used = self.index().account(account).map_or(0, |a| a.bytes_used);
+        let used = self.index().bytes_used(account);
         (used, self.inner.shared.config.max_mailbox_size)
     }
 
     /// A receiver that changes (to the account's newest modseq) after every committed change to
     /// the account's mailboxes. Sessions in IDLE wait on it.
     pub fn watch(&self, account: AccountId) -> tokio::sync::watch::Receiver<u64> {
-        let mut watchers = self
-            .inner
+        self.inner
             .shared
             .watchers
-            .lock()
-            .expect("watchers lock should not be poisoned");
-        if let Some(tx) = watchers.get(&account) {
-            return tx.subscribe();
-        }
-        let modseq = self.index().account(account).map_or(0, |a| a.modseq);
-        let (tx, rx) = tokio::sync::watch::channel(modseq);
-        watchers.insert(account, tx);
-        rx
+            .watch(account, || self.index().modseq(account))
     }
 
     fn submit(&self, op: Op) -> Option<tokio::sync::oneshot::Receiver<Result<OpResult, Error>>> {

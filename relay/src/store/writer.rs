@@ -219,24 +219,8 @@ impl Writer {
             }
         }
         pending.clear();
-        if touched.is_empty() {
-            return;
-        }
-        let mut watchers = self
-            .shared
-            .watchers
-            .lock()
-            .expect("watchers lock should not be poisoned");
-        for a in touched {
-            if let Some(tx) = watchers.get(&a) {
-                if tx.receiver_count() == 0 {
-                    watchers.remove(&a);
-                } else {
-                    let modseq = self.index.account(a).map_or(0, |acc| acc.modseq);
-                    tx.send_replace(modseq);
-                }
-            }
-        }
+        let index = &self.index;
+        self.shared.watchers.wake(touched, |a| index.modseq(a));
     }
 
     /// Write a checkpoint of the committed index (called between batches, when the private
