@@ -245,149 +245,11 @@ impl<'a> Reader<'a> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::store::{record, BodyRef};
+    use crate::store::record;
     use proptest::prelude::*;
 
-    fn body_ref() -> impl Strategy<Value = BodyRef> {
-        (any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(segment, offset, len)| BodyRef {
-            segment,
-            offset,
-            len,
-        })
-    }
-
     fn record() -> impl Strategy<Value = Record> {
-        let s = ".{0,20}";
-        prop_oneof![
-            (any::<u32>(), s, s, any::<i64>(), any::<u32>()).prop_map(|(id, a, p, c, v)| {
-                Record::AccountCreate(record::account_create::AccountCreate {
-                    id,
-                    addr: a,
-                    password_hash: p,
-                    created: c,
-                    inbox_uid_validity: v,
-                })
-            }),
-            any::<u32>()
-                .prop_map(|id| Record::AccountDelete(record::account_delete::AccountDelete { id })),
-            (any::<u32>(), any::<u32>()).prop_map(|(account, day)| Record::LastLogin(
-                record::last_login::LastLogin { account, day }
-            )),
-            (any::<u32>(), any::<u32>(), s, any::<u32>()).prop_map(|(account, id, name, v)| {
-                Record::MailboxCreate(record::mailbox_create::MailboxCreate {
-                    account,
-                    id,
-                    name,
-                    uid_validity: v,
-                })
-            }),
-            (any::<u32>(), any::<u32>()).prop_map(|(account, id)| Record::MailboxDelete(
-                record::mailbox_delete::MailboxDelete { account, id }
-            )),
-            (any::<u32>(), any::<u32>(), s).prop_map(|(account, id, name)| Record::MailboxRename(
-                record::mailbox_rename::MailboxRename { account, id, name }
-            )),
-            (any::<u32>(), s, any::<bool>()).prop_map(|(account, name, subscribed)| {
-                Record::Subscribe(record::subscribe::Subscribe {
-                    account,
-                    name,
-                    subscribed,
-                })
-            }),
-            (any::<u32>(), s).prop_map(|(account, name)| Record::Keyword(
-                record::keyword::Keyword { account, name }
-            )),
-            (
-                body_ref(),
-                any::<i64>(),
-                proptest::collection::vec(
-                    (
-                        any::<u32>(),
-                        any::<u32>(),
-                        any::<u32>(),
-                        any::<u64>(),
-                        any::<u64>()
-                    ),
-                    0..5
-                )
-            )
-                .prop_map(|(body, internal_date, es)| Record::Insert(
-                    record::insert::Insert {
-                        body,
-                        internal_date,
-                        entries: es
-                            .into_iter()
-                            .map(|(account, mailbox, uid, modseq, flags)| InsertEntry {
-                                account,
-                                mailbox,
-                                uid,
-                                modseq,
-                                flags
-                            })
-                            .collect(),
-                    }
-                )),
-            (
-                any::<u32>(),
-                any::<u32>(),
-                any::<u64>(),
-                proptest::collection::vec((any::<u32>(), any::<u64>()), 0..5)
-            )
-                .prop_map(|(account, mailbox, modseq, changes)| Record::Flags(
-                    record::flags::Flags {
-                        account,
-                        mailbox,
-                        modseq,
-                        changes
-                    }
-                )),
-            (
-                any::<u32>(),
-                any::<u32>(),
-                any::<u64>(),
-                proptest::collection::vec(any::<u32>(), 0..5)
-            )
-                .prop_map(|(account, mailbox, modseq, uids)| Record::Expunge(
-                    record::expunge::Expunge {
-                        account,
-                        mailbox,
-                        modseq,
-                        uids
-                    }
-                )),
-            (
-                any::<u32>(),
-                any::<u32>(),
-                any::<u32>(),
-                any::<u64>(),
-                any::<bool>(),
-                proptest::collection::vec((any::<u32>(), any::<u32>()), 0..5)
-            )
-                .prop_map(|(account, from, to, modseq, remove_source, pairs)| {
-                    Record::Copy(record::copy::Copy {
-                        account,
-                        from,
-                        to,
-                        modseq,
-                        remove_source,
-                        pairs,
-                    })
-                }),
-            (
-                any::<u32>(),
-                proptest::option::of(any::<u32>()),
-                s,
-                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20))
-            )
-                .prop_map(|(account, mailbox, key, value)| Record::Metadata(
-                    record::metadata::Metadata {
-                        account,
-                        mailbox,
-                        key,
-                        value
-                    }
-                )),
-        ]
+        record::arbitrary()
     }
 
     proptest! {
@@ -432,135 +294,25 @@ mod tests {
         }
     }
 
-    /// One record of every kind with fixed values.
-    fn samples() -> Vec<Record> {
-        vec![
-            Record::AccountCreate(record::account_create::AccountCreate {
-                id: 7,
-                addr: "a@x".into(),
-                password_hash: "h".into(),
-                created: -3,
-                inbox_uid_validity: 9,
-            }),
-            Record::AccountDelete(record::account_delete::AccountDelete { id: 7 }),
-            Record::LastLogin(record::last_login::LastLogin {
-                account: 7,
-                day: 20_000,
-            }),
-            Record::MailboxCreate(record::mailbox_create::MailboxCreate {
-                account: 7,
-                id: 2,
-                name: "Ä/b".into(),
-                uid_validity: 10,
-            }),
-            Record::MailboxDelete(record::mailbox_delete::MailboxDelete { account: 7, id: 2 }),
-            Record::MailboxRename(record::mailbox_rename::MailboxRename {
-                account: 7,
-                id: 2,
-                name: "c".into(),
-            }),
-            Record::Subscribe(record::subscribe::Subscribe {
-                account: 7,
-                name: "c".into(),
-                subscribed: true,
-            }),
-            Record::Keyword(record::keyword::Keyword {
-                account: 7,
-                name: "$k".into(),
-            }),
-            Record::Insert(record::insert::Insert {
-                body: BodyRef {
-                    segment: 3,
-                    offset: 1 << 40,
-                    len: 5,
-                },
-                internal_date: 1_700_000_000,
-                entries: vec![
-                    InsertEntry {
-                        account: 7,
-                        mailbox: 1,
-                        uid: 4,
-                        modseq: 5,
-                        flags: 1 << 8 | 1,
-                    },
-                    InsertEntry {
-                        account: 8,
-                        mailbox: 1,
-                        uid: 1,
-                        modseq: 2,
-                        flags: 0,
-                    },
-                ],
-            }),
-            Record::Flags(record::flags::Flags {
-                account: 7,
-                mailbox: 1,
-                modseq: 6,
-                changes: vec![(4, 2), (5, u64::MAX)],
-            }),
-            Record::Expunge(record::expunge::Expunge {
-                account: 7,
-                mailbox: 1,
-                modseq: 7,
-                uids: vec![4, 9],
-            }),
-            Record::Copy(record::copy::Copy {
-                account: 7,
-                from: 1,
-                to: 2,
-                modseq: 8,
-                remove_source: true,
-                pairs: vec![(5, 1)],
-            }),
-            Record::Metadata(record::metadata::Metadata {
-                account: 7,
-                mailbox: Some(2),
-                key: "/private/k".into(),
-                value: Some(b"v".to_vec()),
-            }),
-            Record::Metadata(record::metadata::Metadata {
-                account: 7,
-                mailbox: None,
-                key: "/private/k".into(),
-                value: None,
-            }),
-        ]
-    }
-
     /// The bytes of every record kind are fixed: existing logs must keep decoding the same.
+    /// Every kind in the registry has golden values (its `test_data::golden`).
     #[test]
     fn encoding_is_stable() {
-        let hex: Vec<String> = samples()
-            .iter()
-            .map(|rec| {
-                let mut buf = Vec::new();
-                rec.encode(&mut buf);
-                assert_eq!(
-                    decode_entry(buf[8], &buf[9..]).unwrap(),
-                    Entry::Record(rec.clone())
-                );
-                buf.iter().map(|b| format!("{b:02x}")).collect()
-            })
-            .collect();
-        assert_eq!(hex, GOLDEN);
+        let golden = record::golden();
+        for (kind, name) in record::KINDS {
+            assert!(
+                golden.iter().any(|(rec, _)| rec.kind() == *kind),
+                "no golden record of kind {kind} ({name})"
+            );
+        }
+        for (rec, want) in golden {
+            let mut buf = Vec::new();
+            rec.encode(&mut buf);
+            let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(hex, want, "{rec:?}");
+            assert_eq!(decode_entry(buf[8], &buf[9..]).unwrap(), Entry::Record(rec));
+        }
     }
-
-    const GOLDEN: &[&str] = &[
-        "1d0000009d16ff9a0307000000030000006140780100000068fdffffffffffffff09000000",
-        "050000004f7037bc0407000000",
-        "090000005c25ed920507000000204e0000",
-        "15000000e234179306070000000200000004000000c3842f620a000000",
-        "090000003c80bb39070700000002000000",
-        "0e000000430ca1e80807000000020000000100000063",
-        "0b000000e9cec5430907000000010000006301",
-        "0b0000009adf59440a0700000002000000246b",
-        "5500000048a2de300b0300000000000000000100000500000000f1536500000000020000000700000001000000040000000500000000000000010100000000000008000000010000000100000002000000000000000000000000000000",
-        "2d000000aa2404270c070000000100000006000000000000000200000004000000020000000000000005000000ffffffffffffffff",
-        "1d000000147a02fc0d07000000010000000700000000000000020000000400000009000000",
-        "22000000d79f18d70e070000000100000002000000080000000000000001010000000500000001000000",
-        "1e0000009e921f200f0700000001020000000a0000002f707269766174652f6b010100000076",
-        "15000000fb30c1c70f07000000000a0000002f707269766174652f6b00",
-    ];
 
     #[test]
     fn zero_prefix_is_end_and_short_garbage_is_torn() {

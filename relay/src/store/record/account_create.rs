@@ -105,3 +105,39 @@ pub(crate) fn plan(
     )?;
     Ok(OpResult::AccountCreated(id))
 }
+
+#[cfg(test)]
+pub(crate) mod test_data {
+    //! Values of this kind for the codec tests in `format`.
+    use super::*;
+    use crate::store::format::Record;
+    use proptest::prelude::*;
+
+    /// Any record of this kind (round trip, bit flips).
+    pub(crate) fn arbitrary() -> impl Strategy<Value = Record> {
+        let s = ".{0,20}";
+        (any::<u32>(), s, s, any::<i64>(), any::<u32>()).prop_map(|(id, a, p, c, v)| {
+            Record::AccountCreate(AccountCreate {
+                id,
+                addr: a,
+                password_hash: p,
+                created: c,
+                inbox_uid_validity: v,
+            })
+        })
+    }
+
+    /// Fixed records with their frames in hex: the on-disk bytes must never change.
+    pub(crate) fn golden() -> Vec<(Record, &'static str)> {
+        vec![(
+            Record::AccountCreate(AccountCreate {
+                id: 7,
+                addr: "a@x".into(),
+                password_hash: "h".into(),
+                created: -3,
+                inbox_uid_validity: 9,
+            }),
+            "1d0000009d16ff9a0307000000030000006140780100000068fdffffffffffffff09000000",
+        )]
+    }
+}

@@ -42,3 +42,24 @@ pub(crate) fn plan(p: &mut impl Planner, account: AccountId) -> Result<OpResult,
     p.emit(AccountDelete { id: account }.into())?;
     Ok(OpResult::Done)
 }
+
+#[cfg(test)]
+pub(crate) mod test_data {
+    //! Values of this kind for the codec tests in `format`.
+    use super::*;
+    use crate::store::format::Record;
+    use proptest::prelude::*;
+
+    /// Any record of this kind (round trip, bit flips).
+    pub(crate) fn arbitrary() -> impl Strategy<Value = Record> {
+        any::<u32>().prop_map(|id| Record::AccountDelete(AccountDelete { id }))
+    }
+
+    /// Fixed records with their frames in hex: the on-disk bytes must never change.
+    pub(crate) fn golden() -> Vec<(Record, &'static str)> {
+        vec![(
+            Record::AccountDelete(AccountDelete { id: 7 }),
+            "050000004f7037bc0407000000",
+        )]
+    }
+}

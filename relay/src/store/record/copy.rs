@@ -161,3 +161,48 @@ pub(crate) fn plan(
         pairs,
     })
 }
+
+#[cfg(test)]
+pub(crate) mod test_data {
+    //! Values of this kind for the codec tests in `format`.
+    use super::*;
+    use crate::store::format::Record;
+    use proptest::prelude::*;
+
+    /// Any record of this kind (round trip, bit flips).
+    pub(crate) fn arbitrary() -> impl Strategy<Value = Record> {
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<bool>(),
+            proptest::collection::vec((any::<u32>(), any::<u32>()), 0..5),
+        )
+            .prop_map(|(account, from, to, modseq, remove_source, pairs)| {
+                Record::Copy(Copy {
+                    account,
+                    from,
+                    to,
+                    modseq,
+                    remove_source,
+                    pairs,
+                })
+            })
+    }
+
+    /// Fixed records with their frames in hex: the on-disk bytes must never change.
+    pub(crate) fn golden() -> Vec<(Record, &'static str)> {
+        vec![(
+            Record::Copy(Copy {
+                account: 7,
+                from: 1,
+                to: 2,
+                modseq: 8,
+                remove_source: true,
+                pairs: vec![(5, 1)],
+            }),
+            "22000000d79f18d70e070000000100000002000000080000000000000001010000000500000001000000",
+        )]
+    }
+}

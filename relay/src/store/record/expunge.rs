@@ -104,3 +104,42 @@ pub(crate) fn plan(
     }
     Ok(OpResult::Expunged(uids))
 }
+
+#[cfg(test)]
+pub(crate) mod test_data {
+    //! Values of this kind for the codec tests in `format`.
+    use super::*;
+    use crate::store::format::Record;
+    use proptest::prelude::*;
+
+    /// Any record of this kind (round trip, bit flips).
+    pub(crate) fn arbitrary() -> impl Strategy<Value = Record> {
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            proptest::collection::vec(any::<u32>(), 0..5),
+        )
+            .prop_map(|(account, mailbox, modseq, uids)| {
+                Record::Expunge(Expunge {
+                    account,
+                    mailbox,
+                    modseq,
+                    uids,
+                })
+            })
+    }
+
+    /// Fixed records with their frames in hex: the on-disk bytes must never change.
+    pub(crate) fn golden() -> Vec<(Record, &'static str)> {
+        vec![(
+            Record::Expunge(Expunge {
+                account: 7,
+                mailbox: 1,
+                modseq: 7,
+                uids: vec![4, 9],
+            }),
+            "1d000000147a02fc0d07000000010000000700000000000000020000000400000009000000",
+        )]
+    }
+}

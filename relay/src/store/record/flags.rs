@@ -130,3 +130,44 @@ pub(crate) fn plan(
     }
     Ok(OpResult::FlagsSet { changed, modified })
 }
+
+#[cfg(test)]
+pub(crate) mod test_data {
+    //! Values of this kind for the codec tests in `format`.
+    use super::*;
+    use crate::store::format::Record;
+    use proptest::prelude::*;
+
+    /// Any record of this kind (round trip, bit flips).
+    pub(crate) fn arbitrary() -> impl Strategy<Value = Record> {
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            proptest::collection::vec((any::<u32>(), any::<u64>()), 0..5),
+        )
+            .prop_map(|(account, mailbox, modseq, changes)| {
+                Record::Flags(Flags {
+                    account,
+                    mailbox,
+                    modseq,
+                    changes,
+                })
+            })
+    }
+
+    /// Fixed records with their frames in hex: the on-disk bytes must never change.
+    pub(crate) fn golden() -> Vec<(Record, &'static str)> {
+        vec![
+            (
+                Record::Flags(Flags {
+                account: 7,
+                mailbox: 1,
+                modseq: 6,
+                changes: vec![(4, 2), (5, u64::MAX)],
+            }),
+                "2d000000aa2404270c070000000100000006000000000000000200000004000000020000000000000005000000ffffffffffffffff",
+            ),
+        ]
+    }
+}

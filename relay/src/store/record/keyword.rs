@@ -87,3 +87,28 @@ pub(crate) fn resolve_flags(
     }
     Ok((bits, new))
 }
+
+#[cfg(test)]
+pub(crate) mod test_data {
+    //! Values of this kind for the codec tests in `format`.
+    use super::*;
+    use crate::store::format::Record;
+    use proptest::prelude::*;
+
+    /// Any record of this kind (round trip, bit flips).
+    pub(crate) fn arbitrary() -> impl Strategy<Value = Record> {
+        let s = ".{0,20}";
+        (any::<u32>(), s).prop_map(|(account, name)| Record::Keyword(Keyword { account, name }))
+    }
+
+    /// Fixed records with their frames in hex: the on-disk bytes must never change.
+    pub(crate) fn golden() -> Vec<(Record, &'static str)> {
+        vec![(
+            Record::Keyword(Keyword {
+                account: 7,
+                name: "$k".into(),
+            }),
+            "0b0000009adf59440a0700000002000000246b",
+        )]
+    }
+}

@@ -49,3 +49,28 @@ pub(crate) fn plan(p: &mut impl Planner, account: AccountId, day: u32) -> Result
     }
     Ok(OpResult::Done)
 }
+
+#[cfg(test)]
+pub(crate) mod test_data {
+    //! Values of this kind for the codec tests in `format`.
+    use super::*;
+    use crate::store::format::Record;
+    use proptest::prelude::*;
+
+    /// Any record of this kind (round trip, bit flips).
+    pub(crate) fn arbitrary() -> impl Strategy<Value = Record> {
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(account, day)| Record::LastLogin(LastLogin { account, day }))
+    }
+
+    /// Fixed records with their frames in hex: the on-disk bytes must never change.
+    pub(crate) fn golden() -> Vec<(Record, &'static str)> {
+        vec![(
+            Record::LastLogin(LastLogin {
+                account: 7,
+                day: 20_000,
+            }),
+            "090000005c25ed920507000000204e0000",
+        )]
+    }
+}

@@ -93,3 +93,37 @@ pub fn check_mailbox_name(name: &str) -> Result<(), Error> {
         Err(Error::Invalid("bad mailbox name"))
     }
 }
+
+#[cfg(test)]
+pub(crate) mod test_data {
+    //! Values of this kind for the codec tests in `format`.
+    use super::*;
+    use crate::store::format::Record;
+    use proptest::prelude::*;
+
+    /// Any record of this kind (round trip, bit flips).
+    pub(crate) fn arbitrary() -> impl Strategy<Value = Record> {
+        let s = ".{0,20}";
+        (any::<u32>(), any::<u32>(), s, any::<u32>()).prop_map(|(account, id, name, v)| {
+            Record::MailboxCreate(MailboxCreate {
+                account,
+                id,
+                name,
+                uid_validity: v,
+            })
+        })
+    }
+
+    /// Fixed records with their frames in hex: the on-disk bytes must never change.
+    pub(crate) fn golden() -> Vec<(Record, &'static str)> {
+        vec![(
+            Record::MailboxCreate(MailboxCreate {
+                account: 7,
+                id: 2,
+                name: "Ä/b".into(),
+                uid_validity: 10,
+            }),
+            "15000000e234179306070000000200000004000000c3842f620a000000",
+        )]
+    }
+}

@@ -72,3 +72,25 @@ pub(crate) fn plan(
     )?;
     Ok(OpResult::Done)
 }
+
+#[cfg(test)]
+pub(crate) mod test_data {
+    //! Values of this kind for the codec tests in `format`.
+    use super::*;
+    use crate::store::format::Record;
+    use proptest::prelude::*;
+
+    /// Any record of this kind (round trip, bit flips).
+    pub(crate) fn arbitrary() -> impl Strategy<Value = Record> {
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(account, id)| Record::MailboxDelete(MailboxDelete { account, id }))
+    }
+
+    /// Fixed records with their frames in hex: the on-disk bytes must never change.
+    pub(crate) fn golden() -> Vec<(Record, &'static str)> {
+        vec![(
+            Record::MailboxDelete(MailboxDelete { account: 7, id: 2 }),
+            "090000003c80bb39070700000002000000",
+        )]
+    }
+}

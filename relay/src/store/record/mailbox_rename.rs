@@ -94,3 +94,31 @@ pub(crate) fn plan(
     )?;
     Ok(OpResult::Done)
 }
+
+#[cfg(test)]
+pub(crate) mod test_data {
+    //! Values of this kind for the codec tests in `format`.
+    use super::*;
+    use crate::store::format::Record;
+    use proptest::prelude::*;
+
+    /// Any record of this kind (round trip, bit flips).
+    pub(crate) fn arbitrary() -> impl Strategy<Value = Record> {
+        let s = ".{0,20}";
+        (any::<u32>(), any::<u32>(), s).prop_map(|(account, id, name)| {
+            Record::MailboxRename(MailboxRename { account, id, name })
+        })
+    }
+
+    /// Fixed records with their frames in hex: the on-disk bytes must never change.
+    pub(crate) fn golden() -> Vec<(Record, &'static str)> {
+        vec![(
+            Record::MailboxRename(MailboxRename {
+                account: 7,
+                id: 2,
+                name: "c".into(),
+            }),
+            "0e000000430ca1e80807000000020000000100000063",
+        )]
+    }
+}

@@ -111,3 +111,54 @@ pub(crate) fn plan(
     }
     Ok(OpResult::Done)
 }
+
+#[cfg(test)]
+pub(crate) mod test_data {
+    //! Values of this kind for the codec tests in `format`.
+    use super::*;
+    use crate::store::format::Record;
+    use proptest::prelude::*;
+
+    /// Any record of this kind (round trip, bit flips).
+    pub(crate) fn arbitrary() -> impl Strategy<Value = Record> {
+        let s = ".{0,20}";
+        (
+            any::<u32>(),
+            proptest::option::of(any::<u32>()),
+            s,
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+        )
+            .prop_map(|(account, mailbox, key, value)| {
+                Record::Metadata(Metadata {
+                    account,
+                    mailbox,
+                    key,
+                    value,
+                })
+            })
+    }
+
+    /// Fixed records with their frames in hex: the on-disk bytes must never change.
+    pub(crate) fn golden() -> Vec<(Record, &'static str)> {
+        vec![
+            (
+                Record::Metadata(Metadata {
+                    account: 7,
+                    mailbox: Some(2),
+                    key: "/private/k".into(),
+                    value: Some(b"v".to_vec()),
+                }),
+                "1e0000009e921f200f0700000001020000000a0000002f707269766174652f6b010100000076",
+            ),
+            (
+                Record::Metadata(Metadata {
+                    account: 7,
+                    mailbox: None,
+                    key: "/private/k".into(),
+                    value: None,
+                }),
+                "15000000fb30c1c70f07000000000a0000002f707269766174652f6b00",
+            ),
+        ]
+    }
+}

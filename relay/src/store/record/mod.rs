@@ -131,6 +131,21 @@ macro_rules! registry {
             }
         }
 
+        /// Any record of any kind (codec proptests).
+        #[cfg(test)]
+        pub(crate) fn arbitrary() -> proptest::strategy::BoxedStrategy<Record> {
+            use proptest::strategy::Strategy;
+            proptest::strategy::Union::new(vec![$($module::test_data::arbitrary().boxed(),)*]).boxed()
+        }
+
+        /// Golden records of every kind with their frames in hex.
+        #[cfg(test)]
+        pub(crate) fn golden() -> Vec<(Record, &'static str)> {
+            let mut v = Vec::new();
+            $(v.extend($module::test_data::golden());)*
+            v
+        }
+
         $(
             impl From<$module::$variant> for Record {
                 fn from(r: $module::$variant) -> Record {

@@ -77,3 +77,35 @@ pub(crate) fn plan(
     }
     Ok(OpResult::Done)
 }
+
+#[cfg(test)]
+pub(crate) mod test_data {
+    //! Values of this kind for the codec tests in `format`.
+    use super::*;
+    use crate::store::format::Record;
+    use proptest::prelude::*;
+
+    /// Any record of this kind (round trip, bit flips).
+    pub(crate) fn arbitrary() -> impl Strategy<Value = Record> {
+        let s = ".{0,20}";
+        (any::<u32>(), s, any::<bool>()).prop_map(|(account, name, subscribed)| {
+            Record::Subscribe(Subscribe {
+                account,
+                name,
+                subscribed,
+            })
+        })
+    }
+
+    /// Fixed records with their frames in hex: the on-disk bytes must never change.
+    pub(crate) fn golden() -> Vec<(Record, &'static str)> {
+        vec![(
+            Record::Subscribe(Subscribe {
+                account: 7,
+                name: "c".into(),
+                subscribed: true,
+            }),
+            "0b000000e9cec5430907000000010000006301",
+        )]
+    }
+}
