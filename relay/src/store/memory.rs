@@ -1,5 +1,5 @@
 //! [`MemoryStore`]: the store without a disk, for session tests. It runs the same planning and
-//! index code as the real store (the kind modules under `record/` and [`Index`]), so it
+//! index code as the real store (the kind modules under `record/` and `Index`), so it
 //! validates, numbers and refuses exactly as [`Store`](super::Store) does; only the log is
 //! missing. A commit is planned and applied at once, under one lock, before `commit` returns.
 //!

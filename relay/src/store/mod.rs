@@ -25,9 +25,48 @@
 //!   (newest two kept); `open` loads the newest valid one and replays the log after it.
 //!
 //! # Modules
-//! `format` (pure record codec), `log` (segments: recovery, append, removal), `mmap` (the only
-//! `unsafe`), `index` (in-memory state, changed only by applying records), `writer` (validation,
-//! group commit, watchers), `checkpoint` (rkyv snapshots).
+//! `format` (pure framing and field codec), `record` (one module per record kind: its data,
+//! payload codec, index application and the planning of the ops that write it, all reached
+//! through the `registry!` there), `log` (segments: recovery, append, removal), `mmap` (the only
+//! `unsafe`), `index` (in-memory state and its read views, changed only by applying records),
+//! `writer` (group commit, watchers), `checkpoint` (rkyv snapshots of the index), `mailstore`
+//! (the [`Mailstore`] trait sessions use), `memory` ([`MemoryStore`], the same planning and
+//! index code without a disk, for session tests).
+//!
+//! Files and directories are created in these places only: `Store::open` (the store directory
+//! and `lock`), `log::Log::recover` (the log directory), `log::new_segment` (segments) and
+//! `checkpoint::write_snapshot` (the index directory and checkpoints). The record kinds and the
+//! in-memory store create none.
+//!
+//! # How to add a record kind
+//! 1. Take the next free kind byte (the table in `record/mod.rs`); never reuse one, old logs
+//!    hold them.
+//! 2. New file `record/<kind>.rs` (start from a small one such as `last_login.rs`), with a
+//!    module doc giving the kind byte, the op(s) that write it and the payload layout:
+//!    - the record struct, fields documented;
+//!    - `impl Kind`: `encode` and `decode` (the field order *is* the on-disk format), `apply`
+//!      (change the `Index`; never fail or panic, ignore references to what is missing; return
+//!      the account whose modseq changed, so its IDLE watchers wake), and `also_wakes` if
+//!      further accounts must wake;
+//!    - `plan` for the op that writes it: validate against `p.index()` (which already holds
+//!      the earlier ops of the batch), decide ids, UIDs and modseqs, then `p.emit(rec.into())`;
+//!      return every refusal before the first `emit`;
+//!    - `#[cfg(test)] mod test_data` with `arbitrary()` (a proptest strategy) and `golden()`
+//!      (fixed records with their frame bytes in hex; the hex is written once, from the
+//!      failure message of `format::tests::encoding_is_stable`, and never changed afterwards).
+//! 3. In `record/mod.rs`: `pub mod <kind>;`, one line `byte => Variant(module),` in
+//!    `registry!`, and a row in the table of its module doc. The codec, replay, the writer and
+//!    the in-memory store need nothing more.
+//! 4. A new op: its variant in [`Op`] (and in [`OpResult`] if it answers more than `Done`),
+//!    one arm in `record::plan`, and one in `Op::body_len` if it carries a message body. Add
+//!    it to the generator of `memory::tests` so the double is checked against the disk for it.
+//! 5. New state in the index (not just new values of existing fields): the field in
+//!    `index.rs` and a read method on `Index` used by [`Store`] and [`MemoryStore`] (and
+//!    [`Mailstore`] if sessions read it). The checkpoint (`checkpoint.rs`) must then carry it
+//!    too; its archived types are on disk, so a new field means a new `MAGIC` with the old
+//!    layout still loaded (as empty state), never a changed layout under the old `MAGIC`.
+//! 6. Tests of the op's behaviour in `tests.rs` (real files, reopen); then
+//!    `cargo test -p relay --lib store::`.
 //!
 //! # Hazards (what could lose or corrupt data, and what prevents it)
 //! - *Torn write at a crash*: every frame has a length and a CRC32C; recovery keeps the longest

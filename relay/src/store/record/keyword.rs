@@ -1,6 +1,6 @@
 //! Kind 10, Keyword: append a keyword to the account's keyword table (keyword `i` is flag bit
 //! `KEYWORD_SHIFT + i`). Written before the record that first uses it, by `Op::Append` and
-//! `Op::SetFlags` through [`resolve_flags`].
+//! `Op::SetFlags` through `resolve_flags`.
 //!
 //! Payload: `account u32, name str`.
 

@@ -1,8 +1,8 @@
 //! Every kind of log record in one place each: `record/<kind>.rs` holds the record's data, its
-//! payload encoding and decoding, how it changes the [`Index`](super::index::Index), and the
+//! payload encoding and decoding, how it changes the `Index`, and the
 //! planning step of the [`Op`]s that write it (validation against the writer's index, ids and
 //! UIDs decided, records emitted). The writer, the codec and the index reach the kinds only
-//! through the [`registry!`] below and [`plan`]; the kind modules do no I/O.
+//! through the `registry!` below and `plan`; the kind modules do no I/O.
 //!
 //! | kind | module | written by |
 //! |------|--------|------------|
