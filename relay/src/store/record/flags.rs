@@ -158,16 +158,17 @@ pub(crate) mod test_data {
 
     /// Fixed records with their frames in hex: the on-disk bytes must never change.
     pub(crate) fn golden() -> Vec<(Record, &'static str)> {
-        vec![
-            (
-                Record::Flags(Flags {
+        vec![(
+            Record::Flags(Flags {
                 account: 7,
                 mailbox: 1,
                 modseq: 6,
                 changes: vec![(4, 2), (5, u64::MAX)],
             }),
-                "2d000000aa2404270c070000000100000006000000000000000200000004000000020000000000000005000000ffffffffffffffff",
+            concat!(
+                "2d000000aa2404270c0700000001000000060000000000000002000000040000",
+                "00020000000000000005000000ffffffffffffffff",
             ),
-        ]
+        )]
     }
 }

@@ -287,9 +287,8 @@ pub(crate) mod test_data {
 
     /// Fixed records with their frames in hex: the on-disk bytes must never change.
     pub(crate) fn golden() -> Vec<(Record, &'static str)> {
-        vec![
-            (
-                Record::Insert(Insert {
+        vec![(
+            Record::Insert(Insert {
                 body: BodyRef {
                     segment: 3,
                     offset: 1 << 40,
@@ -313,8 +312,11 @@ pub(crate) mod test_data {
                     },
                 ],
             }),
-                "5500000048a2de300b0300000000000000000100000500000000f1536500000000020000000700000001000000040000000500000000000000010100000000000008000000010000000100000002000000000000000000000000000000",
+            concat!(
+                "5500000048a2de300b0300000000000000000100000500000000f15365000000",
+                "0002000000070000000100000004000000050000000000000001010000000000",
+                "0008000000010000000100000002000000000000000000000000000000",
             ),
-        ]
+        )]
     }
 }
