@@ -108,6 +108,7 @@ pub mod memory;
 // length).
 #[allow(unsafe_code)]
 mod mmap;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)] // sans-I/O record format
 pub mod record;
 mod writer;
 
