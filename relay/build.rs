@@ -1,6 +1,7 @@
 //! Builds the XDP program (`ebpf/program`) for the bpf target and leaves it in `OUT_DIR` for
 //! `ratelimit::ebpf` to embed, only with feature `ebpf`. Without the feature it does nothing, so a
 //! plain `cargo build` needs neither bpf-linker nor rust-src (see `ebpf/README.md`).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: build script
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

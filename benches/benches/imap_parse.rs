@@ -3,6 +3,7 @@
 //! `relay::imap::command::parse`.
 //!
 //! `cargo bench -p relay-benches --bench imap_parse`
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: benchmarks
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use relay::imap::command::parse;

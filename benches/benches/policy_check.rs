@@ -1,5 +1,6 @@
 //! Throughput of the encryption gate on a 4 KiB and a 10 MiB PGP/MIME message, plus submission
 //! header cleanup. Run: `cargo bench -p relay-benches --bench policy_check`.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: benchmarks
 
 use std::hint::black_box;
 

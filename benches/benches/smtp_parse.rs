@@ -4,6 +4,7 @@
 //! fed in 16 KiB chunks as TLS records deliver them.
 //!
 //! `cargo bench -p relay-benches --bench smtp_parse`
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: benchmarks
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use relay::smtp::command::parse_command;

@@ -4,6 +4,7 @@
 //! the mmap.
 //!
 //! `cargo bench -p relay-benches --bench store_append`
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: benchmarks
 
 use std::time::Duration;
 

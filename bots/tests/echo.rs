@@ -4,17 +4,16 @@
 //! `target/bots-venv`: `python3 -m venv target/bots-venv && target/bots-venv/bin/pip install
 //! deltachat-rpc-server`).
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: integration tests
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use relay::config::{Config, Mode, RawConfig};
-use relay::server::{self, Backend, Kind, Running};
 use relay_bots::rpc::Rpc;
+use relay_testkit::{Backend, Kind, Relay};
 use serde_json::{json, Value};
 
 fn rpc_server() -> Option<PathBuf> {
@@ -100,86 +99,6 @@ fn rpc_client_drives_the_core() {
     assert!(rpc.call("get_system_info", json!([])).is_ok());
 }
 
-/// Ports that were free a moment ago, so a restarted relay can take the same ones.
-fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
-
-struct TestRelay {
-    dir: PathBuf,
-    ports: Vec<u16>,
-    running: Option<Running>,
-    admin: Option<relay::admin::Handle>,
-}
-
-impl TestRelay {
-    fn start(dir: &Path, ports: Vec<u16>) -> TestRelay {
-        let mut r = TestRelay {
-            dir: dir.to_owned(),
-            ports,
-            running: None,
-            admin: None,
-        };
-        r.boot();
-        r
-    }
-
-    fn boot(&mut self) {
-        let mut raw = RawConfig::default();
-        let keys = [
-            "smtp_port",
-            "submission_port",
-            "submissions_port",
-            "imap_port",
-            "imaps_port",
-        ];
-        for (k, p) in keys.iter().zip(&self.ports) {
-            raw.set(&format!("{k}={p}")).unwrap();
-        }
-        // The test machine is busy: the load guard must not refuse the user's account.
-        raw.set("max_load_1m=1000").unwrap();
-        let config = Config::build(
-            &raw,
-            Mode::Dev {
-                data_dir: self.dir.clone(),
-            },
-        )
-        .unwrap();
-        let running = server::start(config, Backend::Epoll, 2).unwrap();
-        let shared: Arc<relay::shared::Shared> = running.shared().clone();
-        self.admin = Some(relay::admin::spawn(shared, &self.dir.join("test-admin.sock")).unwrap());
-        self.running = Some(running);
-    }
-
-    fn stop(&mut self) {
-        self.admin.take();
-        if let Some(r) = self.running.take() {
-            r.shutdown();
-        }
-    }
-
-    fn port(&self, kind: Kind) -> u16 {
-        self.running
-            .as_ref()
-            .unwrap()
-            .bound
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .unwrap()
-            .1
-            .port()
-    }
-}
-
-impl Drop for TestRelay {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 struct Bot(Child);
 
 impl Drop for Bot {
@@ -203,7 +122,12 @@ fn echo_bot_answers_encrypted_messages_and_survives_a_relay_restart() {
     let server = require_rpc_server!();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("relay");
-    let mut relay = TestRelay::start(&data, free_ports(5));
+    // The relay restarts on the same ports below, so that both cores reconnect to it.
+    let mut relay = Relay::builder(Backend::Epoll)
+        .data_dir(&data)
+        .same_ports_on_restart()
+        .admin_socket(&data.join("test-admin.sock"))
+        .start();
     let imaps = relay.port(Kind::Imaps);
     let submissions = relay.port(Kind::Submissions);
 
@@ -233,14 +157,7 @@ fn echo_bot_answers_encrypted_messages_and_survives_a_relay_restart() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(invite.starts_with("https://i.delta.chat/"), "{invite}");
-    assert!(relay
-        .running
-        .as_ref()
-        .unwrap()
-        .shared()
-        .store
-        .account("echo@[127.0.0.1]")
-        .is_some());
+    assert!(relay.shared().store.account("echo@[127.0.0.1]").is_some());
 
     // The user: a fresh account created on first login.
     let mut user = Rpc::start(

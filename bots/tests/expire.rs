@@ -1,5 +1,6 @@
 //! The `expire` binary against a real store served by the relay's admin socket in this process.
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: integration tests
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
@@ -7,24 +8,15 @@ use std::sync::Arc;
 
 use relay::config::Config;
 use relay::shared::Shared;
-use relay::store::{AccountId, Op, OpResult, Store, StoreConfig};
+use relay::store::{AccountId, Op, Store, StoreConfig};
+use relay_testkit::{create_account, run_ok};
 
 const DAY: i64 = 86_400;
 /// 2027-01-15T08:00:00Z.
 const NOW: i64 = 1_800_000_000;
 
 fn account(s: &Store, local: &str, created: i64) -> AccountId {
-    match s
-        .commit_blocking(Op::CreateAccount {
-            addr: format!("{local}@[127.0.0.1]"),
-            password_hash: "{SHA512-CRYPT}$6$x".into(),
-            now: created,
-        })
-        .unwrap()
-    {
-        OpResult::AccountCreated(id) => id,
-        r => panic!("{r:?}"),
-    }
+    create_account(s, &format!("{local}@[127.0.0.1]"), created)
 }
 
 fn deliver(s: &Store, to: AccountId, age: i64, size: usize) {
@@ -37,17 +29,12 @@ fn deliver(s: &Store, to: AccountId, age: i64, size: usize) {
 }
 
 fn expire(socket: &std::path::Path, extra: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_expire"))
-        .arg("--socket")
-        .arg(socket)
-        .args(["--now", "2027-01-15T08:00:00Z"])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_expire"))
+            .arg("--socket")
+            .arg(socket)
+            .args(["--now", "2027-01-15T08:00:00Z"])
+            .args(extra),
     );
     String::from_utf8(out.stdout).unwrap()
 }

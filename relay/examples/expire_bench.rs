@@ -6,6 +6,7 @@
 //! cargo run --release -p relay --example expire_bench -- --accounts 100000 --messages 2000000
 //! ```
 
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: example
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;

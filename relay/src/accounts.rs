@@ -3,8 +3,8 @@
 //!
 //! This module runs the `Effect::Login` of sessions. Hashing is slow on purpose (SHA-512-crypt,
 //! 5000 rounds), so it runs on a blocking thread; a verified password is remembered as a keyed
-//! SHA-256 digest so that repeated logins (every IMAP and SMTP connection of a client) cost one
-//! hash, not 5000.
+//! SHA-256 digest ([`crate::auth_cache`]) so that repeated logins (every IMAP and SMTP connection
+//! of a client) cost one hash, not 5000.
 //!
 //! Rules for creating an account that does not exist yet, all of which must hold:
 //! the nocreate file does not exist; password length ≥ `password_min_length`; the address is
@@ -14,11 +14,6 @@
 //! `min_free_disk_space`; unreadable values are ignored). A wrong password for an existing account
 //! fails and never changes anything. Concurrent first logins of one address are safe: the store
 //! refuses the second `CreateAccount` and the loser verifies against the winner's hash.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::shared::Shared;
@@ -39,50 +34,6 @@ pub enum LoginError {
     /// Internal error (store).
     #[error("internal error")]
     Internal,
-}
-
-/// Remembers verified passwords as keyed digests, so a client's repeated logins skip the
-/// deliberately slow hash. Keyed with a per-process random key; bounded in size.
-pub struct AuthCache {
-    key: [u8; 32],
-    map: Mutex<HashMap<AccountId, [u8; 32]>>,
-}
-
-/// Entries kept before the cache is cleared (each is ~40 bytes).
-const AUTH_CACHE_MAX: usize = 1 << 20;
-
-impl AuthCache {
-    /// A cache with the given random key.
-    pub fn new(key: [u8; 32]) -> Self {
-        Self {
-            key,
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn digest(&self, hash: &str, password: &str) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(self.key);
-        h.update(hash.as_bytes());
-        h.update([0]);
-        h.update(password.as_bytes());
-        h.finalize().into()
-    }
-
-    fn hit(&self, id: AccountId, hash: &str, password: &str) -> bool {
-        let d = self.digest(hash, password);
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&id) == Some(&d)
-    }
-
-    fn insert(&self, id: AccountId, hash: &str, password: &str) {
-        let d = self.digest(hash, password);
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= AUTH_CACHE_MAX {
-            map.clear();
-        }
-        map.insert(id, d);
-    }
 }
 
 /// Checks a password against a stored `{SHA512-CRYPT}$6$...` (or bare `$6$...`) hash.
@@ -426,15 +377,5 @@ mod tests {
         };
         assert_eq!(low_disk.check(&c), Err("not enough free disk space"));
         assert_eq!(Resources::default().check(&c), Ok(()));
-    }
-
-    #[test]
-    fn auth_cache_needs_the_same_password_and_hash() {
-        let cache = AuthCache::new([7; 32]);
-        cache.insert(1, "h1", "pw");
-        assert!(cache.hit(1, "h1", "pw"));
-        assert!(!cache.hit(1, "h1", "pw2"));
-        assert!(!cache.hit(1, "h2", "pw"));
-        assert!(!cache.hit(2, "h1", "pw"));
     }
 }

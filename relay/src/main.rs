@@ -1,4 +1,5 @@
 //! The `relay` binary: command line, configuration, start-up and shutdown. anyhow lives only here.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: the binary: start-up
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,6 +1,6 @@
 //! State shared by all sessions of the process: configuration, store, limiters, caches.
 
-use crate::accounts::AuthCache;
+use crate::auth_cache::AuthCache;
 use crate::config::Config;
 use crate::policy::SendLimiter;
 use crate::store::Store;

@@ -4,6 +4,7 @@
 //!
 //! Everything here is a client on loopback. Nothing here opens, reads or writes a store's files,
 //! and nothing verifies certificates: never point these tools at a server you do not run.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: network clients
 
 pub mod account;
 pub mod imap;

@@ -2,75 +2,32 @@
 //! ports, both I/O backends where available): every accepted message is fetched by a receiver
 //! with its latency recorded, and `loadgen idle` gets every session into IDLE and wakes the
 //! sampled ones.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: integration tests
 #![allow(clippy::unwrap_used, reason = "tests may unwrap")]
 
 use std::process::Command;
 
-use relay::config::{Config, Mode, RawConfig};
-use relay::server::{self, Backend, Kind, Running};
+use relay_testkit::{backends, run_ok, Backend, Kind, Relay};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A relay on free loopback ports with its store in `dir`, with send limits out of the way.
+fn start(backend: Backend, dir: &std::path::Path) -> Relay {
+    Relay::builder(backend)
+        .data_dir(dir)
+        .set("max_user_send_per_minute=100000000")
+        .set("max_user_send_burst_size=100000000")
+        .start()
 }
 
-fn start(backend: Backend, dir: &std::path::Path) -> Running {
-    let mut raw = RawConfig::default();
-    for k in [
-        "smtp_port",
-        "submission_port",
-        "submissions_port",
-        "imap_port",
-        "imaps_port",
-    ] {
-        raw.set(&format!("{k}={}", free_port())).unwrap();
-    }
-    for o in [
-        "max_user_send_per_minute=100000000",
-        "max_user_send_burst_size=100000000",
-        "new_connections_burst=100000",
-        "max_load_1m=1000",
-    ] {
-        raw.set(o).unwrap();
-    }
-    let config = Config::build(
-        &raw,
-        Mode::Dev {
-            data_dir: dir.to_owned(),
-        },
-    )
-    .unwrap();
-    server::start(config, backend, 2).unwrap()
-}
-
-fn port(r: &Running, kind: Kind) -> String {
-    let (_, addr) = r.bound.iter().find(|(k, _)| *k == kind).unwrap();
-    addr.port().to_string()
-}
-
-fn backends() -> Vec<Backend> {
-    let mut v = vec![Backend::Epoll];
-    match relay::io::uring::available() {
-        Ok(()) => v.push(Backend::Uring),
-        Err(e) => eprintln!("skipping io_uring backend: {e}"),
-    }
-    v
+fn port(r: &Relay, kind: Kind) -> String {
+    r.port(kind).to_string()
 }
 
 fn loadgen(args: &[&str], json: &std::path::Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(args)
-        .arg("--json")
-        .arg(json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "loadgen failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(args)
+            .arg("--json")
+            .arg(json),
     );
     serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
 }
@@ -112,7 +69,7 @@ fn every_accepted_message_is_fetched_with_its_latency() {
         assert_eq!(v["submit_latency"]["count"], accepted, "{backend:?}: {v}");
         assert_eq!(v["errors_total"], 0, "{backend:?}: {v}");
         assert_eq!(v["stale_fetched"], 0, "{backend:?}: {v}");
-        relay.shutdown();
+        drop(relay);
     }
 }
 
@@ -152,5 +109,5 @@ fn idle_sessions_are_all_idle_and_sampled_ones_wake_up() {
     assert_eq!(v["wakeup_latency"]["count"], 6, "{v}");
     assert_eq!(v["errors_total"], 0, "{v}");
     assert!(v["server_rss_after_kib"].as_u64().unwrap() > 0);
-    relay.shutdown();
+    drop(relay);
 }

@@ -1,12 +1,14 @@
 //! A server that refuses, drops or ignores connections gives counted errors within the deadline,
 //! never a hang: the clients against small misbehaving TCP servers on loopback, and the `loadgen`
 //! binary against a port where nothing listens.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: integration tests
 #![allow(clippy::unwrap_used, reason = "test helpers may unwrap")]
 
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use relay_testkit::{free_port, run_ok};
 use relay_tools::{imap, smtp, tls, Error};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -42,20 +44,26 @@ fn smtp_target(addr: SocketAddr, tls: smtp::TlsMode) -> smtp::Target {
     }
 }
 
+/// Connects an SMTP client to `addr`, which must fail: the error and how long it took.
+async fn smtp_connect_error(addr: SocketAddr, mode: smtp::TlsMode) -> (Error, Duration) {
+    let t0 = Instant::now();
+    let err = smtp::Client::connect(&smtp_target(addr, mode), &tls::connector(), None)
+        .await
+        .err()
+        .expect("connect should fail");
+    (err, t0.elapsed())
+}
+
 #[tokio::test]
 async fn smtp_against_a_closing_server_is_an_error() {
     let addr = server("close").await;
     for mode in [smtp::TlsMode::Implicit, smtp::TlsMode::Starttls] {
-        let t0 = Instant::now();
-        let err = smtp::Client::connect(&smtp_target(addr, mode), &tls::connector(), None)
-            .await
-            .err()
-            .expect("connect should fail");
+        let (err, took) = smtp_connect_error(addr, mode).await;
         assert!(
             matches!(err, Error::Closed { .. } | Error::Io { .. }),
             "{mode:?}: {err}"
         );
-        assert!(t0.elapsed() < Duration::from_secs(2));
+        assert!(took < Duration::from_secs(2));
     }
 }
 
@@ -63,13 +71,8 @@ async fn smtp_against_a_closing_server_is_an_error() {
 async fn smtp_against_a_silent_server_times_out() {
     let addr = server("silent").await;
     for mode in [smtp::TlsMode::Implicit, smtp::TlsMode::Starttls] {
-        let t0 = Instant::now();
-        let err = smtp::Client::connect(&smtp_target(addr, mode), &tls::connector(), None)
-            .await
-            .err()
-            .expect("connect should fail");
+        let (err, took) = smtp_connect_error(addr, mode).await;
         assert!(matches!(err, Error::Timeout { .. }), "{mode:?}: {err}");
-        let took = t0.elapsed();
         assert!(
             took >= Duration::from_millis(450) && took < Duration::from_secs(2),
             "{took:?}"
@@ -80,14 +83,7 @@ async fn smtp_against_a_silent_server_times_out() {
 #[tokio::test]
 async fn smtp_starttls_against_a_garbage_greeting_is_a_protocol_error() {
     let addr = server("garbage").await;
-    let err = smtp::Client::connect(
-        &smtp_target(addr, smtp::TlsMode::Starttls),
-        &tls::connector(),
-        None,
-    )
-    .await
-    .err()
-    .expect("connect should fail");
+    let (err, _) = smtp_connect_error(addr, smtp::TlsMode::Starttls).await;
     assert_eq!(err.key(), "smtp greeting: protocol error", "{err}");
 }
 
@@ -111,39 +107,30 @@ async fn imap_against_a_silent_server_times_out() {
 #[test]
 fn loadgen_against_nothing_reports_errors_and_stops_in_time() {
     // Find a free port, then close it: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = tempfile_dir();
     let json = dir.join("out.json");
     let t0 = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "--smtp-port",
-            &port.to_string(),
-            "--imap-port",
-            &port.to_string(),
-        ])
-        .args([
-            "--senders",
-            "2",
-            "--receivers",
-            "1",
-            "--duration",
-            "1",
-            "--drain",
-            "1",
-        ])
-        .args(["--timeout", "0.3", "--json"])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args([
+                "--smtp-port",
+                &port.to_string(),
+                "--imap-port",
+                &port.to_string(),
+            ])
+            .args([
+                "--senders",
+                "2",
+                "--receivers",
+                "1",
+                "--duration",
+                "1",
+                "--drain",
+                "1",
+            ])
+            .args(["--timeout", "0.3", "--json"])
+            .arg(&json),
     );
     assert!(
         t0.elapsed() < Duration::from_secs(10),

@@ -8,6 +8,7 @@
 //! could not decrypt (so two bots never loop), prints its invite link and writes it to a file.
 //! If the relay or the core goes away it starts over with a backoff; the core itself reconnects
 //! after a relay restart.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: clients of the relay
 
 use std::collections::HashSet;
 use std::io::Write;

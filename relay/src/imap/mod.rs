@@ -26,4 +26,5 @@ mod sync;
 pub use session::{Session, PREAUTH_BUDGET};
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests: disk, clock, real store
 mod tests;

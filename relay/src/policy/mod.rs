@@ -48,6 +48,7 @@ mod limiter;
 pub mod mime;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may unwrap
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests read the corpus
 mod tests;
 
 pub use limiter::SendLimiter;

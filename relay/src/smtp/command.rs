@@ -250,10 +250,7 @@ fn is_local_part(local: &str) -> bool {
     if local.is_empty() || local.len() > MAX_LOCAL_PART_LEN {
         return false;
     }
-    if let Some(quoted) = local
-        .strip_prefix('"')
-        .and_then(|rest| rest.strip_suffix('"'))
-    {
+    if let Some(quoted) = enclosed(local, '"', '"') {
         let mut escaped = false;
         for c in quoted.bytes() {
             match (escaped, c) {
@@ -270,6 +267,11 @@ fn is_local_part(local: &str) -> bool {
         .all(|atom| !atom.is_empty() && atom.bytes().all(is_atext))
 }
 
+/// The inside of `s` if it starts with `open` and ends with `close`.
+fn enclosed(s: &str, open: char, close: char) -> Option<&str> {
+    s.strip_prefix(open)?.strip_suffix(close)
+}
+
 /// RFC 5322 §3.2.3 `atext`.
 fn is_atext(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
@@ -280,10 +282,7 @@ fn is_domain(domain: &str) -> bool {
     if domain.is_empty() || domain.len() > MAX_DOMAIN_LEN {
         return false;
     }
-    if let Some(literal) = domain
-        .strip_prefix('[')
-        .and_then(|rest| rest.strip_suffix(']'))
-    {
+    if let Some(literal) = enclosed(domain, '[', ']') {
         return !literal.is_empty()
             && literal
                 .bytes()

@@ -12,6 +12,7 @@ pub mod frame;
 pub mod reply;
 pub mod session;
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests: disk, clock, real store
 mod tests;
 
 pub use session::Session;

@@ -331,22 +331,25 @@ pub fn write_snapshot(dir: &Path, cp: &CpIndex) -> Result<Option<Position>, Erro
 mod tests {
     use super::*;
     use crate::store::format::{InsertEntry, Record};
+    use crate::store::record;
 
     #[test]
     fn round_trip_and_corruption_detected() {
         let mut index = Index::default();
-        index.apply(&Record::AccountCreate {
-            id: 1,
-            addr: "a@x".into(),
-            password_hash: "h".into(),
-            created: 86_400 * 3,
-            inbox_uid_validity: 9,
-        });
-        index.apply(&Record::Keyword {
+        index.apply(&Record::AccountCreate(
+            record::account_create::AccountCreate {
+                id: 1,
+                addr: "a@x".into(),
+                password_hash: "h".into(),
+                created: 86_400 * 3,
+                inbox_uid_validity: 9,
+            },
+        ));
+        index.apply(&Record::Keyword(record::keyword::Keyword {
             account: 1,
             name: "$x".into(),
-        });
-        index.apply(&Record::Insert {
+        }));
+        index.apply(&Record::Insert(record::insert::Insert {
             body: BodyRef {
                 segment: 2,
                 offset: 9,
@@ -360,13 +363,13 @@ mod tests {
                 modseq: 2,
                 flags: 1 << 8,
             }],
-        });
-        index.apply(&Record::Metadata {
+        }));
+        index.apply(&Record::Metadata(record::metadata::Metadata {
             account: 1,
             mailbox: None,
             key: "/private/k".into(),
             value: Some(b"v".to_vec()),
-        });
+        }));
         let dir = tempfile::tempdir().unwrap();
         let pos = Position {
             segment: 3,

@@ -1,7 +1,8 @@
 //! The in-memory index: accounts, mailboxes, messages (UID order), keywords, subscriptions,
 //! metadata, quota usage and live bodies per segment. It changes only by [`Index::apply`] of a
-//! log record, so replaying the log rebuilds exactly the state the writer had. `apply` never
-//! fails and never panics: a record that refers to something missing is ignored.
+//! log record, so replaying the log rebuilds exactly the state the writer had. What each record
+//! does to it is in the record's kind module under `record/`; `apply` never fails and never
+//! panics: a record that refers to something missing is ignored.
 //!
 //! This module does no I/O.
 
@@ -28,7 +29,7 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    fn new(id: MailboxId, name: String, uid_validity: u32) -> Self {
+    pub(crate) fn new(id: MailboxId, name: String, uid_validity: u32) -> Self {
         Mailbox {
             id,
             name,
@@ -45,7 +46,7 @@ impl Mailbox {
         self.messages.binary_search_by_key(&uid, |m| m.uid).ok()
     }
 
-    fn bump(&mut self, modseq: u64) {
+    pub(crate) fn bump(&mut self, modseq: u64) {
         self.highest_modseq = self.highest_modseq.max(modseq);
     }
 }
@@ -130,7 +131,11 @@ impl Account {
         }
     }
 
-    fn remove_mailbox_messages(&mut self, mb: &Mailbox, seg_refs: &mut BTreeMap<u32, u64>) {
+    pub(crate) fn remove_mailbox_messages(
+        &mut self,
+        mb: &Mailbox,
+        seg_refs: &mut BTreeMap<u32, u64>,
+    ) {
         for m in &mb.messages {
             unref(seg_refs, m.body.segment);
         }
@@ -152,7 +157,8 @@ pub struct Index {
     pub seg_refs: BTreeMap<u32, u64>,
 }
 
-fn unref(seg_refs: &mut BTreeMap<u32, u64>, segment: u32) {
+/// Drop one reference to a body in `segment`.
+pub(crate) fn unref(seg_refs: &mut BTreeMap<u32, u64>, segment: u32) {
     if let Some(n) = seg_refs.get_mut(&segment) {
         *n = n.saturating_sub(1);
         if *n == 0 {
@@ -167,265 +173,96 @@ impl Index {
         self.accounts.get(&id)
     }
 
-    /// Apply one record. Returns the account whose modseq changed, if any (for watchers).
+    /// Look up an account by lowercase address (other case is folded, as at creation).
+    pub fn account_by_addr(&self, addr: &str) -> Option<AccountInfo> {
+        let folded;
+        let addr = if addr.chars().any(char::is_uppercase) {
+            folded = addr.to_lowercase();
+            folded.as_str()
+        } else {
+            addr
+        };
+        let id = self.by_addr.get(addr)?;
+        self.account(*id).map(Account::info)
+    }
+
+    /// All accounts, by id.
+    pub fn account_infos(&self) -> Vec<AccountInfo> {
+        let mut v: Vec<_> = self.accounts.values().map(Account::info).collect();
+        v.sort_by_key(|a| a.id);
+        v
+    }
+
+    /// Every message of an account with its mailbox, in mailbox id then UID order.
+    pub fn messages(&self, account: AccountId) -> Vec<(MailboxId, MessageMeta)> {
+        let Some(acc) = self.account(account) else {
+            return Vec::new();
+        };
+        acc.mailboxes
+            .values()
+            .flat_map(|mb| mb.messages.iter().map(move |m| (mb.id, *m)))
+            .collect()
+    }
+
+    /// All mailboxes of an account, in name order.
+    pub fn mailbox_infos(&self, account: AccountId) -> Vec<MailboxInfo> {
+        let Some(acc) = self.account(account) else {
+            return Vec::new();
+        };
+        let mut v: Vec<_> = acc
+            .mailboxes
+            .values()
+            .map(|mb| acc.mailbox_info(mb))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// A snapshot of a mailbox by name (`INBOX` is case-insensitive).
+    pub fn view_by_name(&self, account: AccountId, name: &str) -> Option<MailboxView> {
+        let acc = self.account(account)?;
+        acc.mailbox_by_name(name).map(|mb| acc.view(mb))
+    }
+
+    /// A snapshot of a mailbox by id.
+    pub fn view_by_id(&self, account: AccountId, id: MailboxId) -> Option<MailboxView> {
+        let acc = self.account(account)?;
+        acc.mailboxes.get(&id).map(|mb| acc.view(mb))
+    }
+
+    /// Subscribed mailbox names, including ones that do not exist.
+    pub fn subscription_list(&self, account: AccountId) -> Vec<String> {
+        self.account(account)
+            .map(|a| a.subscriptions.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A metadata entry.
+    pub fn metadata_value(
+        &self,
+        account: AccountId,
+        mailbox: Option<MailboxId>,
+        key: &str,
+    ) -> Option<Vec<u8>> {
+        self.account(account)?
+            .metadata
+            .get(&(mailbox, key.to_owned()))
+            .cloned()
+    }
+
+    /// Bytes used by the account's messages (0 if it does not exist).
+    pub fn bytes_used(&self, account: AccountId) -> u64 {
+        self.account(account).map_or(0, |a| a.bytes_used)
+    }
+
+    /// The account's newest modseq (0 if it does not exist): the value its watchers see.
+    pub fn modseq(&self, account: AccountId) -> u64 {
+        self.account(account).map_or(0, |a| a.modseq)
+    }
+
+    /// Apply one record (dispatched to its kind module under `record/`). Returns the account
+    /// whose modseq changed, if any (for watchers).
     pub fn apply(&mut self, rec: &Record) -> Option<AccountId> {
-        match rec {
-            Record::AccountCreate {
-                id,
-                addr,
-                password_hash,
-                created,
-                inbox_uid_validity,
-            } => {
-                let mut mailboxes = BTreeMap::new();
-                mailboxes.insert(
-                    INBOX_ID,
-                    Mailbox::new(INBOX_ID, "INBOX".to_owned(), *inbox_uid_validity),
-                );
-                let acc = Account {
-                    id: *id,
-                    addr: addr.clone(),
-                    password_hash: password_hash.clone(),
-                    created: *created,
-                    last_login_day: u32::try_from(created.div_euclid(86_400)).unwrap_or(0),
-                    modseq: 1,
-                    bytes_used: 0,
-                    messages: 0,
-                    mailboxes,
-                    next_mailbox_id: INBOX_ID + 1,
-                    keywords: Vec::new(),
-                    subscriptions: BTreeSet::from(["INBOX".to_owned()]),
-                    metadata: BTreeMap::new(),
-                };
-                if let Some(old) = self.accounts.insert(*id, acc) {
-                    self.by_addr.remove(&old.addr);
-                }
-                self.by_addr.insert(addr.clone(), *id);
-                self.next_account_id = self.next_account_id.max(id.saturating_add(1));
-                self.last_uid_validity = self.last_uid_validity.max(*inbox_uid_validity);
-                None
-            }
-            Record::AccountDelete { id } => {
-                let mut acc = self.accounts.remove(id)?;
-                self.by_addr.remove(&acc.addr);
-                for mb in std::mem::take(&mut acc.mailboxes).into_values() {
-                    acc.remove_mailbox_messages(&mb, &mut self.seg_refs);
-                }
-                Some(*id)
-            }
-            Record::LastLogin { account, day } => {
-                if let Some(acc) = self.accounts.get_mut(account) {
-                    acc.last_login_day = *day;
-                }
-                None
-            }
-            Record::MailboxCreate {
-                account,
-                id,
-                name,
-                uid_validity,
-            } => {
-                self.last_uid_validity = self.last_uid_validity.max(*uid_validity);
-                let acc = self.accounts.get_mut(account)?;
-                acc.mailboxes
-                    .insert(*id, Mailbox::new(*id, name.clone(), *uid_validity));
-                acc.next_mailbox_id = acc.next_mailbox_id.max(id.saturating_add(1));
-                None
-            }
-            Record::MailboxDelete { account, id } => {
-                let acc = self.accounts.get_mut(account)?;
-                let mb = acc.mailboxes.remove(id)?;
-                acc.remove_mailbox_messages(&mb, &mut self.seg_refs);
-                let keys: Vec<_> = acc
-                    .metadata
-                    .keys()
-                    .filter(|(m, _)| *m == Some(*id))
-                    .cloned()
-                    .collect();
-                for k in keys {
-                    acc.metadata.remove(&k);
-                }
-                Some(*account)
-            }
-            Record::MailboxRename { account, id, name } => {
-                let acc = self.accounts.get_mut(account)?;
-                let old = acc.mailboxes.get(id)?.name.clone();
-                let prefix = format!("{old}/");
-                for mb in acc.mailboxes.values_mut() {
-                    if mb.id == *id {
-                        mb.name.clone_from(name);
-                    } else if let Some(rest) = mb.name.strip_prefix(&prefix) {
-                        mb.name = format!("{name}/{rest}");
-                    }
-                }
-                Some(*account)
-            }
-            Record::Subscribe {
-                account,
-                name,
-                subscribed,
-            } => {
-                let acc = self.accounts.get_mut(account)?;
-                if *subscribed {
-                    acc.subscriptions.insert(name.clone());
-                } else {
-                    acc.subscriptions.remove(name);
-                }
-                None
-            }
-            Record::Keyword { account, name } => {
-                let acc = self.accounts.get_mut(account)?;
-                if acc.keywords.len() < flag_bits::MAX_KEYWORDS {
-                    acc.keywords.push(name.clone());
-                }
-                None
-            }
-            Record::Insert {
-                body,
-                internal_date,
-                entries,
-            } => {
-                let mut touched = None;
-                for e in entries {
-                    let Some(acc) = self.accounts.get_mut(&e.account) else {
-                        continue;
-                    };
-                    let Some(mb) = acc.mailboxes.get_mut(&e.mailbox) else {
-                        continue;
-                    };
-                    let meta = MessageMeta {
-                        uid: e.uid,
-                        flags: e.flags,
-                        modseq: e.modseq,
-                        internal_date: *internal_date,
-                        size: body.len,
-                        body: *body,
-                    };
-                    // UIDs are assigned in log order, so this is an append in practice.
-                    match mb.messages.binary_search_by_key(&e.uid, |m| m.uid) {
-                        Ok(_) => continue,
-                        Err(pos) => mb.messages.insert(pos, meta),
-                    }
-                    mb.uid_next = mb.uid_next.max(e.uid.saturating_add(1));
-                    mb.size += u64::from(body.len);
-                    mb.bump(e.modseq);
-                    acc.modseq = acc.modseq.max(e.modseq);
-                    acc.bytes_used += u64::from(body.len);
-                    acc.messages += 1;
-                    *self.seg_refs.entry(body.segment).or_default() += 1;
-                    touched = Some(e.account);
-                }
-                touched
-            }
-            Record::Flags {
-                account,
-                mailbox,
-                modseq,
-                changes,
-            } => {
-                let acc = self.accounts.get_mut(account)?;
-                let mb = acc.mailboxes.get_mut(mailbox)?;
-                for (uid, flags) in changes {
-                    if let Some(i) = mb.find(*uid) {
-                        mb.messages[i].flags = *flags;
-                        mb.messages[i].modseq = *modseq;
-                    }
-                }
-                mb.bump(*modseq);
-                acc.modseq = acc.modseq.max(*modseq);
-                Some(*account)
-            }
-            Record::Expunge {
-                account,
-                mailbox,
-                modseq,
-                uids,
-            } => {
-                let acc = self.accounts.get_mut(account)?;
-                let mb = acc.mailboxes.get_mut(mailbox)?;
-                let mut freed = 0u64;
-                let mut removed = 0u64;
-                for uid in uids {
-                    if let Some(i) = mb.find(*uid) {
-                        let m = mb.messages.remove(i);
-                        freed += u64::from(m.size);
-                        removed += 1;
-                        unref(&mut self.seg_refs, m.body.segment);
-                    }
-                }
-                mb.size = mb.size.saturating_sub(freed);
-                mb.bump(*modseq);
-                acc.bytes_used = acc.bytes_used.saturating_sub(freed);
-                acc.messages = acc.messages.saturating_sub(removed);
-                acc.modseq = acc.modseq.max(*modseq);
-                Some(*account)
-            }
-            Record::Copy {
-                account,
-                from,
-                to,
-                modseq,
-                remove_source,
-                pairs,
-            } => {
-                let acc = self.accounts.get_mut(account)?;
-                let src = acc.mailboxes.get(from)?;
-                acc.mailboxes.get(to)?;
-                let mut copies = Vec::with_capacity(pairs.len());
-                for (old, new) in pairs {
-                    if let Some(i) = src.find(*old) {
-                        let mut m = src.messages[i];
-                        m.uid = *new;
-                        m.modseq = *modseq;
-                        copies.push((*old, m));
-                    }
-                }
-                if *remove_source {
-                    let src = acc.mailboxes.get_mut(from)?;
-                    for (old, m) in &copies {
-                        if let Some(i) = src.find(*old) {
-                            src.messages.remove(i);
-                            src.size = src.size.saturating_sub(u64::from(m.size));
-                            acc.bytes_used = acc.bytes_used.saturating_sub(u64::from(m.size));
-                            acc.messages = acc.messages.saturating_sub(1);
-                            unref(&mut self.seg_refs, m.body.segment);
-                        }
-                    }
-                    src.bump(*modseq);
-                }
-                let dst = acc.mailboxes.get_mut(to)?;
-                for (_, m) in copies {
-                    match dst.messages.binary_search_by_key(&m.uid, |x| x.uid) {
-                        Ok(_) => continue,
-                        Err(pos) => dst.messages.insert(pos, m),
-                    }
-                    dst.uid_next = dst.uid_next.max(m.uid.saturating_add(1));
-                    dst.size += u64::from(m.size);
-                    acc.bytes_used += u64::from(m.size);
-                    acc.messages += 1;
-                    *self.seg_refs.entry(m.body.segment).or_default() += 1;
-                }
-                dst.bump(*modseq);
-                acc.modseq = acc.modseq.max(*modseq);
-                Some(*account)
-            }
-            Record::Metadata {
-                account,
-                mailbox,
-                key,
-                value,
-            } => {
-                let acc = self.accounts.get_mut(account)?;
-                match value {
-                    Some(v) => {
-                        acc.metadata.insert((*mailbox, key.clone()), v.clone());
-                    }
-                    None => {
-                        acc.metadata.remove(&(*mailbox, key.clone()));
-                    }
-                }
-                None
-            }
-        }
+        rec.apply(self)
     }
 }

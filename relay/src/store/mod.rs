@@ -25,9 +25,48 @@
 //!   (newest two kept); `open` loads the newest valid one and replays the log after it.
 //!
 //! # Modules
-//! `format` (pure record codec), `log` (segments: recovery, append, removal), `mmap` (the only
-//! `unsafe`), `index` (in-memory state, changed only by applying records), `writer` (validation,
-//! group commit, watchers), `checkpoint` (rkyv snapshots).
+//! `format` (pure framing and field codec), `record` (one module per record kind: its data,
+//! payload codec, index application and the planning of the ops that write it, all reached
+//! through the `registry!` there), `log` (segments: recovery, append, removal), `mmap` (the only
+//! `unsafe`), `index` (in-memory state and its read views, changed only by applying records),
+//! `writer` (group commit, watchers), `checkpoint` (rkyv snapshots of the index), `mailstore`
+//! (the [`Mailstore`] trait sessions use), `memory` ([`MemoryStore`], the same planning and
+//! index code without a disk, for session tests).
+//!
+//! Files and directories are created in these places only: `Store::open` (the store directory
+//! and `lock`), `log::Log::recover` (the log directory), `log::new_segment` (segments) and
+//! `checkpoint::write_snapshot` (the index directory and checkpoints). The record kinds and the
+//! in-memory store create none.
+//!
+//! # How to add a record kind
+//! 1. Take the next free kind byte (the table in `record/mod.rs`); never reuse one, old logs
+//!    hold them.
+//! 2. New file `record/<kind>.rs` (start from a small one such as `last_login.rs`), with a
+//!    module doc giving the kind byte, the op(s) that write it and the payload layout:
+//!    - the record struct, fields documented;
+//!    - `impl Kind`: `encode` and `decode` (the field order *is* the on-disk format), `apply`
+//!      (change the `Index`; never fail or panic, ignore references to what is missing; return
+//!      the account whose modseq changed, so its IDLE watchers wake), and `also_wakes` if
+//!      further accounts must wake;
+//!    - `plan` for the op that writes it: validate against `p.index()` (which already holds
+//!      the earlier ops of the batch), decide ids, UIDs and modseqs, then `p.emit(rec.into())`;
+//!      return every refusal before the first `emit`;
+//!    - `#[cfg(test)] mod test_data` with `arbitrary()` (a proptest strategy) and `golden()`
+//!      (fixed records with their frame bytes in hex; the hex is written once, from the
+//!      failure message of `format::tests::encoding_is_stable`, and never changed afterwards).
+//! 3. In `record/mod.rs`: `pub mod <kind>;`, one line `byte => Variant(module),` in
+//!    `registry!`, and a row in the table of its module doc. The codec, replay, the writer and
+//!    the in-memory store need nothing more.
+//! 4. A new op: its variant in [`Op`] (and in [`OpResult`] if it answers more than `Done`),
+//!    one arm in `record::plan`, and one in `Op::body_len` if it carries a message body. Add
+//!    it to the generator of `memory::tests` so the double is checked against the disk for it.
+//! 5. New state in the index (not just new values of existing fields): the field in
+//!    `index.rs` and a read method on `Index` used by [`Store`] and [`MemoryStore`] (and
+//!    [`Mailstore`] if sessions read it). The checkpoint (`checkpoint.rs`) must then carry it
+//!    too; its archived types are on disk, so a new field means a new `MAGIC` with the old
+//!    layout still loaded (as empty state), never a changed layout under the old `MAGIC`.
+//! 6. Tests of the op's behaviour in `tests.rs` (real files, reopen); then
+//!    `cargo test -p relay --lib store::`.
 //!
 //! # Hazards (what could lose or corrupt data, and what prevents it)
 //! - *Torn write at a crash*: every frame has a length and a CRC32C; recovery keeps the longest
@@ -51,27 +90,34 @@
 //!   reverse).
 //! - *Memory*: the index exists twice (shared and the writer's copy).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 
 mod checkpoint;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)] // sans-I/O record format
 pub mod format;
 mod index;
 mod log;
+mod mailstore;
+pub mod memory;
 // The only unsafe code of the store: `Mmap::map` of segment files, under the contract documented
 // in that module (single writer process, no truncation while mapped, readers below the published
 // length).
 #[allow(unsafe_code)]
 mod mmap;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)] // sans-I/O record format
+pub mod record;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
 pub use log::Position;
+pub use mailstore::{Commit, Mailstore};
+pub use memory::MemoryStore;
 
 /// Identifies an account; stable for the account's life, never reused while the store is open.
 pub type AccountId = u32;
@@ -191,17 +237,27 @@ pub struct BodyRef {
     pub(crate) len: u32,
 }
 
-/// A message body borrowed from the mmap of its segment (no copy).
+/// A message body borrowed from the mmap of its segment (no copy), or from the memory of a
+/// [`MemoryStore`].
 pub struct Body {
-    map: Arc<memmap2::Mmap>,
+    bytes: BodyBytes,
     start: usize,
     len: usize,
+}
+
+enum BodyBytes {
+    Mapped(Arc<memmap2::Mmap>),
+    Memory(Arc<[u8]>),
 }
 
 impl std::ops::Deref for Body {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.map[self.start..self.start + self.len]
+        let all: &[u8] = match &self.bytes {
+            BodyBytes::Mapped(map) => map,
+            BodyBytes::Memory(bytes) => bytes,
+        };
+        &all[self.start..self.start + self.len]
     }
 }
 
@@ -470,9 +526,47 @@ pub(crate) struct Shared {
     /// Maps of the live segments.
     segments: log::Segments,
     /// IDLE watchers, created lazily per account.
-    watchers: Mutex<HashMap<AccountId, tokio::sync::watch::Sender<u64>>>,
+    watchers: Watchers,
     config: StoreConfig,
     stats: Stats,
+}
+
+/// IDLE watchers: one `watch` channel per account with a live receiver, holding its modseq.
+#[derive(Default)]
+pub(crate) struct Watchers(Mutex<HashMap<AccountId, tokio::sync::watch::Sender<u64>>>);
+
+impl Watchers {
+    /// A receiver for `account`; a new channel starts at `modseq()`.
+    fn watch(
+        &self,
+        account: AccountId,
+        modseq: impl FnOnce() -> u64,
+    ) -> tokio::sync::watch::Receiver<u64> {
+        let mut watchers = self.0.lock().expect("watchers lock should not be poisoned");
+        if let Some(tx) = watchers.get(&account) {
+            return tx.subscribe();
+        }
+        let (tx, rx) = tokio::sync::watch::channel(modseq());
+        watchers.insert(account, tx);
+        rx
+    }
+
+    /// Send each touched account's new modseq; drop channels nobody listens to any more.
+    fn wake(&self, touched: BTreeSet<AccountId>, modseq: impl Fn(AccountId) -> u64) {
+        if touched.is_empty() {
+            return;
+        }
+        let mut watchers = self.0.lock().expect("watchers lock should not be poisoned");
+        for a in touched {
+            if let Some(tx) = watchers.get(&a) {
+                if tx.receiver_count() == 0 {
+                    watchers.remove(&a);
+                } else {
+                    tx.send_replace(modseq(a));
+                }
+            }
+        }
+    }
 }
 
 /// Counters of the writer since open.
@@ -626,7 +720,7 @@ impl Store {
         let shared = Arc::new(Shared {
             index: RwLock::new(idx.clone()),
             segments: log.segments(),
-            watchers: Mutex::default(),
+            watchers: Watchers::default(),
             config: config.clone(),
             stats: Stats::default(),
         });
@@ -665,16 +759,7 @@ impl Store {
 
     /// Look up an account by lowercase address (other case is folded, as at creation).
     pub fn account(&self, addr: &str) -> Option<AccountInfo> {
-        let folded;
-        let addr = if addr.chars().any(char::is_uppercase) {
-            folded = addr.to_lowercase();
-            folded.as_str()
-        } else {
-            addr
-        };
-        let idx = self.index();
-        let id = idx.by_addr.get(addr)?;
-        idx.account(*id).map(index::Account::info)
+        self.index().account_by_addr(addr)
     }
 
     /// Look up an account by id.
@@ -684,60 +769,33 @@ impl Store {
 
     /// All accounts, by id (admin tools, expiry).
     pub fn accounts(&self) -> Vec<AccountInfo> {
-        let idx = self.index();
-        let mut v: Vec<_> = idx.accounts.values().map(index::Account::info).collect();
-        v.sort_by_key(|a| a.id);
-        v
+        self.index().account_infos()
     }
 
     /// Every message of an account with its mailbox, in mailbox id then UID order (expiry:
     /// `internal_date` and `size` are in the meta).
     pub fn messages(&self, account: AccountId) -> Vec<(MailboxId, MessageMeta)> {
-        let idx = self.index();
-        let Some(acc) = idx.account(account) else {
-            return Vec::new();
-        };
-        acc.mailboxes
-            .values()
-            .flat_map(|mb| mb.messages.iter().map(move |m| (mb.id, *m)))
-            .collect()
+        self.index().messages(account)
     }
 
     /// All mailboxes of an account, in name order.
     pub fn mailboxes(&self, account: AccountId) -> Vec<MailboxInfo> {
-        let idx = self.index();
-        let Some(acc) = idx.account(account) else {
-            return Vec::new();
-        };
-        let mut v: Vec<_> = acc
-            .mailboxes
-            .values()
-            .map(|mb| acc.mailbox_info(mb))
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+        self.index().mailbox_infos(account)
     }
 
     /// A snapshot of a mailbox by name (`INBOX` is case-insensitive).
     pub fn mailbox_view(&self, account: AccountId, name: &str) -> Option<MailboxView> {
-        let idx = self.index();
-        let acc = idx.account(account)?;
-        acc.mailbox_by_name(name).map(|mb| acc.view(mb))
+        self.index().view_by_name(account, name)
     }
 
     /// A snapshot of a mailbox by id.
     pub fn mailbox_view_by_id(&self, account: AccountId, id: MailboxId) -> Option<MailboxView> {
-        let idx = self.index();
-        let acc = idx.account(account)?;
-        acc.mailboxes.get(&id).map(|mb| acc.view(mb))
+        self.index().view_by_id(account, id)
     }
 
     /// Subscribed mailbox names (LSUB), including ones that do not exist.
     pub fn subscriptions(&self, account: AccountId) -> Vec<String> {
-        self.index()
-            .account(account)
-            .map(|a| a.subscriptions.iter().cloned().collect())
-            .unwrap_or_default()
+        self.index().subscription_list(account)
     }
 
     /// The body of a message. Fails only if the message's segment was removed.
@@ -756,7 +814,11 @@ impl Store {
         if start.checked_add(len).is_none_or(|end| end > map.len()) {
             return Err(Error::NotFound("body"));
         }
-        Ok(Body { map, start, len })
+        Ok(Body {
+            bytes: BodyBytes::Mapped(map),
+            start,
+            len,
+        })
     }
 
     /// A metadata entry.
@@ -766,11 +828,7 @@ impl Store {
         mailbox: Option<MailboxId>,
         key: &str,
     ) -> Option<Vec<u8>> {
-        self.index()
-            .account(account)?
-            .metadata
-            .get(&(mailbox, key.to_owned()))
-            .cloned()
+        self.index().metadata_value(account, mailbox, key)
     }
 
     /// `(entries, value bytes)` of all metadata of an account, for the per-account caps.
@@ -783,26 +841,17 @@ impl Store {
 
     /// `(used, limit)` in bytes for GETQUOTAROOT and the SMTP quota check.
     pub fn quota(&self, account: AccountId) -> (u64, u64) {
-        let used = self.index().account(account).map_or(0, |a| a.bytes_used);
+        let used = self.index().bytes_used(account);
         (used, self.inner.shared.config.max_mailbox_size)
     }
 
     /// A receiver that changes (to the account's newest modseq) after every committed change to
     /// the account's mailboxes. Sessions in IDLE wait on it.
     pub fn watch(&self, account: AccountId) -> tokio::sync::watch::Receiver<u64> {
-        let mut watchers = self
-            .inner
+        self.inner
             .shared
             .watchers
-            .lock()
-            .expect("watchers lock should not be poisoned");
-        if let Some(tx) = watchers.get(&account) {
-            return tx.subscribe();
-        }
-        let modseq = self.index().account(account).map_or(0, |a| a.modseq);
-        let (tx, rx) = tokio::sync::watch::channel(modseq);
-        watchers.insert(account, tx);
-        rx
+            .watch(account, || self.index().modseq(account))
     }
 
     fn submit(&self, op: Op) -> Option<tokio::sync::oneshot::Receiver<Result<OpResult, Error>>> {

@@ -2,7 +2,8 @@
 //!
 //! It takes every queued request, validates each [`Op`] against its private copy of the index
 //! (which already includes the earlier ops of the same batch), assigns ids/UIDs/modseqs, places
-//! the records in the log, writes the batch and `fdatasync`s once, then applies the same records
+//! the records in the log (that planning is per record kind, in `record/`, through
+//! [`Planner`]), writes the batch and `fdatasync`s once, then applies the same records
 //! to the index readers share, wakes watchers and completes the callers.
 //!
 //! The private index is a second copy of the shared one, kept equal by applying the same records
@@ -11,7 +12,7 @@
 //! gets the error and later commits get [`Error::Closed`] (after a failed `fdatasync` the page
 //! cache may not match the disk, so continuing would be unsafe).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
@@ -20,17 +21,10 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::checkpoint;
-use super::format::{InsertEntry, Record};
-use super::index::{Index, INBOX_ID};
+use super::index::Index;
 use super::log::{Log, Position};
-use super::{
-    flag_bits, AccountId, DeliverError, Error, Flag, FlagMode, Op, OpResult, Shared, StoreConfig,
-};
-
-/// Largest metadata value accepted (RFC 5464 servers limit it; Dovecot's default is 64 KiB).
-pub const MAX_METADATA_VALUE: usize = 64 * 1024;
-/// Longest mailbox name accepted.
-pub const MAX_MAILBOX_NAME: usize = 512;
+use super::record::{self, Planner, Record};
+use super::{BodyRef, Error, Op, OpResult, Shared, StoreConfig};
 
 /// Replayed records at open above which shutdown writes a checkpoint even without new writes.
 const REPLAY_WORTH_CHECKPOINT: u64 = 1024;
@@ -55,8 +49,8 @@ impl Msg {
     /// Message bytes the request will write.
     fn body_len(&self) -> usize {
         match self {
-            Msg::Op(Op::Deliver { body, .. } | Op::Append { body, .. }, _) => body.len(),
-            _ => 0,
+            Msg::Op(op, _) => op.body_len(),
+            Msg::Checkpoint(_) => 0,
         }
     }
 }
@@ -221,32 +215,12 @@ impl Writer {
                 if let Some(a) = index.apply(rec) {
                     touched.insert(a);
                 }
-                // One body delivered to several accounts touches all of them, not only the one
-                // `apply` reports: every recipient's IDLE must wake.
-                if let Record::Insert { entries, .. } = rec {
-                    touched.extend(entries.iter().map(|e| e.account));
-                }
+                rec.also_wakes(&mut touched);
             }
         }
         pending.clear();
-        if touched.is_empty() {
-            return;
-        }
-        let mut watchers = self
-            .shared
-            .watchers
-            .lock()
-            .expect("watchers lock should not be poisoned");
-        for a in touched {
-            if let Some(tx) = watchers.get(&a) {
-                if tx.receiver_count() == 0 {
-                    watchers.remove(&a);
-                } else {
-                    let modseq = self.index.account(a).map_or(0, |acc| acc.modseq);
-                    tx.send_replace(modseq);
-                }
-            }
-        }
+        let index = &self.index;
+        self.shared.watchers.wake(touched, |a| index.modseq(a));
     }
 
     /// Write a checkpoint of the committed index (called between batches, when the private
@@ -319,524 +293,45 @@ impl Writer {
         Ok(())
     }
 
-    fn emit(&mut self, rec: Record, pending: &mut Vec<Record>) -> Result<(), Error> {
+    /// Validate `op`, place its records and apply them to the private index (the planning
+    /// itself is in the kind modules under `record/`).
+    fn plan(&mut self, op: Op, pending: &mut Vec<Record>) -> Result<OpResult, Error> {
+        let mut planning = Planning {
+            log: &mut self.log,
+            index: &mut self.index,
+            max_mailbox_size: self.config.max_mailbox_size,
+            pending,
+        };
+        record::plan(&mut planning, op)
+    }
+}
+
+/// Planning of one batch: records go to the log buffer (written and synced by `Log::commit`),
+/// to the private index, and to `pending` for the shared index after the sync.
+struct Planning<'a> {
+    log: &'a mut Log,
+    index: &'a mut Index,
+    max_mailbox_size: u64,
+    pending: &'a mut Vec<Record>,
+}
+
+impl Planner for Planning<'_> {
+    fn index(&self) -> &Index {
+        self.index
+    }
+
+    fn max_mailbox_size(&self) -> u64 {
+        self.max_mailbox_size
+    }
+
+    fn append_body(&mut self, body: &[u8]) -> Result<BodyRef, Error> {
+        self.log.append_body(body)
+    }
+
+    fn emit(&mut self, rec: Record) -> Result<(), Error> {
         self.log.append_record(&rec)?;
         self.index.apply(&rec);
-        pending.push(rec);
+        self.pending.push(rec);
         Ok(())
     }
-
-    /// Validate `op`, place its records and apply them to the private index.
-    fn plan(&mut self, op: Op, pending: &mut Vec<Record>) -> Result<OpResult, Error> {
-        let max = self.config.max_mailbox_size;
-        match op {
-            Op::CreateAccount {
-                addr,
-                password_hash,
-                now,
-            } => {
-                let addr = addr.to_lowercase();
-                if addr.is_empty() || addr.len() > 320 || addr.chars().any(char::is_control) {
-                    return Err(Error::Invalid("bad address"));
-                }
-                if self.index.by_addr.contains_key(&addr) {
-                    return Err(Error::Exists("account"));
-                }
-                let id = self.index.next_account_id.max(1);
-                let now32 = u32::try_from(now.max(0)).unwrap_or(u32::MAX);
-                let inbox_uid_validity = self.index.last_uid_validity.saturating_add(1).max(now32);
-                self.emit(
-                    Record::AccountCreate {
-                        id,
-                        addr,
-                        password_hash,
-                        created: now,
-                        inbox_uid_validity,
-                    },
-                    pending,
-                )?;
-                Ok(OpResult::AccountCreated(id))
-            }
-            Op::SetLastLogin { account, day } => {
-                let acc = self
-                    .index
-                    .account(account)
-                    .ok_or(Error::NotFound("account"))?;
-                if acc.last_login_day != day {
-                    self.emit(Record::LastLogin { account, day }, pending)?;
-                }
-                Ok(OpResult::Done)
-            }
-            Op::DeleteAccount { account } => {
-                self.index
-                    .account(account)
-                    .ok_or(Error::NotFound("account"))?;
-                self.emit(Record::AccountDelete { id: account }, pending)?;
-                Ok(OpResult::Done)
-            }
-            Op::Deliver {
-                recipients,
-                internal_date,
-                body,
-            } => {
-                let size = body_len(&body)?;
-                let mut results = Vec::with_capacity(recipients.len());
-                let mut entries = Vec::new();
-                // Earlier recipients of the same op (duplicates): (bytes, uids).
-                let mut extra: HashMap<AccountId, (u64, u32)> = HashMap::new();
-                for r in recipients {
-                    let Some(acc) = self.index.account(r) else {
-                        results.push(Err(DeliverError::NoSuchAccount));
-                        continue;
-                    };
-                    let Some(inbox) = acc.mailboxes.get(&INBOX_ID) else {
-                        results.push(Err(DeliverError::NoSuchAccount));
-                        continue;
-                    };
-                    let ex = extra.entry(r).or_default();
-                    if acc.bytes_used + ex.0 + u64::from(size) > max {
-                        results.push(Err(DeliverError::OverQuota));
-                        continue;
-                    }
-                    // UID u32::MAX is never handed out, so `uid_next` cannot wrap.
-                    let Some(uid) = inbox.uid_next.checked_add(ex.1).filter(|u| *u < u32::MAX)
-                    else {
-                        results.push(Err(DeliverError::OverQuota));
-                        continue;
-                    };
-                    let modseq = acc.modseq + 1 + u64::from(ex.1);
-                    ex.0 += u64::from(size);
-                    ex.1 += 1;
-                    entries.push(InsertEntry {
-                        account: r,
-                        mailbox: INBOX_ID,
-                        uid,
-                        modseq,
-                        flags: 0,
-                    });
-                    results.push(Ok(uid));
-                }
-                if !entries.is_empty() {
-                    let body = self.log.append_body(&body)?;
-                    self.emit(
-                        Record::Insert {
-                            body,
-                            internal_date,
-                            entries,
-                        },
-                        pending,
-                    )?;
-                }
-                Ok(OpResult::Delivered(results))
-            }
-            Op::Append {
-                account,
-                mailbox,
-                flags,
-                internal_date,
-                body,
-            } => {
-                let size = body_len(&body)?;
-                let acc = self
-                    .index
-                    .account(account)
-                    .ok_or(Error::NotFound("account"))?;
-                let mb = acc
-                    .mailboxes
-                    .get(&mailbox)
-                    .ok_or(Error::NotFound("mailbox"))?;
-                if acc.bytes_used + u64::from(size) > max {
-                    return Err(Error::OverQuota);
-                }
-                let (bits, new_keywords) = resolve_flags(&self.index, account, &flags, true)?;
-                let (uid, modseq, uid_validity) = (mb.uid_next, acc.modseq + 1, mb.uid_validity);
-                if uid == u32::MAX {
-                    return Err(Error::Invalid("UIDs exhausted"));
-                }
-                for name in new_keywords {
-                    self.emit(Record::Keyword { account, name }, pending)?;
-                }
-                let body = self.log.append_body(&body)?;
-                self.emit(
-                    Record::Insert {
-                        body,
-                        internal_date,
-                        entries: vec![InsertEntry {
-                            account,
-                            mailbox,
-                            uid,
-                            modseq,
-                            flags: bits,
-                        }],
-                    },
-                    pending,
-                )?;
-                Ok(OpResult::Appended { uid_validity, uid })
-            }
-            Op::SetFlags {
-                account,
-                mailbox,
-                uids,
-                mode,
-                flags,
-                unchanged_since,
-            } => {
-                let acc = self
-                    .index
-                    .account(account)
-                    .ok_or(Error::NotFound("account"))?;
-                acc.mailboxes
-                    .get(&mailbox)
-                    .ok_or(Error::NotFound("mailbox"))?;
-                let (bits, new_keywords) =
-                    resolve_flags(&self.index, account, &flags, mode != FlagMode::Remove)?;
-                for name in new_keywords {
-                    self.emit(Record::Keyword { account, name }, pending)?;
-                }
-                let acc = self
-                    .index
-                    .account(account)
-                    .ok_or(Error::NotFound("account"))?;
-                let mb = acc
-                    .mailboxes
-                    .get(&mailbox)
-                    .ok_or(Error::NotFound("mailbox"))?;
-                let modseq = acc.modseq + 1;
-                let mut uids = uids;
-                uids.sort_unstable();
-                uids.dedup();
-                let mut changes = Vec::new();
-                let mut modified = Vec::new();
-                for uid in uids {
-                    let Some(i) = mb.find(uid) else { continue };
-                    let m = &mb.messages[i];
-                    if unchanged_since.is_some_and(|us| m.modseq > us) {
-                        modified.push(uid);
-                        continue;
-                    }
-                    let new = match mode {
-                        FlagMode::Add => m.flags | bits,
-                        FlagMode::Remove => m.flags & !bits,
-                        FlagMode::Replace => bits,
-                    };
-                    if new != m.flags {
-                        changes.push((uid, new));
-                    }
-                }
-                let changed = changes.iter().map(|&(u, f)| (u, f, modseq)).collect();
-                if !changes.is_empty() {
-                    self.emit(
-                        Record::Flags {
-                            account,
-                            mailbox,
-                            modseq,
-                            changes,
-                        },
-                        pending,
-                    )?;
-                }
-                Ok(OpResult::FlagsSet { changed, modified })
-            }
-            Op::Expunge {
-                account,
-                mailbox,
-                uids,
-            } => {
-                let acc = self
-                    .index
-                    .account(account)
-                    .ok_or(Error::NotFound("account"))?;
-                let mb = acc
-                    .mailboxes
-                    .get(&mailbox)
-                    .ok_or(Error::NotFound("mailbox"))?;
-                let mut uids = uids;
-                uids.sort_unstable();
-                uids.dedup();
-                uids.retain(|u| mb.find(*u).is_some());
-                if !uids.is_empty() {
-                    let modseq = acc.modseq + 1;
-                    self.emit(
-                        Record::Expunge {
-                            account,
-                            mailbox,
-                            modseq,
-                            uids: uids.clone(),
-                        },
-                        pending,
-                    )?;
-                }
-                Ok(OpResult::Expunged(uids))
-            }
-            Op::Copy {
-                account,
-                from,
-                to,
-                uids,
-                remove_source,
-            } => {
-                let acc = self
-                    .index
-                    .account(account)
-                    .ok_or(Error::NotFound("account"))?;
-                let src = acc.mailboxes.get(&from).ok_or(Error::NotFound("mailbox"))?;
-                let dst = acc.mailboxes.get(&to).ok_or(Error::NotFound("mailbox"))?;
-                let mut uids = uids;
-                uids.sort_unstable();
-                uids.dedup();
-                let mut bytes = 0u64;
-                let mut pairs = Vec::new();
-                for uid in uids {
-                    if let Some(i) = src.find(uid) {
-                        bytes += u64::from(src.messages[i].size);
-                        let new = dst
-                            .uid_next
-                            .checked_add(u32::try_from(pairs.len()).unwrap_or(u32::MAX))
-                            .filter(|u| *u < u32::MAX)
-                            .ok_or(Error::Invalid("UIDs exhausted"))?;
-                        pairs.push((uid, new));
-                    }
-                }
-                let uid_validity = dst.uid_validity;
-                if !remove_source && acc.bytes_used + bytes > max {
-                    return Err(Error::OverQuota);
-                }
-                if !pairs.is_empty() {
-                    let modseq = acc.modseq + 1;
-                    self.emit(
-                        Record::Copy {
-                            account,
-                            from,
-                            to,
-                            modseq,
-                            remove_source,
-                            pairs: pairs.clone(),
-                        },
-                        pending,
-                    )?;
-                }
-                Ok(OpResult::Copied {
-                    uid_validity,
-                    pairs,
-                })
-            }
-            Op::CreateMailbox { account, name } => {
-                let acc = self
-                    .index
-                    .account(account)
-                    .ok_or(Error::NotFound("account"))?;
-                check_mailbox_name(&name)?;
-                if acc.mailbox_by_name(&name).is_some() {
-                    return Err(Error::Exists("mailbox"));
-                }
-                let id = acc.next_mailbox_id;
-                let uid_validity = self.index.last_uid_validity.saturating_add(1);
-                self.emit(
-                    Record::MailboxCreate {
-                        account,
-                        id,
-                        name,
-                        uid_validity,
-                    },
-                    pending,
-                )?;
-                Ok(OpResult::MailboxCreated(id))
-            }
-            Op::DeleteMailbox { account, mailbox } => {
-                let acc = self
-                    .index
-                    .account(account)
-                    .ok_or(Error::NotFound("account"))?;
-                if mailbox == INBOX_ID {
-                    return Err(Error::Invalid("INBOX cannot be deleted"));
-                }
-                acc.mailboxes
-                    .get(&mailbox)
-                    .ok_or(Error::NotFound("mailbox"))?;
-                self.emit(
-                    Record::MailboxDelete {
-                        account,
-                        id: mailbox,
-                    },
-                    pending,
-                )?;
-                Ok(OpResult::Done)
-            }
-            Op::RenameMailbox {
-                account,
-                mailbox,
-                to,
-            } => {
-                let acc = self
-                    .index
-                    .account(account)
-                    .ok_or(Error::NotFound("account"))?;
-                if mailbox == INBOX_ID {
-                    return Err(Error::Invalid("INBOX cannot be renamed"));
-                }
-                let old = &acc
-                    .mailboxes
-                    .get(&mailbox)
-                    .ok_or(Error::NotFound("mailbox"))?
-                    .name;
-                check_mailbox_name(&to)?;
-                if acc.mailbox_by_name(&to).is_some() {
-                    return Err(Error::Exists("mailbox"));
-                }
-                let prefix = format!("{old}/");
-                if to.starts_with(&prefix) {
-                    return Err(Error::Invalid("cannot rename a mailbox into itself"));
-                }
-                for mb in acc.mailboxes.values() {
-                    if let Some(rest) = mb.name.strip_prefix(&prefix) {
-                        if acc.mailbox_by_name(&format!("{to}/{rest}")).is_some() {
-                            return Err(Error::Exists("mailbox"));
-                        }
-                    }
-                }
-                self.emit(
-                    Record::MailboxRename {
-                        account,
-                        id: mailbox,
-                        name: to,
-                    },
-                    pending,
-                )?;
-                Ok(OpResult::Done)
-            }
-            Op::Subscribe {
-                account,
-                name,
-                subscribed,
-            } => {
-                let acc = self
-                    .index
-                    .account(account)
-                    .ok_or(Error::NotFound("account"))?;
-                if name.is_empty() || name.len() > MAX_MAILBOX_NAME {
-                    return Err(Error::Invalid("bad mailbox name"));
-                }
-                let name = if name.eq_ignore_ascii_case("INBOX") {
-                    "INBOX".to_owned()
-                } else {
-                    name
-                };
-                if acc.subscriptions.contains(&name) != subscribed {
-                    self.emit(
-                        Record::Subscribe {
-                            account,
-                            name,
-                            subscribed,
-                        },
-                        pending,
-                    )?;
-                }
-                Ok(OpResult::Done)
-            }
-            Op::SetMetadata {
-                account,
-                mailbox,
-                key,
-                value,
-            } => {
-                let acc = self
-                    .index
-                    .account(account)
-                    .ok_or(Error::NotFound("account"))?;
-                if let Some(m) = mailbox {
-                    acc.mailboxes.get(&m).ok_or(Error::NotFound("mailbox"))?;
-                }
-                if key.is_empty() || key.len() > 1024 || key.chars().any(char::is_control) {
-                    return Err(Error::Invalid("bad metadata entry name"));
-                }
-                if value.as_ref().is_some_and(|v| v.len() > MAX_METADATA_VALUE) {
-                    return Err(Error::Invalid("metadata value too large"));
-                }
-                let current = acc.metadata.get(&(mailbox, key.clone()));
-                if current != value.as_ref() {
-                    self.emit(
-                        Record::Metadata {
-                            account,
-                            mailbox,
-                            key,
-                            value,
-                        },
-                        pending,
-                    )?;
-                }
-                Ok(OpResult::Done)
-            }
-        }
-    }
-}
-
-fn body_len(body: &[u8]) -> Result<u32, Error> {
-    u32::try_from(body.len())
-        .ok()
-        .filter(|l| *l < u32::MAX - 16)
-        .ok_or(Error::Invalid("message too large"))
-}
-
-/// A mailbox name the store accepts: `/`-separated non-empty parts, no control characters, no
-/// LIST wildcards.
-pub fn check_mailbox_name(name: &str) -> Result<(), Error> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_MAILBOX_NAME
-        && !name.starts_with('/')
-        && !name.ends_with('/')
-        && !name.contains("//")
-        && !name.chars().any(|c| c.is_control() || c == '*' || c == '%');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Invalid("bad mailbox name"))
-    }
-}
-
-/// Flag bits for `flags`, and the keywords that must be defined first (if `define`; otherwise
-/// unknown keywords are ignored).
-fn resolve_flags(
-    index: &Index,
-    account: AccountId,
-    flags: &[Flag],
-    define: bool,
-) -> Result<(u64, Vec<String>), Error> {
-    let acc = index.account(account).ok_or(Error::NotFound("account"))?;
-    let mut bits = 0u64;
-    let mut new: Vec<String> = Vec::new();
-    for f in flags {
-        bits |= match f {
-            Flag::Seen => flag_bits::SEEN,
-            Flag::Answered => flag_bits::ANSWERED,
-            Flag::Flagged => flag_bits::FLAGGED,
-            Flag::Deleted => flag_bits::DELETED,
-            Flag::Draft => flag_bits::DRAFT,
-            Flag::Keyword(k) => {
-                if k.is_empty()
-                    || k.len() > 128
-                    || k.starts_with('\\')
-                    || k.chars()
-                        .any(|c| c.is_control() || c.is_whitespace() || "(){%*\"\\]".contains(c))
-                {
-                    return Err(Error::Invalid("bad keyword"));
-                }
-                let i = match acc.keyword(k) {
-                    Some(i) => i,
-                    None => match new.iter().position(|n| n.eq_ignore_ascii_case(k)) {
-                        Some(j) => acc.keywords.len() + j,
-                        None if define => {
-                            new.push(k.clone());
-                            acc.keywords.len() + new.len() - 1
-                        }
-                        None => continue,
-                    },
-                };
-                if i >= flag_bits::MAX_KEYWORDS {
-                    return Err(Error::Invalid("too many keywords"));
-                }
-                1u64 << (flag_bits::KEYWORD_SHIFT + i as u32)
-            }
-        };
-    }
-    Ok((bits, new))
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{free_port, message, new_addr, Client, Relay, PASSWORD};
 use relay::server::{Backend, Kind};
+use relay_testkit::run_ok;
 
 const RELAY: &str = env!("CARGO_BIN_EXE_relay");
 /// `nobody` / `nogroup`: another local user.
@@ -81,6 +82,18 @@ struct Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` with its output discarded and waits until it listens on `port`.
+    fn start_listening(cmd: &mut Command, port: u16) -> Proc {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut p = Proc { child };
+        wait_listening(&mut p, port);
+        p
+    }
+
     fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -177,18 +190,14 @@ fn files_under_a_fresh_data_dir_are_private_whatever_the_umask() {
     let data = tmp.path().join("data");
     let ports = Ports::free();
     // umask 000: anything created without an explicit mode would be world-writable.
-    let mut p = Proc {
-        child: Command::new("sh")
+    let p = Proc::start_listening(
+        Command::new("sh")
             .arg("-c")
             .arg("umask 000 && exec \"$0\" \"$@\"")
             .arg(RELAY)
-            .args(ports.dev_args(&data))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
-    wait_listening(&mut p, ports.imaps);
+            .args(ports.dev_args(&data)),
+        ports.imaps,
+    );
     deliver_one(ports);
     // While running: data dir, store, segments, lock, tls/ key and cert, admin socket.
     let running = walk(&data);
@@ -223,23 +232,15 @@ fn files_under_a_fresh_data_dir_are_private_whatever_the_umask() {
 #[test]
 fn existing_files_with_wide_modes_are_narrowed_on_start() {
     let mut relay = Relay::start(Backend::Epoll, &[]);
-    relay.running.take().unwrap().shutdown();
-    let data = relay.dir.path().to_owned();
+    relay.stop();
+    let data = relay.data_dir().to_owned();
     for (p, meta) in walk(&data) {
         let mode = if meta.is_dir() { 0o755 } else { 0o644 };
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
     // Restart on the same data directory, as an upgraded relay would.
     let ports = Ports::free();
-    let mut p = Proc {
-        child: Command::new(RELAY)
-            .args(ports.dev_args(&data))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
-    wait_listening(&mut p, ports.imaps);
+    let p = Proc::start_listening(Command::new(RELAY).args(ports.dev_args(&data)), ports.imaps);
     let n = assert_private_tree(&data);
     assert!(n > 5, "{n} paths");
     // The narrowed store still serves.
@@ -250,6 +251,13 @@ fn existing_files_with_wide_modes_are_narrowed_on_start() {
 /// Runs `cmd` as `nobody` (supplementary groups cleared by std when started as root).
 fn as_nobody(cmd: &mut Command) -> Output {
     cmd.uid(NOBODY).gid(NOBODY).output().unwrap()
+}
+
+/// `relay admin --socket <socket> config`.
+fn admin_config(socket: &Path) -> Command {
+    let mut cmd = Command::new(RELAY);
+    cmd.args(["admin", "--socket"]).arg(socket).arg("config");
+    cmd
 }
 
 fn text(o: &Output) -> String {
@@ -276,7 +284,7 @@ fn another_user_can_neither_read_the_store_nor_use_the_admin_socket() {
         imaps: relay.addr(Kind::Imaps).port(),
     };
     deliver_one(ports);
-    let data = relay.dir.path().to_owned();
+    let data = relay.data_dir().to_owned();
     let socket = data.join("admin.sock");
     let files: Vec<PathBuf> = walk(&data)
         .into_iter()
@@ -289,24 +297,9 @@ fn another_user_can_neither_read_the_store_nor_use_the_admin_socket() {
     // The command itself works for nobody on a file nobody may read.
     let control = as_nobody(Command::new("cat").arg("/etc/passwd"));
     assert!(control.status.success(), "{}", text(&control));
-    let admin = |socket: &Path| {
-        as_nobody(
-            Command::new(RELAY)
-                .arg("admin")
-                .arg("--socket")
-                .arg(socket)
-                .arg("config"),
-        )
-    };
+    let admin = |socket: &Path| as_nobody(&mut admin_config(socket));
     // Root (the relay's own user here) is served.
-    let ok = Command::new(RELAY)
-        .arg("admin")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("config")
-        .output()
-        .unwrap();
-    assert!(ok.status.success(), "{}", text(&ok));
+    run_ok(&mut admin_config(&socket));
     // As created: the 0700 data directory keeps nobody out of everything.
     for f in &files {
         let o = as_nobody(Command::new("cat").arg(f));
@@ -333,14 +326,7 @@ fn another_user_can_neither_read_the_store_nor_use_the_admin_socket() {
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("forbidden"), "{}", text(&o));
     // The relay keeps serving its own user.
-    let ok = Command::new(RELAY)
-        .arg("admin")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("config")
-        .output()
-        .unwrap();
-    assert!(ok.status.success(), "{}", text(&ok));
+    run_ok(&mut admin_config(&socket));
 }
 
 #[test]
@@ -476,16 +462,12 @@ fn serve_started_as_root_drops_to_its_user_after_binding() {
         ..Ports::free()
     };
     let ini = serve_ini(tmp.path(), &data, ports, &user.name);
-    let mut p = Proc {
-        child: Command::new(RELAY)
+    let p = Proc::start_listening(
+        Command::new(RELAY)
             .args(["serve", "--io", "epoll", "--workers", "2", "--config"])
-            .arg(&ini)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
-    wait_listening(&mut p, ports.imaps);
+            .arg(&ini),
+        ports.imaps,
+    );
     // Every thread runs as the user (the status of the main thread; /proc/<pid>/task/* likewise).
     for task in std::fs::read_dir(format!("/proc/{}/task", p.pid())).unwrap() {
         let tid: u32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
@@ -549,16 +531,12 @@ fn serve_with_user_root_keeps_running_as_root() {
     let tmp = tempfile::tempdir().unwrap();
     let ports = Ports::free();
     let ini = serve_ini(tmp.path(), &tmp.path().join("data"), ports, "root");
-    let mut p = Proc {
-        child: Command::new(RELAY)
+    let p = Proc::start_listening(
+        Command::new(RELAY)
             .args(["serve", "--io", "epoll", "--workers", "1", "--config"])
-            .arg(&ini)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
-    wait_listening(&mut p, ports.imaps);
+            .arg(&ini),
+        ports.imaps,
+    );
     deliver_one(ports);
     assert_eq!(ids(p.pid()).0, vec![0; 4]);
     assert!(p.stop().success());

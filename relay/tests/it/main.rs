@@ -1,5 +1,6 @@
 //! Integration tests: the real relay on loopback (real TLS, real store with fsync), driven over
 //! sockets, on every I/O backend this machine offers.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: integration tests
 #![allow(
     clippy::unwrap_used,
     reason = "test harness helpers: a failed unwrap is a failed test"

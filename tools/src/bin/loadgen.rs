@@ -7,6 +7,7 @@
 //!
 //! Only talks to the address given with `--host` (loopback by default); every wait has a deadline
 //! and `--duration` bounds the run, so a refusing or dead server gives errors, never a hang.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: network clients
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -8,6 +8,7 @@
 //! up to `--literal` bytes. Sessions that survive stay open until the RSS is read.
 //!
 //! Only talks to `--host` (loopback by default); every step has a deadline.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: network clients
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
