@@ -28,4 +28,5 @@ pub mod session;
 pub mod shared;
 pub mod smtp;
 pub mod store;
+pub mod throttle;
 pub mod tls;
