@@ -32,6 +32,8 @@ pub struct Pipeline {
     /// The last inflate step stopped at [`MAX_INFLATE_STEP`]: more output may be ready without
     /// new input.
     inflate_more: bool,
+    /// Where each piece is inflated before it is appended (reused: no zeroing per step).
+    scratch: Vec<u8>,
 }
 
 fn tls_err(e: rustls::Error) -> io::Error {
@@ -133,6 +135,9 @@ impl Pipeline {
         let Some(z) = self.inflate.as_deref_mut() else {
             return Ok(());
         };
+        if self.scratch.len() != CHUNK {
+            self.scratch = vec![0; CHUNK];
+        }
         let mut used_total = 0;
         let mut produced = 0;
         let result = loop {
@@ -142,17 +147,15 @@ impl Pipeline {
                 break Ok(());
             }
             let n = room.min(CHUNK);
-            let start = plain.len();
-            plain.resize(start + n, 0);
             let (before_in, before_out) = (z.total_in(), z.total_out());
             let status = z.decompress(
                 &self.compressed[used_total..],
-                &mut plain[start..],
+                &mut self.scratch[..n],
                 FlushDecompress::None,
             );
             let used = (z.total_in() - before_in) as usize;
             let out = (z.total_out() - before_out) as usize;
-            plain.truncate(start + out);
+            plain.extend_from_slice(&self.scratch[..out]);
             used_total += used;
             produced += out;
             match status {

@@ -8,6 +8,7 @@
 mod crash;
 mod hardening;
 mod harness;
+mod throttle;
 
 use harness::{backends, message, new_addr, Client, Relay, PASSWORD};
 use relay::server::Kind;
