@@ -201,7 +201,9 @@ fn imap_greeted(source: [u8; 4], relay: &Relay) -> Conn {
 /// Creates `addr` with a correct login from `source`.
 fn create(relay: &Relay, source: [u8; 4], addr: &str) {
     let mut c = imap_greeted(source, relay);
-    let status = c.imap("c", &format!("LOGIN \"{addr}\" \"{PASSWORD}\"")).unwrap();
+    let status = c
+        .imap("c", &format!("LOGIN \"{addr}\" \"{PASSWORD}\""))
+        .unwrap();
     assert!(status.starts_with("c OK"), "{status}");
 }
 
@@ -394,7 +396,9 @@ fn a_decompression_bomb_after_compress_stays_bounded() {
         let relay = Relay::start(backend, &["imap_compress=true"]);
         let addr = new_addr("tb");
         let mut c = imap_greeted(MAIN, &relay);
-        let status = c.imap("l", &format!("LOGIN \"{addr}\" \"{PASSWORD}\"")).unwrap();
+        let status = c
+            .imap("l", &format!("LOGIN \"{addr}\" \"{PASSWORD}\""))
+            .unwrap();
         assert!(status.starts_with("l OK"), "{status}");
         let status = c.imap("z", "COMPRESS DEFLATE").unwrap();
         assert!(status.starts_with("z OK"), "{status}");
