@@ -210,6 +210,9 @@ fn fs_free_bytes(path: &std::path::Path) -> Option<u64> {
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// The [`LoginError::TryLater`] reason when the hashing queue is full.
+pub const HASH_QUEUE_FULL: &str = "authentication busy";
+
 /// Runs hashing on the shared bounded pool ([`crate::io::hash_pool`]), fairly per `source`.
 async fn blocking<T: Send + 'static>(
     shared: &Shared,
@@ -220,7 +223,7 @@ async fn blocking<T: Send + 'static>(
         .hash_pool
         .run(source, f)
         .await
-        .map_err(|_| LoginError::TryLater("authentication busy"))
+        .map_err(|_| LoginError::TryLater(HASH_QUEUE_FULL))
 }
 
 /// Authenticates `user` with `password`, creating the account on first login, and records the

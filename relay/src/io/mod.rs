@@ -20,7 +20,8 @@
 //! throttle's delay: the failure reply is held on this connection's task (a timer, no thread),
 //! while a correct login is answered at once. After [`crate::throttle::MAX_FAILED_LOGINS`]
 //! failures the connection is closed once the session's reply is written, whether or not the
-//! session closed it itself.
+//! session closed it itself. A login refused because the hashing queue is full gets its
+//! temporary failure after a second, so a flood cannot spin on instant answers.
 
 pub mod epoll;
 pub mod hash_pool;
@@ -156,6 +157,9 @@ async fn write(conn: &impl Conn, wire: &mut Vec<u8>) -> io::Result<()> {
     res
 }
 
+/// How long a login refused because the hashing queue is full waits for its temporary failure.
+const BUSY_DELAY: Duration = Duration::from_secs(1);
+
 /// Longest user name written to the log.
 const LOG_USER_MAX: usize = 64;
 
@@ -189,6 +193,11 @@ async fn run_effect(shared: &Shared, effect: Effect, logins: &mut Logins) -> Eff
                     "login failed"
                 );
                 tokio::time::sleep(Duration::from_millis(verdict.delay_ms)).await;
+            } else if result == Err(LoginError::TryLater(crate::accounts::HASH_QUEUE_FULL)) {
+                // Nothing was checked; holding the temporary failure keeps a flood that fills
+                // the queue from spinning on instant answers.
+                tracing::info!(source = %peer, "login refused: hashing queue full");
+                tokio::time::sleep(BUSY_DELAY).await;
             }
             EffectResult::Login(result)
         }
@@ -236,6 +245,10 @@ async fn drive_inner(
             }
             match session.poll_action() {
                 None => break,
+                Some(Action::Effect(_)) if logins.close => {
+                    // Too many failed logins: nothing more runs (not even a pipelined login).
+                    break;
+                }
                 Some(Action::Effect(effect)) => {
                     // Answers produced so far go out before the (possibly slow) effect runs.
                     write(conn, &mut wire_out).await?;

@@ -248,6 +248,31 @@ fn imap_guessing_gets_growing_delays_and_is_closed_after_three() {
 }
 
 #[test]
+fn pipelined_imap_guesses_stop_at_the_third() {
+    each_backend(|backend| {
+        let relay = Relay::start(backend, &[]);
+        let addr = new_addr("tp");
+        create(&relay, MAIN, &addr);
+        let mut c = imap_greeted(MAIN, &relay);
+        let t = Instant::now();
+        let guesses: String = (1..=5)
+            .map(|i| format!("p{i} LOGIN \"{addr}\" \"{WRONG}\"\r\n"))
+            .collect();
+        c.send_raw(guesses.as_bytes());
+        let mut statuses = Vec::new();
+        while let Some(l) = c.line() {
+            statuses.push(l);
+        }
+        assert_eq!(statuses.len(), 3, "{backend:?}: {statuses:?}");
+        for (i, s) in statuses.iter().enumerate() {
+            assert!(s.starts_with(&format!("p{} NO", i + 1)), "{s}");
+        }
+        // 2 s + 4 s + 8 s.
+        assert!(t.elapsed() >= Duration::from_secs(14), "{:?}", t.elapsed());
+    });
+}
+
+#[test]
 fn smtp_guessing_is_closed_with_421_after_three() {
     each_backend(|backend| {
         let relay = Relay::start(backend, &[]);
