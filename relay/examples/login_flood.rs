@@ -10,6 +10,7 @@
 //! ```
 //!
 //! A figure, not a test: on a shared machine the numbers are noisy.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: example
 #![allow(
     clippy::unwrap_used,
     reason = "benchmark tool: a failed unwrap is a failed run"
