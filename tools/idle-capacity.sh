@@ -32,7 +32,8 @@ cleanup() {
 }
 trap cleanup EXIT
 target/release/relay dev --io "$IO" --data "$data" \
-  --set max_imap_connections=$((K + 1000)) --set max_smtp_connections=100000 \
+  --set max_imap_connections=$((K + 1000)) --set max_imap_connections_per_source=$((K + 1000)) \
+  --set max_smtp_connections=100000 \
   --set max_user_send_per_minute=100000000 --set max_user_send_burst_size=100000000 \
   --set max_load_1m=1000 --set min_available_memory=1 --set min_free_disk_space=1 \
   --set max_new_connections_per_minute=100000000 --set new_connections_burst=100000000 \

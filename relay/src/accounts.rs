@@ -2,7 +2,7 @@
 //! `{SHA512-CRYPT}` password hashes (importable from a reference relay), last-login day.
 //!
 //! This module runs the `Effect::Login` of sessions. Hashing is slow on purpose (SHA-512-crypt,
-//! 5000 rounds), so it runs on a blocking thread; a verified password is remembered as a keyed
+//! 5000 rounds), so it runs on a bounded thread pool; a verified password is remembered as a keyed
 //! SHA-256 digest ([`crate::auth_cache`]) so that repeated logins (every IMAP and SMTP connection
 //! of a client) cost one hash, not 5000.
 //!
@@ -14,6 +14,8 @@
 //! `min_free_disk_space`; unreadable values are ignored). A wrong password for an existing account
 //! fails and never changes anything. Concurrent first logins of one address are safe: the store
 //! refuses the second `CreateAccount` and the loser verifies against the winner's hash.
+
+use std::net::IpAddr;
 
 use crate::config::Config;
 use crate::shared::Shared;
@@ -160,26 +162,34 @@ fn fs_free_bytes(path: &std::path::Path) -> Option<u64> {
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
-/// Runs blocking work (hashing) off the I/O thread.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("hash".into())
-        .spawn(move || {
-            let _ = tx.send(f());
-        })
-        .ok()?;
-    rx.await.ok()
+/// The [`LoginError::TryLater`] reason when the hashing queue is full.
+pub const HASH_QUEUE_FULL: &str = "authentication busy";
+
+/// Runs hashing on the shared bounded pool ([`crate::io::hash_pool`]), fairly per `source`.
+async fn blocking<T: Send + 'static>(
+    shared: &Shared,
+    source: IpAddr,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, LoginError> {
+    shared
+        .hash_pool
+        .run(source, f)
+        .await
+        .map_err(|_| LoginError::TryLater(HASH_QUEUE_FULL))
 }
 
 /// Authenticates `user` with `password`, creating the account on first login, and records the
-/// login day. `now_ms` is the current time (unix ms).
+/// login day. `now_ms` is the current time (unix ms); `source` is the client's address (hashing
+/// is shared fairly between sources). A password already verified is checked against the cache
+/// before any hashing, so it never waits in the pool's queue.
 ///
 /// # Errors
 /// [`LoginError::Failed`] for a wrong password or an address that may not exist,
-/// [`LoginError::TryLater`] when creation is refused for lack of resources.
+/// [`LoginError::TryLater`] when creation is refused for lack of resources or the hashing queue
+/// is full.
 pub async fn login(
     shared: &Shared,
+    source: IpAddr,
     user: &str,
     password: &str,
     now_ms: u64,
@@ -190,10 +200,10 @@ pub async fn login(
     }
     let id = match shared.store.account(&addr) {
         Some(acct) => {
-            verify(shared, acct.id, acct.password_hash, password).await?;
+            verify(shared, source, acct.id, acct.password_hash, password).await?;
             acct.id
         }
-        None => create(shared, &addr, password, now_ms).await?,
+        None => create(shared, source, &addr, password, now_ms).await?,
     };
     record_login(shared, id, now_ms).await;
     Ok(id)
@@ -201,6 +211,7 @@ pub async fn login(
 
 async fn verify(
     shared: &Shared,
+    source: IpAddr,
     id: AccountId,
     hash: String,
     password: &str,
@@ -210,9 +221,7 @@ async fn verify(
     }
     let pw = password.to_owned();
     let h = hash.clone();
-    let ok = blocking(move || verify_password(&h, &pw))
-        .await
-        .ok_or(LoginError::Internal)?;
+    let ok = blocking(shared, source, move || verify_password(&h, &pw)).await?;
     if !ok {
         return Err(LoginError::Failed);
     }
@@ -222,6 +231,7 @@ async fn verify(
 
 async fn create(
     shared: &Shared,
+    source: IpAddr,
     addr: &str,
     password: &str,
     now_ms: u64,
@@ -239,9 +249,7 @@ async fn create(
         return Err(LoginError::TryLater(why));
     }
     let pw = password.to_owned();
-    let hash = blocking(move || hash_password(&pw))
-        .await
-        .ok_or(LoginError::Internal)??;
+    let hash = blocking(shared, source, move || hash_password(&pw)).await??;
     let op = Op::CreateAccount {
         addr: addr.to_owned(),
         password_hash: hash.clone(),
@@ -260,7 +268,7 @@ async fn create(
         Err(StoreError::Exists(_)) => {
             // A concurrent first login won: verify against its hash.
             let acct = shared.store.account(addr).ok_or(LoginError::Internal)?;
-            verify(shared, acct.id, acct.password_hash, password).await?;
+            verify(shared, source, acct.id, acct.password_hash, password).await?;
             Ok(acct.id)
         }
         Err(e) => {

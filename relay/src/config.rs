@@ -66,7 +66,8 @@ pub struct Config {
     /// started with: always for `relay dev`, and for `user = root` (on purpose).
     pub user: Option<String>,
     /// Connection rate limiting (`ebpf_interfaces`, `max_new_connections_per_minute`,
-    /// `new_connections_burst`; the SMTP per-source cap derives from `max_smtp_connections`).
+    /// `new_connections_burst`, `max_imap_connections_per_source` (default
+    /// `max_imap_connections / 5`); the SMTP per-source cap derives from `max_smtp_connections`).
     pub ratelimit: crate::ratelimit::RateLimitConfig,
     /// Every other option as written, for options not interpreted yet (kept so nothing is lost).
     pub extra: BTreeMap<String, String>,
@@ -231,6 +232,13 @@ impl Config {
         };
         let user = (!dev && user != "root").then_some(user);
         let max_smtp_connections = positive(&p, "max_smtp_connections", 1000)?;
+        let max_imap_connections = positive(&p, "max_imap_connections", 10_000)?;
+        // Like SMTP's per-source share (a fifth); generous because of carrier-grade NAT.
+        let max_imap_connections_per_source = positive(
+            &p,
+            "max_imap_connections_per_source",
+            (max_imap_connections / 5).max(1),
+        )?;
         let ratelimit = crate::ratelimit::RateLimitConfig {
             ebpf_interfaces: p
                 .get("ebpf_interfaces")
@@ -250,6 +258,7 @@ impl Config {
                 crate::ratelimit::DEFAULT_NEW_CONNECTIONS_BURST,
             )?,
             max_smtp_connections,
+            max_imap_connections_per_source,
             ports: [
                 ports.smtp,
                 ports.submission,
@@ -279,7 +288,7 @@ impl Config {
                 .unwrap_or(if dev { 1000.0 } else { 5.0 }),
             min_available_memory: p.size("min_available_memory")?.unwrap_or(200 * MIB),
             min_free_disk_space: p.size("min_free_disk_space")?.unwrap_or(1024 * MIB),
-            max_imap_connections: positive(&p, "max_imap_connections", 10_000)?,
+            max_imap_connections,
             max_smtp_connections,
             ratelimit,
             tls_external_cert_and_key,
@@ -345,6 +354,7 @@ const INTERPRETED: &[&str] = &[
     "ebpf_interfaces",
     "max_new_connections_per_minute",
     "new_connections_burst",
+    "max_imap_connections_per_source",
 ];
 
 /// Options of the reference that are accepted and kept (in [`Config::extra`]) but not acted on by
@@ -689,6 +699,32 @@ mod tests {
         raw.set("user=a b").unwrap();
         let e = Config::build(&raw, dev).unwrap_err();
         assert!(e.to_string().contains("user"), "{e}");
+    }
+
+    #[test]
+    fn imap_per_source_cap_defaults_to_a_fifth() {
+        let dev = || Mode::Dev {
+            data_dir: "d".into(),
+        };
+        let c = Config::dev("d".into());
+        assert_eq!(c.ratelimit.max_imap_connections_per_source, 2_000);
+        let mut raw = RawConfig::default();
+        raw.set("max_imap_connections=50").unwrap();
+        let c = Config::build(&raw, dev()).unwrap();
+        assert_eq!(c.ratelimit.max_imap_connections_per_source, 10);
+        raw.set("max_imap_connections=3").unwrap();
+        let c = Config::build(&raw, dev()).unwrap();
+        assert_eq!(c.ratelimit.max_imap_connections_per_source, 1);
+        raw.set("max_imap_connections_per_source=7").unwrap();
+        let c = Config::build(&raw, dev()).unwrap();
+        assert_eq!(c.ratelimit.max_imap_connections_per_source, 7);
+        assert!(raw.unknown_keys().is_empty());
+        raw.set("max_imap_connections_per_source=0").unwrap();
+        let e = Config::build(&raw, dev()).unwrap_err();
+        assert!(
+            e.to_string().contains("max_imap_connections_per_source"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -39,5 +39,6 @@ pub mod shared;
 pub mod smtp;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: files, mmap, writer thread
 pub mod store;
+pub mod throttle;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: certificate files
 pub mod tls;

@@ -131,10 +131,93 @@ fn take_slot(counter: &AtomicU32, max: u32) -> Option<Slot<'_>> {
     (prev < max).then_some(slot)
 }
 
-/// Held for a connection's life: releases its global slot and per-source SMTP slot.
+/// Held for a connection's life: releases its global slot and per-source slot.
 struct Admitted<'a> {
     _slot: Slot<'a>,
-    _source: Option<crate::ratelimit::SmtpSlot>,
+    _source: crate::ratelimit::SourceSlot,
+}
+
+/// The outcome of admission at accept time.
+enum Admission<'a> {
+    /// Serve the connection while this is held.
+    Admitted(Admitted<'a>),
+    /// Close at once, without a word (connection rate, global limits, SMTP per-source cap).
+    Close,
+    /// The source holds its share of IMAP connections: say so, then close.
+    ImapSourceFull,
+}
+
+/// What an IMAP client over its source's share is told before the connection closes.
+pub const IMAP_SOURCE_FULL: &str = "* BYE Too many connections from your address";
+
+/// How long a refused connection may take (its TLS handshake) before it is just closed.
+const REFUSAL_TIMEOUT_MS: u64 = 10_000;
+
+/// A session that only says one line and closes (on an implicit-TLS port once the handshake is
+/// done): refuses a connection in the protocol's words without creating a real session.
+struct Refusal {
+    out: Vec<u8>,
+    line: &'static str,
+    awaiting_tls: bool,
+    give_up_at: u64,
+    closed: bool,
+}
+
+impl Refusal {
+    fn new(line: &'static str, tls: bool, now_ms: u64) -> Self {
+        let mut r = Refusal {
+            out: Vec::new(),
+            line,
+            awaiting_tls: tls,
+            give_up_at: now_ms + REFUSAL_TIMEOUT_MS,
+            closed: false,
+        };
+        if !tls {
+            r.say();
+        }
+        r
+    }
+
+    fn say(&mut self) {
+        self.out.extend_from_slice(self.line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+}
+
+impl Session for Refusal {
+    fn receive(&mut self, _input: &[u8], _now_ms: u64) {}
+    fn output(&self) -> &[u8] {
+        &self.out
+    }
+    fn consume_output(&mut self, n: usize) {
+        self.out.drain(..n.min(self.out.len()));
+    }
+    fn poll_action(&mut self) -> Option<crate::session::Action> {
+        if self.awaiting_tls || self.closed {
+            return None;
+        }
+        self.closed = true;
+        Some(crate::session::Action::Close)
+    }
+    fn complete(&mut self, _result: crate::session::EffectResult, _now_ms: u64) {}
+    fn tls_established(&mut self) {
+        if self.awaiting_tls {
+            self.awaiting_tls = false;
+            self.say();
+        }
+    }
+    fn next_timeout(&self) -> Option<u64> {
+        (!self.closed).then_some(self.give_up_at)
+    }
+    fn handle_timeout(&mut self, now_ms: u64) {
+        if now_ms >= self.give_up_at {
+            // Close without the line: the handshake never finished.
+            self.awaiting_tls = false;
+        }
+    }
+    fn wants_input(&self) -> bool {
+        false
+    }
 }
 
 /// Everything a worker thread needs.
@@ -184,30 +267,38 @@ impl Ctx {
 
     /// Admission at accept time: the per-source new-connection rate (also when the XDP program
     /// enforces it in the kernel: it passes some traffic without judging), the per-source SMTP
-    /// cap, and the global connection limits. `None` means close at once.
-    fn admit(&self, kind: Kind, peer: IpAddr) -> Option<Admitted<'_>> {
+    /// and IMAP caps, and the global connection limits.
+    fn admit(&self, kind: Kind, peer: IpAddr) -> Admission<'_> {
         let now_ns = self.epoch.elapsed().as_nanos() as u64;
         if !self.admission.admit(peer, now_ns) {
-            return None;
+            return Admission::Close;
         }
         let config = &self.shared.config;
-        if kind.is_smtp() {
-            let source = self.admission.enter_smtp(peer)?;
+        let (source, slot) = if kind.is_smtp() {
+            let Some(source) = self.admission.enter_smtp(peer) else {
+                return Admission::Close;
+            };
             // Each SMTP listener may hold max_smtp_connections (as Postfix's maxproc per service).
             let slot = take_slot(
                 &self.counters.smtp,
                 config.max_smtp_connections.saturating_mul(3),
-            )?;
-            Some(Admitted {
-                _slot: slot,
-                _source: Some(source),
-            })
+            );
+            (source, slot)
         } else {
-            let slot = take_slot(&self.counters.imap, config.max_imap_connections)?;
-            Some(Admitted {
+            let Some(source) = self.admission.enter_imap(peer) else {
+                return Admission::ImapSourceFull;
+            };
+            (
+                source,
+                take_slot(&self.counters.imap, config.max_imap_connections),
+            )
+        };
+        match slot {
+            Some(slot) => Admission::Admitted(Admitted {
                 _slot: slot,
-                _source: None,
-            })
+                _source: source,
+            }),
+            None => Admission::Close,
         }
     }
 }
@@ -454,8 +545,25 @@ fn run_epoll(
 /// One accepted connection: admission, then its session until it ends.
 async fn serve(ctx: &Ctx, kind: Kind, conn: impl io::Conn, peer: SocketAddr) {
     let ip = peer_ip(peer);
-    let Some(_admitted) = ctx.admit(kind, ip) else {
-        return;
+    let _admitted = match ctx.admit(kind, ip) {
+        Admission::Admitted(a) => a,
+        Admission::Close => return,
+        Admission::ImapSourceFull => {
+            tracing::info!(source = %ip, "imap: too many connections from the source");
+            let clock = io::SessionClock::start();
+            let refusal = Refusal::new(IMAP_SOURCE_FULL, kind.implicit_tls(), clock.now_ms());
+            let start = ctx.start_for(kind);
+            io::drive(
+                conn,
+                Box::new(refusal),
+                start,
+                ctx.shared.clone(),
+                clock,
+                ip,
+            )
+            .await;
+            return;
+        }
     };
     let clock = io::SessionClock::start();
     let session = new_session(
@@ -470,6 +578,7 @@ async fn serve(ctx: &Ctx, kind: Kind, conn: impl io::Conn, peer: SocketAddr) {
         ctx.start_for(kind),
         ctx.shared.clone(),
         clock,
+        ip,
     )
     .await;
 }

@@ -15,6 +15,10 @@ pub struct Shared {
     pub send_limiter: SendLimiter,
     /// Verified-password cache of `accounts::login`.
     pub auth_cache: AuthCache,
+    /// Failed-login delays per source and account (`io` applies them).
+    pub login_throttle: std::sync::Mutex<crate::throttle::LoginThrottle>,
+    /// The bounded pool password hashing runs on.
+    pub hash_pool: crate::io::hash_pool::HashPool,
 }
 
 impl Shared {
@@ -29,6 +33,8 @@ impl Shared {
             store,
             send_limiter,
             auth_cache: AuthCache::new(rand::random()),
+            login_throttle: Default::default(),
+            hash_pool: crate::io::hash_pool::HashPool::per_core(),
         }
     }
 }

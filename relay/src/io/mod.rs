@@ -6,25 +6,40 @@
 //! - [`epoll`] and [`uring`]: the two socket backends, each a [`Conn`] and a listener loop.
 //! - [`drive`]: the connection loop shared by both backends.
 //! - [`log`]: the log sink that never blocks or fails the relay.
+//! - [`hash_pool`]: the bounded, per-source fair thread pool password hashing runs on.
 //!
 //! The loop, for every connection: read → pipeline → `session.receive`; then drain
 //! `session.poll_action` (run effects, switch on TLS or DEFLATE, close) and write the output; wait
 //! for the next read, a change of the watched account (IDLE wake-up: a `watch` channel bumped by
 //! the store after commit — no message data is copied), or the session's next timeout.
+//!
+//! # Logins
+//! `Effect::Login` runs `accounts::login` (hashing on [`hash_pool`]). A failed login is logged
+//! with the source address and user (never the password), recorded in the
+//! [`crate::throttle::LoginThrottle`], and its result is handed to the session only after the
+//! throttle's delay: the failure reply is held on this connection's task (a timer, no thread),
+//! while a correct login is answered at once. After [`crate::throttle::MAX_FAILED_LOGINS`]
+//! failures the connection is closed once the session's reply is written, whether or not the
+//! session closed it itself. A login refused because the hashing queue is full gets its
+//! temporary failure after a second, so a flood cannot spin on instant answers.
 
 pub mod epoll;
+pub mod hash_pool;
 pub mod log;
 pub mod pipeline;
 pub mod uring;
 
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::accounts::LoginError;
 use crate::session::{Action, Effect, EffectResult, Session};
 use crate::shared::Shared;
 use crate::store::AccountId;
+use crate::throttle::ConnectionFailures;
 use pipeline::Pipeline;
 
 /// Bytes asked for per read.
@@ -45,6 +60,14 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Milliseconds on the process's monotonic clock (since its first use): the time of the login
+/// throttle, immune to wall-clock steps.
+pub fn monotonic_ms() -> u64 {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    let epoch = EPOCH.get_or_init(std::time::Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The clock one connection's session sees: the wall clock read once when the connection starts,
@@ -102,15 +125,17 @@ pub enum Start {
     Tls(Arc<rustls::ServerConfig>),
 }
 
-/// Runs one connection to its end; `clock` is the one the session was created with.
+/// Runs one connection to its end; `clock` is the one the session was created with, `peer` the
+/// client's address (for the login throttle and its log lines).
 pub async fn drive<C: Conn>(
     conn: C,
     mut session: Box<dyn Session>,
     start: Start,
     shared: Arc<Shared>,
     clock: SessionClock,
+    peer: IpAddr,
 ) {
-    if let Err(e) = drive_inner(&conn, &mut *session, start, &shared, clock).await {
+    if let Err(e) = drive_inner(&conn, &mut *session, start, &shared, clock, peer).await {
         tracing::debug!("connection ended: {e}");
     }
 }
@@ -132,10 +157,49 @@ async fn write(conn: &impl Conn, wire: &mut Vec<u8>) -> io::Result<()> {
     res
 }
 
-async fn run_effect(shared: &Shared, effect: Effect) -> EffectResult {
+/// How long a login refused because the hashing queue is full waits for its temporary failure.
+const BUSY_DELAY: Duration = Duration::from_secs(1);
+
+/// Longest user name written to the log.
+const LOG_USER_MAX: usize = 64;
+
+/// What the driver needs to know about one connection's logins.
+struct Logins {
+    peer: IpAddr,
+    failures: ConnectionFailures,
+    /// Close once the output is written.
+    close: bool,
+}
+
+async fn run_effect(shared: &Shared, effect: Effect, logins: &mut Logins) -> EffectResult {
     match effect {
         Effect::Login { user, password } => {
-            EffectResult::Login(crate::accounts::login(shared, &user, &password.0, now_ms()).await)
+            let peer = logins.peer;
+            let result = crate::accounts::login(shared, peer, &user, &password.0, now_ms()).await;
+            if result == Err(LoginError::Failed) {
+                let verdict = shared
+                    .login_throttle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .failed(peer, &user, monotonic_ms());
+                logins.close = logins.failures.record();
+                let shown: String = user.chars().take(LOG_USER_MAX).collect();
+                tracing::info!(
+                    source = %peer,
+                    user = ?shown,
+                    source_failures = verdict.source_failures,
+                    account_over_budget = verdict.account_over_budget,
+                    delay_ms = verdict.delay_ms,
+                    "login failed"
+                );
+                tokio::time::sleep(Duration::from_millis(verdict.delay_ms)).await;
+            } else if result == Err(LoginError::TryLater(crate::accounts::HASH_QUEUE_FULL)) {
+                // Nothing was checked; holding the temporary failure keeps a flood that fills
+                // the queue from spinning on instant answers.
+                tracing::info!(source = %peer, "login refused: hashing queue full");
+                tokio::time::sleep(BUSY_DELAY).await;
+            }
+            EffectResult::Login(result)
         }
         Effect::Commit(op) => EffectResult::Commit(shared.store.commit(op).await),
     }
@@ -147,8 +211,14 @@ async fn drive_inner(
     start: Start,
     shared: &Shared,
     clock: SessionClock,
+    peer: IpAddr,
 ) -> io::Result<()> {
     let now_ms = || clock.now_ms();
+    let mut logins = Logins {
+        peer,
+        failures: ConnectionFailures::default(),
+        close: false,
+    };
     let mut pipe = Pipeline::default();
     let starttls_config = match start {
         Start::Plain(c) => c,
@@ -175,10 +245,14 @@ async fn drive_inner(
             }
             match session.poll_action() {
                 None => break,
+                Some(Action::Effect(_)) if logins.close => {
+                    // Too many failed logins: nothing more runs (not even a pipelined login).
+                    break;
+                }
                 Some(Action::Effect(effect)) => {
                     // Answers produced so far go out before the (possibly slow) effect runs.
                     write(conn, &mut wire_out).await?;
-                    let result = run_effect(shared, effect).await;
+                    let result = run_effect(shared, effect, &mut logins).await;
                     session.complete(result, now_ms());
                 }
                 Some(Action::StartTls) => {
@@ -200,6 +274,19 @@ async fn drive_inner(
         }
         pipe.flush(&mut wire_out)?;
         write(conn, &mut wire_out).await?;
+        if logins.close {
+            tracing::info!(source = %peer, "too many failed logins, closing");
+            pipe.close(&mut wire_out);
+            write(conn, &mut wire_out).await?;
+            return Ok(());
+        }
+        // Compressed input already received is inflated (a bounded step at a time) before the
+        // socket is read again, and only while the session wants input.
+        if pipe.has_buffered_input() && session.wants_input() {
+            pipe.inflate_buffered(&mut plain)?;
+            deliver(session, &mut plain, now_ms());
+            continue;
+        }
 
         // Follow the account the session watches (IDLE / selected mailbox).
         let want = session.watched_account();
@@ -219,7 +306,8 @@ async fn drive_inner(
             (a, b) => a.or(b),
         };
         // During a handshake the bytes are TLS's, not the session's: always read then.
-        let wants_input = session.wants_input() || pipe.is_handshaking();
+        let wants_input =
+            (session.wants_input() && !pipe.has_buffered_input()) || pipe.is_handshaking();
         let has_watch = watched.is_some();
         tokio::select! {
             (res, buf) = &mut read, if wants_input => {
@@ -238,13 +326,7 @@ async fn drive_inner(
                     handshake_deadline = None;
                     session.tls_established();
                 }
-                if !plain.is_empty() {
-                    session.receive(&plain, now_ms());
-                    plain.clear();
-                    if plain.capacity() > KEEP_BUFFER {
-                        plain = Vec::new();
-                    }
-                }
+                deliver(session, &mut plain, now_ms());
                 read.set(conn.read(buf));
             }
             changed = async {
@@ -273,6 +355,17 @@ async fn drive_inner(
             else => {
                 return Err(io::Error::other("session neither reads, watches nor waits"));
             }
+        }
+    }
+}
+
+/// Hands plaintext to the session and empties `plain` (freeing a large buffer).
+fn deliver(session: &mut dyn Session, plain: &mut Vec<u8>, now_ms: u64) {
+    if !plain.is_empty() {
+        session.receive(plain, now_ms);
+        plain.clear();
+        if plain.capacity() > KEEP_BUFFER {
+            *plain = Vec::new();
         }
     }
 }

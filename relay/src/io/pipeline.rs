@@ -2,6 +2,13 @@
 //! RFC 4978 COMPRESS=DEFLATE. No sockets here: wire bytes in, plaintext out, and back.
 //!
 //! Input order: wire → TLS → inflate → session. Output order: session → deflate → TLS → wire.
+//!
+//! # Decompression bombs
+//! Inflating is done in steps of at most [`MAX_INFLATE_STEP`] bytes of output. Compressed bytes
+//! not inflated yet stay here ([`Pipeline::has_buffered_input`]); the driver inflates the next
+//! step only when the session wants input again, and reads the socket only when nothing is left
+//! to inflate. So 1 KiB of deflate that expands to 1 MiB never exists as 1 MiB in memory: the
+//! session's input cap bounds what it holds, this step bounds what is handed to it.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -11,12 +18,22 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 /// TLS records are at most 16 KiB of plaintext; reading in these steps bounds buffers.
 const CHUNK: usize = 16 * 1024;
 
+/// Inflated bytes handed to the session per step at most.
+pub const MAX_INFLATE_STEP: usize = 64 * 1024;
+
 /// The transform state of one connection.
 #[derive(Default)]
 pub struct Pipeline {
     tls: Option<Box<rustls::ServerConnection>>,
     inflate: Option<Box<Decompress>>,
     deflate: Option<Box<Compress>>,
+    /// Decrypted, still compressed input not inflated yet.
+    compressed: Vec<u8>,
+    /// The last inflate step stopped at [`MAX_INFLATE_STEP`]: more output may be ready without
+    /// new input.
+    inflate_more: bool,
+    /// Where each piece is inflated before it is appended (reused: no zeroing per step).
+    scratch: Vec<u8>,
 }
 
 fn tls_err(e: rustls::Error) -> io::Error {
@@ -90,11 +107,76 @@ impl Pipeline {
                 &decrypted
             }
         };
-        match self.inflate.as_deref_mut() {
-            None => plain.extend_from_slice(data),
-            Some(z) => inflate_into(z, data, plain)?,
+        if self.inflate.is_none() {
+            plain.extend_from_slice(data);
+            return Ok(());
         }
-        Ok(())
+        self.compressed.extend_from_slice(data);
+        self.inflate_step(plain)
+    }
+
+    /// Whether compressed input is waiting to be inflated (call [`Pipeline::inflate_buffered`]
+    /// before reading the socket again).
+    pub fn has_buffered_input(&self) -> bool {
+        self.inflate_more
+    }
+
+    /// Inflates the next step (at most [`MAX_INFLATE_STEP`] bytes) of buffered compressed input
+    /// into `plain`.
+    ///
+    /// # Errors
+    /// Corrupt DEFLATE data.
+    pub fn inflate_buffered(&mut self, plain: &mut Vec<u8>) -> io::Result<()> {
+        self.inflate_step(plain)
+    }
+
+    fn inflate_step(&mut self, plain: &mut Vec<u8>) -> io::Result<()> {
+        self.inflate_more = false;
+        let Some(z) = self.inflate.as_deref_mut() else {
+            return Ok(());
+        };
+        if self.scratch.len() != CHUNK {
+            self.scratch = vec![0; CHUNK];
+        }
+        let mut used_total = 0;
+        let mut produced = 0;
+        let result = loop {
+            let room = MAX_INFLATE_STEP - produced;
+            if room == 0 {
+                self.inflate_more = true;
+                break Ok(());
+            }
+            let n = room.min(CHUNK);
+            let (before_in, before_out) = (z.total_in(), z.total_out());
+            let status = z.decompress(
+                &self.compressed[used_total..],
+                &mut self.scratch[..n],
+                FlushDecompress::None,
+            );
+            let used = (z.total_in() - before_in) as usize;
+            let out = (z.total_out() - before_out) as usize;
+            plain.extend_from_slice(&self.scratch[..out]);
+            used_total += used;
+            produced += out;
+            match status {
+                Err(e) => break Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+                Ok(Status::StreamEnd) => {
+                    // RFC 4978 streams never end; ignore whatever follows an end.
+                    used_total = self.compressed.len();
+                    break Ok(());
+                }
+                Ok(_) if out == n => {}
+                Ok(_) if used_total == self.compressed.len() || (used == 0 && out == 0) => {
+                    break Ok(());
+                }
+                Ok(_) => {}
+            }
+        };
+        self.compressed.drain(..used_total);
+        if self.compressed.is_empty() && self.compressed.capacity() > CHUNK {
+            self.compressed = Vec::new();
+        }
+        result
     }
 
     /// Takes session output; appends what must be written to the socket to `wire_out`.
@@ -155,27 +237,6 @@ impl Pipeline {
     }
 }
 
-fn inflate_into(z: &mut Decompress, mut data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-    let bad = |e| io::Error::new(io::ErrorKind::InvalidData, e);
-    loop {
-        out.reserve(CHUNK);
-        let before_in = z.total_in();
-        let before_out = z.total_out();
-        let status = z
-            .decompress_vec(data, out, FlushDecompress::Sync)
-            .map_err(bad)?;
-        let used = (z.total_in() - before_in) as usize;
-        let produced = z.total_out() - before_out;
-        data = &data[used..];
-        if status == Status::StreamEnd || (data.is_empty() && out.len() < out.capacity()) {
-            return Ok(());
-        }
-        if used == 0 && produced == 0 {
-            return Ok(());
-        }
-    }
-}
-
 fn deflate_into(z: &mut Compress, mut data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
     let bad = |e| io::Error::other(e);
     loop {
@@ -195,6 +256,78 @@ fn deflate_into(z: &mut Compress, mut data: &[u8], out: &mut Vec<u8>) -> io::Res
 mod tests {
     use super::*;
 
+    /// The client side of a test: inflates everything at once.
+    fn inflate_into(z: &mut Decompress, mut data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        let bad = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+        loop {
+            out.reserve(CHUNK);
+            let before_in = z.total_in();
+            let before_out = z.total_out();
+            let status = z
+                .decompress_vec(data, out, FlushDecompress::Sync)
+                .map_err(bad)?;
+            let used = (z.total_in() - before_in) as usize;
+            let produced = z.total_out() - before_out;
+            data = &data[used..];
+            if status == Status::StreamEnd || (data.is_empty() && out.len() < out.capacity()) {
+                return Ok(());
+            }
+            if used == 0 && produced == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Feeds `wire` in socket-sized pieces as the driver does: inflate buffered steps before
+    /// taking the next piece. Calls `each` with the size of every step's output.
+    fn feed(server: &mut Pipeline, wire: &[u8], mut each: impl FnMut(&[u8])) {
+        let mut back = Vec::new();
+        for piece in wire.chunks(16 * 1024) {
+            let mut plain = Vec::new();
+            server.input(piece, &mut plain, &mut back).unwrap();
+            each(&plain);
+            while server.has_buffered_input() {
+                let mut plain = Vec::new();
+                server.inflate_buffered(&mut plain).unwrap();
+                each(&plain);
+            }
+            // What waits is at most one piece of compressed input.
+            assert!(
+                server.compressed.len() <= 16 * 1024,
+                "{}",
+                server.compressed.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_inflated_in_bounded_steps() {
+        // 1 GiB of zeros compresses to about 1 MiB of raw deflate.
+        let mut client_z = Compress::new(Compression::best(), false);
+        let zeros = vec![0u8; 1024 * 1024];
+        let mut wire = Vec::new();
+        for _ in 0..1024 {
+            deflate_into(&mut client_z, &zeros, &mut wire).unwrap();
+        }
+        deflate_into(&mut client_z, b"\r\nx NOOP\r\n", &mut wire).unwrap();
+        assert!(wire.len() < 4 * 1024 * 1024, "{}", wire.len());
+        let mut server = Pipeline::default();
+        server.start_compress();
+        let mut total = 0u64;
+        let mut largest = 0;
+        let mut tail = Vec::new();
+        feed(&mut server, &wire, |step| {
+            total += step.len() as u64;
+            largest = largest.max(step.len());
+            tail.extend_from_slice(step);
+            let keep = tail.len().saturating_sub(16);
+            tail.drain(..keep);
+        });
+        assert_eq!(total, 1024 * 1024 * 1024 + 10);
+        assert!(largest <= MAX_INFLATE_STEP, "{largest}");
+        assert!(tail.ends_with(b"\r\nx NOOP\r\n"), "{tail:?}");
+    }
+
     #[test]
     fn deflate_round_trip_in_pieces() {
         let mut server = Pipeline::default();
@@ -208,10 +341,7 @@ mod tests {
         let mut wire = Vec::new();
         deflate_into(&mut client_z, &msg, &mut wire).unwrap();
         let mut plain = Vec::new();
-        let mut back = Vec::new();
-        for piece in wire.chunks(777) {
-            server.input(piece, &mut plain, &mut back).unwrap();
-        }
+        feed(&mut server, &wire, |step| plain.extend_from_slice(step));
         assert_eq!(plain, msg);
         // server → client
         let mut wire = Vec::new();

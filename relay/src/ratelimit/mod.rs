@@ -19,7 +19,10 @@
 //! burst absorbs delays up to `b / r` (20 s with the defaults). Unjudged traffic gets the looser
 //! twin limit instead of none.
 //! - **concurrent SMTP connections**: at most `max_smtp_connections / 5` per source (chatmail's
-//!   per-client share), held by the [`SmtpSlot`] guard [`Admission::enter_smtp`] returns.
+//!   per-client share), held by the [`SourceSlot`] guard [`Admission::enter_smtp`] returns.
+//! - **concurrent IMAP connections**: at most `max_imap_connections_per_source` per source
+//!   (default `max_imap_connections / 5`, the same share), held by the guard
+//!   [`Admission::enter_imap`] returns. It bounds what one source holds before authentication.
 //!
 //! Defaults are generous because of CGNAT, where one IPv4 address carries many phones:
 //! 600 new connections per minute with a burst of 200. A Delta Chat client opens a handful of
@@ -58,6 +61,8 @@ pub struct RateLimitConfig {
     pub new_connections_burst: u32,
     /// chatmail's `max_smtp_connections`; a source may hold a fifth of it concurrently.
     pub max_smtp_connections: u32,
+    /// Concurrent IMAP connections one source may hold (`max_imap_connections_per_source`).
+    pub max_imap_connections_per_source: u32,
     /// Destination ports whose new connections are limited (the kernel program takes up to
     /// [`relay_ebpf_common::MAX_PORTS`]).
     pub ports: Vec<u16>,
@@ -65,13 +70,15 @@ pub struct RateLimitConfig {
 
 impl Default for RateLimitConfig {
     /// No XDP, the generous defaults above, chatmail's default of 1000 SMTP connections (200 per
-    /// source), and the standard SMTP, submission and IMAP ports.
+    /// source), 2000 IMAP connections per source (a fifth of chatmail's default
+    /// `max_imap_connections` of 10000), and the standard SMTP, submission and IMAP ports.
     fn default() -> Self {
         Self {
             ebpf_interfaces: Vec::new(),
             max_new_connections_per_minute: DEFAULT_MAX_NEW_CONNECTIONS_PER_MINUTE,
             new_connections_burst: DEFAULT_NEW_CONNECTIONS_BURST,
             max_smtp_connections: 1000,
+            max_imap_connections_per_source: 2000,
             ports: vec![25, 587, 465, 143, 993],
         }
     }
@@ -107,7 +114,8 @@ pub struct Admission {
     limits: Limits,
     enforcement: Enforcement,
     buckets: Mutex<Buckets>,
-    smtp: Arc<SmtpTable>,
+    smtp: Arc<SourceTable>,
+    imap: Arc<SourceTable>,
     #[cfg(feature = "ebpf")]
     kernel: Option<Mutex<ebpf::Kernel>>,
 }
@@ -118,6 +126,7 @@ impl std::fmt::Debug for Admission {
             .field("limits", &self.limits)
             .field("enforcement", &self.enforcement)
             .field("max_smtp_per_source", &self.smtp.max_per_source)
+            .field("max_imap_per_source", &self.imap.max_per_source)
             .finish_non_exhaustive()
     }
 }
@@ -128,29 +137,32 @@ struct Buckets {
     counters: Counters,
 }
 
-/// Concurrent SMTP connections per source.
-struct SmtpTable {
+/// Concurrent connections per source (one table for SMTP, one for IMAP).
+struct SourceTable {
     max_per_source: u32,
     open: Mutex<HashMap<PrefixKey, u32>>,
 }
 
-/// One open SMTP connection counted against its source; dropping it frees the slot.
+/// One open connection counted against its source; dropping it frees the slot.
 #[derive(Debug)]
 #[must_use = "the slot is released when the guard is dropped"]
-pub struct SmtpSlot {
-    table: Arc<SmtpTable>,
+pub struct SourceSlot {
+    table: Arc<SourceTable>,
     key: PrefixKey,
 }
 
-impl std::fmt::Debug for SmtpTable {
+/// The SMTP guard's earlier name.
+pub type SmtpSlot = SourceSlot;
+
+impl std::fmt::Debug for SourceTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpTable")
+        f.debug_struct("SourceTable")
             .field("max_per_source", &self.max_per_source)
             .finish_non_exhaustive()
     }
 }
 
-impl Drop for SmtpSlot {
+impl Drop for SourceSlot {
     fn drop(&mut self) {
         let mut open = lock(&self.table.open);
         if let Some(n) = open.get_mut(&self.key) {
@@ -187,8 +199,12 @@ impl Admission {
                 capacity: capacity.max(1),
                 counters: Counters::default(),
             }),
-            smtp: Arc::new(SmtpTable {
+            smtp: Arc::new(SourceTable {
                 max_per_source: (cfg.max_smtp_connections / 5).max(1),
+                open: Mutex::new(HashMap::new()),
+            }),
+            imap: Arc::new(SourceTable {
+                max_per_source: cfg.max_imap_connections_per_source.max(1),
                 open: Mutex::new(HashMap::new()),
             }),
             #[cfg(feature = "ebpf")]
@@ -237,19 +253,14 @@ impl Admission {
 
     /// Counts an SMTP connection from `peer`, or `None` if that source already holds
     /// `max_smtp_connections / 5` of them. The slot is freed when the guard drops.
-    pub fn enter_smtp(&self, peer: IpAddr) -> Option<SmtpSlot> {
-        let key = PrefixKey::from_ip(peer);
-        let mut open = lock(&self.smtp.open);
-        let n = open.entry(key).or_insert(0);
-        if *n >= self.smtp.max_per_source {
-            return None;
-        }
-        *n += 1;
-        drop(open);
-        Some(SmtpSlot {
-            table: Arc::clone(&self.smtp),
-            key,
-        })
+    pub fn enter_smtp(&self, peer: IpAddr) -> Option<SourceSlot> {
+        SourceTable::enter(&self.smtp, peer)
+    }
+
+    /// Counts an IMAP connection from `peer`, or `None` if that source already holds
+    /// `max_imap_connections_per_source` of them. The slot is freed when the guard drops.
+    pub fn enter_imap(&self, peer: IpAddr) -> Option<SourceSlot> {
+        SourceTable::enter(&self.imap, peer)
     }
 
     /// Verdict counters of whichever side enforces (kernel counters if attached).
@@ -288,6 +299,23 @@ impl Admission {
     /// Sources currently tracked by the userspace limiter.
     pub fn tracked_sources(&self) -> usize {
         lock(&self.buckets).map.len()
+    }
+}
+
+impl SourceTable {
+    fn enter(table: &Arc<SourceTable>, peer: IpAddr) -> Option<SourceSlot> {
+        let key = PrefixKey::from_ip(peer);
+        let mut open = lock(&table.open);
+        let n = open.entry(key).or_insert(0);
+        if *n >= table.max_per_source {
+            return None;
+        }
+        *n += 1;
+        drop(open);
+        Some(SourceSlot {
+            table: Arc::clone(table),
+            key,
+        })
     }
 }
 

@@ -147,6 +147,30 @@ fn smtp_cap_holds_across_threads() {
 }
 
 #[test]
+fn imap_connections_per_source_are_capped_apart_from_smtp() {
+    let a = Admission::new(&RateLimitConfig {
+        max_imap_connections_per_source: 2,
+        max_smtp_connections: 5,
+        ..RateLimitConfig::default()
+    });
+    let p = ip("192.0.2.7");
+    let i1 = a.enter_imap(p).unwrap();
+    let _i2 = a.enter_imap(p).unwrap();
+    assert!(
+        a.enter_imap(p).is_none(),
+        "third IMAP connection of the source"
+    );
+    // SMTP's share and other sources are separate.
+    let _s = a.enter_smtp(p).expect("the SMTP share is separate");
+    let _o = a.enter_imap(ip("192.0.2.8")).expect("another source");
+    drop(i1);
+    assert!(
+        a.enter_imap(p).is_some(),
+        "a released slot can be taken again"
+    );
+}
+
+#[test]
 fn tiny_smtp_limit_still_allows_one_connection() {
     let a = Admission::new(&cfg(600, 200, 3));
     let s = a.enter_smtp(ip("192.0.2.1"));

@@ -14,6 +14,8 @@
 //! - Input is processed only while no effect is pending and the output is not backed up; then
 //!   `wants_input` is false and pipelined input waits (bounded) in a buffer.
 //! - No header is added to messages; in particular nothing carrying the peer's IP.
+//! - After [`crate::throttle::MAX_FAILED_LOGINS`] failed AUTHs the session says `421` and closes
+//!   (the driver holds each failure reply for the login throttle's delay).
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -99,6 +101,7 @@ pub struct Session {
     pending: Option<Pending>,
     actions: VecDeque<Action>,
     errors: u32,
+    auth_failures: crate::throttle::ConnectionFailures,
     last_activity_ms: u64,
     now_ms: u64,
     /// `Action::StartTls` was issued and the handshake has not finished: plaintext is discarded.
@@ -130,6 +133,7 @@ impl Session {
             pending: None,
             actions: VecDeque::new(),
             errors: 0,
+            auth_failures: Default::default(),
             last_activity_ms: now_ms,
             now_ms,
             awaiting_tls: false,
@@ -155,6 +159,22 @@ impl Session {
         if self.errors >= MAX_ERRORS && !self.closed {
             tracing::info!(peer = %self.peer, "smtp: too many errors, closing");
             let bye = reply::too_many_errors(self.domain());
+            self.close_with(bye);
+        }
+    }
+
+    /// A failed authentication: `535`, and `421` and close after too many on this connection.
+    fn auth_failed(&mut self) {
+        self.fail(reply::auth_failed());
+        if self.auth_failures.record() && !self.closed {
+            tracing::info!(peer = %self.peer, "smtp: too many failed authentication attempts");
+            let bye = Reply::new(
+                421,
+                format!(
+                    "4.7.0 {} Error: too many failed authentication attempts",
+                    self.domain()
+                ),
+            );
             self.close_with(bye);
         }
     }
@@ -367,7 +387,7 @@ impl Session {
             || password.is_empty()
             || (!authzid.is_empty() && !authzid.eq_ignore_ascii_case(user))
         {
-            return self.fail(reply::auth_failed());
+            return self.auth_failed();
         }
         self.pending = Some(Pending::Login {
             user: user.to_owned(),
@@ -390,7 +410,7 @@ impl Session {
                 self.login = Some(addr);
                 self.reply(reply::auth_ok());
             }
-            Err(LoginError::Failed) => self.fail(reply::auth_failed()),
+            Err(LoginError::Failed) => self.auth_failed(),
             Err(LoginError::TryLater(why)) => {
                 tracing::info!(why, "smtp: login refused for now");
                 self.reply(reply::auth_temporary());

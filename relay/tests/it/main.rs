@@ -10,6 +10,7 @@ mod crash;
 mod hardening;
 mod harness;
 mod imap_limits;
+mod throttle;
 
 use harness::{backends, message, new_addr, Client, Relay, PASSWORD};
 use relay::server::Kind;

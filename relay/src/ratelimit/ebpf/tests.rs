@@ -45,6 +45,7 @@ fn config(rate: u32, burst: u32) -> RateLimitConfig {
         max_new_connections_per_minute: rate,
         new_connections_burst: burst,
         max_smtp_connections: 1000,
+        max_imap_connections_per_source: 2000,
         ports: vec![PORT, 465],
     }
 }
