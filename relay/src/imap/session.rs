@@ -234,6 +234,8 @@ pub struct Session {
     pub(super) blocked: Option<Blocked>,
     pub(super) now: u64,
     pub(super) last_activity: u64,
+    /// Failed logins on this connection; the connection closes at the limit.
+    pub(super) failed_logins: crate::throttle::ConnectionFailures,
 }
 
 impl Session {
@@ -251,6 +253,7 @@ impl Session {
             blocked: None,
             now: now_ms,
             last_activity: now_ms,
+            failed_logins: Default::default(),
         };
         let greeting = format!(
             "* OK [CAPABILITY {}] {} chatmail relay ready\r\n",

@@ -2022,3 +2022,38 @@ fn metadata_size_is_capped_per_account() {
     ))
     .ok();
 }
+
+/// Each failed login gets `NO`; the connection's third failure (LOGIN or AUTHENTICATE alike)
+/// also gets `* BYE` and a close, and nothing after it is read.
+#[test]
+fn third_failed_login_closes_the_connection() {
+    use crate::accounts::LoginError;
+    let mut t = T::new();
+    t.drive();
+    let attempts: [&[u8]; 3] = [
+        b"f1 LOGIN a@x wrong\r\n",
+        b"f2 AUTHENTICATE PLAIN YUB4AGFAeAB3cm9uZw==\r\n",
+        b"f3 LOGIN a@x wrong\r\n",
+    ];
+    let mut out = String::new();
+    for (i, attempt) in attempts.iter().enumerate() {
+        t.s.receive(attempt, t.now);
+        let Some(Action::Effect(Effect::Login { .. })) = t.s.poll_action() else {
+            panic!("login effect expected for attempt {}", i + 1)
+        };
+        t.s.complete(EffectResult::Login(Err(LoginError::Failed)), t.now);
+        out = t.drive();
+        assert!(
+            out.contains(&format!("f{} NO [AUTHENTICATIONFAILED]", i + 1)),
+            "{out}"
+        );
+        if i < 2 {
+            assert!(!out.contains("BYE"), "closed too early: {out}");
+            assert!(t.s.wants_input());
+        }
+    }
+    assert!(out.contains("* BYE Too many failed authentication attempts"), "{out}");
+    assert_eq!(t.actions.last().map(String::as_str), Some("Close"));
+    t.s.receive(b"f4 NOOP\r\n", t.now);
+    assert!(!t.drive().contains("f4"));
+}

@@ -104,8 +104,7 @@ impl Session {
             return;
         };
         if !authz.is_empty() && authz != user {
-            self.tagged(&tag, "NO [AUTHENTICATIONFAILED] Authentication failed.");
-            return;
+            return self.login_failed(&tag);
         }
         self.effect(
             Effect::Login {
@@ -130,7 +129,20 @@ impl Session {
             Err(LoginError::TryLater(_)) => {
                 self.tagged(tag, "NO [UNAVAILABLE] Temporary failure, try again later")
             }
-            Err(_) => self.tagged(tag, "NO [AUTHENTICATIONFAILED] Authentication failed."),
+            Err(LoginError::Failed) => self.login_failed(tag),
+            Err(LoginError::Internal) => {
+                self.tagged(tag, "NO [AUTHENTICATIONFAILED] Authentication failed.")
+            }
+        }
+    }
+
+    /// A wrong password (or identity): `NO`, and after the connection's last allowed failure
+    /// `* BYE` and close (the delay before this reply is the driver's, see `crate::throttle`).
+    fn login_failed(&mut self, tag: &str) {
+        self.tagged(tag, "NO [AUTHENTICATIONFAILED] Authentication failed.");
+        if self.failed_logins.record() {
+            self.line("* BYE Too many failed authentication attempts");
+            self.close();
         }
     }
 }
