@@ -1,6 +1,7 @@
 //! Session tests: an `imap::Session` paired with a `MemoryStore` (the store's own tests keep the
-//! disk). Effects are run inline: commits with `store.commit_now`, logins by creating or looking up the account
-//! (login rules are tested in `accounts`). One-liners like `t.cmd("a1 SELECT INBOX").ok()`.
+//! disk). Effects are run inline: commits with `store.commit_now`, logins by creating or looking
+//! up the account (login rules are tested in `accounts`). One-liners like
+//! `t.cmd("a1 SELECT INBOX").ok()`.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 use std::path::Path;
