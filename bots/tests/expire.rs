@@ -43,8 +43,11 @@ fn expire(socket: &std::path::Path, extra: &[&str]) -> String {
 fn expire_job_through_the_admin_socket() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store"), StoreConfig::default()).unwrap();
-    let shared = Arc::new(Shared::new(Config::dev(dir.path().to_owned()), store));
-    let s = &shared.store;
+    let shared = Arc::new(Shared::new(
+        Config::dev(dir.path().to_owned()),
+        Arc::new(store.clone()),
+    ));
+    let s = &store;
     let active = account(s, "active001", NOW - DAY);
     deliver(s, active, 25 * DAY, 100); // age
     deliver(s, active, 10 * DAY, 300_000); // large
@@ -53,7 +56,7 @@ fn expire_job_through_the_admin_socket() {
     deliver(s, gone, DAY, 100);
     account(s, "empty0001", NOW - 120 * DAY);
     let socket = dir.path().join("admin.sock");
-    let _admin = relay::admin::spawn(shared.clone(), &socket).unwrap();
+    let _admin = relay::admin::spawn(shared.clone(), store.clone(), &socket).unwrap();
 
     let dry = expire(&socket, &["--dry-run", "--details"]);
     assert!(dry.starts_with("DRY RUN: expiry at 1800000000"), "{dry}");

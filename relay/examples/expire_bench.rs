@@ -150,7 +150,7 @@ fn main() {
 
     let mut config = Config::dev(dir.clone());
     config.max_mailbox_size = max_mailbox_size;
-    let shared = Arc::new(Shared::new(config, store));
+    let shared = Arc::new(Shared::new(config, Arc::new(store.clone())));
     let expire = |dry_run| Request::Expire {
         delete_mails_after: None,
         delete_large_after: None,
@@ -162,21 +162,21 @@ fn main() {
         details: false,
     };
     let t = Instant::now();
-    let dry = handle(&shared, expire(true), NOW).unwrap();
+    let dry = handle(&shared, &store, expire(true), NOW).unwrap();
     println!("dry run: {:?}\n  {dry}", t.elapsed());
     let t = Instant::now();
-    let real = handle(&shared, expire(false), NOW).unwrap();
+    let real = handle(&shared, &store, expire(false), NOW).unwrap();
     let took = t.elapsed();
     println!("expire: {took:?}\n  {real}");
     for k in ["accounts_deleted", "messages_expunged", "bytes_freed"] {
         assert_eq!(dry[k], real[k], "dry run and run differ in {k}");
     }
     assert_eq!(real["failed"], 0);
-    let left = shared.store.accounts();
+    let left = store.accounts();
     let msgs: u64 = left.iter().map(|a| a.messages).sum();
     let old = left
         .iter()
-        .flat_map(|a| shared.store.messages(a.id))
+        .flat_map(|a| store.messages(a.id))
         .filter(|(_, m)| m.internal_date < NOW - 20 * DAY)
         .count();
     assert_eq!(old, 0, "messages older than 20 days remain");

@@ -363,6 +363,7 @@ pub struct Running {
     /// Bound addresses per listener kind (port 0 in the config gets an ephemeral port).
     pub bound: Vec<(Kind, SocketAddr)>,
     shared: Arc<Shared>,
+    store: Store,
     admin: crate::admin::Handle,
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -374,6 +375,11 @@ impl Running {
         &self.shared
     }
 
+    /// The store itself, for operator paths (the sessions see it through `shared().store`).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Stops accepting, waits for the workers, checkpoints the store.
     pub fn shutdown(self) {
         drop(self.admin);
@@ -381,7 +387,7 @@ impl Running {
         for t in self.threads {
             let _ = t.join();
         }
-        if let Err(e) = self.shared.store.checkpoint() {
+        if let Err(e) = self.store.checkpoint() {
             tracing::warn!("checkpoint at shutdown failed: {e}");
         }
     }
@@ -440,9 +446,9 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         },
     )
     .context("opening the store")?;
-    let shared = Arc::new(Shared::new(config, store));
+    let shared = Arc::new(Shared::new(config, Arc::new(store.clone())));
     let admin_path = crate::admin::socket_path(&shared.config);
-    let admin = crate::admin::spawn(shared.clone(), &admin_path)
+    let admin = crate::admin::spawn(shared.clone(), store.clone(), &admin_path)
         .with_context(|| format!("starting the admin socket {}", admin_path.display()))?;
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
@@ -481,6 +487,7 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         backend,
         bound,
         shared,
+        store,
         admin,
         threads,
         stop,

@@ -1,16 +1,18 @@
 //! State shared by all sessions of the process: configuration, store, limiters, caches.
 
+use std::sync::Arc;
+
 use crate::auth_cache::AuthCache;
 use crate::config::Config;
 use crate::policy::SendLimiter;
-use crate::store::Store;
+use crate::store::Mailstore;
 
 /// Shared by every connection; held in an `Arc`.
 pub struct Shared {
     /// Validated configuration.
     pub config: Config,
-    /// The message store.
-    pub store: Store,
+    /// The message store, as sessions see it (the server keeps the concrete `Store`).
+    pub store: Arc<dyn Mailstore>,
     /// Per-sender submission rate limiter.
     pub send_limiter: SendLimiter,
     /// Verified-password cache of `accounts::login`.
@@ -23,7 +25,7 @@ pub struct Shared {
 
 impl Shared {
     /// Shared state over an open store.
-    pub fn new(config: Config, store: Store) -> Shared {
+    pub fn new(config: Config, store: Arc<dyn Mailstore>) -> Shared {
         let send_limiter = SendLimiter::new(
             config.max_user_send_per_minute,
             config.max_user_send_burst_size,

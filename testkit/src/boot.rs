@@ -7,6 +7,7 @@ use std::sync::Arc;
 use relay::config::{Config, Mode, RawConfig};
 use relay::server::{self, Backend, Kind, Running};
 use relay::shared::Shared;
+use relay::store::Store;
 
 use crate::free_ports;
 
@@ -152,7 +153,10 @@ impl Relay {
         let config = Config::build(&raw, mode).unwrap();
         let running = server::start(config, self.builder.backend, 2).unwrap();
         if let Some(path) = &self.builder.admin_socket {
-            self.admin = Some(relay::admin::spawn(running.shared().clone(), path).unwrap());
+            self.admin = Some(
+                relay::admin::spawn(running.shared().clone(), running.store().clone(), path)
+                    .unwrap(),
+            );
         }
         self.running = Some(running);
     }
@@ -193,6 +197,11 @@ impl Relay {
     /// The relay's shared state (store, configuration).
     pub fn shared(&self) -> &Arc<Shared> {
         self.running().shared()
+    }
+
+    /// The relay's store, for helpers such as [`create_account`](crate::create_account).
+    pub fn store(&self) -> &Store {
+        self.running().store()
     }
 
     /// The backend it runs on.

@@ -17,7 +17,7 @@ fn created_accounts_log_in_and_survive_a_restart() {
         let mut relay = Relay::start(backend, &[]);
         assert_eq!(relay.backend(), backend);
         let addr = new_addr("tk");
-        create_account(&relay.shared().store, &addr, 1_800_000_000);
+        create_account(relay.store(), &addr, 1_800_000_000);
         assert!(imap_login_status(&relay, &addr, PASSWORD).starts_with("l OK"));
         assert!(imap_login_status(&relay, &addr, "wrong-password").starts_with("l NO"));
         relay.restart();

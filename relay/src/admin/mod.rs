@@ -51,6 +51,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::shared::Shared;
+use crate::store::Store;
 
 pub mod client;
 pub mod protocol;
@@ -103,7 +104,8 @@ impl Drop for Handle {
     }
 }
 
-/// Binds the admin socket at `path` and serves it on a thread, one thread per connection.
+/// Binds the admin socket at `path` and serves it on a thread, one thread per connection;
+/// `store` is the store behind `shared.store` (the admin requests need its concrete API).
 ///
 /// The socket is bound inside a fresh `0700` directory beside `path`, set to `0600` there and only
 /// then renamed into place, so no other user can reach it, not even for an instant. Every
@@ -113,7 +115,7 @@ impl Drop for Handle {
 /// # Errors
 /// `AddrInUse` if another process serves `path`, `AlreadyExists` if `path` is not a socket, or
 /// the mkdir/bind/chmod/rename error.
-pub fn spawn(shared: Arc<Shared>, path: &Path) -> std::io::Result<Handle> {
+pub fn spawn(shared: Arc<Shared>, store: Store, path: &Path) -> std::io::Result<Handle> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     if let Some(parent) = parent {
         if !parent.exists() {
@@ -155,12 +157,13 @@ pub fn spawn(shared: Arc<Shared>, path: &Path) -> std::io::Result<Handle> {
     let _ = std::fs::remove_dir(&private);
     let listener = placed?;
     let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(Served { shared, store });
     let thread = {
         let stop = stop.clone();
         let path = path.to_owned();
         std::thread::Builder::new()
             .name("admin".into())
-            .spawn(move || accept_loop(&listener, &shared, &stop, &path))?
+            .spawn(move || accept_loop(&listener, &served, &stop, &path))?
     };
     tracing::info!("admin socket on {}", path.display());
     Ok(Handle {
@@ -170,7 +173,14 @@ pub fn spawn(shared: Arc<Shared>, path: &Path) -> std::io::Result<Handle> {
     })
 }
 
-fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>, stop: &AtomicBool, path: &Path) {
+/// What the connections serve: the shared state and the concrete store (retention jobs read
+/// every message of an account, which sessions never do).
+struct Served {
+    shared: Arc<Shared>,
+    store: Store,
+}
+
+fn accept_loop(listener: &UnixListener, served: &Arc<Served>, stop: &AtomicBool, path: &Path) {
     let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
@@ -201,14 +211,14 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>, stop: &AtomicBool,
         }
         // Connections hold the shared state weakly: an idle admin client must not keep the store
         // open after the relay shut down.
-        let shared = Arc::downgrade(shared);
+        let served = Arc::downgrade(served);
         let active2 = active.clone();
         let spawned = std::thread::Builder::new()
             .name("admin-conn".into())
             .spawn(move || {
                 if !trusted {
                     refuse(stream);
-                } else if let Err(e) = serve(stream, &shared) {
+                } else if let Err(e) = serve(stream, &served) {
                     tracing::debug!("admin connection ended: {e}");
                 }
                 active2.fetch_sub(1, Ordering::SeqCst);
@@ -285,7 +295,7 @@ fn refuse(stream: UnixStream) {
     );
 }
 
-fn serve(stream: UnixStream, shared: &Weak<Shared>) -> std::io::Result<()> {
+fn serve(stream: UnixStream, served: &Weak<Served>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
@@ -301,10 +311,10 @@ fn serve(stream: UnixStream, shared: &Weak<Shared>) -> std::io::Result<()> {
                 if buf.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let Some(shared) = shared.upgrade() else {
+                let Some(s) = served.upgrade() else {
                     return Ok(());
                 };
-                protocol::handle_line(&shared, &buf, unix_now())
+                protocol::handle_line(&s.shared, &s.store, &buf, unix_now())
             }
         };
         let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;

@@ -159,12 +159,12 @@ pub fn error_response(e: &Error) -> Value {
 
 /// Runs one request line at `now` (unix seconds, used when the request has no `now`) and returns
 /// the response object.
-pub fn handle_line(shared: &Shared, line: &[u8], now: i64) -> Value {
+pub fn handle_line(shared: &Shared, store: &Store, line: &[u8], now: i64) -> Value {
     let req: Request = match serde_json::from_slice(line) {
         Ok(r) => r,
         Err(e) => return error_response(&Error::bad(format!("invalid request: {e}"))),
     };
-    match handle(shared, req, now) {
+    match handle(shared, store, req, now) {
         Ok(mut v) => {
             if let Value::Object(m) = &mut v {
                 m.insert("ok".into(), Value::Bool(true));
@@ -179,9 +179,8 @@ pub fn handle_line(shared: &Shared, line: &[u8], now: i64) -> Value {
 ///
 /// # Errors
 /// Invalid names or values, missing or existing accounts, store failures.
-pub fn handle(shared: &Shared, req: Request, now: i64) -> Result<Value, Error> {
+pub fn handle(shared: &Shared, store: &Store, req: Request, now: i64) -> Result<Value, Error> {
     let config = &shared.config;
-    let store = &shared.store;
     match req {
         Request::Config {} => Ok(config_response(config)),
         Request::ListAccounts {} => {
@@ -192,7 +191,7 @@ pub fn handle(shared: &Shared, req: Request, now: i64) -> Result<Value, Error> {
             name,
             password,
             dry_run,
-        } => create_account(shared, &name, &password, dry_run, now),
+        } => create_account(shared, store, &name, &password, dry_run, now),
         Request::DeleteAccount { name, dry_run } => {
             let addr = resolve_name(config, &name)?;
             let acct = store
@@ -369,6 +368,7 @@ pub fn resolve_name(config: &Config, name: &str) -> Result<String, Error> {
 
 fn create_account(
     shared: &Shared,
+    store: &Store,
     name: &str,
     password: &str,
     dry_run: bool,
@@ -384,7 +384,7 @@ fn create_account(
     if password.chars().any(char::is_control) {
         return Err(Error::bad("password contains control characters"));
     }
-    if shared.store.account(&addr).is_some() {
+    if store.account(&addr).is_some() {
         return Err(Error {
             code: "exists",
             message: format!("account exists: {addr}"),
@@ -397,7 +397,7 @@ fn create_account(
         code: "internal",
         message: e.to_string(),
     })?;
-    match shared.store.commit_blocking(Op::CreateAccount {
+    match store.commit_blocking(Op::CreateAccount {
         addr: addr.clone(),
         password_hash: hash,
         now,

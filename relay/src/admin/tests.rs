@@ -23,6 +23,7 @@ const DOMAIN: &str = "[127.0.0.1]";
 struct Env {
     _dir: tempfile::TempDir,
     shared: Arc<Shared>,
+    store: Store,
 }
 
 fn env() -> Env {
@@ -44,13 +45,14 @@ fn env_with(max_mailbox_size: u64) -> Env {
     .unwrap();
     Env {
         _dir: dir,
-        shared: Arc::new(Shared::new(config, store)),
+        shared: Arc::new(Shared::new(config, Arc::new(store.clone()))),
+        store,
     }
 }
 
 impl Env {
     fn req(&self, v: Value) -> Value {
-        handle_line(&self.shared, v.to_string().as_bytes(), NOW)
+        handle_line(&self.shared, &self.store, v.to_string().as_bytes(), NOW)
     }
 
     fn ok(&self, v: Value) -> Value {
@@ -69,7 +71,6 @@ impl Env {
     /// An account created at `created` (its last-login day is the creation day).
     fn account(&self, local: &str, created: i64) -> AccountId {
         match self
-            .shared
             .store
             .commit_blocking(Op::CreateAccount {
                 addr: format!("{local}@{DOMAIN}"),
@@ -86,7 +87,6 @@ impl Env {
     /// Delivers a message of `size` bytes, `age` seconds old; returns its UID.
     fn deliver(&self, to: AccountId, age: i64, size: usize) -> u32 {
         match self
-            .shared
             .store
             .commit_blocking(Op::Deliver {
                 recipients: vec![to],
@@ -101,18 +101,14 @@ impl Env {
     }
 
     fn uids(&self, a: AccountId) -> Vec<u32> {
-        self.shared
-            .store
+        self.store
             .mailbox_view(a, "INBOX")
             .map(|v| v.messages.iter().map(|m| m.uid).collect())
             .unwrap_or_default()
     }
 
     fn exists(&self, local: &str) -> bool {
-        self.shared
-            .store
-            .account(&format!("{local}@{DOMAIN}"))
-            .is_some()
+        self.store.account(&format!("{local}@{DOMAIN}")).is_some()
     }
 }
 
@@ -122,7 +118,7 @@ fn create_account_bypasses_signup_rules_but_not_the_domain() {
     let r = e.ok(json!({"op":"create_account","name":"echo","password":"0123456789ab"}));
     assert_eq!(r["addr"], json!("echo@[127.0.0.1]"));
     assert_eq!(r["created"], json!(true));
-    let acct = e.shared.store.account("echo@[127.0.0.1]").unwrap();
+    let acct = e.store.account("echo@[127.0.0.1]").unwrap();
     assert!(crate::accounts::verify_password(
         &acct.password_hash,
         "0123456789ab"
@@ -160,7 +156,7 @@ fn create_account_bypasses_signup_rules_but_not_the_domain() {
         e.ok(json!({"op":"create_account","name":"dry","password":"0123456789ab","dry_run":true}));
     assert_eq!(r["created"], json!(false));
     assert!(!e.exists("dry"));
-    assert_eq!(e.shared.store.accounts().len(), 2);
+    assert_eq!(e.store.accounts().len(), 2);
 }
 
 #[test]
@@ -222,7 +218,7 @@ fn bad_requests_get_error_lines() {
         ),
         (r#"[1,2]"#, "bad_request"),
     ] {
-        let r = handle_line(&e.shared, line.as_bytes(), NOW);
+        let r = handle_line(&e.shared, &e.store, line.as_bytes(), NOW);
         assert_eq!(r["ok"], json!(false), "{line} -> {r}");
         assert_eq!(r["code"], json!(code), "{line} -> {r}");
     }
@@ -251,9 +247,9 @@ fn expire_removes_exactly_the_expired() {
     let _never = e.account("never0001", NOW - 100 * d);
     let recent = e.account("recent001", NOW - 89 * d);
 
-    let before = e.shared.store.accounts();
+    let before = e.store.accounts();
     let dry = e.ok(json!({"op":"expire","dry_run":true,"details":true}));
-    assert_eq!(e.shared.store.accounts().len(), before.len());
+    assert_eq!(e.store.accounts().len(), before.len());
     assert_eq!(e.uids(active).len(), 7);
 
     let real = e.ok(json!({"op":"expire","details":true}));
@@ -366,12 +362,15 @@ fn socket_is_private_and_keeps_serving_after_bad_requests() {
     let path = dir.path().join("admin.sock");
     // A stale socket file from a previous run is replaced.
     drop(UnixListener::bind(&path).unwrap());
-    let handle = spawn(e.shared.clone(), &path).unwrap();
+    let handle = spawn(e.shared.clone(), e.store.clone(), &path).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     // A second server on the same path is refused.
     assert_eq!(
-        spawn(e.shared.clone(), &path).err().unwrap().kind(),
+        spawn(e.shared.clone(), e.store.clone(), &path)
+            .err()
+            .unwrap()
+            .kind(),
         std::io::ErrorKind::AddrInUse
     );
 
@@ -499,12 +498,13 @@ fn an_idle_admin_client_does_not_keep_the_store_open() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
     let open = || Store::open(&store_dir, StoreConfig::default());
+    let store = open().unwrap();
     let shared = Arc::new(Shared::new(
         Config::dev(dir.path().to_owned()),
-        open().unwrap(),
+        Arc::new(store.clone()),
     ));
     let path = dir.path().join("admin.sock");
-    let handle = spawn(shared.clone(), &path).unwrap();
+    let handle = spawn(shared.clone(), store, &path).unwrap();
     let mut idle = BufReader::new(UnixStream::connect(&path).unwrap());
     assert_eq!(
         roundtrip(&mut idle, r#"{"op":"config"}"#)["ok"],

@@ -1,6 +1,7 @@
-//! Session tests: an `imap::Session` paired with a real `Store` in a tempdir. Effects are run
-//! inline: commits with `store.commit_blocking`, logins by creating or looking up the account
-//! (login rules are tested in `accounts`). One-liners like `t.cmd("a1 SELECT INBOX").ok()`.
+//! Session tests: an `imap::Session` paired with a `MemoryStore` (the store's own tests keep the
+//! disk). Effects are run inline: commits with `store.commit_now`, logins by creating or looking
+//! up the account (login rules are tested in `accounts`). One-liners like
+//! `t.cmd("a1 SELECT INBOX").ok()`.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 use std::path::Path;
@@ -12,13 +13,14 @@ use super::Session;
 use crate::config::Config;
 use crate::session::{Action, Effect, EffectResult, Session as _};
 use crate::shared::Shared;
-use crate::store::{AccountId, Op, OpResult, Store, StoreConfig};
+use crate::store::{AccountId, Mailstore as _, MemoryStore, Op, OpResult, StoreConfig};
 
 const T0: u64 = 1_700_000_000_000;
 
 struct T {
     _dir: tempfile::TempDir,
     shared: Arc<Shared>,
+    store: MemoryStore,
     s: Session,
     now: u64,
     /// Actions other than effects, in order.
@@ -102,18 +104,17 @@ impl Reply {
     }
 }
 
-fn shared_in(dir: &Path, edit: impl FnOnce(&mut Config)) -> Arc<Shared> {
+fn shared_in(dir: &Path, edit: impl FnOnce(&mut Config)) -> (Arc<Shared>, MemoryStore) {
     let mut config = Config::dev(dir.to_path_buf());
     edit(&mut config);
-    let store = Store::open(
-        &dir.join("store"),
-        StoreConfig {
-            max_mailbox_size: config.max_mailbox_size,
-            ..StoreConfig::default()
-        },
+    let store = MemoryStore::new(&StoreConfig {
+        max_mailbox_size: config.max_mailbox_size,
+        ..StoreConfig::default()
+    });
+    (
+        Arc::new(Shared::new(config, Arc::new(store.clone()))),
+        store,
     )
-    .expect("store opens");
-    Arc::new(Shared::new(config, store))
 }
 
 impl T {
@@ -127,11 +128,12 @@ impl T {
 
     fn with(tls: bool, edit: impl FnOnce(&mut Config)) -> T {
         let dir = tempfile::tempdir().expect("tempdir");
-        let shared = shared_in(dir.path(), edit);
+        let (shared, store) = shared_in(dir.path(), edit);
         let s = Session::new(shared.clone(), tls, T0);
         T {
             _dir: dir,
             shared,
+            store,
             s,
             now: T0,
             actions: Vec::new(),
@@ -146,8 +148,8 @@ impl T {
         Session::new(self.shared.clone(), true, self.now)
     }
 
-    fn store(&self) -> &Store {
-        &self.shared.store
+    fn store(&self) -> &MemoryStore {
+        &self.store
     }
 
     /// Run actions until none is left; return the output produced.
@@ -165,11 +167,11 @@ impl T {
             };
             match a {
                 Action::Effect(Effect::Commit(op)) => {
-                    let r = self.shared.store.commit_blocking(op);
+                    let r = self.store.commit_now(op);
                     self.s.complete(EffectResult::Commit(r), self.now);
                 }
                 Action::Effect(Effect::Login { user, .. }) => {
-                    let id = login_account(&self.shared.store, &user);
+                    let id = login_account(&self.store, &user);
                     self.s.complete(EffectResult::Login(Ok(id)), self.now);
                 }
                 Action::StartTls => {
@@ -222,7 +224,7 @@ impl T {
     fn deliver(&self, account: AccountId, body: &str) -> u32 {
         match self
             .store()
-            .commit_blocking(Op::Deliver {
+            .commit_now(Op::Deliver {
                 recipients: vec![account],
                 internal_date: (self.now / 1000) as i64,
                 body: body.as_bytes().to_vec(),
@@ -285,13 +287,13 @@ fn assert_valid_responses(out: &[u8], greeting: bool) {
     }
 }
 
-fn login_account(store: &Store, user: &str) -> AccountId {
+fn login_account(store: &MemoryStore, user: &str) -> AccountId {
     let addr = user.to_ascii_lowercase();
     if let Some(a) = store.account(&addr) {
         return a.id;
     }
     match store
-        .commit_blocking(Op::CreateAccount {
+        .commit_now(Op::CreateAccount {
             addr: addr.clone(),
             password_hash: "{SHA512-CRYPT}x".into(),
             now: 0,
@@ -895,7 +897,7 @@ fn changes_by_others_are_reported() {
     let mb = t.store().mailbox_view(acc, "INBOX").expect("inbox").id;
     // Another client flags uid 3 and expunges uid 2; a new message arrives.
     t.store()
-        .commit_blocking(Op::SetFlags {
+        .commit_now(Op::SetFlags {
             account: acc,
             mailbox: mb,
             uids: vec![3],
@@ -905,7 +907,7 @@ fn changes_by_others_are_reported() {
         })
         .expect("flags");
     t.store()
-        .commit_blocking(Op::Expunge {
+        .commit_now(Op::Expunge {
             account: acc,
             mailbox: mb,
             uids: vec![2],
@@ -945,7 +947,7 @@ fn idle_wakes_up_on_delivery() {
     assert!(!other.output().is_empty());
     let mb = t.store().mailbox_view(acc, "INBOX").expect("inbox").id;
     t.store()
-        .commit_blocking(Op::Expunge {
+        .commit_now(Op::Expunge {
             account: acc,
             mailbox: mb,
             uids: vec![1],
@@ -1072,7 +1074,7 @@ fn input_is_held_while_an_effect_is_pending() {
         panic!("commit expected")
     };
     assert!(!String::from_utf8_lossy(t.s.output()).contains("c OK"));
-    let r = t.store().commit_blocking(op);
+    let r = t.store().commit_now(op);
     t.s.complete(EffectResult::Commit(r), t.now);
     assert!(t.drive().contains("c OK Create completed"));
 }
@@ -1241,7 +1243,7 @@ fn expunge_renumbering_highest_first() {
     t.cmd("a SELECT INBOX").ok().has("* 5 EXISTS");
     let mb = t.store().mailbox_view(acc, "INBOX").expect("inbox").id;
     t.store()
-        .commit_blocking(Op::Expunge {
+        .commit_now(Op::Expunge {
             account: acc,
             mailbox: mb,
             uids: vec![2, 4, 5],
@@ -1474,7 +1476,7 @@ fn python_imaplib_interop() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let shared = shared_in(dir.path(), |_| {});
+    let (shared, store) = shared_in(dir.path(), |_| {});
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/imap/imaplib_client.py");
@@ -1500,11 +1502,11 @@ fn python_imaplib_interop() {
             match s.poll_action() {
                 None => break,
                 Some(Action::Effect(Effect::Commit(op))) => {
-                    let r = shared.store.commit_blocking(op);
+                    let r = store.commit_now(op);
                     s.complete(EffectResult::Commit(r), T0);
                 }
                 Some(Action::Effect(Effect::Login { user, .. })) => {
-                    let id = login_account(&shared.store, &user);
+                    let id = login_account(&store, &user);
                     s.complete(EffectResult::Login(Ok(id)), T0);
                 }
                 Some(Action::Close) => break 'conn,
@@ -1542,7 +1544,7 @@ fn large_fetch_is_rendered_as_the_client_reads() {
     let Some(Action::Effect(Effect::Commit(op))) = t.s.poll_action() else {
         panic!("commit expected")
     };
-    let r = t.store().commit_blocking(op);
+    let r = t.store().commit_now(op);
     t.s.complete(EffectResult::Commit(r), t.now);
     let pending = t.s.output().len();
     assert!(
@@ -1604,7 +1606,7 @@ fn random_sessions_keep_sequence_numbers_consistent() {
                 1 => {
                     let u = pick(&mut rng);
                     t.store()
-                        .commit_blocking(Op::Expunge {
+                        .commit_now(Op::Expunge {
                             account: acc,
                             mailbox: mb,
                             uids: vec![u],

@@ -1,5 +1,5 @@
-//! Session tests without sockets: a [`T`] pairs an [`smtp::Session`](Session) with a real
-//! [`Store`] in a temp dir and runs its effects (`Commit` through `commit_blocking`, `Login` by
+//! Session tests without sockets: a [`T`] pairs an [`smtp::Session`](Session) with a
+//! [`MemoryStore`] and runs its effects (`Commit` through `commit_now`, `Login` by
 //! looking up or creating the account directly; login rules are tested in `accounts`).
 //! Golden transcripts live in `relay/testdata/smtp/*.txt`.
 #![allow(clippy::unwrap_used, reason = "unwrap is fine in tests")]
@@ -16,7 +16,7 @@ use crate::accounts::LoginError;
 use crate::config::Config;
 use crate::session::{Action, Effect, EffectResult, Session as _};
 use crate::shared::Shared;
-use crate::store::{AccountId, Op, OpResult, Store, StoreConfig};
+use crate::store::{AccountId, MemoryStore, Op, OpResult, StoreConfig};
 
 const START_MS: u64 = 1_800_000_000_000;
 const ALICE: &str = "alice@[127.0.0.1]";
@@ -78,10 +78,11 @@ impl Replies {
     }
 }
 
-/// A session paired with a real store; effects run synchronously.
+/// A session paired with an in-memory store; effects run synchronously.
 struct T {
     s: Session,
     shared: Arc<Shared>,
+    store: MemoryStore,
     _dir: tempfile::TempDir,
     now: u64,
     closed: bool,
@@ -97,17 +98,21 @@ struct T {
     held: Vec<Effect>,
 }
 
-fn shared_in(dir: &Path, tweak: impl FnOnce(&mut Config, &mut StoreConfig)) -> Arc<Shared> {
+fn shared_in(
+    dir: &Path,
+    tweak: impl FnOnce(&mut Config, &mut StoreConfig),
+) -> (Arc<Shared>, MemoryStore) {
     let mut config = Config::dev(dir.to_path_buf());
     let mut store_config = StoreConfig {
         max_mailbox_size: config.max_mailbox_size,
         ..StoreConfig::default()
     };
     tweak(&mut config, &mut store_config);
-    let store_dir = dir.join("store");
-    std::fs::create_dir_all(&store_dir).unwrap();
-    let store = Store::open(&store_dir, store_config).unwrap();
-    Arc::new(Shared::new(config, store))
+    let store = MemoryStore::new(&store_config);
+    (
+        Arc::new(Shared::new(config, Arc::new(store.clone()))),
+        store,
+    )
 }
 
 impl T {
@@ -117,11 +122,12 @@ impl T {
 
     fn with(mode: Mode, tls: bool, tweak: impl FnOnce(&mut Config, &mut StoreConfig)) -> T {
         let dir = tempfile::tempdir().unwrap();
-        let shared = shared_in(dir.path(), tweak);
+        let (shared, store) = shared_in(dir.path(), tweak);
         let s = Session::new(shared.clone(), mode, tls, IpAddr::from(PEER), START_MS);
         let mut t = T {
             s,
             shared,
+            store,
             _dir: dir,
             now: START_MS,
             closed: false,
@@ -160,7 +166,7 @@ impl T {
         if let Some(info) = self.shared.store.account(addr) {
             return info.id;
         }
-        match self.shared.store.commit_blocking(Op::CreateAccount {
+        match self.store.commit_now(Op::CreateAccount {
             addr: addr.to_owned(),
             password_hash: format!("test:{PASSWORD}"),
             now: (self.now / 1000) as i64,
@@ -181,7 +187,7 @@ impl T {
 
     fn run(&mut self, effect: Effect) {
         let result = match effect {
-            Effect::Commit(op) => EffectResult::Commit(self.shared.store.commit_blocking(op)),
+            Effect::Commit(op) => EffectResult::Commit(self.store.commit_now(op)),
             Effect::Login { user, password } => EffectResult::Login(self.login(&user, &password.0)),
         };
         self.s.complete(result, self.now);
@@ -606,9 +612,8 @@ fn rcpt_limit() {
 fn rcpt_quota_full() {
     let mut t = T::with(Mode::Mx, true, |_, store| store.max_mailbox_size = 2000);
     let bob = t.account(BOB);
-    t.shared
-        .store
-        .commit_blocking(Op::Deliver {
+    t.store
+        .commit_now(Op::Deliver {
             recipients: vec![bob],
             internal_date: 0,
             body: vec![b'x'; 1990],
@@ -616,7 +621,7 @@ fn rcpt_quota_full() {
         .unwrap();
     // Fill to the limit whatever the store counts per message.
     while t.shared.store.quota(bob).0 < t.shared.store.quota(bob).1 {
-        let r = t.shared.store.commit_blocking(Op::Deliver {
+        let r = t.store.commit_now(Op::Deliver {
             recipients: vec![bob],
             internal_date: 0,
             body: vec![b'y'; 10],
@@ -1208,9 +1213,8 @@ fn partial_quota_failure_still_250() {
     let mut t = T::with(Mode::Mx, true, |_, store| store.max_mailbox_size = 1500);
     let alice = t.account(ALICE);
     t.account(BOB);
-    t.shared
-        .store
-        .commit_blocking(Op::Deliver {
+    t.store
+        .commit_now(Op::Deliver {
             recipients: vec![alice],
             internal_date: 0,
             body: vec![b'x'; 1000],
