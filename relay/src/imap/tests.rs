@@ -1868,21 +1868,11 @@ fn pending_login_stops_reading_before_login() {
     assert!(t.s.held_bytes() < super::PREAUTH_BUDGET);
 }
 
-/// Commit `ops` from several threads so they share fsyncs.
-fn commit_all(store: &Store, ops: Vec<Op>) {
-    let chunks: Vec<Vec<Op>> = ops
-        .chunks(ops.len().div_ceil(8).max(1))
-        .map(<[Op]>::to_vec)
-        .collect();
-    std::thread::scope(|s| {
-        for chunk in chunks {
-            s.spawn(move || {
-                for op in chunk {
-                    store.commit_blocking(op).expect("commit");
-                }
-            });
-        }
-    });
+/// Commit `ops` to the test's in-memory store.
+fn commit_all(store: &MemoryStore, ops: Vec<Op>) {
+    for op in ops {
+        store.commit_now(op).expect("commit");
+    }
 }
 
 #[test]
@@ -2054,7 +2044,10 @@ fn third_failed_login_closes_the_connection() {
             assert!(t.s.wants_input());
         }
     }
-    assert!(out.contains("* BYE Too many failed authentication attempts"), "{out}");
+    assert!(
+        out.contains("* BYE Too many failed authentication attempts"),
+        "{out}"
+    );
     assert_eq!(t.actions.last().map(String::as_str), Some("Close"));
     t.s.receive(b"f4 NOOP\r\n", t.now);
     assert!(!t.drive().contains("f4"));

@@ -250,6 +250,14 @@ impl Index {
             .cloned()
     }
 
+    /// `(entries, value bytes)` of all metadata of an account, for the per-account caps.
+    pub fn metadata_usage(&self, account: AccountId) -> (usize, u64) {
+        self.account(account).map_or((0, 0), |a| {
+            let bytes = a.metadata.values().map(|v| v.len() as u64).sum();
+            (a.metadata.len(), bytes)
+        })
+    }
+
     /// Bytes used by the account's messages (0 if it does not exist).
     pub fn bytes_used(&self, account: AccountId) -> u64 {
         self.account(account).map_or(0, |a| a.bytes_used)

@@ -38,6 +38,8 @@ pub trait Mailstore: Send + Sync {
         mailbox: Option<MailboxId>,
         key: &str,
     ) -> Option<Vec<u8>>;
+    /// `(entries, value bytes)` of all metadata of an account, for the per-account caps.
+    fn metadata_usage(&self, account: AccountId) -> (usize, u64);
     /// `(used, limit)` in bytes.
     fn quota(&self, account: AccountId) -> (u64, u64);
     /// A receiver that changes to the account's newest modseq after each committed change.
@@ -76,6 +78,9 @@ impl Mailstore for Store {
         key: &str,
     ) -> Option<Vec<u8>> {
         Store::metadata(self, account, mailbox, key)
+    }
+    fn metadata_usage(&self, account: AccountId) -> (usize, u64) {
+        Store::metadata_usage(self, account)
     }
     fn quota(&self, account: AccountId) -> (u64, u64) {
         Store::quota(self, account)

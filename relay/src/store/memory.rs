@@ -169,6 +169,9 @@ impl Mailstore for MemoryStore {
     ) -> Option<Vec<u8>> {
         self.state().index.metadata_value(account, mailbox, key)
     }
+    fn metadata_usage(&self, account: AccountId) -> (usize, u64) {
+        self.state().index.metadata_usage(account)
+    }
     fn quota(&self, account: AccountId) -> (u64, u64) {
         (
             self.state().index.bytes_used(account),

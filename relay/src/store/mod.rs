@@ -833,10 +833,7 @@ impl Store {
 
     /// `(entries, value bytes)` of all metadata of an account, for the per-account caps.
     pub fn metadata_usage(&self, account: AccountId) -> (usize, u64) {
-        self.index().account(account).map_or((0, 0), |a| {
-            let bytes = a.metadata.values().map(|v| v.len() as u64).sum();
-            (a.metadata.len(), bytes)
-        })
+        self.index().metadata_usage(account)
     }
 
     /// `(used, limit)` in bytes for GETQUOTAROOT and the SMTP quota check.
