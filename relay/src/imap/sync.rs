@@ -8,6 +8,7 @@
 //! client's view with the store's: QRESYNC (RFC 7162 §3.2: `* VANISHED` instead of `EXPUNGE`,
 //! `SELECT (QRESYNC ..)` catching up from a known mod-sequence) goes here.
 
+use super::command::types::STAR;
 use super::command::SeqSet;
 use super::response;
 use super::session::Session;
@@ -123,7 +124,7 @@ impl Selected {
         if set
             .0
             .iter()
-            .any(|&(a, b)| (a != u32::MAX && a > count) || (b != u32::MAX && b > count))
+            .any(|&(a, b)| (a != STAR && a > count) || (b != STAR && b > count))
         {
             return Err("BAD Error in IMAP command: Invalid messageset");
         }
