@@ -346,7 +346,8 @@ fn trim(b: &[u8]) -> &[u8] {
     &b[s..e.max(s)]
 }
 
-fn unfold(v: &[u8]) -> Vec<u8> {
+/// A raw field value without its line breaks, trimmed.
+pub fn unfold(v: &[u8]) -> Vec<u8> {
     let v: Vec<u8> = v
         .iter()
         .copied()

@@ -1,7 +1,7 @@
 //! SEARCH evaluation over one message: flags, sets, dates, sizes, header and body substrings.
 //! The message bytes are read lazily (only keys that need them read them); never writes.
 
-use super::bodystructure::{self, raw_header};
+use super::bodystructure::{self, header_fields, unfold};
 use super::command::SearchKey;
 use crate::store::{flag_bits, Body, Flag, MessageMeta};
 use relay_civil::days_from_civil;
@@ -68,6 +68,15 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
         .any(|w| w.eq_ignore_ascii_case(&needle))
 }
 
+/// `HEADER name value` (and FROM, TO, CC, BCC, SUBJECT): `value` is a substring of any field
+/// `name`, not only the first (RFC 3501 §6.4.4). An empty `value` matches every message that
+/// has the field.
+fn header_matches(header: &[u8], name: &str, value: &[u8]) -> bool {
+    header_fields(header)
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+        .any(|(_, v)| contains_ci(&unfold(v), value))
+}
+
 fn sent_day(c: &mut Candidate<'_>) -> Option<i64> {
     let header = c.header()?;
     let m = mail_parser::MessageParser::new().parse_headers(&header)?;
@@ -97,8 +106,7 @@ pub fn matches(key: &SearchKey, c: &mut Candidate<'_>) -> bool {
         SearchKey::SentSince(d) => sent_day(c).is_some_and(|s| s >= *d),
         SearchKey::Header(name, value) => c
             .header()
-            .and_then(|h| raw_header(&h, name))
-            .is_some_and(|v| contains_ci(&v, value.as_bytes())),
+            .is_some_and(|h| header_matches(&h, name, value.as_bytes())),
         SearchKey::Body(s) => {
             let Some(raw) = c.raw() else { return false };
             let p = bodystructure::parse(raw);
