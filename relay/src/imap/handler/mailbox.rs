@@ -32,6 +32,9 @@ impl Session {
         );
     }
 
+    /// The `* LIST` / `* LSUB` lines. LSUB also lists, with `\Noselect`, an unsubscribed parent
+    /// that the pattern matches where it does not match its subscribed child (RFC 3501 §6.3.9:
+    /// `LSUB "" %` with only `foo/bar` subscribed returns `foo`).
     fn list_lines(&mut self, account: AccountId, lsub: bool, reference: &str, pattern: &str) {
         if pattern.is_empty() && !lsub {
             self.line("* LIST (\\Noselect) \"/\" \"\"");
@@ -39,20 +42,43 @@ impl Session {
         }
         let full = format!("{reference}{pattern}");
         let boxes = self.shared.store.mailboxes(account);
-        let names: Vec<String> = if lsub {
-            self.shared.store.subscriptions(account)
-        } else {
-            boxes.iter().map(|b| b.name.clone()).collect()
-        };
         let mut o = Vec::new();
-        for name in &names {
-            if !pattern_matches(&full, name) {
-                continue;
+        if lsub {
+            let subscribed = self.shared.store.subscriptions(account);
+            let mut listed: Vec<&str> = Vec::new();
+            for name in &subscribed {
+                if pattern_matches(&full, name) {
+                    list_line(&mut o, "LSUB", &[], name);
+                    continue;
+                }
+                if !full.contains('%') {
+                    continue;
+                }
+                for (i, _) in name.match_indices('/') {
+                    let parent = &name[..i];
+                    if !parent.is_empty()
+                        && !listed.contains(&parent)
+                        && !subscribed.iter().any(|s| s == parent)
+                        && pattern_matches(&full, parent)
+                    {
+                        listed.push(parent);
+                        list_line(&mut o, "LSUB", &["\\Noselect"], parent);
+                    }
+                }
             }
-            let mut attrs: Vec<&str> = Vec::new();
-            if !lsub {
+        } else {
+            // Sorted, a mailbox's children follow it: one binary search per name.
+            let mut sorted: Vec<&str> = boxes.iter().map(|b| b.name.as_str()).collect();
+            sorted.sort_unstable();
+            for b in &boxes {
+                let name = &b.name;
+                if !pattern_matches(&full, name) {
+                    continue;
+                }
                 let prefix = format!("{name}/");
-                if boxes.iter().any(|b| b.name.starts_with(&prefix)) {
+                let at = sorted.partition_point(|n| *n < prefix.as_str());
+                let mut attrs: Vec<&str> = Vec::new();
+                if sorted.get(at).is_some_and(|n| n.starts_with(&prefix)) {
                     attrs.push("\\HasChildren");
                 } else {
                     attrs.push("\\HasNoChildren");
@@ -60,12 +86,8 @@ impl Session {
                 if let Some(su) = special_use(name) {
                     attrs.push(su);
                 }
+                list_line(&mut o, "LIST", &attrs, name);
             }
-            o.extend_from_slice(if lsub { b"* LSUB (" } else { b"* LIST (" });
-            o.extend_from_slice(attrs.join(" ").as_bytes());
-            o.extend_from_slice(b") \"/\" ");
-            response::astring(&mut o, name);
-            o.extend_from_slice(b"\r\n");
         }
         self.out.extend_from_slice(&o);
     }
@@ -299,6 +321,15 @@ impl Session {
     }
 }
 
+/// `* LIST (attrs) "/" name` (or `LSUB`).
+fn list_line(o: &mut Vec<u8>, kind: &str, attrs: &[&str], name: &str) {
+    o.extend_from_slice(format!("* {kind} (").as_bytes());
+    o.extend_from_slice(attrs.join(" ").as_bytes());
+    o.extend_from_slice(b") \"/\" ");
+    response::astring(o, name);
+    o.extend_from_slice(b"\r\n");
+}
+
 /// A name we let clients create: `/`-separated non-empty components, no wildcards or controls.
 fn valid_mailbox_name(name: &str) -> bool {
     !name.is_empty()
@@ -375,5 +406,21 @@ mod tests {
         assert!(!pattern_matches(&"*a".repeat(60), &"b".repeat(60)));
         assert!(pattern_matches("%/%", "a/b"));
         assert!(!pattern_matches("%b", "a/b"));
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // test: bounds the time taken
+    fn many_wildcards_against_deep_names_stay_cheap() {
+        // A backtracking matcher takes exponential time here; the table is pattern × name.
+        let deep = "a/".repeat(120) + "b";
+        let many: String = "*%".repeat(200);
+        let start = std::time::Instant::now();
+        for _ in 0..50 {
+            assert!(pattern_matches(&(many.clone() + "b"), &deep));
+            assert!(!pattern_matches(&(many.clone() + "c"), &deep));
+            assert!(!pattern_matches(&"%/".repeat(200), &deep));
+            assert!(pattern_matches(&("%/".repeat(120) + "%"), &deep));
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
     }
 }
