@@ -2,6 +2,7 @@
 
 use crate::auth_cache::AuthCache;
 use crate::config::Config;
+use crate::imap::recent::RecentUids;
 use crate::policy::SendLimiter;
 use crate::store::Store;
 
@@ -15,6 +16,8 @@ pub struct Shared {
     pub send_limiter: SendLimiter,
     /// Verified-password cache of `accounts::login`.
     pub auth_cache: AuthCache,
+    /// IMAP `\Recent`: which session saw a message first (memory only).
+    pub recent: RecentUids,
 }
 
 impl Shared {
@@ -29,6 +32,7 @@ impl Shared {
             store,
             send_limiter,
             auth_cache: AuthCache::new(rand::random()),
+            recent: RecentUids::new(),
         }
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! Layers, bottom up: [`frame`] cuts bytes into commands and enforces the caps, [`command`] parses
 //! them, [`response`] encodes replies, [`bodystructure`] and [`fetch`] render message data,
-//! [`search`] evaluates SEARCH keys. `session` is the state machine the driver talks to: it holds
-//! the protocol state and dispatches each command to its family in `handler`; `sync` reports
-//! changes to the selected mailbox. Nothing here does I/O or reads a clock: store reads are
+//! [`search`] evaluates SEARCH keys, [`recent`] keeps which session saw a message first
+//! (`\Recent`, in memory, shared by the process). `session` is the state machine the driver
+//! talks to: it holds the protocol state and dispatches each command to its family in `handler`;
+//! `sync` reports changes to the selected mailbox. Nothing here does I/O or reads a clock: store reads are
 //! synchronous, writes are effects.
 //!
 //! Adding a command: a variant in `command/types.rs`, its grammar in `command/parser.rs`, the
@@ -16,6 +17,7 @@ pub mod command;
 pub mod fetch;
 pub mod frame;
 mod handler;
+pub mod recent;
 pub mod response;
 pub mod search;
 mod session;
@@ -26,3 +28,6 @@ pub use session::Session;
 #[cfg(test)]
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests: disk, clock, real store
 mod tests;
+#[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests: disk, clock, real store
+mod tests_conformance;

@@ -18,6 +18,8 @@ pub struct Candidate<'a> {
     pub max_uid: u32,
     /// Metadata.
     pub meta: &'a MessageMeta,
+    /// `\Recent` in this session.
+    pub recent: bool,
     /// Keyword table of the account.
     pub keywords: &'a [String],
     /// Loads the message bytes (borrowed from the store's mmap) on first use.
@@ -231,7 +233,7 @@ pub fn matches(key: &SearchKey, c: &mut Candidate<'_>) -> bool {
         SearchKey::Uid(set) => set.contains(c.meta.uid, c.max_uid),
         SearchKey::Flag(f) => has_flag(c.meta.flags, f, c.keywords),
         SearchKey::NotFlag(f) => !has_flag(c.meta.flags, f, c.keywords),
-        SearchKey::Recent(r) => !*r,
+        SearchKey::Recent(r) => c.recent == *r,
         SearchKey::Before(d) => day < *d,
         SearchKey::On(d) => day == *d,
         SearchKey::Since(d) => day >= *d,

@@ -559,7 +559,11 @@ fn search_key(c: &mut Cursor<'_>, depth: u32) -> R<SearchKey> {
         "UNANSWERED" => SearchKey::NotFlag(Flag::Answered),
         "DRAFT" => SearchKey::Flag(Flag::Draft),
         "UNDRAFT" => SearchKey::NotFlag(Flag::Draft),
-        "NEW" | "RECENT" => SearchKey::Recent(true),
+        "RECENT" => SearchKey::Recent(true),
+        "NEW" => SearchKey::And(vec![
+            SearchKey::Recent(true),
+            SearchKey::NotFlag(Flag::Seen),
+        ]),
         "OLD" => SearchKey::Recent(false),
         "KEYWORD" | "UNKEYWORD" => {
             c.sp()?;

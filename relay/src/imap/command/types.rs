@@ -97,7 +97,7 @@ pub enum SearchKey {
     Flag(Flag),
     /// A flag is not set (`UNSEEN`, `UNKEYWORD x`, ...).
     NotFlag(Flag),
-    /// `NEW` / `OLD` / `RECENT`: recent is never set here.
+    /// `RECENT` (true) / `OLD` (false); `NEW` is `RECENT UNSEEN`.
     Recent(bool),
     /// INTERNALDATE day before (unix day number).
     Before(i64),

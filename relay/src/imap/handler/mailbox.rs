@@ -5,7 +5,7 @@ use super::super::command::StatusItem;
 use super::super::response;
 use super::super::session::Session;
 use super::{Commit, Pending};
-use crate::store::{AccountId, Flag, Op, OpResult};
+use crate::store::{AccountId, Flag, MailboxInfo, Op, OpResult};
 
 /// The quota root name (Dovecot's).
 const QUOTA_ROOT: &str = "User quota";
@@ -119,7 +119,7 @@ impl Session {
                 StatusItem::UidNext => format!("UIDNEXT {}", info.uid_next),
                 StatusItem::UidValidity => format!("UIDVALIDITY {}", info.uid_validity),
                 StatusItem::Unseen => format!("UNSEEN {}", info.unseen),
-                StatusItem::Recent => format!("RECENT {}", info.recent),
+                StatusItem::Recent => format!("RECENT {}", self.recent_count(account, &info)),
                 StatusItem::HighestModSeq => format!("HIGHESTMODSEQ {}", info.highest_modseq),
                 StatusItem::Size => format!("SIZE {}", info.size),
             })
@@ -129,6 +129,33 @@ impl Session {
         o.extend_from_slice(format!(" ({})\r\n", vals.join(" ")).as_bytes());
         self.out.extend_from_slice(&o);
         self.finish(tag, "OK Status completed", true);
+    }
+
+    /// STATUS RECENT: the messages no session has seen yet, and those recent in this session if
+    /// it has the mailbox selected. Claims nothing.
+    fn recent_count(&self, account: AccountId, info: &MailboxInfo) -> usize {
+        let first = self
+            .shared
+            .recent
+            .first_unclaimed(account, info.id, info.uid_validity);
+        // Ours that another session has claimed since (an EXAMINE's) are not counted below.
+        let own = match self.state.selected() {
+            Some(sel) if sel.id == info.id => sel
+                .msgs
+                .iter()
+                .filter(|k| k.recent && k.uid < first)
+                .count(),
+            _ => 0,
+        };
+        let unseen_by_all = if first >= info.uid_next {
+            0
+        } else {
+            self.shared
+                .store
+                .mailbox_view_by_id(account, info.id)
+                .map_or(0, |v| v.messages.iter().filter(|m| m.uid >= first).count())
+        };
+        own + unseen_by_all
     }
 
     /// `CREATE name`
