@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::auth_cache::AuthCache;
 use crate::config::Config;
+use crate::imap::recent::RecentUids;
 use crate::policy::SendLimiter;
 use crate::store::Mailstore;
 
@@ -21,6 +22,8 @@ pub struct Shared {
     pub login_throttle: std::sync::Mutex<crate::throttle::LoginThrottle>,
     /// The bounded pool password hashing runs on.
     pub hash_pool: crate::io::hash_pool::HashPool,
+    /// IMAP `\Recent`: which session saw a message first (memory only).
+    pub recent: RecentUids,
 }
 
 impl Shared {
@@ -37,6 +40,7 @@ impl Shared {
             auth_cache: AuthCache::new(rand::random()),
             login_throttle: Default::default(),
             hash_pool: crate::io::hash_pool::HashPool::per_core(),
+            recent: RecentUids::new(),
         }
     }
 }

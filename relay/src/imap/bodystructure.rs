@@ -346,7 +346,8 @@ fn trim(b: &[u8]) -> &[u8] {
     &b[s..e.max(s)]
 }
 
-fn unfold(v: &[u8]) -> Vec<u8> {
+/// A raw field value without its line breaks, trimmed.
+pub fn unfold(v: &[u8]) -> Vec<u8> {
     let v: Vec<u8> = v
         .iter()
         .copied()
@@ -386,45 +387,56 @@ pub fn envelope(_raw: &[u8], header: &[u8], out: &mut Vec<u8>) {
     out.push(b')');
 }
 
+/// An address list of ENVELOPE (RFC 3501 §7.4.2): `NIL` if empty. A group is written as its
+/// start marker `(NIL NIL "name" NIL)`, its members and the end marker `(NIL NIL NIL NIL)`; a
+/// group that never closes is closed at the end of the field, groups are never nested, and an
+/// address without a domain gets the host `""` so it cannot be taken for a group marker.
 fn addresses(out: &mut Vec<u8>, a: Option<&Address<'_>>) {
-    let mut items: Vec<(Option<String>, String)> = Vec::new();
+    let start = out.len();
+    out.push(b'(');
     match a {
         Some(Address::List(list)) => {
             for x in list {
-                if let Some(addr) = &x.address {
-                    items.push((x.name.as_deref().map(str::to_owned), addr.to_string()));
-                }
+                address(out, x);
             }
         }
         Some(Address::Group(groups)) => {
             for g in groups {
-                for x in &g.addresses {
-                    if let Some(addr) = &x.address {
-                        items.push((x.name.as_deref().map(str::to_owned), addr.to_string()));
+                let Some(name) = &g.name else {
+                    for x in &g.addresses {
+                        address(out, x);
                     }
+                    continue;
+                };
+                out.extend_from_slice(b"(NIL NIL ");
+                string(out, name.as_bytes());
+                out.extend_from_slice(b" NIL)");
+                for x in &g.addresses {
+                    address(out, x);
                 }
+                out.extend_from_slice(b"(NIL NIL NIL NIL)");
             }
         }
         None => {}
     }
-    if items.is_empty() {
+    if out.len() == start + 1 {
+        out.truncate(start);
         out.extend_from_slice(b"NIL");
-        return;
-    }
-    out.push(b'(');
-    for (name, addr) in items {
-        out.push(b'(');
-        nstring(out, name.as_deref().map(str::as_bytes));
-        out.extend_from_slice(b" NIL ");
-        let (local, host) = match addr.rsplit_once('@') {
-            Some((l, h)) => (l.to_owned(), Some(h.to_owned())),
-            None => (addr.clone(), None),
-        };
-        string(out, local.as_bytes());
-        out.push(b' ');
-        nstring(out, host.as_deref().map(str::as_bytes));
+    } else {
         out.push(b')');
     }
+}
+
+/// One `(name adl mailbox host)`; nothing for an entry without an address.
+fn address(out: &mut Vec<u8>, x: &mail_parser::Addr<'_>) {
+    let Some(addr) = &x.address else { return };
+    let (local, host) = addr.rsplit_once('@').unwrap_or((addr, ""));
+    out.push(b'(');
+    nstring(out, x.name.as_deref().map(str::as_bytes));
+    out.extend_from_slice(b" NIL ");
+    string(out, local.as_bytes());
+    out.push(b' ');
+    string(out, host.as_bytes());
     out.push(b')');
 }
 
@@ -504,6 +516,117 @@ epilogue\r\n";
             String::from_utf8(env).unwrap(),
             "(NIL \"hi\" ((\"Alice\" NIL \"alice\" \"example.org\")) ((\"Alice\" NIL \"alice\" \"example.org\")) ((\"Alice\" NIL \"alice\" \"example.org\")) ((NIL NIL \"bob\" \"example.org\")) NIL NIL NIL NIL)"
         );
+    }
+
+    /// The ENVELOPE of a message with only this header field.
+    fn env(field: &str) -> String {
+        let raw = format!("{field}\r\n\r\n");
+        let mut out = Vec::new();
+        envelope(raw.as_bytes(), raw.as_bytes(), &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The To: list of an ENVELOPE written by [`env`] (only To: is set).
+    fn to_list(field: &str) -> String {
+        let e = env(field);
+        let inner = e
+            .strip_prefix("(NIL NIL NIL NIL NIL ")
+            .and_then(|r| r.strip_suffix(" NIL NIL NIL NIL)"))
+            .unwrap_or_else(|| panic!("unexpected envelope {e}"));
+        inner.to_owned()
+    }
+
+    /// Group markers are flat and balanced, and the list is a valid address list.
+    fn assert_well_formed(list: &str) {
+        if list == "NIL" {
+            return;
+        }
+        assert!(list.starts_with("((") && list.ends_with("))"), "{list}");
+        let mut open = false;
+        for entry in list[1..list.len() - 1].split(")(") {
+            let entry = entry.trim_start_matches('(').trim_end_matches(')');
+            // A group name is quoted, or a literal when it is not ASCII.
+            let start = (entry.starts_with("NIL NIL \"") || entry.starts_with("NIL NIL {"))
+                && entry.ends_with(" NIL");
+            let end = entry == "NIL NIL NIL NIL";
+            if start {
+                assert!(!open, "nested group in {list}");
+                open = true;
+            } else if end {
+                assert!(open, "group end without start in {list}");
+                open = false;
+            } else {
+                assert!(
+                    !entry.ends_with(" NIL"),
+                    "host NIL outside a marker in {list}"
+                );
+            }
+        }
+        assert!(!open, "unclosed group in {list}");
+    }
+
+    #[test]
+    fn envelope_groups() {
+        let cases = [
+            (
+                "To: group: a@b, c@d;",
+                "((NIL NIL \"group\" NIL)(NIL NIL \"a\" \"b\")(NIL NIL \"c\" \"d\")(NIL NIL NIL NIL))",
+            ),
+            (
+                "To: undisclosed-recipients:;",
+                "((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL))",
+            ),
+            // Never closed: closed at the end of the field.
+            (
+                "To: group: a@b, c@d",
+                "((NIL NIL \"group\" NIL)(NIL NIL \"a\" \"b\")(NIL NIL \"c\" \"d\")(NIL NIL NIL NIL))",
+            ),
+            (
+                "To: \"Name\" <a@b>, c@d",
+                "((\"Name\" NIL \"a\" \"b\")(NIL NIL \"c\" \"d\"))",
+            ),
+        ];
+        for (field, want) in cases {
+            let got = to_list(field);
+            assert_eq!(got, want, "{field}");
+            assert_well_formed(&got);
+        }
+        // Addresses around a group stay outside it.
+        let mixed = to_list("To: x@y, group: a@b;, z@w");
+        assert_well_formed(&mixed);
+        for part in [
+            "(NIL NIL \"x\" \"y\")",
+            "(NIL NIL \"group\" NIL)(NIL NIL \"a\" \"b\")(NIL NIL NIL NIL)",
+            "(NIL NIL \"z\" \"w\")",
+        ] {
+            assert!(mixed.contains(part), "{part} not in {mixed}");
+        }
+        // Nested, empty-named, stray and unbalanced groups: whatever is read, the markers stay
+        // flat and balanced and no address is mistaken for one.
+        for field in [
+            "To: outer: inner: a@b;;",
+            "To: outer: inner: a@b;, c@d;",
+            "To: : a@b;",
+            "To: ;;;",
+            "To: g: ;",
+            "To: g1: a@b; g2: c@d",
+            "To: g:: a@b;",
+            "To: a@b;",
+            "To: g: a@b;;;, c@d",
+            "To: \"quoted: name\" <a@b>",
+            "To: =?utf-8?q?Gr=C3=BCppe?=: a@b;",
+            "To: :;",
+            "To: g: (comment) ;",
+            "To: a",
+            "To: <a>",
+            "To: g: <a>, b;",
+        ] {
+            let got = to_list(field);
+            assert_well_formed(&got);
+            if field.contains("a@b") {
+                assert!(got.contains("\"a\" \"b\")"), "{field}: {got}");
+            }
+        }
     }
 
     #[test]

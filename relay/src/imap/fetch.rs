@@ -108,6 +108,8 @@ pub struct FetchCtx<'a> {
     pub meta: &'a MessageMeta,
     /// The account's keyword table.
     pub keywords: &'a [String],
+    /// `\Recent` in this session.
+    pub recent: bool,
     /// The message bytes, when [`needs_body`].
     pub raw: Option<&'a [u8]>,
     /// Add `UID` even if not asked (UID FETCH).
@@ -143,14 +145,14 @@ pub fn render(out: &mut Vec<u8>, ctx: &FetchCtx<'_>, items: &[FetchItem]) {
     if ctx.force_flags && !has(&FetchItem::Flags) {
         sep(out);
         out.extend_from_slice(b"FLAGS ");
-        response::flags(out, ctx.meta.flags, ctx.keywords);
+        response::flags_recent(out, ctx.meta.flags, ctx.recent, ctx.keywords);
     }
     for item in items {
         sep(out);
         match item {
             FetchItem::Flags => {
                 out.extend_from_slice(b"FLAGS ");
-                response::flags(out, ctx.meta.flags, ctx.keywords);
+                response::flags_recent(out, ctx.meta.flags, ctx.recent, ctx.keywords);
             }
             FetchItem::Uid => out.extend_from_slice(format!("UID {}", ctx.meta.uid).as_bytes()),
             FetchItem::Rfc822Size => {

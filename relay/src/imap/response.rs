@@ -50,6 +50,11 @@ pub fn astring(out: &mut Vec<u8>, s: &str) {
 
 /// The flags of a message as an IMAP list `(\Seen $kw)`.
 pub fn flags(out: &mut Vec<u8>, bits: u64, keywords: &[String]) {
+    flags_recent(out, bits, false, keywords);
+}
+
+/// The flags of a message as an IMAP list, with `\Recent` if `recent` (`(\Seen \Recent $kw)`).
+pub fn flags_recent(out: &mut Vec<u8>, bits: u64, recent: bool, keywords: &[String]) {
     out.push(b'(');
     let mut first = true;
     let mut put = |out: &mut Vec<u8>, s: &str| {
@@ -69,6 +74,9 @@ pub fn flags(out: &mut Vec<u8>, bits: u64, keywords: &[String]) {
         if bits & bit != 0 {
             put(out, name);
         }
+    }
+    if recent {
+        put(out, "\\Recent");
     }
     for (i, k) in keywords.iter().enumerate().take(flag_bits::MAX_KEYWORDS) {
         if bits & (1u64 << (flag_bits::KEYWORD_SHIFT + i as u32)) != 0 {

@@ -504,7 +504,7 @@ fn select_status_and_examine() {
         .has("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)")
         .has("* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)]")
         .has("* 2 EXISTS")
-        .has("* 0 RECENT")
+        .has("* 2 RECENT")
         .has("* OK [UNSEEN 1]")
         .has("* OK [UIDVALIDITY ")
         .has("* OK [UIDNEXT 3]")
@@ -512,7 +512,7 @@ fn select_status_and_examine() {
     t.cmd("b STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN RECENT HIGHESTMODSEQ SIZE)")
         .ok()
         .has("* STATUS INBOX (MESSAGES 2 UIDNEXT 3 UIDVALIDITY ")
-        .has("UNSEEN 2 RECENT 0 HIGHESTMODSEQ ");
+        .has("UNSEEN 2 RECENT 2 HIGHESTMODSEQ ");
     t.cmd("c STATUS Nope (MESSAGES)").no();
     t.cmd("d EXAMINE INBOX (CONDSTORE)")
         .ok()
@@ -544,7 +544,7 @@ fn fetch_items_and_sections() {
     t.cmd("a SELECT INBOX").ok();
     let r = t.cmd("b FETCH 1 (UID FLAGS RFC822.SIZE INTERNALDATE)");
     r.ok().has(&format!(
-        "* 1 FETCH (UID 1 FLAGS () RFC822.SIZE {} INTERNALDATE \"14-Nov-2023 22:13:20 +0000\")",
+        "* 1 FETCH (UID 1 FLAGS (\\Recent) RFC822.SIZE {} INTERNALDATE \"14-Nov-2023 22:13:20 +0000\")",
         m.len()
     ));
     t.cmd("c UID FETCH 1 ENVELOPE")
@@ -563,7 +563,7 @@ fn fetch_items_and_sections() {
     t.cmd("f FETCH 1 BODY.PEEK[TEXT]<1.3>")
         .ok()
         .has("BODY[TEXT]<1> {3}\r\norl");
-    t.cmd("g FETCH 1 (FLAGS)").ok().has("FLAGS ()");
+    t.cmd("g FETCH 1 (FLAGS)").ok().has("FLAGS (\\Recent)");
     t.cmd("h FETCH 1 (RFC822.HEADER MODSEQ)")
         .ok()
         .has("RFC822.HEADER {")
@@ -581,8 +581,8 @@ fn fetch_items_and_sections() {
     t.cmd("i FETCH 1 BODY[]")
         .ok()
         .has(&format!("BODY[] {{{}}}\r\n{m}", m.len()))
-        .has("FLAGS (\\Seen)");
-    t.cmd("j FETCH 1 FLAGS").ok().has("FLAGS (\\Seen)");
+        .has("FLAGS (\\Seen \\Recent)");
+    t.cmd("j FETCH 1 FLAGS").ok().has("FLAGS (\\Seen \\Recent)");
     t.cmd("k FETCH 1 RFC822").ok().has("RFC822 {");
     t.cmd("l FETCH 1 RFC822.TEXT").ok().has("RFC822.TEXT {7}");
     t.cmd("m FETCH 2 FLAGS").bad();
@@ -628,16 +628,18 @@ fn store_flags_and_unchangedsince() {
     t.cmd("b STORE 1 +FLAGS (\\Seen $MDNSent)")
         .ok()
         .has("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $MDNSent)\r\n* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $MDNSent \\*)]")
-        .has("* 1 FETCH (FLAGS (\\Seen $MDNSent))");
+        .has("* 1 FETCH (FLAGS (\\Seen \\Recent $MDNSent))");
     t.cmd("b2 STORE 2 +FLAGS ($MDNSent)").ok().lacks("* FLAGS");
     t.cmd("c STORE 1 -FLAGS.SILENT (\\Seen)")
         .ok()
         .lacks("FETCH");
-    t.cmd("d FETCH 1 FLAGS").ok().has("FLAGS ($MDNSent)");
+    t.cmd("d FETCH 1 FLAGS")
+        .ok()
+        .has("FLAGS (\\Recent $MDNSent)");
     t.cmd("e UID STORE 1:2 FLAGS (\\Flagged)")
         .ok()
-        .has("* 1 FETCH (FLAGS (\\Flagged) UID 1)")
-        .has("* 2 FETCH (FLAGS (\\Flagged) UID 2)");
+        .has("* 1 FETCH (FLAGS (\\Flagged \\Recent) UID 1)")
+        .has("* 2 FETCH (FLAGS (\\Flagged \\Recent) UID 2)");
     let r = t.cmd("f FETCH 1 MODSEQ");
     let line = r.untagged()[0].to_owned();
     let modseq: u64 = line
@@ -803,7 +805,7 @@ fn append_literals_and_quota() {
     r.ok().lacks("+ Ready").has(" 2] Append completed");
     t.cmd("d FETCH 1 (FLAGS INTERNALDATE)")
         .ok()
-        .has("FLAGS (\\Seen) INTERNALDATE \"01-Jan-2020 00:00:00 +0000\"");
+        .has("FLAGS (\\Seen \\Recent) INTERNALDATE \"01-Jan-2020 00:00:00 +0000\"");
     t.cmd("e APPEND Nope {1+}\r\nx").no().has("TRYCREATE");
     // Synchronizing literal over max_message_size: refused, no continuation.
     t.cmd("f APPEND INBOX {1001}")
@@ -919,7 +921,7 @@ fn changes_by_others_are_reported() {
     r.ok()
         .lacks("EXPUNGE")
         .has("* 4 EXISTS")
-        .has("* 3 FETCH (FLAGS (\\Seen) UID 3 MODSEQ (");
+        .has("* 3 FETCH (FLAGS (\\Seen \\Recent) UID 3 MODSEQ (");
     r.has("* 3 FETCH (UID 3)");
     t.cmd("c2 SEARCH ALL").ok().lacks("EXPUNGE");
     t.cmd("c3 STORE 1 +FLAGS.SILENT (\\Flagged)")
@@ -941,7 +943,7 @@ fn idle_wakes_up_on_delivery() {
     assert_eq!(t.s.watched_account(), Some(acc));
     t.deliver(acc, &msg("new", "x"));
     t.s.account_changed(t.now);
-    assert_eq!(t.drive(), "* 1 EXISTS\r\n");
+    assert_eq!(t.drive(), "* 1 EXISTS\r\n* 1 RECENT\r\n");
     // Expunge by another session while idling.
     let other = t.second();
     assert!(!other.output().is_empty());
@@ -954,7 +956,7 @@ fn idle_wakes_up_on_delivery() {
         })
         .expect("expunge");
     t.s.account_changed(t.now);
-    assert_eq!(t.drive(), "* 1 EXPUNGE\r\n");
+    assert_eq!(t.drive(), "* 1 EXPUNGE\r\n* 0 RECENT\r\n");
     // Keep-alive every 2 minutes; no autologout while idling.
     let at = t.s.next_timeout().expect("idle timer");
     assert_eq!(at, T0 + 120_000);
@@ -988,7 +990,7 @@ fn state_changes_keep_login_and_selection() {
     t.cmd("f IDLE");
     t.deliver(acc, &msg("two", "y"));
     t.s.account_changed(t.now);
-    assert_eq!(t.drive(), "* 2 EXISTS\r\n");
+    assert_eq!(t.drive(), "* 2 EXISTS\r\n* 2 RECENT\r\n");
     t.raw("f", b"DONE\r\n").ok().lacks("EXISTS");
     t.cmd("g FETCH 2 UID").ok().has("* 2 FETCH (UID 2)");
     // A failed SELECT leaves nothing selected; so does deleting the selected mailbox.
@@ -1255,7 +1257,13 @@ fn expunge_renumbering_highest_first() {
     let lines: Vec<&str> = r.untagged();
     assert_eq!(
         lines,
-        vec!["* 5 EXPUNGE", "* 4 EXPUNGE", "* 2 EXPUNGE", "* 3 EXISTS"]
+        vec![
+            "* 5 EXPUNGE",
+            "* 4 EXPUNGE",
+            "* 2 EXPUNGE",
+            "* 3 EXISTS",
+            "* 3 RECENT"
+        ]
     );
     t.cmd("c FETCH 1:3 UID")
         .ok()
@@ -1556,7 +1564,7 @@ fn large_fetch_is_rendered_as_the_client_reads() {
     // `drive` took the already rendered part too: all ten responses, once each.
     assert_eq!(rest.matches(" FETCH (").count(), 10);
     let all = rest;
-    assert!(all.contains("* 10 FETCH (FLAGS (\\Seen) BODY[] {"));
+    assert!(all.contains("* 10 FETCH (FLAGS (\\Seen \\Recent) BODY[] {"));
     assert!(all.contains("b OK Fetch completed"));
     assert!(all.find("b OK").unwrap() < all.find("c OK").unwrap());
     assert!(t.s.wants_input());

@@ -2,7 +2,7 @@
 //! case-insensitive keywords, and the IMAP lexical items (atom, quoted, literal, astring, flag,
 //! sequence set). Errors are the expected grammar as `&'static str`.
 
-use super::types::SeqSet;
+use super::types::{SeqSet, STAR};
 use crate::store::Flag;
 
 /// A parse step's result: the error is what was expected.
@@ -256,7 +256,7 @@ impl<'a> Cursor<'a> {
 
     pub(super) fn seq_number(&mut self) -> R<u32> {
         if self.eat(b"*") {
-            return Ok(u32::MAX);
+            return Ok(STAR);
         }
         let n = self.number()?;
         if n == 0 {

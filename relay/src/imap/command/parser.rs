@@ -559,7 +559,11 @@ fn search_key(c: &mut Cursor<'_>, depth: u32) -> R<SearchKey> {
         "UNANSWERED" => SearchKey::NotFlag(Flag::Answered),
         "DRAFT" => SearchKey::Flag(Flag::Draft),
         "UNDRAFT" => SearchKey::NotFlag(Flag::Draft),
-        "NEW" | "RECENT" => SearchKey::Recent(true),
+        "RECENT" => SearchKey::Recent(true),
+        "NEW" => SearchKey::And(vec![
+            SearchKey::Recent(true),
+            SearchKey::NotFlag(Flag::Seen),
+        ]),
         "OLD" => SearchKey::Recent(false),
         "KEYWORD" | "UNKEYWORD" => {
             c.sp()?;
@@ -644,6 +648,7 @@ fn search_key(c: &mut Cursor<'_>, depth: u32) -> R<SearchKey> {
 #[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
     use super::*;
+    use crate::imap::command::types::STAR;
     use crate::imap::command::SeqSet;
 
     fn p(s: &str) -> Command {
@@ -718,7 +723,7 @@ mod tests {
             panic!()
         };
         assert!(uid);
-        assert_eq!(set, SeqSet(vec![(1, u32::MAX)]));
+        assert_eq!(set, SeqSet(vec![(1, STAR)]));
         assert_eq!(changed_since, Some(5));
         assert_eq!(
             items,
@@ -783,7 +788,7 @@ mod tests {
                             SearchKey::Larger(5)
                         ]))
                     ),
-                    SearchKey::Not(Box::new(SearchKey::Uid(SeqSet(vec![(4, u32::MAX)]))))
+                    SearchKey::Not(Box::new(SearchKey::Uid(SeqSet(vec![(4, STAR)]))))
                 ])
             }
         );

@@ -2,7 +2,11 @@
 
 use crate::store::{Flag, FlagMode};
 
-/// A sequence set: ranges `(a, b)` with `u32::MAX` standing for `*`.
+/// `*` in a sequence set: the largest number in use. Only `*` means that (RFC 3501 §9
+/// `seq-number`): an explicit `4294967295` is that number, and `0` is never a valid one.
+pub const STAR: u32 = 0;
+
+/// A sequence set: ranges `(a, b)` with [`STAR`] standing for `*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeqSet(pub Vec<(u32, u32)>);
 
@@ -10,8 +14,8 @@ impl SeqSet {
     /// Whether `n` is in the set, with `*` = `max`.
     pub fn contains(&self, n: u32, max: u32) -> bool {
         self.0.iter().any(|&(a, b)| {
-            let a = if a == u32::MAX { max } else { a };
-            let b = if b == u32::MAX { max } else { b };
+            let a = if a == STAR { max } else { a };
+            let b = if b == STAR { max } else { b };
             let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
             n >= lo && n <= hi
         })
@@ -93,7 +97,7 @@ pub enum SearchKey {
     Flag(Flag),
     /// A flag is not set (`UNSEEN`, `UNKEYWORD x`, ...).
     NotFlag(Flag),
-    /// `NEW` / `OLD` / `RECENT`: recent is never set here.
+    /// `RECENT` (true) / `OLD` (false); `NEW` is `RECENT UNSEEN`.
     Recent(bool),
     /// INTERNALDATE day before (unix day number).
     Before(i64),

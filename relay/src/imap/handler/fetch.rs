@@ -157,10 +157,16 @@ impl Session {
             };
             let force_flags = job.seen.binary_search(&u).is_ok();
             let with_flags = force_flags || job.items.contains(&FetchItem::Flags);
+            let recent = self
+                .state
+                .selected()
+                .and_then(|sel| sel.msgs.get(seq as usize - 1))
+                .is_some_and(|k| k.recent);
             let ctx = FetchCtx {
                 seq,
                 meta,
                 keywords: &view.keywords,
+                recent,
                 raw: body.as_deref(),
                 force_uid: job.uid,
                 force_modseq: job.changed_since.is_some() || (condstore && with_flags),

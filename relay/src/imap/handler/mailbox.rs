@@ -6,7 +6,7 @@ use super::super::limits::{self, Limit};
 use super::super::response;
 use super::super::session::Session;
 use super::{Commit, Pending};
-use crate::store::{AccountId, Flag, Op, OpResult};
+use crate::store::{AccountId, Flag, MailboxInfo, Op, OpResult};
 
 /// The quota root name (Dovecot's).
 const QUOTA_ROOT: &str = "User quota";
@@ -33,6 +33,9 @@ impl Session {
         );
     }
 
+    /// The `* LIST` / `* LSUB` lines. LSUB also lists, with `\Noselect`, an unsubscribed parent
+    /// that the pattern matches where it does not match its subscribed child (RFC 3501 §6.3.9:
+    /// `LSUB "" %` with only `foo/bar` subscribed returns `foo`).
     fn list_lines(&mut self, account: AccountId, lsub: bool, reference: &str, pattern: &str) {
         if pattern.is_empty() && !lsub {
             self.line("* LIST (\\Noselect) \"/\" \"\"");
@@ -40,20 +43,43 @@ impl Session {
         }
         let full = format!("{reference}{pattern}");
         let boxes = self.shared.store.mailboxes(account);
-        let names: Vec<String> = if lsub {
-            self.shared.store.subscriptions(account)
-        } else {
-            boxes.iter().map(|b| b.name.clone()).collect()
-        };
         let mut o = Vec::new();
-        for name in &names {
-            if !pattern_matches(&full, name) {
-                continue;
+        if lsub {
+            let subscribed = self.shared.store.subscriptions(account);
+            let mut listed: Vec<&str> = Vec::new();
+            for name in &subscribed {
+                if pattern_matches(&full, name) {
+                    list_line(&mut o, "LSUB", &[], name);
+                    continue;
+                }
+                if !full.contains('%') {
+                    continue;
+                }
+                for (i, _) in name.match_indices('/') {
+                    let parent = &name[..i];
+                    if !parent.is_empty()
+                        && !listed.contains(&parent)
+                        && !subscribed.iter().any(|s| s == parent)
+                        && pattern_matches(&full, parent)
+                    {
+                        listed.push(parent);
+                        list_line(&mut o, "LSUB", &["\\Noselect"], parent);
+                    }
+                }
             }
-            let mut attrs: Vec<&str> = Vec::new();
-            if !lsub {
+        } else {
+            // Sorted, a mailbox's children follow it: one binary search per name.
+            let mut sorted: Vec<&str> = boxes.iter().map(|b| b.name.as_str()).collect();
+            sorted.sort_unstable();
+            for b in &boxes {
+                let name = &b.name;
+                if !pattern_matches(&full, name) {
+                    continue;
+                }
                 let prefix = format!("{name}/");
-                if boxes.iter().any(|b| b.name.starts_with(&prefix)) {
+                let at = sorted.partition_point(|n| *n < prefix.as_str());
+                let mut attrs: Vec<&str> = Vec::new();
+                if sorted.get(at).is_some_and(|n| n.starts_with(&prefix)) {
                     attrs.push("\\HasChildren");
                 } else {
                     attrs.push("\\HasNoChildren");
@@ -61,12 +87,8 @@ impl Session {
                 if let Some(su) = special_use(name) {
                     attrs.push(su);
                 }
+                list_line(&mut o, "LIST", &attrs, name);
             }
-            o.extend_from_slice(if lsub { b"* LSUB (" } else { b"* LIST (" });
-            o.extend_from_slice(attrs.join(" ").as_bytes());
-            o.extend_from_slice(b") \"/\" ");
-            response::astring(&mut o, name);
-            o.extend_from_slice(b"\r\n");
         }
         self.out.extend_from_slice(&o);
     }
@@ -98,7 +120,7 @@ impl Session {
                 StatusItem::UidNext => format!("UIDNEXT {}", info.uid_next),
                 StatusItem::UidValidity => format!("UIDVALIDITY {}", info.uid_validity),
                 StatusItem::Unseen => format!("UNSEEN {}", info.unseen),
-                StatusItem::Recent => format!("RECENT {}", info.recent),
+                StatusItem::Recent => format!("RECENT {}", self.recent_count(account, &info)),
                 StatusItem::HighestModSeq => format!("HIGHESTMODSEQ {}", info.highest_modseq),
                 StatusItem::Size => format!("SIZE {}", info.size),
             })
@@ -108,6 +130,33 @@ impl Session {
         o.extend_from_slice(format!(" ({})\r\n", vals.join(" ")).as_bytes());
         self.out.extend_from_slice(&o);
         self.finish(tag, "OK Status completed", true);
+    }
+
+    /// STATUS RECENT: the messages no session has seen yet, and those recent in this session if
+    /// it has the mailbox selected. Claims nothing.
+    fn recent_count(&self, account: AccountId, info: &MailboxInfo) -> usize {
+        let first = self
+            .shared
+            .recent
+            .first_unclaimed(account, info.id, info.uid_validity);
+        // Ours that another session has claimed since (an EXAMINE's) are not counted below.
+        let own = match self.state.selected() {
+            Some(sel) if sel.id == info.id => sel
+                .msgs
+                .iter()
+                .filter(|k| k.recent && k.uid < first)
+                .count(),
+            _ => 0,
+        };
+        let unseen_by_all = if first >= info.uid_next {
+            0
+        } else {
+            self.shared
+                .store
+                .mailbox_view_by_id(account, info.id)
+                .map_or(0, |v| v.messages.iter().filter(|m| m.uid >= first).count())
+        };
+        own + unseen_by_all
     }
 
     /// `CREATE name`
@@ -320,6 +369,15 @@ impl Session {
     }
 }
 
+/// `* LIST (attrs) "/" name` (or `LSUB`).
+fn list_line(o: &mut Vec<u8>, kind: &str, attrs: &[&str], name: &str) {
+    o.extend_from_slice(format!("* {kind} (").as_bytes());
+    o.extend_from_slice(attrs.join(" ").as_bytes());
+    o.extend_from_slice(b") \"/\" ");
+    response::astring(o, name);
+    o.extend_from_slice(b"\r\n");
+}
+
 /// A name we let clients create: `/`-separated non-empty components, no wildcards or controls.
 fn valid_mailbox_name(name: &str) -> bool {
     !name.is_empty()
@@ -396,5 +454,21 @@ mod tests {
         assert!(!pattern_matches(&"*a".repeat(60), &"b".repeat(60)));
         assert!(pattern_matches("%/%", "a/b"));
         assert!(!pattern_matches("%b", "a/b"));
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // test: bounds the time taken
+    fn many_wildcards_against_deep_names_stay_cheap() {
+        // A backtracking matcher takes exponential time here; the table is pattern × name.
+        let deep = "a/".repeat(120) + "b";
+        let many: String = "*%".repeat(200);
+        let start = std::time::Instant::now();
+        for _ in 0..50 {
+            assert!(pattern_matches(&(many.clone() + "b"), &deep));
+            assert!(!pattern_matches(&(many.clone() + "c"), &deep));
+            assert!(!pattern_matches(&"%/".repeat(200), &deep));
+            assert!(pattern_matches(&("%/".repeat(120) + "%"), &deep));
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
     }
 }

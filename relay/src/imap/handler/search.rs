@@ -40,6 +40,7 @@ impl Session {
                 max_seq,
                 max_uid,
                 meta,
+                recent: k.recent,
                 keywords: &view.keywords,
                 load: &mut load,
                 raw: None,

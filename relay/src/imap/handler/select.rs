@@ -3,7 +3,7 @@
 
 use super::super::command::SeqSet;
 use super::super::session::{Open, Session};
-use super::super::sync::{flags_lines, Selected};
+use super::super::sync::{flags_lines, RecentSource, Selected};
 use super::{Commit, Pending};
 use crate::store::{flag_bits, AccountId, Op};
 
@@ -28,10 +28,20 @@ impl Session {
         if condstore {
             self.state.enable_condstore();
         }
+        let recent = RecentSource {
+            table: &self.shared.recent,
+            account,
+        };
+        let sel = Selected::open(&view, read_only, &recent);
         let mut o = Vec::new();
         flags_lines(&mut o, &view.keywords, read_only);
         o.extend_from_slice(
-            format!("* {} EXISTS\r\n* 0 RECENT\r\n", view.messages.len()).as_bytes(),
+            format!(
+                "* {} EXISTS\r\n* {} RECENT\r\n",
+                view.messages.len(),
+                sel.recent_count()
+            )
+            .as_bytes(),
         );
         if let Some(pos) = view
             .messages
@@ -49,8 +59,7 @@ impl Session {
             .as_bytes(),
         );
         self.out.extend_from_slice(&o);
-        self.state
-            .set_selected(Some(Selected::open(&view, read_only)));
+        self.state.set_selected(Some(sel));
         let text = if read_only {
             "OK [READ-ONLY] Examine completed"
         } else {

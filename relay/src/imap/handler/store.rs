@@ -95,7 +95,7 @@ impl Session {
                     }
                     if !silent || (condstore && k.modseq != m.modseq) {
                         o.extend_from_slice(format!("* {seq} FETCH (FLAGS ").as_bytes());
-                        response::flags(&mut o, m.flags, &view.keywords);
+                        response::flags_recent(&mut o, m.flags, k.recent, &view.keywords);
                         if uid {
                             o.extend_from_slice(format!(" UID {u}").as_bytes());
                         }
