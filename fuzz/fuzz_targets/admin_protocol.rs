@@ -79,6 +79,8 @@ fn scratch_dir(prefix: &str) -> PathBuf {
 
 struct Env {
     root: PathBuf,
+    /// The store behind `shared`, kept for reading its whole state.
+    store: Option<Store>,
     shared: Option<Shared>,
     baseline: String,
 }
@@ -113,12 +115,17 @@ impl Env {
         drop(s);
         let mut env = Env {
             root,
+            store: None,
             shared: None,
             baseline: String::new(),
         };
         env.reset();
-        env.baseline = snapshot(&env.shared().store);
+        env.baseline = snapshot(env.store());
         env
+    }
+
+    fn store(&self) -> &Store {
+        self.store.as_ref().expect("store open")
     }
 
     fn shared(&self) -> &Shared {
@@ -128,11 +135,13 @@ impl Env {
     /// Back to the template state.
     fn reset(&mut self) {
         drop(self.shared.take());
+        drop(self.store.take());
         let work = self.root.join("work");
         let _ = std::fs::remove_dir_all(&work);
         copy_dir(&self.root.join("template"), &work);
         let store = Store::open(&work, store_config()).expect("open work store");
-        self.shared = Some(Shared::new(Config::dev(self.root.clone()), store));
+        self.shared = Some(Shared::new(Config::dev(self.root.clone()), store.clone()));
+        self.store = Some(store);
     }
 }
 
@@ -155,7 +164,7 @@ fuzz_target!(|data: &[u8]| {
     let env = guard.get_or_insert_with(Env::new);
     let mut changed = false;
     for line in data.split(|&b| b == b'\n').take(4) {
-        let before = snapshot(&env.shared().store);
+        let before = snapshot(env.store());
         let answer = handle_line(env.shared(), line, NOW);
         let Value::Object(m) = &answer else {
             panic!("answer is not an object: {answer}");
@@ -171,7 +180,7 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => panic!("answer without ok: {answer}"),
         }
-        let after = snapshot(&env.shared().store);
+        let after = snapshot(env.store());
         let unchanged = match serde_json::from_slice::<Request>(line) {
             Ok(req) => read_only(&req),
             Err(_) => true,
@@ -184,7 +193,7 @@ fuzz_target!(|data: &[u8]| {
         }
         changed |= before != after;
     }
-    if changed || snapshot(&env.shared().store) != env.baseline {
+    if changed || snapshot(env.store()) != env.baseline {
         env.reset();
     }
 });
