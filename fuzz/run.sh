@@ -18,10 +18,13 @@ command -v c++ >/dev/null || skip "no C++ compiler (libFuzzer is built from C++ 
 
 export RUSTC_BOOTSTRAP=1
 targets=$(cargo fuzz list)
+started=$(date +%s)
+# One cargo invocation builds every target (the relay crate and deps once, the binaries in
+# parallel).
+echo "fuzz: building $(echo $targets | wc -w) targets"
+cargo fuzz build
 status=0
 for t in $targets; do
-    echo "fuzz: building $t"
-    cargo fuzz build "$t"
     seeds="corpus/$t"
     mkdir -p "$seeds"
     # Work on a scratch copy so new inputs do not pile up in the committed seed corpus.
@@ -36,4 +39,5 @@ for t in $targets; do
     fi
     rm -rf "$work"
 done
+echo "fuzz: all targets done in $(( $(date +%s) - started ))s"
 exit $status
