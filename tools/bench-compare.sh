@@ -4,6 +4,7 @@
 #
 #   tools/bench-compare.sh                  # all three
 #   BENCH_TARGETS="epoll baseline" tools/bench-compare.sh
+#   BENCH_RELAY=/path/to/other/relay BENCH_OUT=/tmp/other tools/bench-compare.sh   # another build, no cargo
 #
 # Scenarios (each a loadgen run; JSON kept in $BENCH_OUT/<target>-<scenario>.json):
 #   throughput  closed loop, $BENCH_SENDERS (48) senders, no receivers (submission -> durably stored);
@@ -28,14 +29,16 @@ RATE_LOW=${BENCH_RATE_LOW:-100}
 IDLE=${BENCH_IDLE:-80}
 SIZE=${BENCH_SIZE:-1024}
 OUT=${BENCH_OUT:-$ROOT/target/bench-compare}
-LOADGEN=$ROOT/target/release/loadgen
-RELAY=$ROOT/target/release/relay
+LOADGEN=${BENCH_LOADGEN:-$ROOT/target/release/loadgen}
+RELAY=${BENCH_RELAY:-$ROOT/target/release/relay}
 mkdir -p "$OUT"
 log() { echo "[bench-compare] $*" >&2; }
 ulimit -n 65536 2>/dev/null || true   # the relay and loadgen hold a descriptor per session
 
-log "building relay and loadgen (release)"
-timeout 1200 cargo build --release --locked -p relay -p relay-tools >&2
+if [ -z "${BENCH_RELAY:-}${BENCH_LOADGEN:-}" ]; then
+  log "building relay and loadgen (release)"
+  timeout 1200 cargo build --release --locked -p relay -p relay-tools >&2
+fi
 
 relay_pid=""
 relay_data=""
