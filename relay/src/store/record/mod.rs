@@ -244,6 +244,33 @@ impl Op {
             _ => 0,
         }
     }
+
+    /// Whether the op frees space (or prepares freeing it: `\Deleted` before EXPUNGE), so that
+    /// it may use the space reserve on a full disk.
+    pub(crate) fn frees_space(&self) -> bool {
+        matches!(
+            self,
+            Op::Expunge { .. }
+                | Op::DeleteAccount { .. }
+                | Op::DeleteMailbox { .. }
+                | Op::SetFlags { .. }
+        )
+    }
+
+    /// A bound of the log bytes of the op's largest frame, made room for before it is planned
+    /// (a record larger than this still works; on a full disk it fails the batch instead of
+    /// the op alone).
+    pub(crate) fn space_bound(&self) -> u64 {
+        let header = super::format::HEADER_LEN as u64;
+        let items = match self {
+            Op::Deliver { recipients, .. } => recipients.len(),
+            Op::SetFlags { uids, .. } | Op::Expunge { uids, .. } | Op::Copy { uids, .. } => {
+                uids.len()
+            }
+            _ => 0,
+        } as u64;
+        (self.body_len() as u64).max(256 + 16 * items) + header
+    }
 }
 
 #[cfg(test)]
