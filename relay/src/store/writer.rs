@@ -264,13 +264,13 @@ impl Writer {
                 .expect("index lock should not be poisoned")
                 .clone();
             self.shared.stats.failed_batches.fetch_add(1, Relaxed);
+            self.failing(&e);
             for (done, _) in completions.drain(..) {
                 let _ = done.send(Err(copy_io(&e)));
             }
             for done in checkpoints {
                 let _ = done.send(Err(copy_io(&e)));
             }
-            self.failing(&e);
             return;
         }
         self.publish(pending);
@@ -281,11 +281,11 @@ impl Writer {
             st.fsyncs.store(self.log.syncs, Relaxed);
             st.bytes_written.store(self.log.appended, Relaxed);
         }
-        for (done, res) in completions.drain(..) {
-            let _ = done.send(res);
-        }
         if let Some(e) = refused {
             self.failing(&e);
+        }
+        for (done, res) in completions.drain(..) {
+            let _ = done.send(res);
         }
         if checkpoints.is_empty()
             && self.log.appended - self.appended_at_checkpoint >= self.checkpoint_every()
