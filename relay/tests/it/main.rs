@@ -6,6 +6,7 @@
 )]
 
 mod crash;
+mod faults;
 mod hardening;
 mod harness;
 
