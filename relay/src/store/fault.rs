@@ -10,7 +10,6 @@ use std::path::Path;
 
 /// Where a file operation is about to happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) enum Point {
     /// `pwrite` of log frames or zeros, or a checkpoint write.
     Write,
@@ -21,6 +20,8 @@ pub(crate) enum Point {
     /// `fsync` of a directory.
     DirSync,
 }
+
+pub(crate) use imp::*;
 
 #[cfg(not(test))]
 mod imp {
@@ -109,5 +110,3 @@ pub(crate) mod imp {
         }
     }
 }
-
-pub(crate) use imp::*;

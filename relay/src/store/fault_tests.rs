@@ -322,7 +322,7 @@ impl PowerLoss {
             .rng
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        if st.cuts.len() >= self.max_cuts || (st.rng >> 33) % 5 != 0 {
+        if st.cuts.len() >= self.max_cuts || !(st.rng >> 33).is_multiple_of(5) {
             return;
         }
         // Read under the lock: an op counted here was acknowledged after its sync, whose

@@ -42,6 +42,19 @@ pub(crate) fn io_err<'a>(
     }
 }
 
+/// `e` as an error that fails the whole batch: [`Error::NoSpace`] becomes [`Error::Io`]
+/// (`NoSpace` from [`Log::ensure_room`] means nothing of the op was placed).
+fn batch_failure(e: Error) -> Error {
+    match e {
+        Error::NoSpace { op, path } => Error::Io {
+            op,
+            path,
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        },
+        e => e,
+    }
+}
+
 /// File name of segment `seq`.
 pub fn segment_path(log_dir: &Path, seq: u32) -> PathBuf {
     log_dir.join(format!("{seq:020}.seg"))
@@ -414,8 +427,11 @@ impl Log {
             None => self.create_segment(seq, need)?,
         };
         format::put_frame(KIND_SEAL, &[], &mut self.buf);
-        self.flush_buf()?;
-        self.sync_active()?;
+        // From here the active segment is changed: a full disk now fails the batch (an
+        // `Error::Io`), it is no longer a refusal of one op with nothing placed.
+        self.flush_buf()
+            .and_then(|()| self.sync_active())
+            .map_err(batch_failure)?;
         self.active = new;
         Ok(())
     }
