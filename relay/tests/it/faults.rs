@@ -123,6 +123,31 @@ fn stored_ids(c: &mut Client) -> BTreeSet<String> {
         .collect()
 }
 
+/// Message-IDs of the INBOX messages with a UID above `*last_uid` (raised to the highest seen):
+/// each check fetches only what is new.
+fn new_stored_ids(c: &mut Client, last_uid: &mut u32) -> BTreeSet<String> {
+    let (_, status) = c.imap("s", "SELECT INBOX");
+    assert!(status.starts_with("s OK"), "{status}");
+    let (lines, status) = c.imap(
+        "f",
+        &format!(
+            "UID FETCH {}:* (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
+            *last_uid + 1
+        ),
+    );
+    assert!(status.starts_with("f OK"), "{status}");
+    let mut ids = BTreeSet::new();
+    for l in &lines {
+        if let Some(rest) = l.split_once("FETCH (UID ").map(|(_, r)| r) {
+            let uid: u32 = rest.split(' ').next().unwrap().parse().unwrap();
+            *last_uid = (*last_uid).max(uid);
+        } else if let Some(id) = l.strip_prefix("Message-ID: <") {
+            ids.insert(id.trim_end_matches('>').to_owned());
+        }
+    }
+    ids
+}
+
 fn message_id(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let id = text
@@ -322,6 +347,7 @@ fn kill_cycles(io: &str, cycles: usize) -> (usize, usize) {
     let recipient = new_addr("kr");
     let senders: Vec<String> = (0..8).map(|_| new_addr("ks")).collect();
     let mut acked_all: BTreeSet<String> = BTreeSet::new();
+    let (mut stored, mut last_uid) = (BTreeSet::new(), 0u32);
     let mut rng = u64::from(std::process::id()) | 1;
     let mut p = spawn(dir.path(), io, None);
     drop(imap(&p, &recipient));
@@ -368,8 +394,12 @@ fn kill_cycles(io: &str, cycles: usize) -> (usize, usize) {
             t.join().unwrap();
         }
         acked_all.extend(acked.lock().unwrap().drain(..));
+        eprintln!(
+            "{io} cycle {cycle}: {} acknowledged so far",
+            acked_all.len()
+        );
         p = spawn(dir.path(), io, None);
-        let stored = stored_ids(&mut imap(&p, &recipient));
+        stored.extend(new_stored_ids(&mut imap(&p, &recipient), &mut last_uid));
         let missing: Vec<_> = acked_all.difference(&stored).collect();
         assert!(
             missing.is_empty(),
