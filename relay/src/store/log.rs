@@ -1,5 +1,6 @@
 //! The segment files of the log: recovery at open (scan, cut the torn tail, drop segments after
-//! it) and appending for the writer thread (preallocated segments, `pwrite`, `fdatasync`).
+//! it) and appending for the writer thread (segments preallocated with `fallocate`, `pwrite`,
+//! `fdatasync`), cutting a failed batch back (`begin`/`rollback`), and the space reserve.
 //!
 //! Only the writer thread (and `open`, before it starts) uses [`Log`]. Readers only get the
 //! shared maps in [`Segments`].

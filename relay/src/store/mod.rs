@@ -73,8 +73,9 @@
 //! # Hazards (what could lose or corrupt data, and what prevents it)
 //! - *Torn write at a crash*: every frame has a length and a CRC32C; recovery keeps the longest
 //!   valid prefix, zeroes the rest of the segment and deletes later segments (a batch that spans
-//!   two segments seals and syncs the first before the second is created, so a later segment
-//!   never holds acknowledged data after a torn one).
+//!   two segments seals and syncs the first before anything is written to the second, which is
+//!   created empty beforehand, so a later segment never holds acknowledged data after a torn
+//!   one; an empty later segment is a leftover and deleted).
 //! - *Acknowledging before durable*: callers are completed only after `fdatasync` of every
 //!   segment written in the batch (and the directory, when a segment was created).
 //! - *Reader sees uncommitted state*: the writer validates against a private copy of the index
