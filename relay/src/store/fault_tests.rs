@@ -131,44 +131,60 @@ fn eio_fails_the_batch_keeps_reads_and_recovers_without_restart() {
     assert!(deliver(&s, &[a], b"after reopen")[0].is_ok());
 }
 
-#[test]
-fn eio_in_a_batch_spanning_segments_deletes_the_new_segment() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = cfg();
-    c.segment_size = 4096;
-    let s = reopen(dir.path(), c.clone());
-    let a = new_account(&s, "a@x");
-    let mut acked = Vec::new();
-    for i in 0..2u8 {
-        let body = vec![b'a' + i; 1000];
-        assert!(deliver(&s, &[a], &body)[0].is_ok());
-        acked.push(body);
+/// Lets `n` syncs through, then fails every further one with `EIO` while armed.
+struct SyncFailsAfter(std::sync::atomic::AtomicI64);
+
+impl Layer for SyncFailsAfter {
+    fn check(&self, point: Point, _path: &Path) -> std::io::Result<()> {
+        if point == Point::Sync && self.0.fetch_sub(1, SeqCst) <= 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(())
     }
-    let segs_before = std::fs::read_dir(dir.path().join("log")).unwrap().count();
-    let layer = Arc::new(Inject::default());
-    let _installed = fault::install(dir.path(), layer.clone());
-    // Fail writes only after the new segment exists: a 3000-byte body does not fit the rest of
-    // the first segment, so the batch seals it (write + sync) and moves on; fail the sync.
-    layer.set(Some((Point::Sync, libc::EIO)));
-    let r = s.commit_blocking(Op::Deliver {
-        recipients: vec![a],
-        internal_date: 1,
-        body: vec![b'X'; 3000],
-    });
-    assert!(r.is_err(), "{r:?}");
-    layer.set(None);
-    assert!(deliver(&s, &[a], b"small")[0].is_ok());
-    acked.push(b"small".to_vec());
-    assert_eq!(inbox_bodies(&s, a), acked);
-    drop(s);
-    assert!(!log_contains(dir.path(), &[b'X'; 3000]));
-    let segs_after = std::fs::read_dir(dir.path().join("log")).unwrap().count();
-    assert!(
-        segs_after <= segs_before + 1,
-        "{segs_before} -> {segs_after}"
-    );
-    let s = reopen(dir.path(), c);
-    assert_eq!(inbox_bodies(&s, a), acked);
+}
+
+#[test]
+fn eio_in_a_batch_spanning_segments_is_cut_back_in_both() {
+    // The batch's syncs: the new segment's creation, the seal of the old one, the commit in the
+    // new one. Fail each in turn.
+    for passed in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg();
+        c.segment_size = 4096;
+        let s = reopen(dir.path(), c.clone());
+        let a = new_account(&s, "a@x");
+        let mut acked = Vec::new();
+        for i in 0..2u8 {
+            let body = vec![b'a' + i; 1000];
+            assert!(deliver(&s, &[a], &body)[0].is_ok());
+            acked.push(body);
+        }
+        let segs_before = std::fs::read_dir(dir.path().join("log")).unwrap().count();
+        let layer = Arc::new(SyncFailsAfter(passed.into()));
+        let installed = fault::install(dir.path(), layer.clone());
+        // 3000 bytes do not fit the rest of the first segment: the batch moves to a new one.
+        let r = s.commit_blocking(Op::Deliver {
+            recipients: vec![a],
+            internal_date: 1,
+            body: vec![b'X'; 3000],
+        });
+        assert!(matches!(r, Err(Error::Io { .. })), "{passed}: {r:?}");
+        layer.0.store(i64::MAX, SeqCst);
+        assert!(deliver(&s, &[a], b"small")[0].is_ok());
+        acked.push(b"small".to_vec());
+        assert_eq!(inbox_bodies(&s, a), acked);
+        drop(installed);
+        drop(s);
+        assert!(!log_contains(dir.path(), &[b'X'; 3000]), "{passed}");
+        let segs_after = std::fs::read_dir(dir.path().join("log")).unwrap().count();
+        assert!(
+            segs_after <= segs_before + 1,
+            "{passed}: {segs_before} -> {segs_after} segments"
+        );
+        let s = reopen(dir.path(), c);
+        assert_eq!(inbox_bodies(&s, a), acked, "{passed}");
+        assert!(deliver(&s, &[a], b"after reopen")[0].is_ok());
+    }
 }
 
 #[test]
