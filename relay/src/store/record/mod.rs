@@ -257,19 +257,19 @@ impl Op {
         )
     }
 
-    /// A bound of the log bytes of the op's largest frame, made room for before it is planned
-    /// (a record larger than this still works; on a full disk it fails the batch instead of
-    /// the op alone).
+    /// A bound of the log bytes the op writes (its body and records), made room for before it
+    /// is planned (an op writing more still works; on a full disk it then fails the batch
+    /// instead of being refused alone).
     pub(crate) fn space_bound(&self) -> u64 {
         let header = super::format::HEADER_LEN as u64;
-        let items = match self {
-            Op::Deliver { recipients, .. } => recipients.len(),
-            Op::SetFlags { uids, .. } | Op::Expunge { uids, .. } | Op::Copy { uids, .. } => {
-                uids.len()
-            }
-            _ => 0,
-        } as u64;
-        (self.body_len() as u64).max(256 + 16 * items) + header
+        let (items, flags) = match self {
+            Op::Deliver { recipients, .. } => (recipients.len(), 0),
+            Op::Append { flags, .. } => (0, flags.len()),
+            Op::SetFlags { uids, flags, .. } => (uids.len(), flags.len()),
+            Op::Expunge { uids, .. } | Op::Copy { uids, .. } => (uids.len(), 0),
+            _ => (0, 0),
+        };
+        self.body_len() as u64 + 128 + 32 * items as u64 + 64 * flags as u64 + 2 * header
     }
 }
 
