@@ -72,19 +72,36 @@ fn spawn(data: &Path, io: &str, wrap: Option<&str>) -> Proc {
             "min_free_disk_space=0",
         ])
         .stdout(Stdio::piped())
-        .stderr(if std::env::var_os("FAULTS_STDERR").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        });
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
+    // The relay's log: shown with FAULTS_STDERR, and the last lines kept for a failed start.
+    let tail = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+    let (err, keep) = (child.stderr.take().unwrap(), tail.clone());
+    let err_thread = std::thread::spawn(move || {
+        let show = std::env::var_os("FAULTS_STDERR").is_some();
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if show {
+                eprintln!("{line}");
+            }
+            let mut k = keep.lock().unwrap();
+            k.push_back(line);
+            if k.len() > 40 {
+                k.pop_front();
+            }
+        }
+    });
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    assert!(
-        line.starts_with("relay for"),
-        "unexpected start line: {line:?}"
-    );
+    if !line.starts_with("relay for") {
+        let status = child.wait();
+        let _ = err_thread.join();
+        let log: Vec<String> = tail.lock().unwrap().iter().cloned().collect();
+        panic!(
+            "relay did not start ({status:?}), first line {line:?}; its log:\n{}",
+            log.join("\n")
+        );
+    }
     std::thread::spawn(move || {
         let mut sink = String::new();
         while out.read_line(&mut sink).is_ok_and(|n| n > 0) {
