@@ -282,8 +282,9 @@ struct Durable {
     /// Directory entries as of the directory's last sync.
     names: HashMap<PathBuf, BTreeSet<OsString>>,
     events: u64,
-    /// Syncs failed on purpose.
+    /// Syncs failed on purpose, and syncs tried.
     failed: u64,
+    syncs: u64,
     rng: u64,
     cuts: Vec<(PathBuf, Vec<usize>)>,
 }
@@ -296,8 +297,10 @@ struct PowerLoss {
     cut_dir: PathBuf,
     acked: Arc<Vec<AtomicUsize>>,
     max_cuts: usize,
-    /// Fail one in this many file syncs with `EIO` (0: none).
-    fail_one_in: u64,
+    /// A cut at one in this many sync events.
+    cut_one_in: u64,
+    /// File syncs (counted from 1) to fail with `EIO`.
+    fail_syncs: &'static [u64],
     state: Mutex<Durable>,
 }
 
@@ -331,8 +334,9 @@ impl PowerLoss {
             root: root.to_owned(),
             cut_dir: cut_dir.to_owned(),
             acked,
-            max_cuts: 40,
-            fail_one_in: 0,
+            max_cuts: 60,
+            cut_one_in: 10,
+            fail_syncs: &[],
             state: Mutex::new(st),
         }
     }
@@ -343,7 +347,7 @@ impl PowerLoss {
             .rng
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        if st.cuts.len() >= self.max_cuts || !(st.rng >> 33).is_multiple_of(5) {
+        if st.cuts.len() >= self.max_cuts || !(st.rng >> 33).is_multiple_of(self.cut_one_in) {
             return;
         }
         // Read under the lock: an op counted here was acknowledged after its sync, whose
@@ -374,15 +378,12 @@ fn materialize(st: &Durable, src: &Path, dst: &Path) {
 
 impl Layer for PowerLoss {
     fn check(&self, point: Point, _path: &Path) -> std::io::Result<()> {
-        if point != Point::Sync || self.fail_one_in == 0 {
+        if point != Point::Sync || self.fail_syncs.is_empty() {
             return Ok(());
         }
         let mut st = self.state.lock().unwrap();
-        st.rng = st
-            .rng
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        if (st.rng >> 33).is_multiple_of(self.fail_one_in) {
+        st.syncs += 1;
+        if self.fail_syncs.contains(&st.syncs) {
             st.failed += 1;
             return Err(std::io::Error::from_raw_os_error(libc::EIO));
         }
@@ -530,17 +531,17 @@ fn stopped(mut states: Vec<Model>, failed: Model, e: Error) -> Vec<Model> {
 
 #[test]
 fn power_loss_at_random_points_keeps_every_acknowledged_op() {
-    power_loss(0);
+    power_loss(&[]);
 }
 
 #[test]
 fn power_loss_with_failing_syncs_keeps_every_acknowledged_op_and_no_failed_one_half() {
-    power_loss(80);
+    power_loss(&[30, 90]);
 }
 
-/// Power loss at random sync events under 4 concurrent clients; with `fail_one_in` > 0 that
-/// share of file syncs fails with `EIO` too (the writer cuts the batch back and retries).
-fn power_loss(fail_one_in: u64) {
+/// Power loss at random sync events under 4 concurrent clients; the file syncs numbered in
+/// `fail_syncs` (counting from 1) fail with `EIO` (the writer cuts the batch back and retries).
+fn power_loss(fail_syncs: &'static [u64]) {
     const CLIENTS: usize = 4;
     const OPS: usize = 120;
     let dir = tempfile::tempdir().unwrap();
@@ -556,7 +557,11 @@ fn power_loss(fail_one_in: u64) {
     let acked: Arc<Vec<AtomicUsize>> =
         Arc::new((0..CLIENTS).map(|_| AtomicUsize::new(0)).collect());
     let mut layer = PowerLoss::new(dir.path(), cuts.path(), acked.clone(), 42);
-    layer.fail_one_in = fail_one_in;
+    layer.fail_syncs = fail_syncs;
+    if !fail_syncs.is_empty() {
+        // Clients stop at their first failed op: fewer events, cut more often.
+        layer.cut_one_in = 3;
+    }
     let layer = Arc::new(layer);
     let installed = fault::install(dir.path(), layer.clone());
     let states: Vec<Vec<Model>> = std::thread::scope(|scope| {
@@ -571,7 +576,7 @@ fn power_loss(fail_one_in: u64) {
     drop(s);
     drop(installed);
     let st = layer.state.lock().unwrap();
-    if fail_one_in > 0 {
+    if !fail_syncs.is_empty() {
         assert!(st.failed > 0, "no sync was failed");
         eprintln!(
             "{} syncs failed, clients ended after {:?} ops",
@@ -581,7 +586,7 @@ fn power_loss(fail_one_in: u64) {
     }
     // Clients stop at their first failed op, so runs with failures are shorter.
     assert!(
-        st.cuts.len() >= if fail_one_in > 0 { 4 } else { 10 },
+        st.cuts.len() >= if fail_syncs.is_empty() { 10 } else { 4 },
         "only {} cuts in {} events",
         st.cuts.len(),
         st.events
