@@ -80,6 +80,8 @@ replies! {
     start_data = 354, "End data with <CR><LF>.<CR><LF>";
     /// RFC 3463 4.3.0: the store failed.
     store_failed = 451, "4.3.0 Error: queue file write error";
+    /// RFC 5321 §4.2.3 452, RFC 3463 4.3.1 (mail system full): the store's disk is full.
+    insufficient_storage = 452, "4.3.1 Insufficient system storage";
     /// RFC 5321 §4.5.3.1.8, RFC 3463 4.5.3.
     too_many_recipients = 452, "4.5.3 Error: too many recipients";
     /// RFC 4954 §6: temporary failure of the authentication backend.

@@ -586,6 +586,7 @@ impl Session {
                 }
             }
             Err(store::Error::OverQuota) => reply::quota_exceeded(),
+            Err(store::Error::NoSpace { .. }) => reply::insufficient_storage(),
             Ok(other) => {
                 tracing::error!(?other, "smtp: unexpected store result for Deliver");
                 reply::store_failed()

@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::fault;
 use super::index::{Account, Index, Mailbox};
 use super::log::{io_err, sync_dir, Position};
 use super::{BodyRef, Error, MessageMeta};
@@ -293,7 +294,7 @@ pub fn snapshot_position(cp: &CpIndex) -> Position {
 
 /// [`write()`] of a snapshot.
 pub fn write_snapshot(dir: &Path, cp: &CpIndex) -> Result<Option<Position>, Error> {
-    crate::privilege::private_dir(dir).map_err(io_err("create index directory", dir))?;
+    super::log::durable_dir(dir)?;
     let pos = snapshot_position(cp);
     let archive = rkyv::to_bytes::<rkyv::rancor::Error>(cp)
         .map_err(|e| Error::Corrupt(format!("cannot serialize checkpoint: {e}")))?;
@@ -307,12 +308,16 @@ pub fn write_snapshot(dir: &Path, cp: &CpIndex) -> Result<Option<Position>, Erro
     let mut header = [0u8; HEADER];
     header[..8].copy_from_slice(MAGIC);
     header[8..12].copy_from_slice(&crc32c::crc32c(&archive).to_le_bytes());
-    f.write_all(&header)
+    fault::check(fault::Point::Write, &tmp)
+        .and_then(|()| f.write_all(&header))
         .and_then(|()| f.write_all(&archive))
+        .and_then(|()| fault::check(fault::Point::Sync, &tmp))
         .and_then(|()| f.sync_all())
         .map_err(io_err("write checkpoint", &tmp))?;
+    fault::synced(&tmp);
     drop(f);
     std::fs::rename(&tmp, &path).map_err(io_err("rename checkpoint", &path))?;
+    fault::renamed(&tmp, &path);
     sync_dir(dir)?;
     let all = list(dir)?;
     let mut previous = None;

@@ -21,6 +21,7 @@
 //! - `<dir>/log/<seq:020>.seg`: segments of the log, preallocated to `segment_size` (a message
 //!   larger than that gets a segment of its own size) and ended by a Seal record; record format
 //!   in [`format`](mod@format). A body is stored once; index records point at it with a [`BodyRef`].
+//! - `<dir>/reserve`: preallocated space given up on a full disk for ops that free space.
 //! - `<dir>/index/<seq:020>-<offset:020>.rkyv`: checkpoints of the index at a log position
 //!   (newest two kept); `open` loads the newest valid one and replays the log after it.
 //!
@@ -34,8 +35,9 @@
 //! index code without a disk, for session tests).
 //!
 //! Files and directories are created in these places only: `Store::open` (the store directory
-//! and `lock`), `log::Log::recover` (the log directory), `log::new_segment` (segments) and
-//! `checkpoint::write_snapshot` (the index directory and checkpoints). The record kinds and the
+//! and `lock`), `log::Log::recover` (the log directory), `log::new_segment` (segments),
+//! `log::Log::restore_reserve` (the space reserve) and `checkpoint::write_snapshot` (the index
+//! directory and checkpoints). A new directory's entry is synced in its parent. The record kinds and the
 //! in-memory store create none.
 //!
 //! # How to add a record kind
@@ -71,8 +73,9 @@
 //! # Hazards (what could lose or corrupt data, and what prevents it)
 //! - *Torn write at a crash*: every frame has a length and a CRC32C; recovery keeps the longest
 //!   valid prefix, zeroes the rest of the segment and deletes later segments (a batch that spans
-//!   two segments seals and syncs the first before the second is created, so a later segment
-//!   never holds acknowledged data after a torn one).
+//!   two segments seals and syncs the first before anything is written to the second, which is
+//!   created empty beforehand, so a later segment never holds acknowledged data after a torn
+//!   one; an empty later segment is a leftover and deleted).
 //! - *Acknowledging before durable*: callers are completed only after `fdatasync` of every
 //!   segment written in the batch (and the directory, when a segment was created).
 //! - *Reader sees uncommitted state*: the writer validates against a private copy of the index
@@ -84,10 +87,21 @@
 //! - *Segment removed too early*: only segments before the *previous* checkpoint, holding no body
 //!   referenced by the index; if every checkpoint is unreadable after that, `open` says
 //!   [`Error::Corrupt`] instead of building a partial index.
-//! - *I/O error while writing*: the writer stops (the failed batch gets the error, later commits
-//!   [`Error::Closed`]); after a failed `fdatasync` the page cache cannot be trusted. An op
-//!   answered with an I/O error may still turn out committed after a restart (never the
-//!   reverse).
+//! - *I/O error or full disk while writing*: the failed batch gets the error and is undone (the
+//!   log cut back to where it began, its bytes zeroed and synced over whatever the page cache
+//!   holds, the segments it created deleted); the writer keeps serving and retries (see
+//!   `writer.rs`). An op answered with an I/O error may still turn out committed after a
+//!   restart, if the cut-back did not reach the disk (never the reverse).
+//! - *Full disk*: segments are preallocated with `fallocate` (zeros written where it is not
+//!   supported, never a sparse file), so a record never meets `ENOSPC` half-way and the rest of
+//!   the active segment stays usable; an op is refused ([`Error::NoSpace`]) before anything of
+//!   it is placed when it would need a new segment the disk has no room for. `<dir>/reserve`
+//!   is a preallocated file (a segment's size, at most 1 MiB) released on a full disk for ops
+//!   that free space (expunge, flag changes, mailbox and account deletion), whose records then
+//!   go to a small segment made in its place; deliveries are refused while only the reserve is
+//!   left, and the reserve is taken back first when space returns. Space is given back to the
+//!   file system only when old segments are removed after checkpoints, and a checkpoint needs
+//!   room for its file.
 //! - *Memory*: the index exists twice (shared and the writer's copy).
 
 use std::collections::{BTreeSet, HashMap};
@@ -97,6 +111,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 
 mod checkpoint;
+mod fault;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)] // sans-I/O record format
 pub mod format;
 mod index;
@@ -112,6 +127,8 @@ mod mmap;
 pub mod record;
 mod writer;
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;
 
@@ -136,6 +153,15 @@ pub enum Error {
         path: String,
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// The file system is full (`ENOSPC`, `EDQUOT`): a temporary failure, the writer retries and
+    /// resumes once space is back (SMTP `452 4.3.1`, IMAP `NO [OVERQUOTA]`).
+    #[error("store out of disk space during {op} on {path}")]
+    NoSpace {
+        /// What the store was doing.
+        op: &'static str,
+        /// The file concerned.
+        path: String,
     },
     /// The account, mailbox or message does not exist.
     #[error("no such {0}")]
@@ -529,6 +555,8 @@ pub(crate) struct Shared {
     watchers: Watchers,
     config: StoreConfig,
     stats: Stats,
+    /// The writer is failing (I/O error or full disk) and retrying.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 /// IDLE watchers: one `watch` channel per account with a live receiver, holding its modseq.
@@ -576,6 +604,7 @@ struct Stats {
     ops: AtomicU64,
     fsyncs: AtomicU64,
     bytes_written: AtomicU64,
+    failed_batches: AtomicU64,
 }
 
 /// Writer counters since the store was opened (metrics, benchmarks).
@@ -589,6 +618,8 @@ pub struct StoreStats {
     pub fsyncs: u64,
     /// Log bytes written.
     pub bytes_written: u64,
+    /// Batches undone after an I/O error or a full disk.
+    pub failed_batches: u64,
 }
 
 /// The object behind every `Store` clone; dropping the last one stops the writer.
@@ -723,6 +754,7 @@ impl Store {
             watchers: Watchers::default(),
             config: config.clone(),
             stats: Stats::default(),
+            failing: std::sync::atomic::AtomicBool::new(false),
         });
         let w = writer::Writer::new(
             log,
@@ -890,7 +922,14 @@ impl Store {
             ops: s.ops.load(Relaxed),
             fsyncs: s.fsyncs.load(Relaxed),
             bytes_written: s.bytes_written.load(Relaxed),
+            failed_batches: s.failed_batches.load(Relaxed),
         }
+    }
+
+    /// Whether writes are currently failing (I/O error or full disk); the writer retries by
+    /// itself and this turns false when a probe succeeds.
+    pub fn writes_failing(&self) -> bool {
+        self.inner.shared.failing.load(Relaxed)
     }
 
     /// Write a checkpoint of the index so the next `open` replays less. Blocks the thread until

@@ -8,15 +8,33 @@
 //!
 //! The private index is a second copy of the shared one, kept equal by applying the same records
 //! to both; it lets validation see uncommitted ops without readers ever seeing them, and never
-//! holds the shared lock during I/O. An I/O error stops the writer: every op of the failed batch
-//! gets the error and later commits get [`Error::Closed`] (after a failed `fdatasync` the page
-//! cache may not match the disk, so continuing would be unsafe).
+//! holds the shared lock during I/O.
+//!
+//! # Failing writes
+//! The writer is `Healthy` or `Failing` (since when, why). A batch that meets an I/O error
+//! ([`Error::Io`], [`Error::NoSpace`]) is undone: every op of it gets the error (a temporary
+//! one for the sessions), the log is cut back to where the batch began (`Log::rollback`: the
+//! segments it created are deleted, the bytes it wrote are zeroed and synced, so neither
+//! recovery nor later appends see them; the page cache after a failed `fdatasync` is not
+//! trusted, the zeros are written over it) and the private index is copied again from the
+//! shared one, which never saw the batch. The writer then is `Failing` and keeps serving: each
+//! new batch is tried again, and while failing a probe (finish the rollback, create the next
+//! segment ahead, restore the space reserve) runs before every batch and on a timer with
+//! backoff; when it succeeds the writer is `Healthy` again. One log line on entering `Failing`,
+//! one on recovering.
+//!
+//! A full disk does not fail a whole batch: before an op is planned, `Log::ensure_room` makes
+//! room for a bound of what it writes, so an op the disk has no room for is refused alone with
+//! [`Error::NoSpace`] before anything of it is placed, and the rest of the batch commits (the
+//! preallocated rest of the active segment is still usable). Ops that free space (expunge,
+//! delete account or mailbox, flag changes, which `\Deleted` needs) may use the reserve.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -33,6 +51,22 @@ const REPLAY_WORTH_CHECKPOINT: u64 = 1024;
 const MAX_BATCH_OPS: usize = 4096;
 /// Message bytes after which a batch stops taking more ops (bounds the batch buffer).
 const MAX_BATCH_BYTES: usize = 32 << 20;
+
+/// First wait between probes while failing; doubled up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// Longest wait between probes while failing.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Whether writes currently succeed.
+enum Health {
+    Healthy,
+    Failing {
+        since: Instant,
+        /// When to probe next without a batch.
+        retry_at: Instant,
+        backoff: Duration,
+    },
+}
 
 /// A request to the writer thread.
 pub enum Msg {
@@ -70,6 +104,13 @@ pub struct Writer {
     replayed: u64,
     /// A checkpoint being written by another thread: its position and outcome.
     background: Option<std::thread::JoinHandle<BackgroundResult>>,
+    health: Health,
+}
+
+/// Whether `e` is a failure of the file system (which fails the batch) rather than a refusal
+/// of the op.
+fn is_io(e: &Error) -> bool {
+    matches!(e, Error::Io { .. } | Error::NoSpace { .. })
 }
 
 fn copy_io(e: &Error) -> Error {
@@ -78,6 +119,10 @@ fn copy_io(e: &Error) -> Error {
             op,
             path: path.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::NoSpace { op, path } => Error::NoSpace {
+            op,
+            path: path.clone(),
         },
         _ => Error::Closed,
     }
@@ -104,6 +149,7 @@ impl Writer {
             appended_at_checkpoint: 0,
             replayed,
             background: None,
+            health: Health::Healthy,
         }
     }
 
@@ -112,11 +158,27 @@ impl Writer {
         self.config.segment_size.saturating_mul(4).max(1 << 20)
     }
 
-    /// Run until every `Store` handle is gone (the channel closes) or an I/O error.
+    /// Run until every `Store` handle is gone (the channel closes).
     pub fn run(mut self, rx: mpsc::Receiver<Msg>) {
         let mut pending = Vec::new();
-        let mut completions = Vec::new();
-        while let Ok(first) = rx.recv() {
+        loop {
+            let first = match self.health {
+                Health::Healthy => match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+                Health::Failing { retry_at, .. } => {
+                    let wait = retry_at.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(wait) {
+                        Ok(m) => m,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.probe();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            };
             let mut bytes = first.body_len();
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
@@ -128,64 +190,10 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut fatal: Option<Error> = None;
-            let mut checkpoints = Vec::new();
-            for msg in batch {
-                match msg {
-                    Msg::Op(op, done) => {
-                        if fatal.is_some() {
-                            completions.push((done, Err(Error::Closed)));
-                            continue;
-                        }
-                        let res = self.plan(op, &mut pending);
-                        if let Err(e @ Error::Io { .. }) = &res {
-                            fatal = Some(copy_io(e));
-                        }
-                        completions.push((done, res));
-                    }
-                    Msg::Checkpoint(done) => checkpoints.push(done),
-                }
+            if matches!(self.health, Health::Failing { .. }) {
+                self.probe();
             }
-            if fatal.is_none() {
-                if let Err(e) = self.log.commit() {
-                    fatal = Some(e);
-                }
-            }
-            if let Some(e) = fatal {
-                tracing::error!(error = %e, "store writer failed, closing the store");
-                for (done, _) in completions.drain(..) {
-                    let _ = done.send(Err(copy_io(&e)));
-                }
-                for done in checkpoints {
-                    let _ = done.send(Err(copy_io(&e)));
-                }
-                // Wait for a checkpoint in flight (its snapshot was committed state), but
-                // remove no segment: the private index may hold uncommitted changes.
-                if let Some(h) = self.background.take() {
-                    let _ = h.join();
-                }
-                return;
-            }
-            self.publish(&mut pending);
-            {
-                let st = &self.shared.stats;
-                st.batches.fetch_add(1, Relaxed);
-                st.ops.fetch_add(completions.len() as u64, Relaxed);
-                st.fsyncs.store(self.log.syncs, Relaxed);
-                st.bytes_written.store(self.log.appended, Relaxed);
-            }
-            for (done, res) in completions.drain(..) {
-                let _ = done.send(res);
-            }
-            if checkpoints.is_empty()
-                && self.log.appended - self.appended_at_checkpoint >= self.checkpoint_every()
-            {
-                self.checkpoint_in_background();
-            }
-            self.finish_background(false);
-            for done in checkpoints {
-                let _ = done.send(self.checkpoint());
-            }
+            self.batch(batch, &mut pending);
         }
         self.finish_background(true);
         // At shutdown: checkpoint if anything was written since the last one, or if this open
@@ -196,6 +204,140 @@ impl Writer {
             if let Err(e) = self.checkpoint() {
                 tracing::warn!(error = %e, "store checkpoint at shutdown failed");
             }
+        }
+    }
+
+    /// Plan, write, sync and publish one group commit, or undo it on an I/O error.
+    fn batch(&mut self, batch: Vec<Msg>, pending: &mut Vec<Record>) {
+        let mut completions = Vec::new();
+        let mut checkpoints = Vec::new();
+        let mut fatal: Option<Error> = self.log.ready().err();
+        let mut refused: Option<Error> = None;
+        if fatal.is_none() {
+            self.log.begin();
+        }
+        for msg in batch {
+            match msg {
+                Msg::Op(op, done) => {
+                    if fatal.is_some() {
+                        completions.push((done, Err(Error::Closed)));
+                        continue;
+                    }
+                    self.log.freeing = op.frees_space();
+                    if let Err(e) = self.log.ensure_room(op.space_bound()) {
+                        if matches!(e, Error::NoSpace { .. }) {
+                            // Refused alone: nothing of it was placed.
+                            refused = Some(copy_io(&e));
+                            completions.push((done, Err(e)));
+                        } else {
+                            fatal = Some(copy_io(&e));
+                            completions.push((done, Err(e)));
+                        }
+                        continue;
+                    }
+                    let res = self.plan(op, pending);
+                    if let Err(e) = &res {
+                        if is_io(e) {
+                            fatal = Some(copy_io(e));
+                        }
+                    }
+                    completions.push((done, res));
+                }
+                Msg::Checkpoint(done) => checkpoints.push(done),
+            }
+        }
+        self.log.freeing = false;
+        if fatal.is_none() {
+            if let Err(e) = self.log.commit() {
+                fatal = Some(e);
+            }
+        }
+        if let Some(e) = fatal {
+            if let Err(re) = self.log.rollback() {
+                tracing::debug!(error = %re, "cutting back the failed batch failed, will retry");
+            }
+            pending.clear();
+            self.index = self
+                .shared
+                .index
+                .read()
+                .expect("index lock should not be poisoned")
+                .clone();
+            self.shared.stats.failed_batches.fetch_add(1, Relaxed);
+            self.failing(&e);
+            for (done, _) in completions.drain(..) {
+                let _ = done.send(Err(copy_io(&e)));
+            }
+            for done in checkpoints {
+                let _ = done.send(Err(copy_io(&e)));
+            }
+            return;
+        }
+        self.publish(pending);
+        {
+            let st = &self.shared.stats;
+            st.batches.fetch_add(1, Relaxed);
+            st.ops.fetch_add(completions.len() as u64, Relaxed);
+            st.fsyncs.store(self.log.syncs, Relaxed);
+            st.bytes_written.store(self.log.appended, Relaxed);
+        }
+        if let Some(e) = refused {
+            self.failing(&e);
+        }
+        for (done, res) in completions.drain(..) {
+            let _ = done.send(res);
+        }
+        if checkpoints.is_empty()
+            && self.log.appended - self.appended_at_checkpoint >= self.checkpoint_every()
+        {
+            self.checkpoint_in_background();
+        }
+        self.finish_background(false);
+        for done in checkpoints {
+            let _ = done.send(self.checkpoint());
+        }
+    }
+
+    /// Enter (or stay in) `Failing` after `e`.
+    fn failing(&mut self, e: &Error) {
+        let now = Instant::now();
+        match &mut self.health {
+            Health::Healthy => {
+                tracing::error!(error = %e, "store writes failing; refusing writes with a temporary error and retrying");
+                self.shared.failing.store(true, Relaxed);
+                self.health = Health::Failing {
+                    since: now,
+                    retry_at: now + FIRST_RETRY,
+                    backoff: FIRST_RETRY,
+                };
+            }
+            Health::Failing {
+                retry_at, backoff, ..
+            } => {
+                tracing::debug!(error = %e, "store write failed again");
+                *backoff = (*backoff * 2).min(MAX_RETRY);
+                *retry_at = now + *backoff;
+            }
+        }
+    }
+
+    /// While failing: try what the next batches will need; back to `Healthy` if it all works.
+    fn probe(&mut self) {
+        let Health::Failing { since, .. } = self.health else {
+            return;
+        };
+        let res = self
+            .log
+            .ready()
+            .and_then(|()| self.log.prepare_spare())
+            .and_then(|()| self.log.restore_reserve());
+        match res {
+            Ok(()) => {
+                tracing::warn!(failing_for = ?since.elapsed(), "store writes recovered");
+                self.shared.failing.store(false, Relaxed);
+                self.health = Health::Healthy;
+            }
+            Err(e) => self.failing(&e),
         }
     }
 

@@ -7,6 +7,7 @@
 )]
 
 mod crash;
+mod faults;
 mod hardening;
 mod harness;
 mod imap_limits;

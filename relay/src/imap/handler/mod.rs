@@ -98,6 +98,8 @@ impl Session {
         use crate::store::Error as E;
         let text = match e {
             E::OverQuota => "NO [OVERQUOTA] Quota exceeded (mailbox for user is full)".to_owned(),
+            // RFC 5530 OVERQUOTA, as Dovecot answers ENOSPC; other I/O errors fall to UNAVAILABLE.
+            E::NoSpace { .. } => "NO [OVERQUOTA] Not enough disk space, try again later".to_owned(),
             E::NotFound(what) => format!("NO [NONEXISTENT] No such {what}"),
             E::Exists(_) => "NO [ALREADYEXISTS] Mailbox already exists".to_owned(),
             E::Invalid(why) => format!("NO [CANNOT] {why}"),

@@ -244,6 +244,33 @@ impl Op {
             _ => 0,
         }
     }
+
+    /// Whether the op frees space (or prepares freeing it: `\Deleted` before EXPUNGE), so that
+    /// it may use the space reserve on a full disk.
+    pub(crate) fn frees_space(&self) -> bool {
+        matches!(
+            self,
+            Op::Expunge { .. }
+                | Op::DeleteAccount { .. }
+                | Op::DeleteMailbox { .. }
+                | Op::SetFlags { .. }
+        )
+    }
+
+    /// A bound of the log bytes the op writes (its body and records), made room for before it
+    /// is planned (an op writing more still works; on a full disk it then fails the batch
+    /// instead of being refused alone).
+    pub(crate) fn space_bound(&self) -> u64 {
+        let header = super::format::HEADER_LEN as u64;
+        let (items, flags) = match self {
+            Op::Deliver { recipients, .. } => (recipients.len(), 0),
+            Op::Append { flags, .. } => (0, flags.len()),
+            Op::SetFlags { uids, flags, .. } => (uids.len(), flags.len()),
+            Op::Expunge { uids, .. } | Op::Copy { uids, .. } => (uids.len(), 0),
+            _ => (0, 0),
+        };
+        self.body_len() as u64 + 128 + 32 * items as u64 + 64 * flags as u64 + 2 * header
+    }
 }
 
 #[cfg(test)]
