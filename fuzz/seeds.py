@@ -71,6 +71,8 @@ frame_seeds += [
     # 0xff hi lo expands to hi*256+lo bytes of 'x': a line right at LINE_CAP, one over it.
     ("line-cap", b"\x04\x00\x01\x00a1 NOOP \xff\xff\xf8\r\na2 NOOP\r\n"),
     ("line-over-cap", b"\x04\x00\x01\x00a1 NOOP \xff\xff\xff\xff\x00\x10\r\na2 NOOP\r\n"),
+    # The line at LINE_CAP again, in chunks one of which ends between its CR and LF (seed 0x81b1).
+    ("line-cap-cr-split", b"\x04\x00\x81\xb1a1 NOOP \xff\xff\xf8\r\na2 NOOP\r\n"),
     ("literal-over-cap", b"\x01\x00\x00\x40a APPEND INBOX {2000+}\r\n\xff\x07\xd0\r\nb NOOP\r\n"),
     ("sync-literal", b"\x04\x00\x00\x05a LOGIN {3}\r\nbob {2+}\r\npw\r\n"),
 ]

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use libfuzzer_sys::fuzz_target;
 use relay::admin::protocol::{handle_line, Request};
@@ -140,7 +140,10 @@ impl Env {
         let _ = std::fs::remove_dir_all(&work);
         copy_dir(&self.root.join("template"), &work);
         let store = Store::open(&work, store_config()).expect("open work store");
-        self.shared = Some(Shared::new(Config::dev(self.root.clone()), store.clone()));
+        self.shared = Some(Shared::new(
+            Config::dev(self.root.clone()),
+            Arc::new(store.clone()),
+        ));
         self.store = Some(store);
     }
 }
@@ -165,7 +168,7 @@ fuzz_target!(|data: &[u8]| {
     let mut changed = false;
     for line in data.split(|&b| b == b'\n').take(4) {
         let before = snapshot(env.store());
-        let answer = handle_line(env.shared(), line, NOW);
+        let answer = handle_line(env.shared(), env.store(), line, NOW);
         let Value::Object(m) = &answer else {
             panic!("answer is not an object: {answer}");
         };

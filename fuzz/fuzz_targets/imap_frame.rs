@@ -8,21 +8,19 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use relay::imap::frame::{Frame, Framer, COMMAND_LITERALS_CAP, LINE_CAP};
-
-/// Largest sum of non-literal line bytes of one command (private in the framer).
-const COMMAND_LINES_CAP: usize = 4 * LINE_CAP;
-
-/// Expanded streams stop growing here: past the per-command line cap, with room for a literal.
-const MAX_EXPANDED: usize = COMMAND_LINES_CAP + LINE_CAP;
+use relay::imap::frame::{Frame, Framer, Limits};
 
 fn expand(stream: &[u8]) -> Vec<u8> {
+    // Expanded streams stop growing here: past the per-command line cap, with room for a
+    // literal.
+    let limits = Limits::after_login(0);
+    let max_expanded = limits.command_lines_cap + limits.line_cap;
     let mut out = Vec::with_capacity(stream.len());
     let mut i = 0;
     while i < stream.len() {
         if stream[i] == 0xff && i + 2 < stream.len() {
             let n = usize::from(u16::from_be_bytes([stream[i + 1], stream[i + 2]]));
-            let n = n.min(MAX_EXPANDED.saturating_sub(out.len()));
+            let n = n.min(max_expanded.saturating_sub(out.len()));
             out.resize(out.len() + n, b'x');
             i += 3;
         } else {
@@ -41,7 +39,6 @@ struct Model {
     frames: Vec<Frame>,
     pushed: usize,
     framed: usize,
-    append_cap: u64,
 }
 
 impl Model {
@@ -53,7 +50,6 @@ impl Model {
             frames: Vec::new(),
             pushed: 0,
             framed: 0,
-            append_cap,
         }
     }
 
@@ -69,15 +65,20 @@ impl Model {
             match &frame {
                 Frame::Command(c) => {
                     assert!(c.ends_with(b"\r\n"), "command without CRLF");
-                    let cap = COMMAND_LINES_CAP as u64 + COMMAND_LITERALS_CAP.max(self.append_cap);
+                    let limits = self.framer.limits();
+                    let cap = limits.command_lines_cap as u64
+                        + limits.command_literals_cap.max(limits.message_cap);
                     assert!(c.len() as u64 <= cap, "command of {} bytes", c.len());
                     self.framed += c.len();
                 }
                 Frame::Line(l) => {
-                    assert!(l.len() <= LINE_CAP, "raw line of {} bytes", l.len());
+                    let cap = self.framer.limits().line_cap;
+                    assert!(l.len() <= cap, "raw line of {} bytes", l.len());
                     self.framed += l.len() + 2;
                 }
-                Frame::TooBig { tag, .. } | Frame::LineTooLong { tag } => {
+                Frame::TooBig { tag, .. }
+                | Frame::LiteralNotAllowed { tag, .. }
+                | Frame::LineTooLong { tag } => {
                     assert!(tag.len() <= 64);
                 }
                 Frame::Continue => {}

@@ -139,10 +139,18 @@ enum State {
 const KEEP_BUFFER: usize = 4 * 1024;
 
 /// Incremental framer. Feed with [`Framer::push`], take frames with [`Framer::next`].
+///
+/// Framed bytes are not removed from the front of the buffer one frame at a time (that would
+/// move the rest of the buffer for every frame: quadratic in the bytes buffered). `next` only
+/// advances `start`; `push` compacts, at most once, when the framed prefix is at least as long
+/// as what is left, so every byte is moved at most about once and framing N bytes is O(N).
 #[derive(Debug)]
 pub struct Framer {
+    /// Received bytes; those before `start` are framed already.
     buf: Vec<u8>,
-    /// Where to resume the CRLF search in `buf`.
+    /// Start of the unframed bytes in `buf`.
+    start: usize,
+    /// Where to resume the CRLF search in `buf` (an index into `buf`, at least `start`).
     scanned: usize,
     /// The command being assembled.
     cmd: Vec<u8>,
@@ -155,6 +163,9 @@ pub struct Framer {
     rejected: Option<(Vec<u8>, LiteralUse)>,
     state: State,
     limits: Limits,
+    /// Compactions done and bytes they moved (for tests of the framing cost).
+    #[cfg(test)]
+    moves: (usize, usize),
 }
 
 impl Framer {
@@ -167,6 +178,7 @@ impl Framer {
     pub fn with_limits(limits: Limits) -> Self {
         Self {
             buf: Vec::new(),
+            start: 0,
             scanned: 0,
             cmd: Vec::new(),
             cmd_lines: 0,
@@ -174,6 +186,8 @@ impl Framer {
             rejected: None,
             state: State::Line,
             limits,
+            #[cfg(test)]
+            moves: (0, 0),
         }
     }
 
@@ -196,26 +210,68 @@ impl Framer {
 
     /// Append received bytes.
     pub fn push(&mut self, input: &[u8]) {
+        self.compact();
         self.buf.extend_from_slice(input);
     }
 
-    /// Frees a large, empty input buffer (after an APPEND or a burst of pipelined commands), so
-    /// an idle session holds little memory.
+    /// Drops the framed prefix of the buffer when that is free (nothing unframed) or paid for
+    /// (the prefix is at least as long as the unframed rest that has to move).
+    fn compact(&mut self) {
+        if self.start == 0 {
+            return;
+        }
+        let rest = self.buf.len() - self.start;
+        if rest == 0 {
+            self.buf.clear();
+        } else if rest <= self.start {
+            self.buf.copy_within(self.start.., 0);
+            self.buf.truncate(rest);
+            #[cfg(test)]
+            {
+                self.moves.0 += 1;
+                self.moves.1 += rest;
+            }
+        } else {
+            return;
+        }
+        self.scanned = self.scanned.saturating_sub(self.start);
+        self.start = 0;
+    }
+
+    /// The unframed bytes.
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Marks `n` more bytes as framed.
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        self.scanned = self.start;
+    }
+
+    /// Frees a large input buffer with nothing unframed in it (after an APPEND or a burst of
+    /// pipelined commands), so an idle session holds little memory.
     pub fn shrink_idle(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > KEEP_BUFFER {
-            self.buf = Vec::new();
+        if self.buffered() == 0 {
+            if self.buf.capacity() > KEEP_BUFFER {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
+            self.start = 0;
             self.scanned = 0;
         }
     }
 
     /// Bytes buffered but not yet framed.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// Drop everything buffered and any partial command (after STARTTLS / COMPRESS).
     pub fn discard_buffered(&mut self) {
         self.buf.clear();
+        self.start = 0;
         self.scanned = 0;
         self.cmd.clear();
         self.cmd_lines = 0;
@@ -235,17 +291,17 @@ impl Framer {
         loop {
             match self.state {
                 State::Literal { remaining, discard } => {
-                    if self.buf.is_empty() {
+                    if self.buffered() == 0 {
                         return None;
                     }
                     let take = usize::try_from(remaining)
                         .unwrap_or(usize::MAX)
-                        .min(self.buf.len());
+                        .min(self.buffered());
                     if !discard {
-                        self.cmd.extend_from_slice(&self.buf[..take]);
+                        let from = self.start;
+                        self.cmd.extend_from_slice(&self.buf[from..from + take]);
                     }
-                    self.buf.drain(..take);
-                    self.scanned = 0;
+                    self.consume(take);
                     let left = remaining - take as u64;
                     if left > 0 {
                         self.state = State::Literal {
@@ -257,28 +313,28 @@ impl Framer {
                     self.state = State::Line;
                 }
                 State::SkipLine => {
-                    match find_crlf(&self.buf, self.scanned) {
+                    match self.find_crlf() {
                         Some(pos) => {
-                            self.buf.drain(..pos + 2);
-                            self.scanned = 0;
+                            self.consume(pos + 2);
                             self.state = State::Line;
                         }
                         None => {
                             // Keep a trailing CR: it may start the CRLF.
-                            let keep = usize::from(self.buf.last() == Some(&b'\r'));
-                            let cut = self.buf.len() - keep;
-                            self.buf.drain(..cut);
-                            self.scanned = 0;
+                            let keep = usize::from(self.pending().last() == Some(&b'\r'));
+                            self.consume(self.buffered() - keep);
                             return None;
                         }
                     }
                 }
                 State::Line => {
-                    let Some(pos) = find_crlf(&self.buf, self.scanned) else {
-                        self.scanned = self.buf.len().saturating_sub(1);
-                        if self.buf.len() > self.limits.line_cap {
+                    let Some(pos) = self.find_crlf() else {
+                        // A trailing CR may start the CRLF, so it is no part of the line yet:
+                        // whether a line fits never depends on where the reads end.
+                        let trailing_cr = usize::from(self.pending().last() == Some(&b'\r'));
+                        self.scanned = (self.buf.len() - trailing_cr).max(self.start);
+                        if self.buffered() - trailing_cr > self.limits.line_cap {
                             let tag = if self.cmd.is_empty() {
-                                tag_of(&self.buf)
+                                tag_of(self.pending())
                             } else {
                                 tag_of(&self.cmd)
                             };
@@ -291,28 +347,29 @@ impl Framer {
                         }
                         return None;
                     };
-                    self.scanned = 0;
                     if pos > self.limits.line_cap {
                         let tag = if self.cmd.is_empty() {
-                            tag_of(&self.buf)
+                            tag_of(self.pending())
                         } else {
                             tag_of(&self.cmd)
                         };
-                        self.buf.drain(..pos + 2);
+                        self.consume(pos + 2);
                         self.cmd.clear();
                         self.cmd_lines = 0;
                         self.cmd_literals = 0;
                         self.rejected = None;
                         return Some(Frame::LineTooLong { tag });
                     }
-                    let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
+                    let from = self.start;
+                    self.consume(pos + 2);
+                    let line = &self.buf[from..from + pos + 2];
                     if raw && !self.in_command() {
                         return Some(Frame::Line(line[..pos].to_vec()));
                     }
                     self.cmd_lines += line.len();
                     let literal = literal_spec(&line[..pos]);
                     if self.rejected.is_none() {
-                        self.cmd.extend_from_slice(&line);
+                        self.cmd.extend_from_slice(line);
                     }
                     if self.cmd_lines > self.limits.command_lines_cap && self.rejected.is_none() {
                         let usage = (self.limits.literal_use)(name_of(&self.cmd));
@@ -399,12 +456,15 @@ fn refusal(tag: Vec<u8>, sync: bool, usage: LiteralUse) -> Frame {
     }
 }
 
-fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
-    let from = from.min(buf.len());
-    buf[from..]
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .map(|p| p + from)
+impl Framer {
+    /// The offset of the first CRLF in the unframed bytes, searching from `scanned`.
+    fn find_crlf(&self) -> Option<usize> {
+        let from = self.scanned.clamp(self.start, self.buf.len());
+        self.buf[from..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map(|p| p + from - self.start)
+    }
 }
 
 /// The first space-separated word of a command, at most 64 bytes.
@@ -647,6 +707,122 @@ mod tests {
         let frames = all(&mut f);
         assert!(matches!(frames[0], Frame::Command(_)), "{frames:?}");
         assert_eq!(frames[1], Frame::Continue);
+    }
+
+    /// `a1 ` and `x`s: a line of `len` bytes without its CRLF.
+    fn line_of(len: usize) -> Vec<u8> {
+        let mut line = b"a1 ".to_vec();
+        line.extend(std::iter::repeat_n(b'x', len - 3));
+        line
+    }
+
+    /// Frames `input` pushed in pieces cut at `cuts` (ascending), taking frames after each push.
+    fn framed_cut(limits: Limits, input: &[u8], cuts: &[usize]) -> Vec<Frame> {
+        let mut f = Framer::with_limits(limits);
+        let mut out = Vec::new();
+        let mut from = 0;
+        for &cut in cuts.iter().chain([input.len()].iter()) {
+            f.push(&input[from..cut]);
+            out.extend(all(&mut f));
+            from = cut;
+        }
+        out
+    }
+
+    #[test]
+    fn line_cap_does_not_depend_on_where_reads_end() {
+        for (limits, cap) in [
+            (Limits::after_login(1000), LINE_CAP),
+            (Limits::before_login(login_only), PREAUTH_LINE_CAP),
+        ] {
+            for len in [cap - 1, cap, cap + 1] {
+                let line = line_of(len);
+                let mut input = line.clone();
+                input.extend_from_slice(b"\r\nb NOOP\r\n");
+                let first = if len <= cap {
+                    let mut cmd = line.clone();
+                    cmd.extend_from_slice(b"\r\n");
+                    Frame::Command(cmd)
+                } else {
+                    Frame::LineTooLong {
+                        tag: b"a1".to_vec(),
+                    }
+                };
+                let expected = vec![first, Frame::Command(b"b NOOP\r\n".to_vec())];
+                assert_eq!(framed_cut(limits, &input, &[]), expected, "{len} whole");
+                // Every cut near the line's end (before, at and after the CR and the LF), alone
+                // and in pairs (the CR then arrives alone), and a few early ones.
+                let near: Vec<usize> = (len - 2..=len + 4).collect();
+                for &a in near.iter().chain([1, 3, 4].iter()) {
+                    assert_eq!(framed_cut(limits, &input, &[a]), expected, "{len} cut {a}");
+                    for &b in near.iter().filter(|&&b| b > a) {
+                        assert_eq!(
+                            framed_cut(limits, &input, &[a, b]),
+                            expected,
+                            "{len} cuts {a} {b}"
+                        );
+                    }
+                }
+                // The reported repro: the read ends between CR and LF.
+                assert_eq!(framed_cut(limits, &input, &[len + 1]), expected);
+                // Byte by byte over the last stretch.
+                let cuts: Vec<usize> = (len - 8..input.len()).collect();
+                assert_eq!(
+                    framed_cut(limits, &input, &cuts),
+                    expected,
+                    "{len} bytewise"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn framing_moves_each_byte_about_once() {
+        let input = b"a\r\n".repeat(256 * 1024 / 3);
+        let count = input.len() / 3;
+        // One push: nothing is ever moved.
+        let mut f = Framer::new(1000);
+        f.push(&input);
+        let frames = all(&mut f);
+        assert_eq!(frames.len(), count);
+        assert!(frames
+            .iter()
+            .all(|x| *x == Frame::Command(b"a\r\n".to_vec())));
+        assert_eq!(f.moves, (0, 0));
+        assert_eq!(f.buffered(), 0);
+        f.shrink_idle();
+        assert_eq!(f.held(), f.cmd.capacity());
+        assert!(f.held() <= KEEP_BUFFER);
+
+        // Reads of 1000 bytes, framed after each: only a partial line is ever moved, at most
+        // once per push.
+        let mut f = Framer::new(1000);
+        let mut n = 0;
+        let mut pushes = 0;
+        for chunk in input.chunks(1000) {
+            f.push(chunk);
+            pushes += 1;
+            n += all(&mut f).len();
+        }
+        assert_eq!(n, count);
+        assert!(f.moves.0 <= pushes, "{:?}", f.moves);
+        assert!(f.moves.1 <= 2 * pushes, "{:?}", f.moves);
+
+        // Frames taken a few at a time between small reads (a session that stops framing while
+        // it waits): the bytes moved stay within the bytes pushed.
+        let mut f = Framer::new(1000);
+        let mut n = 0;
+        for chunk in input.chunks(700) {
+            f.push(chunk);
+            for _ in 0..100 {
+                if f.next(false).is_some() {
+                    n += 1;
+                }
+            }
+        }
+        n += all(&mut f).len();
+        assert_eq!(n, count);
+        assert!(f.moves.1 <= input.len(), "{:?}", f.moves);
     }
 
     #[test]
