@@ -1,4 +1,4 @@
-//! Hooks around the store's file writes and syncs, for tests: a [`Layer`] installed for a store
+//! Hooks around the store's file writes and syncs, for tests: a `Layer` installed for a store
 //! directory can fail a write, a sync or a file creation (`EIO`, `ENOSPC`), and observes every
 //! completed `fdatasync`, directory `fsync` and rename (the power-loss model of `fault_tests`
 //! keeps only what those made durable).
