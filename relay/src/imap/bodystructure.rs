@@ -427,13 +427,21 @@ fn addresses(out: &mut Vec<u8>, a: Option<&Address<'_>>) {
     }
 }
 
-/// One `(name adl mailbox host)`; nothing for an entry without an address.
+/// One `(name adl mailbox host)`; nothing for an entry without an address. A source route
+/// (`<@route,@other:user@domain>`, RFC 5322 obs-route) becomes the `adl` (`"@route,@other"`).
 fn address(out: &mut Vec<u8>, x: &mail_parser::Addr<'_>) {
     let Some(addr) = &x.address else { return };
     let (local, host) = addr.rsplit_once('@').unwrap_or((addr, ""));
+    // A route holds no ':', so the first one ends it.
+    let (adl, local) = match local.split_once(':') {
+        Some((route, rest)) if route.starts_with('@') => (Some(route), rest),
+        _ => (None, local),
+    };
     out.push(b'(');
     nstring(out, x.name.as_deref().map(str::as_bytes));
-    out.extend_from_slice(b" NIL ");
+    out.push(b' ');
+    nstring(out, adl.map(str::as_bytes));
+    out.push(b' ');
     string(out, local.as_bytes());
     out.push(b' ');
     string(out, host.as_bytes());
@@ -584,6 +592,15 @@ epilogue\r\n";
             (
                 "To: \"Name\" <a@b>, c@d",
                 "((\"Name\" NIL \"a\" \"b\")(NIL NIL \"c\" \"d\"))",
+            ),
+            // A source route is the adl, not part of the mailbox name.
+            (
+                "To: <@route:user@domain>",
+                "((NIL \"@route\" \"user\" \"domain\"))",
+            ),
+            (
+                "To: <@r1,@r2:user@domain>",
+                "((NIL \"@r1,@r2\" \"user\" \"domain\"))",
             ),
         ];
         for (field, want) in cases {

@@ -18,8 +18,10 @@ pub const LITERAL_CAP: u64 = 64 * 1024;
 /// several values); APPEND's sum is capped by its own cap.
 pub const COMMAND_LITERALS_CAP: u64 = 4 * LITERAL_CAP;
 
-/// Longest line before login: LOGIN with long quoted arguments, an AUTHENTICATE PLAIN response.
-pub const PREAUTH_LINE_CAP: usize = 8 * 1024;
+/// Longest line before login: an ID command at RFC 2971's maximum (30 fields of up to 30
+/// octets with values of up to 1,024 octets, about 31.7 KiB quoted), which clients may send
+/// before LOGIN; LOGIN and an AUTHENTICATE PLAIN response need far less.
+pub const PREAUTH_LINE_CAP: usize = 32 * 1024;
 /// Largest literal, and largest sum of the literals of one command, before login (LOGIN's user
 /// name and password).
 pub const PREAUTH_LITERAL_CAP: u64 = 8 * 1024;

@@ -33,13 +33,15 @@ const INPUT_CAP: usize = 256 * 1024;
 /// Before login: stop processing input while this much output waits (the longest answer before
 /// login, CAPABILITY, is a few hundred bytes).
 pub(super) const PREAUTH_OUTPUT_CAP: usize = 16 * 1024;
-/// Before login: stop asking for input while this much unframed input is buffered.
-pub(super) const PREAUTH_INPUT_CAP: usize = 16 * 1024;
+/// Before login: stop asking for input while this much unframed input is buffered (a line at
+/// the pre-login cap must fit, or it could never complete).
+pub(super) const PREAUTH_INPUT_CAP: usize = super::frame::PREAUTH_LINE_CAP + 1024;
 /// What an unauthenticated session may hold in its own buffers, in the worst case: unframed input
 /// (the cap plus one read of up to `io::READ_SIZE` = 16 KiB), the command being framed (lines and
 /// literal, see [`Limits::before_login`]) and queued output (the cap plus one answer). TLS
-/// buffers (rustls) come on top; COMPRESS needs a login.
-pub const PREAUTH_BUDGET: usize = 128 * 1024;
+/// buffers (rustls) come on top; COMPRESS needs a login. About 33 + 16 KiB of input, 64 + 8 KiB
+/// of command and 17 KiB of output today.
+pub const PREAUTH_BUDGET: usize = 160 * 1024;
 /// Unauthenticated connections are closed after this much silence.
 const PREAUTH_TIMEOUT_MS: u64 = 60_000;
 /// Authenticated connections not in IDLE are closed after this much silence.

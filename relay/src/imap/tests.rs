@@ -1822,7 +1822,7 @@ fn long_line_before_login_closes() {
     t.login("u@x");
     let long = format!(
         "b SELECT \"{}\"",
-        "x".repeat(super::frame::PREAUTH_LINE_CAP * 2)
+        "x".repeat(super::frame::PREAUTH_LINE_CAP + 1000)
     );
     t.cmd(&long).no();
     assert!(!t.closed);
