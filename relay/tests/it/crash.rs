@@ -1,64 +1,12 @@
 //! `kill -9` of the real `relay` process while it is acknowledging messages: after a restart on the
 //! same data directory, every message that got a `250` is there.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::harness::{free_port, message, new_addr, Client, PASSWORD};
-
-struct Proc {
-    child: Child,
-    submissions: SocketAddr,
-    imaps: SocketAddr,
-}
-
-fn spawn(data: &std::path::Path, io: &str) -> Proc {
-    let (sub, imaps) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
-        .args(["dev", "--io", io, "--data"])
-        .arg(data)
-        .args([
-            "--set",
-            "smtp_port=0",
-            "--set",
-            "submission_port=0",
-            "--set",
-            "imap_port=0",
-            "--set",
-            &format!("submissions_port={sub}"),
-            "--set",
-            &format!("imaps_port={imaps}"),
-            "--set",
-            "max_user_send_burst_size=100000",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The first stdout line says the relay is serving.
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(
-        line.starts_with("relay for"),
-        "unexpected start line: {line:?}"
-    );
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while out.read_line(&mut sink).is_ok_and(|n| n > 0) {
-            sink.clear();
-        }
-    });
-    Proc {
-        child,
-        submissions: SocketAddr::from(([127, 0, 0, 1], sub)),
-        imaps: SocketAddr::from(([127, 0, 0, 1], imaps)),
-    }
-}
+use crate::faults::{imap, spawn};
+use crate::harness::{message, new_addr, Client, PASSWORD};
 
 #[test]
 fn kill_9_loses_no_acknowledged_message() {
@@ -69,13 +17,9 @@ fn kill_9_loses_no_acknowledged_message() {
         }
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (new_addr("ka"), new_addr("kb"));
-        let mut p = spawn(dir.path(), io);
+        let mut p = spawn(dir.path(), io, None);
         // Create the recipient by logging in once.
-        let mut c = Client::tls(p.imaps);
-        c.line();
-        let (_, status) = c.imap("l", &format!("LOGIN \"{b}\" \"{PASSWORD}\""));
-        assert!(status.starts_with("l OK"), "{status}");
-        drop(c);
+        drop(imap(&p, &b));
         // Senders submit until killed; each records how many 250s it got.
         let acked = Arc::new(AtomicU32::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -125,11 +69,8 @@ fn kill_9_loses_no_acknowledged_message() {
             "no message was acknowledged before the kill"
         );
         // Restart on the same data and count.
-        let mut p = spawn(dir.path(), io);
-        let mut c = Client::tls(p.imaps);
-        c.line();
-        let (_, status) = c.imap("l", &format!("LOGIN \"{b}\" \"{PASSWORD}\""));
-        assert!(status.starts_with("l OK"), "{status}");
+        let mut p = spawn(dir.path(), io, None);
+        let mut c = imap(&p, &b);
         let (lines, _) = c.imap("s", "SELECT INBOX");
         let exists: u32 = lines
             .iter()

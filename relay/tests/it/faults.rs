@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{free_port, message, new_addr, Client, PASSWORD};
 
-struct Proc {
-    child: Child,
-    submissions: SocketAddr,
-    imaps: SocketAddr,
+/// A `relay dev` process (killed when dropped); also used by `crash.rs`.
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) submissions: SocketAddr,
+    pub(crate) imaps: SocketAddr,
 }
 
 impl Drop for Proc {
@@ -30,7 +31,7 @@ impl Drop for Proc {
 
 /// Start `relay dev` on `data` with fresh ports, through `wrap` (`None`: directly; else a
 /// shell script that ends in `exec "$@"`).
-fn spawn(data: &Path, io: &str, wrap: Option<&str>) -> Proc {
+pub(crate) fn spawn(data: &Path, io: &str, wrap: Option<&str>) -> Proc {
     let (sub, imaps) = (free_port(), free_port());
     let relay = env!("CARGO_BIN_EXE_relay");
     let mut cmd = match wrap {
@@ -115,7 +116,8 @@ fn spawn(data: &Path, io: &str, wrap: Option<&str>) -> Proc {
     }
 }
 
-fn imap(p: &Proc, addr: &str) -> Client {
+/// An IMAP session of `addr`, logged in (created on the first login).
+pub(crate) fn imap(p: &Proc, addr: &str) -> Client {
     let mut c = Client::tls(p.imaps);
     c.line();
     let (_, status) = c.imap("l", &format!("LOGIN \"{addr}\" \"{PASSWORD}\""));

@@ -16,17 +16,23 @@ const RELAY: &str = env!("CARGO_BIN_EXE_relay");
 /// The message size cap of `relay dev`: the largest literal an APPEND may announce.
 const MAX_LITERAL: u64 = 31_457_280;
 
+/// A client on the implicit-TLS port (`tls`) or the plain port, past the greeting.
+fn greeted(relay: &Relay, tls: bool) -> Client {
+    let mut c = if tls {
+        Client::tls(relay.addr(Kind::Imaps))
+    } else {
+        Client::plain(relay.addr(Kind::Imap))
+    };
+    assert!(c.line().starts_with("* OK"));
+    c
+}
+
 #[test]
 fn append_before_login_gets_no_continuation_on_either_port() {
     for backend in backends() {
         let relay = Relay::start(backend, &[]);
         for tls in [false, true] {
-            let mut c = if tls {
-                Client::tls(relay.addr(Kind::Imaps))
-            } else {
-                Client::plain(relay.addr(Kind::Imap))
-            };
-            assert!(c.line().starts_with("* OK"));
+            let mut c = greeted(&relay, tls);
             c.send(&format!("a APPEND INBOX {{{MAX_LITERAL}}}"));
             // The very next line is the refusal, not a `+` continuation.
             let reply = c.line();
@@ -57,12 +63,7 @@ fn literal_plus_append_before_login_is_cut_off_not_read() {
     for backend in backends() {
         let relay = Relay::start(backend, &[]);
         for tls in [false, true] {
-            let mut c = if tls {
-                Client::tls(relay.addr(Kind::Imaps))
-            } else {
-                Client::plain(relay.addr(Kind::Imap))
-            };
-            assert!(c.line().starts_with("* OK"));
+            let mut c = greeted(&relay, tls);
             c.send(&format!("a APPEND INBOX {{{MAX_LITERAL}+}}"));
             assert_eq!(c.line(), "a BAD Please log in first");
             assert_eq!(c.line(), "* BYE Too much data before login");
@@ -113,8 +114,7 @@ fn literal_plus_append_before_login_is_cut_off_not_read() {
 #[test]
 fn oversize_login_literal_before_login_is_refused() {
     let relay = Relay::start(relay::server::Backend::Epoll, &[]);
-    let mut c = Client::tls(relay.addr(Kind::Imaps));
-    assert!(c.line().starts_with("* OK"));
+    let mut c = greeted(&relay, true);
     c.send("a LOGIN {100000}");
     assert_eq!(c.line(), "a BAD Literal too large");
     // A long password that fits is fine.
