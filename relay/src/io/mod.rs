@@ -18,9 +18,9 @@
 //! with the source address and user (never the password), recorded in the
 //! [`crate::throttle::LoginThrottle`], and its result is handed to the session only after the
 //! throttle's delay: the failure reply is held on this connection's task (a timer, no thread),
-//! while a correct login is answered at once. After [`crate::throttle::MAX_FAILED_LOGINS`]
-//! failures the connection is closed once the session's reply is written, whether or not the
-//! session closed it itself. A login refused because the hashing queue is full gets its
+//! while a correct login is answered at once. Closing a connection after
+//! [`crate::throttle::MAX_FAILED_LOGINS`] failures is the sessions' rule (SMTP `421`, IMAP
+//! `* BYE`), so it holds in their sans-I/O tests too. A login refused because the hashing queue is full gets its
 //! temporary failure after a second, so a flood cannot spin on instant answers.
 
 pub mod epoll;
@@ -39,7 +39,6 @@ use crate::accounts::LoginError;
 use crate::session::{Action, Effect, EffectResult, Session};
 use crate::shared::Shared;
 use crate::store::AccountId;
-use crate::throttle::ConnectionFailures;
 use pipeline::Pipeline;
 
 /// Bytes asked for per read.
@@ -163,18 +162,9 @@ const BUSY_DELAY: Duration = Duration::from_secs(1);
 /// Longest user name written to the log.
 const LOG_USER_MAX: usize = 64;
 
-/// What the driver needs to know about one connection's logins.
-struct Logins {
-    peer: IpAddr,
-    failures: ConnectionFailures,
-    /// Close once the output is written.
-    close: bool,
-}
-
-async fn run_effect(shared: &Shared, effect: Effect, logins: &mut Logins) -> EffectResult {
+async fn run_effect(shared: &Shared, effect: Effect, peer: IpAddr) -> EffectResult {
     match effect {
         Effect::Login { user, password } => {
-            let peer = logins.peer;
             let result = crate::accounts::login(shared, peer, &user, &password.0, now_ms()).await;
             if result == Err(LoginError::Failed) {
                 let verdict = shared
@@ -182,7 +172,6 @@ async fn run_effect(shared: &Shared, effect: Effect, logins: &mut Logins) -> Eff
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .failed(peer, &user, monotonic_ms());
-                logins.close = logins.failures.record();
                 let shown: String = user.chars().take(LOG_USER_MAX).collect();
                 tracing::info!(
                     source = %peer,
@@ -214,11 +203,6 @@ async fn drive_inner(
     peer: IpAddr,
 ) -> io::Result<()> {
     let now_ms = || clock.now_ms();
-    let mut logins = Logins {
-        peer,
-        failures: ConnectionFailures::default(),
-        close: false,
-    };
     let mut pipe = Pipeline::default();
     let starttls_config = match start {
         Start::Plain(c) => c,
@@ -245,14 +229,10 @@ async fn drive_inner(
             }
             match session.poll_action() {
                 None => break,
-                Some(Action::Effect(_)) if logins.close => {
-                    // Too many failed logins: nothing more runs (not even a pipelined login).
-                    break;
-                }
                 Some(Action::Effect(effect)) => {
                     // Answers produced so far go out before the (possibly slow) effect runs.
                     write(conn, &mut wire_out).await?;
-                    let result = run_effect(shared, effect, &mut logins).await;
+                    let result = run_effect(shared, effect, peer).await;
                     session.complete(result, now_ms());
                 }
                 Some(Action::StartTls) => {
@@ -274,12 +254,6 @@ async fn drive_inner(
         }
         pipe.flush(&mut wire_out)?;
         write(conn, &mut wire_out).await?;
-        if logins.close {
-            tracing::info!(source = %peer, "too many failed logins, closing");
-            pipe.close(&mut wire_out);
-            write(conn, &mut wire_out).await?;
-            return Ok(());
-        }
         // Compressed input already received is inflated (a bounded step at a time) before the
         // socket is read again, and only while the session wants input.
         if pipe.has_buffered_input() && session.wants_input() {
