@@ -69,8 +69,49 @@ pub struct Config {
     /// `new_connections_burst`, `max_imap_connections_per_source` (default
     /// `max_imap_connections / 5`); the SMTP per-source cap derives from `max_smtp_connections`).
     pub ratelimit: crate::ratelimit::RateLimitConfig,
+    /// `dns_server`: `ip:port` of the DNS server to ask instead of the system's resolvers
+    /// (tests, small deployments). `None` = the system configuration (`/etc/resolv.conf`).
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// `dkim_selector` (default `opendkim`, the reference's, so an imported relay keeps its
+    /// DNS record); the key is `<data_dir>/dkim/<selector>.private`.
+    pub dkim_selector: String,
+    /// `maximal_queue_lifetime` in seconds (default `2d`, Postfix's syntax: `s`, `m`, `h`, `d`,
+    /// `w` suffixes, plain numbers are days): how long outbound mail is retried before it bounces.
+    pub maximal_queue_lifetime_secs: u64,
+    /// `www_folder`: a directory whose files override or add to the built-in web pages.
+    pub www_folder: Option<PathBuf>,
+    /// `acme_directory` (default Let's Encrypt's): the ACME server's directory URL.
+    pub acme_directory: String,
+    /// `acme_ca_file`: an extra CA certificate (PEM) to trust for the ACME server (tests with
+    /// Pebble).
+    pub acme_ca_file: Option<PathBuf>,
+    /// `acme_email`: contact address given to the ACME server (empty = none).
+    pub acme_email: String,
     /// Every other option as written, for options not interpreted yet (kept so nothing is lost).
     pub extra: BTreeMap<String, String>,
+}
+
+/// Let's Encrypt's production ACME directory, the default of `acme_directory`.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// Parses a Postfix time value (`maximal_queue_lifetime`): a number with an optional unit
+/// `s`, `m`, `h`, `d` or `w`; without a unit, days (Postfix's default unit for this option).
+pub fn parse_duration_secs(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&v[..i], v[i..].trim()),
+        None => (v, "d"),
+    };
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 /// Listening ports; 0 disables a listener.
@@ -86,6 +127,10 @@ pub struct Ports {
     pub imap: u16,
     /// IMAP with implicit TLS.
     pub imaps: u16,
+    /// HTTPS, with IMAP and submission multiplexed by ALPN (`https_port`).
+    pub https: u16,
+    /// Plain HTTP: redirects to HTTPS and answers ACME HTTP-01 (`http_port`).
+    pub http: u16,
 }
 
 impl Ports {
@@ -96,6 +141,8 @@ impl Ports {
         submissions: 465,
         imap: 143,
         imaps: 993,
+        https: 443,
+        http: 80,
     };
     /// The ports of `relay dev`.
     pub const DEV: Ports = Ports {
@@ -104,6 +151,8 @@ impl Ports {
         submissions: 10465,
         imap: 10143,
         imaps: 10993,
+        https: 10443,
+        http: 10080,
     };
 }
 
@@ -166,6 +215,8 @@ impl Config {
                 .unwrap_or(ports_default.submissions),
             imap: p.num("imap_port")?.unwrap_or(ports_default.imap),
             imaps: p.num("imaps_port")?.unwrap_or(ports_default.imaps),
+            https: p.num("https_port")?.unwrap_or(ports_default.https),
+            http: p.num("http_port")?.unwrap_or(ports_default.http),
         };
         let disable_ipv6 = p.boolean("disable_ipv6")?.unwrap_or(dev);
         let listen = match p.get("listen") {
@@ -265,12 +316,61 @@ impl Config {
                 ports.submissions,
                 ports.imap,
                 ports.imaps,
+                ports.https,
+                ports.http,
             ]
             .into_iter()
             .filter(|p| *p != 0)
             .collect(),
         };
+        let dns_server = match p.get("dns_server").map(|v| v.trim().to_owned()) {
+            None => None,
+            Some(v) if v.is_empty() => None,
+            Some(v) => Some(
+                v.parse::<std::net::SocketAddr>()
+                    .or_else(|_| v.parse::<IpAddr>().map(|ip| (ip, 53).into()))
+                    .map_err(|_| {
+                        Error::invalid("dns_server", &v, "ip:port (or an IP for port 53)")
+                    })?,
+            ),
+        };
+        let dkim_selector = p
+            .get("dkim_selector")
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| "opendkim".to_owned());
+        if dkim_selector.is_empty()
+            || !dkim_selector
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(Error::invalid(
+                "dkim_selector",
+                &dkim_selector,
+                "letters, digits, `-`, `_` and `.`",
+            ));
+        }
+        let maximal_queue_lifetime_secs = match p.get("maximal_queue_lifetime") {
+            None => 2 * 86_400,
+            Some(v) => parse_duration_secs(&v).filter(|s| *s > 0).ok_or_else(|| {
+                Error::invalid(
+                    "maximal_queue_lifetime",
+                    &v,
+                    "a time such as 2d, 36h or 90m",
+                )
+            })?,
+        };
         let config = Config {
+            dns_server,
+            dkim_selector,
+            maximal_queue_lifetime_secs,
+            www_folder: p.optional_path("www_folder"),
+            acme_directory: p
+                .get("acme_directory")
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| LETS_ENCRYPT_DIRECTORY.to_owned()),
+            acme_ca_file: p.optional_path("acme_ca_file"),
+            acme_email: p.get("acme_email").unwrap_or_default().trim().to_owned(),
             max_user_send_per_minute: positive(&p, "max_user_send_per_minute", 60)?,
             max_user_send_burst_size: positive(&p, "max_user_send_burst_size", 10)?,
             max_mailbox_size: p.size("max_mailbox_size")?.unwrap_or(500 * MIB),
@@ -355,6 +455,15 @@ const INTERPRETED: &[&str] = &[
     "max_new_connections_per_minute",
     "new_connections_burst",
     "max_imap_connections_per_source",
+    "https_port",
+    "http_port",
+    "dns_server",
+    "dkim_selector",
+    "maximal_queue_lifetime",
+    "www_folder",
+    "acme_directory",
+    "acme_ca_file",
+    "acme_email",
 ];
 
 /// Options of the reference that are accepted and kept (in [`Config::extra`]) but not acted on by
@@ -362,8 +471,6 @@ const INTERPRETED: &[&str] = &[
 const KNOWN_OTHER: &[&str] = &[
     // Read from `extra` by the admin module.
     "admin_socket",
-    "www_folder",
-    "acme_email",
     "mtail_address",
     "imap_rawlog",
     "privacy_postal",
@@ -559,6 +666,14 @@ impl Parser<'_> {
         }
     }
 
+    /// A path where an empty value means unset (the reference's ini writes `www_folder =`).
+    fn optional_path(&self, key: &str) -> Option<PathBuf> {
+        self.get(key)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    }
+
     /// Sizes as the reference writes them: `500M`, `1G`, `200M`, `31457280`, optional `B`.
     fn size(&self, key: &str) -> Result<Option<u64>, Error> {
         self.get(key)
@@ -735,5 +850,38 @@ mod tests {
         assert_eq!(parse_size("31457280"), Some(31_457_280));
         assert_eq!(parse_size("12X"), None);
         assert_eq!(parse_size(""), None);
+    }
+
+    #[test]
+    fn federation_and_web_options() {
+        let raw = RawConfig::parse_ini(
+            "[params]\nmail_domain = _r1.test\ndns_server = 127.0.0.1:5353\n\
+             maximal_queue_lifetime = 36h\nwww_folder =\ndkim_selector = dkim1\n",
+        )
+        .unwrap();
+        let c = Config::build(&raw, Mode::Serve).unwrap();
+        assert_eq!(c.dns_server, Some("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(c.maximal_queue_lifetime_secs, 36 * 3600);
+        assert_eq!(c.www_folder, None);
+        assert_eq!(c.dkim_selector, "dkim1");
+        assert_eq!((c.ports.https, c.ports.http), (443, 80));
+        assert_eq!(c.acme_directory, LETS_ENCRYPT_DIRECTORY);
+        let dev = Config::dev(PathBuf::from("/tmp/x"));
+        assert_eq!((dev.ports.https, dev.ports.http), (10443, 10080));
+        assert_eq!(dev.dkim_selector, "opendkim");
+        assert_eq!(dev.maximal_queue_lifetime_secs, 2 * 86_400);
+        assert_eq!(dev.dns_server, None);
+        assert_eq!(parse_duration_secs("5"), Some(5 * 86_400));
+        assert_eq!(parse_duration_secs("90m"), Some(5400));
+        assert_eq!(parse_duration_secs("1w"), Some(7 * 86_400));
+        assert_eq!(parse_duration_secs("2x"), None);
+        assert_eq!(parse_duration_secs(""), None);
+        let mut bad = raw.clone();
+        bad.set("dns_server=localhost").unwrap();
+        assert!(Config::build(&bad, Mode::Serve).is_err());
+        let mut ip_only = raw.clone();
+        ip_only.set("dns_server=127.0.0.53").unwrap();
+        let c = Config::build(&ip_only, Mode::Serve).unwrap();
+        assert_eq!(c.dns_server, Some("127.0.0.53:53".parse().unwrap()));
     }
 }
