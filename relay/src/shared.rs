@@ -24,6 +24,8 @@ pub struct Shared {
     pub hash_pool: crate::io::hash_pool::HashPool,
     /// IMAP `\Recent`: which session saw a message first (memory only).
     pub recent: RecentUids,
+    /// The DNS resolver (MX, address and DKIM key lookups), see [`crate::dns`].
+    pub dns: mail_auth::MessageAuthenticator,
 }
 
 impl Shared {
@@ -34,13 +36,14 @@ impl Shared {
             config.max_user_send_burst_size,
         );
         Shared {
-            config,
             store,
             send_limiter,
             auth_cache: AuthCache::new(rand::random()),
             login_throttle: Default::default(),
             hash_pool: crate::io::hash_pool::HashPool::per_core(),
             recent: RecentUids::new(),
+            dns: crate::dns::resolver(&config),
+            config,
         }
     }
 }

@@ -1,0 +1,111 @@
+//! The process's one DNS resolver: hickory (through mail-auth, whose DKIM verification and MX
+//! lookups use it), configured from the system (`/etc/resolv.conf`) or, with option
+//! `dns_server`, a single given server (tests run a real DNS server on loopback; small
+//! deployments can name their local resolver).
+//!
+//! Bounds: every query times out after [`QUERY_TIMEOUT`] and is tried [`ATTEMPTS`] times per
+//! server; hickory's answer cache holds at most [`CACHE_ENTRIES`] names. A lookup that fails for
+//! any reason other than an authoritative "no such name / no such record" is a *temporary*
+//! failure for the callers (SMTP `451`, queue retry), never a rejection.
+
+use std::time::Duration;
+
+use mail_auth::hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts,
+};
+use mail_auth::MessageAuthenticator;
+
+use crate::config::Config;
+
+/// Per-query timeout. The reference waits up to 60 s for DKIM keys; a session waiting that long
+/// holds its connection, so we give up sooner and answer `451` (the sender retries).
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tries per name server.
+pub const ATTEMPTS: usize = 2;
+/// Names kept in the resolver's answer cache at most.
+pub const CACHE_ENTRIES: u64 = 4096;
+
+/// The resolver `config` asks for: the `dns_server` if set, else the system's configuration.
+/// A system without a readable `resolv.conf` gets a resolver without servers (every lookup is a
+/// temporary failure, logged), so the relay still starts and serves local mail.
+pub fn resolver(config: &Config) -> MessageAuthenticator {
+    let (resolver_config, mut opts) = match config.dns_server {
+        Some(addr) => {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = addr.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = addr.port();
+            let server = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
+            (
+                ResolverConfig::from_parts(None, Vec::new(), vec![server]),
+                ResolverOpts::default(),
+            )
+        }
+        None => match mail_auth::hickory_resolver::system_conf::read_system_conf() {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::warn!("no system DNS configuration ({e}): remote lookups will fail");
+                (
+                    ResolverConfig::from_parts(None, Vec::new(), Vec::new()),
+                    ResolverOpts::default(),
+                )
+            }
+        },
+    };
+    opts.timeout = QUERY_TIMEOUT;
+    opts.attempts = ATTEMPTS;
+    opts.cache_size = CACHE_ENTRIES;
+    // Names are fully qualified mail domains: never try search suffixes.
+    opts.ndots = 0;
+    match MessageAuthenticator::new(resolver_config, opts) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("DNS resolver not usable ({e}): remote lookups will fail");
+            MessageAuthenticator::new(
+                ResolverConfig::from_parts(None, Vec::new(), Vec::new()),
+                ResolverOpts::default(),
+            )
+            .expect("a resolver without servers builds")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_server_option_sends_queries_to_that_server() {
+        // A UDP socket on loopback stands for the server: the query must arrive there.
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut config = Config::dev(std::path::PathBuf::from("/nonexistent"));
+        config.dns_server = Some(sock.local_addr().unwrap());
+        let r = resolver(&config);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let lookup = std::thread::spawn(move || {
+            rt.block_on(async {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(3),
+                    r.resolver().mx_lookup("_r1.test."),
+                )
+                .await;
+            })
+        });
+        let mut buf = [0u8; 512];
+        let (n, _) = sock
+            .recv_from(&mut buf)
+            .expect("the query reaches dns_server");
+        // The question section names the domain (labels "_r1" "test").
+        assert!(n > 12);
+        assert!(
+            buf[12..n].windows(4).any(|w| w == b"\x03_r1"),
+            "{:?}",
+            &buf[..n]
+        );
+        lookup.join().unwrap();
+    }
+}
