@@ -26,6 +26,7 @@ pub mod config;
 pub mod dns;
 pub mod expire;
 pub mod header;
+pub mod http;
 pub mod imap;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: sockets, timers, threads
 pub mod io;

@@ -26,6 +26,10 @@ pub struct Shared {
     pub recent: RecentUids,
     /// The DNS resolver (MX, address and DKIM key lookups), see [`crate::dns`].
     pub dns: mail_auth::MessageAuthenticator,
+    /// ACME HTTP-01 challenges the HTTP port answers (filled by an ACME client).
+    pub acme_challenges: crate::http::Challenges,
+    /// The per-source limit on `/new`.
+    pub new_limiter: std::sync::Mutex<crate::http::limiter::Limiter>,
 }
 
 impl Shared {
@@ -44,6 +48,8 @@ impl Shared {
             recent: RecentUids::new(),
             dns: crate::dns::resolver(&config),
             config,
+            acme_challenges: Default::default(),
+            new_limiter: Default::default(),
         }
     }
 }

@@ -3,6 +3,9 @@
 //!
 //! - Submission and IMAP accept TLS 1.3 only (as the reference's Postfix/Dovecot settings).
 //! - Port 25 accepts TLS 1.2 and 1.3 (other MTAs).
+//! - The HTTPS port picks one of three by the ClientHello's ALPN list
+//!   ([`crate::io::pipeline::AlpnConfigs`]): `imap`/`smtp` get TLS 1.3 only (as 993/465), HTTP
+//!   TLS 1.2 and 1.3 (browsers).
 //!
 //! Certificates: `tls_external_cert_and_key` names PEM files; otherwise (IP-only relays and
 //! `_`-prefixed domains, and `relay dev`) a self-signed EC P-256 certificate is generated once and
@@ -49,6 +52,8 @@ pub struct TlsConfigs {
     pub strict: Arc<ServerConfig>,
     /// TLS 1.2 and 1.3: SMTP from other relays (25).
     pub mx: Arc<ServerConfig>,
+    /// The HTTPS port: chosen by ALPN.
+    pub https: crate::io::pipeline::AlpnConfigs,
     /// PEM of the certificate in use (for logs and tests).
     pub cert_pem: String,
 }
@@ -86,7 +91,7 @@ pub fn setup(config: &Config) -> Result<TlsConfigs, Error> {
             what: "no private key in file".into(),
         })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let build = |versions: &[&'static rustls::SupportedProtocolVersion]| {
+    let build_alpn = |versions: &[&'static rustls::SupportedProtocolVersion], alpn: &[&[u8]]| {
         let mut cfg = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .map_err(|e| Error::Setup(e.to_string()))?
@@ -94,11 +99,19 @@ pub fn setup(config: &Config) -> Result<TlsConfigs, Error> {
             .with_single_cert(certs.clone(), key.clone_key())
             .map_err(|e| Error::Setup(e.to_string()))?;
         cfg.ignore_client_order = true;
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok::<_, Error>(Arc::new(cfg))
     };
+    let build = |versions: &[&'static rustls::SupportedProtocolVersion]| build_alpn(versions, &[]);
+    let both = [&rustls::version::TLS13, &rustls::version::TLS12];
     Ok(TlsConfigs {
         strict: build(&[&rustls::version::TLS13])?,
-        mx: build(&[&rustls::version::TLS13, &rustls::version::TLS12])?,
+        mx: build(&both)?,
+        https: crate::io::pipeline::AlpnConfigs {
+            mail: build_alpn(&[&rustls::version::TLS13], &[b"imap", b"smtp"])?,
+            http: build_alpn(&both, &[b"http/1.1"])?,
+            none: build(&both)?,
+        },
         cert_pem,
     })
 }
@@ -252,6 +265,73 @@ mod tests {
         assert!(!handshake(configs.strict.clone(), client(tls12)));
         assert!(handshake(configs.strict.clone(), client(tls13)));
         assert!(handshake(configs.mx.clone(), client(tls12)));
+    }
+
+    #[test]
+    fn https_port_chooses_by_alpn_and_unknown_or_no_alpn_still_connects() {
+        use crate::io::pipeline::Pipeline;
+        let dir = tempfile::tempdir().unwrap();
+        let configs = setup(&Config::dev(dir.path().to_owned())).unwrap();
+        // (offered ALPN, TLS 1.2 only?) → negotiated ALPN, or None for a failed handshake.
+        let run = |alpn: &[&[u8]], tls12: bool| -> Option<Option<Vec<u8>>> {
+            let versions: &[&'static rustls::SupportedProtocolVersion] = if tls12 {
+                &[&rustls::version::TLS12]
+            } else {
+                &[&rustls::version::TLS13, &rustls::version::TLS12]
+            };
+            let mut cc = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify))
+            .with_no_client_auth();
+            cc.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            let mut c =
+                rustls::ClientConnection::new(Arc::new(cc), "127.0.0.1".try_into().unwrap())
+                    .unwrap();
+            let mut server = Pipeline::default();
+            server.start_tls_by_alpn(configs.https.clone());
+            for _ in 0..10 {
+                let mut buf = Vec::new();
+                while c.wants_write() {
+                    c.write_tls(&mut buf).unwrap();
+                }
+                let (mut plain, mut back) = (Vec::new(), Vec::new());
+                // The ClientHello (and the rest) one byte per read.
+                for b in buf.chunks(1) {
+                    if server.input(b, &mut plain, &mut back).is_err() {
+                        return None;
+                    }
+                }
+                c.read_tls(&mut &back[..]).unwrap();
+                if c.process_new_packets().is_err() {
+                    return None;
+                }
+                if !c.is_handshaking() && !server.is_handshaking() {
+                    assert_eq!(c.alpn_protocol(), server.alpn());
+                    return Some(server.alpn().map(<[u8]>::to_vec));
+                }
+            }
+            None
+        };
+        let got = |p: &[u8]| Some(Some(p.to_vec()));
+        assert_eq!(run(&[b"imap"], false), got(b"imap"));
+        assert_eq!(run(&[b"smtp"], false), got(b"smtp"));
+        assert_eq!(run(&[b"h2", b"http/1.1"], false), got(b"http/1.1"));
+        assert_eq!(
+            run(&[b"h2"], false),
+            Some(None),
+            "unknown ALPN: HTTP without ALPN"
+        );
+        assert_eq!(run(&[], false), Some(None), "no ALPN: HTTP");
+        assert_eq!(
+            run(&[b"http/1.1"], true),
+            got(b"http/1.1"),
+            "browsers may use TLS 1.2"
+        );
+        assert_eq!(run(&[b"imap"], true), None, "IMAP stays TLS 1.3 only");
     }
 
     /// Test client verifier accepting anything (the server side is under test).

@@ -202,7 +202,6 @@ async fn drive_inner(
     clock: SessionClock,
     peer: IpAddr,
 ) -> io::Result<()> {
-    let now_ms = || clock.now_ms();
     let mut pipe = Pipeline::default();
     let starttls_config = match start {
         Start::Plain(c) => c,
@@ -211,8 +210,101 @@ async fn drive_inner(
             c
         }
     };
-    let mut wire_out = Vec::new();
+    run(
+        conn,
+        session,
+        pipe,
+        starttls_config,
+        Vec::new(),
+        shared,
+        clock,
+        peer,
+    )
+    .await
+}
+
+/// A connection whose TLS handshake is done (the HTTPS port), before its protocol is chosen.
+pub struct Established {
+    /// The TLS state ([`Pipeline::alpn`] says what the client chose).
+    pub pipe: Pipeline,
+    /// Plaintext that arrived with the end of the handshake.
+    pub plain: Vec<u8>,
+}
+
+/// Runs the TLS handshake of a port that picks its protocol by ALPN, within the handshake
+/// timeout; the ClientHello may come in any number of pieces.
+///
+/// # Errors
+/// TLS errors (the alert is sent), the peer closing, the timeout.
+pub async fn handshake<C: Conn>(
+    conn: &C,
+    configs: pipeline::AlpnConfigs,
+) -> io::Result<Established> {
+    let mut pipe = Pipeline::default();
+    pipe.start_tls_by_alpn(configs);
     let mut plain = Vec::new();
+    let mut wire_out = Vec::new();
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    while pipe.is_handshaking() {
+        let (res, b) = tokio::time::timeout_at(deadline, conn.read(buf))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "tls handshake timed out"))?;
+        res?;
+        if b.is_empty() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let result = pipe.input(&b, &mut plain, &mut wire_out);
+        let _ = write(conn, &mut wire_out).await;
+        result?;
+        buf = b;
+    }
+    Ok(Established { pipe, plain })
+}
+
+/// Runs `session` on a connection whose TLS handshake [`handshake`] did (IMAP or submission on
+/// the HTTPS port): as on an implicit-TLS port from the moment the handshake ends.
+pub async fn drive_established<C: Conn>(
+    conn: &C,
+    mut session: Box<dyn Session>,
+    established: Established,
+    config: Arc<rustls::ServerConfig>,
+    shared: Arc<Shared>,
+    clock: SessionClock,
+    peer: IpAddr,
+) {
+    session.tls_established();
+    let Established { pipe, plain } = established;
+    if let Err(e) = run(
+        conn,
+        &mut *session,
+        pipe,
+        config,
+        plain,
+        &shared,
+        clock,
+        peer,
+    )
+    .await
+    {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    conn: &impl Conn,
+    session: &mut dyn Session,
+    mut pipe: Pipeline,
+    starttls_config: Arc<rustls::ServerConfig>,
+    mut plain: Vec<u8>,
+    shared: &Shared,
+    clock: SessionClock,
+    peer: IpAddr,
+) -> io::Result<()> {
+    let now_ms = || clock.now_ms();
+    deliver(session, &mut plain, now_ms());
+    let mut wire_out = Vec::new();
     let mut watched: Option<(AccountId, tokio::sync::watch::Receiver<u64>)> = None;
     let mut read = Box::pin(conn.read(Vec::new()));
     let mut handshake_deadline = pipe

@@ -21,9 +21,42 @@ const CHUNK: usize = 16 * 1024;
 /// Inflated bytes handed to the session per step at most.
 pub const MAX_INFLATE_STEP: usize = 64 * 1024;
 
+/// The server configurations of a port that picks its protocol by ALPN (the HTTPS port): which
+/// one a handshake uses is decided from the ClientHello.
+#[derive(Debug, Clone)]
+pub struct AlpnConfigs {
+    /// The client offers `imap` or `smtp`: ALPN `imap`, `smtp`; TLS 1.3 only, as on 993/465.
+    pub mail: Arc<rustls::ServerConfig>,
+    /// The client offers `http/1.1`: ALPN `http/1.1`, TLS 1.2 and 1.3 (browsers).
+    pub http: Arc<rustls::ServerConfig>,
+    /// Anything else (no ALPN, or only names we do not speak, e.g. `h2` alone): no ALPN is
+    /// negotiated and the connection is HTTP/1.1. A fixed list would make rustls refuse such a
+    /// client with `no_application_protocol` (RFC 7301), where nginx's `ssl_preread` passes it on.
+    pub none: Arc<rustls::ServerConfig>,
+}
+
+impl AlpnConfigs {
+    /// The configuration for a client offering `offered` (`None`: no ALPN extension).
+    fn choose<'a>(
+        &self,
+        offered: Option<impl Iterator<Item = &'a [u8]>>,
+    ) -> Arc<rustls::ServerConfig> {
+        let offered: Vec<&[u8]> = offered.map(Iterator::collect).unwrap_or_default();
+        if offered.iter().any(|p| *p == b"imap" || *p == b"smtp") {
+            self.mail.clone()
+        } else if offered.contains(&&b"http/1.1"[..]) {
+            self.http.clone()
+        } else {
+            self.none.clone()
+        }
+    }
+}
+
 /// The transform state of one connection.
 #[derive(Default)]
 pub struct Pipeline {
+    /// Reading the ClientHello to choose a configuration by ALPN (before `tls` exists).
+    accepting: Option<Box<(rustls::server::Acceptor, AlpnConfigs)>>,
     tls: Option<Box<rustls::ServerConnection>>,
     inflate: Option<Box<Decompress>>,
     deflate: Option<Box<Compress>>,
@@ -51,6 +84,52 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Starts the TLS handshake as server, with the configuration chosen by the ClientHello's ALPN
+    /// list (see [`AlpnConfigs`]).
+    pub fn start_tls_by_alpn(&mut self, configs: AlpnConfigs) {
+        self.accepting = Some(Box::new((rustls::server::Acceptor::default(), configs)));
+    }
+
+    /// The ALPN protocol negotiated in the handshake, if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.tls.as_ref().and_then(|t| t.alpn_protocol())
+    }
+
+    /// Feeds wire bytes to the acceptor until the ClientHello is complete and the connection is
+    /// made; `wire` keeps what follows it.
+    fn accept(&mut self, wire: &mut &[u8], wire_out: &mut Vec<u8>) -> io::Result<()> {
+        let Some(acc) = self.accepting.as_deref_mut() else {
+            return Ok(());
+        };
+        while !wire.is_empty() {
+            acc.0.read_tls(wire)?;
+            let accepted = match acc.0.accept() {
+                Ok(None) => continue,
+                Ok(Some(a)) => a,
+                Err((e, mut alert)) => {
+                    let _ = alert.write_all(wire_out);
+                    return Err(tls_err(e));
+                }
+            };
+            let config = acc.1.choose(accepted.client_hello().alpn());
+            match accepted.into_connection(config) {
+                Ok(mut conn) => {
+                    while conn.wants_write() {
+                        conn.write_tls(wire_out)?;
+                    }
+                    self.tls = Some(Box::new(conn));
+                    self.accepting = None;
+                    return Ok(());
+                }
+                Err((e, mut alert)) => {
+                    let _ = alert.write_all(wire_out);
+                    return Err(tls_err(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Switches both directions to raw DEFLATE (RFC 4978).
     pub fn start_compress(&mut self) {
         self.inflate = Some(Box::new(Decompress::new(false)));
@@ -59,12 +138,12 @@ impl Pipeline {
 
     /// Whether a TLS handshake is still running.
     pub fn is_handshaking(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.is_handshaking())
+        self.accepting.is_some() || self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
 
     /// Whether TLS is on.
     pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
+        self.tls.is_some() || self.accepting.is_some()
     }
 
     /// Takes wire bytes; appends plaintext for the session to `plain` and bytes to send back
@@ -78,6 +157,12 @@ impl Pipeline {
         plain: &mut Vec<u8>,
         wire_out: &mut Vec<u8>,
     ) -> io::Result<()> {
+        if self.accepting.is_some() {
+            self.accept(&mut wire, wire_out)?;
+            if self.accepting.is_some() {
+                return Ok(());
+            }
+        }
         let decrypted: Vec<u8>;
         let data: &[u8] = match self.tls.as_deref_mut() {
             None => wire,
