@@ -118,36 +118,36 @@ impl Kind {
 /// Connection counters for the configured limits.
 #[derive(Default)]
 pub struct Counters {
-    imap: AtomicU32,
-    smtp: AtomicU32,
-    http: AtomicU32,
+    imap: Arc<AtomicU32>,
+    smtp: Arc<AtomicU32>,
+    http: Arc<AtomicU32>,
 }
 
 /// Decrements a counter when the connection ends.
-struct Slot<'a>(&'a AtomicU32);
+struct Slot(Arc<AtomicU32>);
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-fn take_slot(counter: &AtomicU32, max: u32) -> Option<Slot<'_>> {
+fn take_slot(counter: &Arc<AtomicU32>, max: u32) -> Option<Slot> {
     let prev = counter.fetch_add(1, Ordering::Relaxed);
-    let slot = Slot(counter);
+    let slot = Slot(counter.clone());
     (prev < max).then_some(slot)
 }
 
 /// Held for a connection's life: releases its global slot and per-source slot.
-struct Admitted<'a> {
-    _slot: Slot<'a>,
+struct Admitted {
+    _slot: Slot,
     _source: crate::ratelimit::SourceSlot,
 }
 
 /// The outcome of admission at accept time.
-enum Admission<'a> {
+enum Admission {
     /// Serve the connection while this is held.
-    Admitted(Admitted<'a>),
+    Admitted(Admitted),
     /// Close at once, without a word (connection rate, global limits, SMTP per-source cap).
     Close,
     /// The source holds its share of IMAP connections: say so, then close.
@@ -261,14 +261,33 @@ fn new_session(
 }
 
 impl Ctx {
-    fn http_context(&self, listener: Listener, peer: IpAddr) -> crate::http::conn::Context {
+    fn http_context(
+        self: &Arc<Self>,
+        listener: Listener,
+        peer: SocketAddr,
+    ) -> crate::http::conn::Context {
+        use crate::http::conn::WsProtocol;
         let clock = io::SessionClock::start();
+        let ctx = self.clone();
+        let sessions: crate::http::conn::Sessions = std::rc::Rc::new(move |protocol| {
+            let kind = match protocol {
+                WsProtocol::Imap => Kind::Imaps,
+                WsProtocol::Submission => Kind::Submissions,
+            };
+            let Admission::Admitted(admitted) = ctx.enter(kind, peer.ip()) else {
+                return None;
+            };
+            let session = new_session(kind, &ctx.shared, peer, io::SessionClock::start().now_ms());
+            Some((session, Box::new(admitted) as Box<dyn std::any::Any>))
+        });
         crate::http::conn::Context {
             shared: self.shared.clone(),
             listener,
-            peer,
+            peer: peer.ip(),
             files: self.www.clone(),
             now_ms: std::rc::Rc::new(move || clock.now_ms()),
+            sessions: (listener == Listener::Https).then_some(sessions),
+            tls: self.tls.strict.clone(),
         }
     }
 
@@ -288,7 +307,7 @@ impl Ctx {
     /// Admission at accept time: the per-source new-connection rate (also when the XDP program
     /// enforces it in the kernel: it passes some traffic without judging), the per-source SMTP
     /// and IMAP caps, and the global connection limits.
-    fn admit(&self, kind: Kind, peer: IpAddr) -> Admission<'_> {
+    fn admit(&self, kind: Kind, peer: IpAddr) -> Admission {
         if !self.admit_rate(peer) {
             return Admission::Close;
         }
@@ -303,7 +322,7 @@ impl Ctx {
 
     /// The per-source and global caps of `kind` (`Https` and `Http` count as HTTP: an HTTPS
     /// connection is HTTP until its ALPN says otherwise).
-    fn enter(&self, kind: Kind, peer: IpAddr) -> Admission<'_> {
+    fn enter(&self, kind: Kind, peer: IpAddr) -> Admission {
         let config = &self.shared.config;
         let (source, slot) = if matches!(kind, Kind::Https | Kind::Http) {
             let Some(source) = self.admission.enter_http(peer) else {
@@ -596,7 +615,7 @@ fn run_epoll(
 }
 
 /// One accepted connection: admission, then its session until it ends.
-async fn serve(ctx: &Ctx, kind: Kind, conn: impl io::Conn, peer: SocketAddr) {
+async fn serve(ctx: &Arc<Ctx>, kind: Kind, conn: impl io::Conn, peer: SocketAddr) {
     let ip = peer_ip(peer);
     match kind {
         Kind::Https => return serve_https(ctx, conn, ip, peer.port()).await,
@@ -604,7 +623,8 @@ async fn serve(ctx: &Ctx, kind: Kind, conn: impl io::Conn, peer: SocketAddr) {
             let Admission::Admitted(_admitted) = ctx.admit(kind, ip) else {
                 return;
             };
-            return crate::http::conn::serve(&conn, None, ctx.http_context(Listener::Http, ip))
+            let addr = SocketAddr::new(ip, peer.port());
+            return crate::http::conn::serve(&conn, None, ctx.http_context(Listener::Http, addr))
                 .await;
         }
         _ => {}
@@ -650,7 +670,7 @@ async fn serve(ctx: &Ctx, kind: Kind, conn: impl io::Conn, peer: SocketAddr) {
 /// A connection to the HTTPS port: counted as HTTP during the handshake, then as IMAP or
 /// submission if its ALPN asks for them (with their caps, and IMAP's `* BYE` when the source
 /// holds its share), else served as HTTPS.
-async fn serve_https(ctx: &Ctx, conn: impl io::Conn, ip: IpAddr, port: u16) {
+async fn serve_https(ctx: &Arc<Ctx>, conn: impl io::Conn, ip: IpAddr, port: u16) {
     if !ctx.admit_rate(ip) {
         return;
     }
@@ -671,7 +691,7 @@ async fn serve_https(ctx: &Ctx, conn: impl io::Conn, ip: IpAddr, port: u16) {
             return crate::http::conn::serve(
                 &conn,
                 Some(established),
-                ctx.http_context(Listener::Https, ip),
+                ctx.http_context(Listener::Https, SocketAddr::new(ip, port)),
             )
             .await;
         }

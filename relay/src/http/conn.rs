@@ -20,6 +20,15 @@
 //!   one record beyond that.
 //!
 //! HTTP/2 is not served (see the module docs of [`crate::http`]).
+//!
+//! # IMAP and submission over WebSocket
+//! On the HTTPS port, `/imap` and `/smtp` upgrade to a WebSocket (RFC 6455) that carries the
+//! protocol's bytes in binary (or text) messages, as the reference's websockify setup: the
+//! client speaks IMAP or submission inside, the outer TLS counts as the session's TLS (no
+//! STARTTLS; AUTH/LOGIN allowed at once). The session is the same sans-I/O session with the
+//! same admission (IMAP and SMTP caps per source) as on ports 993 and 465, driven by the same
+//! [`crate::io::drive`] over [`WsConn`]. A subprotocol `binary` is echoed when offered
+//! (websockify clients ask for it). Messages from the client are capped at [`WS_MAX_MESSAGE`].
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -36,6 +45,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite;
 
 use super::site::{self, Files, Listener};
 use crate::io::pipeline::Pipeline;
@@ -83,6 +93,24 @@ impl Files for WwwFolder {
     }
 }
 
+/// Largest WebSocket message (and frame) a client may send; the protocols inside stream, so
+/// clients send data in pieces of their socket reads.
+pub const WS_MAX_MESSAGE: usize = 1024 * 1024;
+
+/// The protocol a WebSocket path carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsProtocol {
+    /// `/imap`: IMAP as on port 993.
+    Imap,
+    /// `/smtp`: submission as on port 465.
+    Submission,
+}
+
+/// An admitted session for a WebSocket, and what must be held while it runs (its connection
+/// slots); `None` when admission refuses (per-source or global caps).
+pub type Sessions =
+    Rc<dyn Fn(WsProtocol) -> Option<(Box<dyn crate::session::Session>, Box<dyn std::any::Any>)>>;
+
 /// What a connection needs besides its socket.
 #[derive(Clone)]
 pub struct Context {
@@ -96,6 +124,10 @@ pub struct Context {
     pub files: Arc<WwwFolder>,
     /// The session clock of the connection (unix ms).
     pub now_ms: Rc<dyn Fn() -> u64>,
+    /// Starts WebSocket sessions (the HTTPS port only; `None` on the HTTP port).
+    pub sessions: Option<Sessions>,
+    /// The TLS configuration a session would use for STARTTLS (never asked for over WebSocket).
+    pub tls: Arc<rustls::ServerConfig>,
 }
 
 /// Serves HTTP on `conn` until the client or hyper closes it. `established` is the TLS state of
@@ -133,7 +165,9 @@ async fn bridge<C: Conn>(conn: &C, pipe: Pipeline, plain: Vec<u8>, ctx: Context)
         .header_read_timeout(HEAD_TIMEOUT)
         .max_buf_size(MAX_HEAD)
         .keep_alive(true);
-    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(theirs), service);
+    let connection = builder
+        .serve_connection(hyper_util::rt::TokioIo::new(theirs), service)
+        .with_upgrades();
     let hyper_task = tokio::task::spawn_local(async move {
         if let Err(e) = connection.await {
             tracing::debug!("http: {e}");
@@ -222,6 +256,16 @@ async fn bridge<C: Conn>(conn: &C, pipe: Pipeline, plain: Vec<u8>, ctx: Context)
 
 /// One request: the body read within its cap and deadline, then the route's answer.
 async fn handle(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if let Some(sessions) = &ctx.sessions {
+        let protocol = match req.uri().path() {
+            "/imap" => Some(WsProtocol::Imap),
+            "/smtp" => Some(WsProtocol::Submission),
+            _ => None,
+        };
+        if let Some(protocol) = protocol {
+            return websocket(ctx, sessions, protocol, req);
+        }
+    }
     let cap = site::body_cap(req.method(), req.uri().path(), &ctx.shared.config);
     let declared = req
         .headers()
@@ -264,4 +308,145 @@ async fn handle(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> 
 
 fn plain_response(resp: Response<Bytes>) -> Response<Full<Bytes>> {
     resp.map(Full::new)
+}
+
+/// `/imap` and `/smtp`: the WebSocket handshake, then the session on the upgraded connection
+/// (a local task; the HTTP connection ends with it).
+fn websocket(
+    ctx: &Context,
+    sessions: &Sessions,
+    protocol: WsProtocol,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let headers = req.headers();
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
+    let upgrade = req.method() == hyper::Method::GET
+        && has(header::UPGRADE, "websocket")
+        && has(header::CONNECTION, "upgrade")
+        && headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v == "13");
+    let Some(key) = key.filter(|_| upgrade) else {
+        let mut r = plain_response(site::status_text(
+            StatusCode::UPGRADE_REQUIRED,
+            "This path speaks WebSocket only\n",
+        ));
+        r.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return r;
+    };
+    let binary = has(header::SEC_WEBSOCKET_PROTOCOL, "binary");
+    let Some((session, admitted)) = sessions(protocol) else {
+        return plain_response(site::status_text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many connections\n",
+        ));
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let shared = ctx.shared.clone();
+    let tls = ctx.tls.clone();
+    let peer = ctx.peer;
+    tokio::task::spawn_local(async move {
+        let _admitted = admitted;
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!("websocket upgrade: {e}");
+                return;
+            }
+        };
+        let config = tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(WS_MAX_MESSAGE))
+            .max_frame_size(Some(WS_MAX_MESSAGE));
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(upgraded),
+            tungstenite::protocol::Role::Server,
+            Some(config),
+        )
+        .await;
+        let clock = crate::io::SessionClock::start();
+        crate::io::drive(
+            WsConn::new(ws),
+            session,
+            crate::io::Start::Plain(tls),
+            shared,
+            clock,
+            peer,
+        )
+        .await;
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if binary {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("binary"),
+        );
+    }
+    r
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// A WebSocket as a [`Conn`]: a read is the payload of the next data message (pings are
+/// answered, a close or the end of the stream reads as end of input), a write is one binary
+/// message. Reads and writes may be in flight at once (the drive loop keeps a read pending
+/// while it writes), so the two halves are locked separately.
+pub struct WsConn {
+    rx: tokio::sync::Mutex<futures_util::stream::SplitStream<WsStream>>,
+    tx: tokio::sync::Mutex<futures_util::stream::SplitSink<WsStream, tungstenite::Message>>,
+}
+
+impl WsConn {
+    fn new(ws: WsStream) -> WsConn {
+        use futures_util::StreamExt;
+        let (tx, rx) = ws.split();
+        WsConn {
+            rx: tokio::sync::Mutex::new(rx),
+            tx: tokio::sync::Mutex::new(tx),
+        }
+    }
+}
+
+impl Conn for WsConn {
+    async fn read(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        use futures_util::StreamExt;
+        use tungstenite::Message;
+        drop(buf);
+        let mut rx = self.rx.lock().await;
+        loop {
+            return match rx.next().await {
+                None | Some(Ok(Message::Close(_))) => (Ok(()), Vec::new()),
+                Some(Ok(Message::Binary(b))) if !b.is_empty() => (Ok(()), b.to_vec()),
+                Some(Ok(Message::Text(t))) if !t.is_empty() => (Ok(()), t.as_bytes().to_vec()),
+                // Pings are answered by the library; empty messages carry nothing.
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => (Err(io::Error::other(e)), Vec::new()),
+            };
+        }
+    }
+
+    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        use futures_util::SinkExt;
+        use tungstenite::Message;
+        let mut tx = self.tx.lock().await;
+        let res = tx
+            .send(Message::Binary(Bytes::from(buf)))
+            .await
+            .map_err(io::Error::other);
+        (res, Vec::new())
+    }
 }

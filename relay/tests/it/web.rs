@@ -280,3 +280,158 @@ fn slow_request_heads_are_cut_off() {
         r.join().unwrap();
     }
 }
+
+/// A WebSocket client on `/imap` or `/smtp` of the HTTPS port, reading the protocol's lines
+/// from the payloads of binary messages.
+struct WsLines {
+    ws: tungstenite::WebSocket<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
+    buf: Vec<u8>,
+}
+
+impl WsLines {
+    fn connect(relay: &Relay, path: &str) -> WsLines {
+        use tungstenite::client::IntoClientRequest;
+        let tcp = TcpStream::connect(relay.addr(Kind::Https)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut config = (*relay_testkit::tls::client_config()).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let conn = rustls::ClientConnection::new(
+            std::sync::Arc::new(config),
+            "127.0.0.1".try_into().unwrap(),
+        )
+        .unwrap();
+        let stream = rustls::StreamOwned::new(conn, tcp);
+        let mut req = format!("wss://127.0.0.1:{}{path}", relay.port(Kind::Https))
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "binary".parse().unwrap());
+        let (ws, resp) = tungstenite::client::client(req, stream).unwrap();
+        assert_eq!(resp.status(), 101);
+        assert_eq!(
+            resp.headers().get("sec-websocket-protocol").unwrap(),
+            "binary"
+        );
+        WsLines {
+            ws,
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.ws
+            .send(tungstenite::Message::binary(
+                format!("{line}\r\n").into_bytes(),
+            ))
+            .unwrap();
+    }
+
+    fn line(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return String::from_utf8_lossy(&line)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned();
+            }
+            match self.ws.read().unwrap() {
+                tungstenite::Message::Binary(b) => self.buf.extend_from_slice(&b),
+                tungstenite::Message::Text(t) => self.buf.extend_from_slice(t.as_bytes()),
+                _ => {}
+            }
+        }
+    }
+
+    fn until(&mut self, tag: &str) -> String {
+        loop {
+            let l = self.line();
+            if l.starts_with(tag) {
+                return l;
+            }
+        }
+    }
+}
+
+#[test]
+fn imap_and_submission_over_websocket() {
+    for backend in backends() {
+        let relay = Relay::start(backend, &[]);
+        let (a, b) = (new_addr("wsa"), new_addr("wsb"));
+        create_account(relay.store(), &a, 0);
+        create_account(relay.store(), &b, 0);
+
+        let mut imap = WsLines::connect(&relay, "/imap");
+        assert!(imap.line().starts_with("* OK"), "{backend:?}");
+        imap.send(&format!("a LOGIN \"{b}\" \"{PASSWORD}\""));
+        assert!(imap.until("a ").starts_with("a OK"));
+        imap.send("b SELECT INBOX");
+        assert!(imap.until("b ").starts_with("b OK"));
+        imap.send("c IDLE");
+        assert!(imap.line().starts_with('+'));
+
+        // Submission over the other path: the outer TLS counts, AUTH is offered at once.
+        let mut smtp = WsLines::connect(&relay, "/smtp");
+        assert!(smtp.line().starts_with("220"));
+        smtp.send("EHLO client.test");
+        let mut ehlo = Vec::new();
+        loop {
+            let l = smtp.line();
+            let last = l.starts_with("250 ");
+            ehlo.push(l);
+            if last {
+                break;
+            }
+        }
+        assert!(ehlo.iter().any(|l| l.contains("AUTH")), "{ehlo:?}");
+        assert!(!ehlo.iter().any(|l| l.contains("STARTTLS")), "{ehlo:?}");
+        smtp.send(&format!(
+            "AUTH PLAIN {}",
+            relay_testkit::plain_auth(&a, PASSWORD)
+        ));
+        assert!(smtp.line().starts_with("235"), "{backend:?}");
+        smtp.send(&format!("MAIL FROM:<{a}>"));
+        assert!(smtp.line().starts_with("250"));
+        smtp.send(&format!("RCPT TO:<{b}>"));
+        assert!(smtp.line().starts_with("250"));
+        smtp.send("DATA");
+        assert!(smtp.line().starts_with("354"));
+        let msg = crate::harness::message("encrypted.eml.tmpl", &a, &b);
+        let mut data = String::from_utf8(msg)
+            .unwrap()
+            .replace("\r\n", "\n")
+            .replace('\n', "\r\n");
+        if !data.ends_with("\r\n") {
+            data.push_str("\r\n");
+        }
+        data.push('.');
+        smtp.send(&data);
+        let done = smtp.line();
+        assert!(done.starts_with("250"), "{done}");
+
+        // The IDLE session over WebSocket hears of it.
+        assert_eq!(imap.line(), "* 1 EXISTS", "{backend:?}");
+        imap.send("DONE");
+        assert!(imap.until("c ").starts_with("c OK"));
+    }
+}
+
+#[test]
+fn websocket_paths_refuse_plain_requests() {
+    for backend in backends() {
+        let relay = Relay::start(backend, &[]);
+        let mut c = https(&relay, &[b"http/1.1"]);
+        let r = c.http("GET", "/imap", "127.0.0.1", &[], b"");
+        assert_eq!(r.status, 426, "{backend:?}");
+        assert_eq!(r.header("upgrade"), Some("websocket"));
+        // Not on the plain HTTP port: redirected like everything there.
+        let mut c = Client::plain(relay.addr(Kind::Http));
+        let r = c.http(
+            "GET",
+            "/imap",
+            "127.0.0.1",
+            &["Upgrade: websocket", "Connection: Upgrade"],
+            b"",
+        );
+        assert_eq!(r.status, 301);
+    }
+}
