@@ -14,7 +14,8 @@ use super::index::{Account, Index};
 use super::record::{self, Planner, Record};
 use super::{
     AccountId, AccountInfo, Body, BodyBytes, BodyRef, Commit, Error, MailboxId, MailboxInfo,
-    MailboxView, Mailstore, MessageMeta, Op, OpResult, StoreConfig, Watchers,
+    MailboxView, Mailstore, MessageMeta, Op, OpResult, QueueDestination, QueueEntry, QueueId,
+    StoreConfig, Watchers,
 };
 
 /// An in-memory [`Mailstore`]; cheap to clone, clones share the state.
@@ -26,6 +27,8 @@ pub struct MemoryStore {
 struct Inner {
     state: Mutex<State>,
     watchers: Watchers,
+    /// The next queue sequence number, bumped after every commit that adds queue entries.
+    queue_watch: tokio::sync::watch::Sender<u64>,
     max_mailbox_size: u64,
 }
 
@@ -85,6 +88,7 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 state: Mutex::default(),
                 watchers: Watchers::default(),
+                queue_watch: tokio::sync::watch::Sender::new(Index::default().queue.next_seq()),
                 max_mailbox_size: config.max_mailbox_size,
             }),
         }
@@ -100,6 +104,7 @@ impl MemoryStore {
     /// Plan and apply `op` now; wake the watchers of the accounts it changed.
     pub fn commit_now(&self, op: Op) -> Result<OpResult, Error> {
         let mut state = self.state();
+        let next_seq = state.index.queue.next_seq();
         let mut planning = Planning {
             state: &mut state,
             max_mailbox_size: self.inner.max_mailbox_size,
@@ -111,6 +116,9 @@ impl MemoryStore {
         let State { index, bodies, .. } = &mut *state;
         bodies.retain(|segment, _| index.seg_refs.contains_key(segment));
         self.inner.watchers.wake(touched, |a| index.modseq(a));
+        if index.queue.next_seq() != next_seq {
+            self.inner.queue_watch.send_replace(index.queue.next_seq());
+        }
         result
     }
 
@@ -189,6 +197,41 @@ impl Mailstore for MemoryStore {
     fn commit(&self, op: Op) -> Commit {
         let result = self.commit_now(op);
         Box::pin(std::future::ready(result))
+    }
+    fn queue_len(&self) -> u64 {
+        self.state().index.queue.len()
+    }
+    fn queue_destinations(&self) -> Vec<QueueDestination> {
+        self.state().index.queue.destinations()
+    }
+    fn queue_ids(&self, destination: &str, after: Option<QueueId>, limit: usize) -> Vec<QueueId> {
+        self.state().index.queue.ids(destination, after, limit)
+    }
+    fn queue_entry(&self, id: QueueId) -> Result<QueueEntry, Error> {
+        let (destination, e, bytes) = {
+            let state = self.state();
+            let (d, e) = state
+                .index
+                .queue
+                .get(id)
+                .ok_or(Error::NotFound("queue entry"))?;
+            let bytes = state
+                .bodies
+                .get(&e.segment)
+                .cloned()
+                .ok_or(Error::NotFound("body"))?;
+            (d.to_owned(), e, bytes)
+        };
+        let len = bytes.len();
+        let stored = Body {
+            bytes: BodyBytes::Memory(bytes),
+            start: 0,
+            len,
+        };
+        QueueEntry::read(id, &destination, e, stored)
+    }
+    fn queue_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.queue_watch.subscribe()
     }
 }
 
