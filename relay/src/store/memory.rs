@@ -255,6 +255,9 @@ mod tests {
     #[derive(Debug, Clone)]
     enum T {
         Op(Op),
+        /// `QueueDone` of these recipients of the n-th live queue entry (modulo their number),
+        /// alone or in a group with an op after it (the delivery engine's bounce).
+        DoneNth(usize, Vec<u32>, Option<Op>),
         Reopen,
     }
 
@@ -275,6 +278,49 @@ mod tests {
 
     fn uids() -> impl Strategy<Value = Vec<u32>> {
         proptest::collection::vec(1..9u32, 0..4)
+    }
+
+    /// An `Enqueue` over a few destinations (one of them refused) and recipients, sometimes
+    /// more than fit one entry.
+    fn enqueue() -> impl Strategy<Value = Op> {
+        let dest = prop_oneof![
+            6 => proptest::sample::select(vec!["b.example", "c.example", "[10.0.0.1]"]),
+            1 => Just("B.x"),
+        ];
+        let rcpt = proptest::sample::select(vec!["r@b.example", "s@c.example", "t@x"]);
+        let rcpts = prop_oneof![
+            8 => proptest::collection::vec(rcpt.clone(), 1..4),
+            2 => proptest::collection::vec(rcpt, 30..40),
+            1 => Just(Vec::new()),
+        ];
+        (
+            proptest::sample::select(vec!["", "a@x"]),
+            0..3i64,
+            proptest::collection::vec((dest, rcpts), 0..3),
+            0..600usize,
+        )
+            .prop_map(|(sender, created, destinations, n)| Op::Enqueue {
+                sender: sender.into(),
+                created,
+                destinations: destinations
+                    .into_iter()
+                    .map(|(d, rs)| (d.to_owned(), rs.into_iter().map(String::from).collect()))
+                    .collect(),
+                body: vec![b'q'; n],
+            })
+    }
+
+    /// A `QueueDone` of an id near the ones handed out (ids start at 1, slots at 0).
+    fn queue_done() -> impl Strategy<Value = Op> {
+        (
+            1..10u64,
+            0..2u32,
+            proptest::collection::vec(prop_oneof![8 => 0..3u32, 1 => 30..34u32], 0..4),
+        )
+            .prop_map(|(seq, slot, recipients)| Op::QueueDone {
+                id: QueueId { seq, slot },
+                recipients,
+            })
     }
 
     fn op() -> impl Strategy<Value = T> {
@@ -351,14 +397,36 @@ mod tests {
                     key: key.into(),
                     value,
                 })),
-            1 => acc.prop_map(|account| T::Op(Op::DeleteAccount { account })),
+            1 => acc.clone().prop_map(|account| T::Op(Op::DeleteAccount { account })),
+            3 => enqueue().prop_map(T::Op),
+            2 => queue_done().prop_map(T::Op),
+            4 => (
+                any::<usize>(),
+                proptest::collection::vec(prop_oneof![8 => 0..3u32, 1 => 30..34u32], 0..4),
+                proptest::option::of(enqueue()),
+            )
+                .prop_map(|(n, recipients, then)| T::DoneNth(n, recipients, then)),
+            2 => proptest::collection::vec(
+                prop_oneof![
+                    enqueue(),
+                    queue_done(),
+                    (acc, 0..300usize).prop_map(|(a, n)| Op::Deliver {
+                        recipients: vec![a],
+                        internal_date: 7,
+                        body: vec![b'g'; n],
+                    }),
+                ],
+                0..4,
+            )
+            .prop_map(|ops| T::Op(Op::Group(ops))),
             1 => Just(T::Reopen),
         ]
     }
 
-    /// Everything a session can read, with bodies as bytes (body refs differ by design).
+    /// Everything a session or the delivery engine can read, with bodies as bytes (body refs
+    /// differ by design).
     fn snapshot(s: &dyn Mailstore) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = crate::store::queue_tests::queue_dump(s);
         for addr in ADDRS {
             out.push(format!("{addr}: {:?}", s.account(addr)));
         }
@@ -418,7 +486,26 @@ mod tests {
             })
         });
         for (n, t) in setup.into_iter().chain(ops).enumerate() {
+            let t = match t {
+                T::DoneNth(k, recipients, then) => {
+                    let live: Vec<QueueId> = real
+                        .queue_destinations()
+                        .iter()
+                        .flat_map(|d| real.queue_ids(&d.name, None, usize::MAX))
+                        .collect();
+                    let Some(&id) = live.get(k % live.len().max(1)) else {
+                        continue;
+                    };
+                    let done = Op::QueueDone { id, recipients };
+                    T::Op(match then {
+                        Some(op) => Op::Group(vec![done, op]),
+                        None => done,
+                    })
+                }
+                t => t,
+            };
             match t {
+                T::DoneNth(..) => unreachable!("resolved above"),
                 T::Op(op) => {
                     let want = format!("{:?}", real.commit_blocking(op.clone()));
                     let got = format!("{:?}", memory.commit_now(op.clone()));

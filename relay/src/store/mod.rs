@@ -132,6 +132,8 @@ mod writer;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
+mod queue_tests;
+#[cfg(test)]
 mod tests;
 
 pub use log::Position;
