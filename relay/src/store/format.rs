@@ -24,7 +24,7 @@
 //! | kind | name  | payload                                                              |
 //! |------|-------|----------------------------------------------------------------------|
 //! | 1    | Seal  | empty: the segment ends here, the log continues in the next segment  |
-//! | 2    | Body  | the raw message bytes (no length prefix; the frame gives it)         |
+//! | 2    | Body  | the raw message bytes (no length prefix; the frame gives it); for a queued message its envelope first (`record/queue_add.rs`) |
 //! | 3..  | index records: one module each under [`record`](super::record), which lists the kind bytes and documents each payload |
 //!
 //! This module holds the framing and the field codec (`Writer`, `Reader`); what a record

@@ -11,6 +11,10 @@
 //! - Readers never see a record before it is durable and applied to the index.
 //! - IDLE wake-ups: `watch(account)` changes after each committed change of that account; no
 //!   message data is copied to wake a session.
+//! - The outbound queue has the same guarantees: an `Op::Enqueue` resolves once its entries are
+//!   durable (the `250` for a remote recipient may then be sent), survives `kill -9` and
+//!   restarts, and its body stays on disk until every entry referring to it is done
+//!   (`Op::QueueDone`). `queue_watch()` changes after each commit that adds queue entries.
 //!
 //! # No I/O outside
 //! Reads are synchronous and in memory (index) or from the mmap (bodies). Writes go to one writer
@@ -21,6 +25,7 @@
 //! - `<dir>/log/<seq:020>.seg`: segments of the log, preallocated to `segment_size` (a message
 //!   larger than that gets a segment of its own size) and ended by a Seal record; record format
 //!   in [`format`](mod@format). A body is stored once; index records point at it with a [`BodyRef`].
+//!   A queued message's body holds its envelope before the message (`record/queue_add.rs`).
 //! - `<dir>/reserve`: preallocated space given up on a full disk for ops that free space.
 //! - `<dir>/index/<seq:020>-<offset:020>.rkyv`: checkpoints of the index at a log position
 //!   (newest two kept); `open` loads the newest valid one and replays the log after it.
@@ -30,6 +35,8 @@
 //! payload codec, index application and the planning of the ops that write it, all reached
 //! through the `registry!` there), `log` (segments: recovery, append, removal), `mmap` (the only
 //! `unsafe`), `index` (in-memory state and its read views, changed only by applying records),
+//! `queue` (the outbound queue's part of the index: compact entries per destination, shared
+//! between the index's two copies),
 //! `writer` (group commit, watchers), `checkpoint` (rkyv snapshots of the index), `mailstore`
 //! (the [`Mailstore`] trait sessions use), `memory` ([`MemoryStore`], the same planning and
 //! index code without a disk, for session tests).
@@ -60,15 +67,24 @@
 //!    `registry!`, and a row in the table of its module doc. The codec, replay, the writer and
 //!    the in-memory store need nothing more.
 //! 4. A new op: its variant in [`Op`] (and in [`OpResult`] if it answers more than `Done`),
-//!    one arm in `record::plan`, and one in `Op::body_len` if it carries a message body. Add
-//!    it to the generator of `memory::tests` so the double is checked against the disk for it.
+//!    one arm in `record::plan`, one in `Op::body_len` if it carries a message body, one in
+//!    `Op::space_bound` if it writes more than a small record (the bound must cover what it
+//!    writes, or on a full disk it fails its batch instead of being refused alone), and one in
+//!    `Op::frees_space` if it frees space (it may then use the reserve). Add it to the
+//!    generator of `memory::tests` so the double is checked against the disk for it.
 //! 5. New state in the index (not just new values of existing fields): the field in
-//!    `index.rs` and a read method on `Index` used by [`Store`] and [`MemoryStore`] (and
-//!    [`Mailstore`] if sessions read it). The checkpoint (`checkpoint.rs`) must then carry it
+//!    `index.rs` and a read method on `Index` (or on the field's type) used by [`Store`] and
+//!    [`MemoryStore`] (and [`Mailstore`] if sessions read it). State that refers to bodies
+//!    counts them in `Index::seg_refs` (in `apply` and when a checkpoint is loaded), or segment
+//!    removal deletes them. The checkpoint (`checkpoint.rs`) must then carry it
 //!    too; its archived types are on disk, so a new field means a new `MAGIC` with the old
 //!    layout still loaded (as empty state), never a changed layout under the old `MAGIC`.
-//! 6. Tests of the op's behaviour in `tests.rs` (real files, reopen); then
-//!    `cargo test -p relay --lib store::`.
+//! 6. Tests of the op's behaviour in `tests.rs` (or a sibling such as `queue_tests.rs`: real
+//!    files, reopen); the record's frame in `fuzz/seeds.py` (`records`), then
+//!    `python3 fuzz/seeds.py`; then `cargo test -p relay --lib store::`.
+//!
+//! The outbound queue (kinds 16 and 17, `queue.rs`) was the first kind added this way: the
+//! steps above were all it needed, plus its own watch channel in the writer's publish step.
 //!
 //! # Hazards (what could lose or corrupt data, and what prevents it)
 //! - *Torn write at a crash*: every frame has a length and a CRC32C; recovery keeps the longest
@@ -85,7 +101,7 @@
 //! - *Checkpoint torn or corrupt*: written to a temp file, fsynced, renamed, directory fsynced;
 //!   CRC + rkyv validation on load; fallback to the previous checkpoint or a full replay.
 //! - *Segment removed too early*: only segments before the *previous* checkpoint, holding no body
-//!   referenced by the index; if every checkpoint is unreadable after that, `open` says
+//!   referenced by the index (a message or a queue entry); if every checkpoint is unreadable after that, `open` says
 //!   [`Error::Corrupt`] instead of building a partial index.
 //! - *I/O error or full disk while writing*: the failed batch gets the error and is undone (the
 //!   log cut back to where it began, its bytes zeroed and synced over whatever the page cache
@@ -97,12 +113,14 @@
 //!   the active segment stays usable; an op is refused ([`Error::NoSpace`]) before anything of
 //!   it is placed when it would need a new segment the disk has no room for. `<dir>/reserve`
 //!   is a preallocated file (a segment's size, at most 1 MiB) released on a full disk for ops
-//!   that free space (expunge, flag changes, mailbox and account deletion), whose records then
+//!   that free space (expunge, flag changes, mailbox and account deletion, queue entries done,
+//!   a group of only those), whose records then
 //!   go to a small segment made in its place; deliveries are refused while only the reserve is
-//!   left, and the reserve is taken back first when space returns. Space is given back to the
+//!   left (so are enqueues), and the reserve is taken back first when space returns. Space is given back to the
 //!   file system only when old segments are removed after checkpoints, and a checkpoint needs
 //!   room for its file.
-//! - *Memory*: the index exists twice (shared and the writer's copy).
+//! - *Memory*: the index exists twice (shared and the writer's copy). The queue's entries are
+//!   shared between the two (`queue.rs`): about 24 bytes per queued message in all.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;

@@ -27,7 +27,8 @@
 //! room for a bound of what it writes, so an op the disk has no room for is refused alone with
 //! [`Error::NoSpace`] before anything of it is placed, and the rest of the batch commits (the
 //! preallocated rest of the active segment is still usable). Ops that free space (expunge,
-//! delete account or mailbox, flag changes, which `\Deleted` needs) may use the reserve.
+//! delete account or mailbox, flag changes, which `\Deleted` needs, queue entries done) may use
+//! the reserve.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
