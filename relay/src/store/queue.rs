@@ -38,6 +38,11 @@ pub const MAX_DESTINATIONS: usize = 1 << 20;
 pub(crate) const CHUNK: usize = 512;
 
 /// Identifies a queue entry; ordered by age (commit order).
+///
+/// A sequence number handed out once per entry (never reused, in commit order) plus the *slot*
+/// of its destination: a small number that finds the destination without a map from ids. A
+/// destination takes the lowest free slot when its first entry is queued and gives it back
+/// when its last entry is done; the sequence number alone identifies the entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QueueId {
     /// Sequence number, unique for the life of the store.
@@ -118,6 +123,11 @@ impl Destination {
     /// Entries in id order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
         self.chunks.iter().flat_map(|c| c.iter())
+    }
+
+    /// Entries.
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
 
     fn first(&self) -> Option<&Entry> {
@@ -418,52 +428,20 @@ impl Queue {
             .filter_map(|(s, d)| Some((u32::try_from(s).ok()?, d.as_ref()?)))
     }
 
-    /// Rebuild from checkpoint data: `(slot, name, entries)` with distinct slots and names and
-    /// entries in increasing `seq` below `next_seq`, each with a recipient left.
+    /// Rebuild from `(slot, name, entries)` (tests; checkpoints use [`QueueBuilder`]).
+    #[cfg(test)]
     pub(crate) fn restore<E: IntoIterator<Item = Entry>>(
         next_seq: u64,
         destinations: impl IntoIterator<Item = (u32, String, E)>,
     ) -> Result<Queue, &'static str> {
-        let mut q = Queue {
-            next_seq,
-            ..Queue::default()
-        };
+        let mut b = QueueBuilder::new(next_seq);
         for (slot, name, entries) in destinations {
-            if name.is_empty() {
-                return Err("empty queue destination name");
-            }
-            let idx = slot as usize;
-            if idx >= MAX_DESTINATIONS {
-                return Err("queue slot out of range");
-            }
-            if idx >= q.slots.len() {
-                q.slots.resize_with(idx + 1, || None);
-            }
-            if q.slots[idx].is_some() || q.by_name.insert(name.clone(), slot).is_some() {
-                return Err("duplicate queue destination");
-            }
-            let mut d = Destination::new(name);
+            b.destination(slot, name)?;
             for e in entries {
-                if e.remaining == 0 || e.seq >= next_seq || !d.push(e) {
-                    return Err("queue entries out of order");
-                }
-            }
-            if d.len == 0 {
-                return Err("queue destination without entries");
-            }
-            q.len += d.len as u64;
-            q.slots[idx] = Some(d);
-        }
-        for (s, d) in q.slots.iter().enumerate() {
-            if d.is_none() {
-                q.free
-                    .insert(u32::try_from(s).map_err(|_| "queue slot out of range")?);
+                b.entry(e)?;
             }
         }
-        if matches!(q.slots.last(), Some(None)) {
-            return Err("queue slots end in a free one");
-        }
-        Ok(q)
+        b.finish()
     }
 
     /// Take `other`'s chunks where they hold the same entries as ours: after the writer applied
@@ -482,6 +460,87 @@ impl Queue {
                 }
             }
         }
+    }
+}
+
+/// Rebuilds a [`Queue`] from checkpoint data, destination after destination, checking what a
+/// queue the planner made always satisfies: distinct slots below [`MAX_DESTINATIONS`] and
+/// names, each destination with entries in increasing `seq` below `next_seq`, each with a
+/// recipient left.
+pub(crate) struct QueueBuilder {
+    q: Queue,
+    /// Slot of the destination entries go to.
+    current: Option<u32>,
+}
+
+impl QueueBuilder {
+    pub(crate) fn new(next_seq: u64) -> Self {
+        QueueBuilder {
+            q: Queue {
+                next_seq,
+                ..Queue::default()
+            },
+            current: None,
+        }
+    }
+
+    /// Start the destination in `slot`; the entries that follow are its.
+    pub(crate) fn destination(&mut self, slot: u32, name: String) -> Result<(), &'static str> {
+        self.end_destination()?;
+        if name.is_empty() {
+            return Err("empty queue destination name");
+        }
+        let idx = slot as usize;
+        if idx >= MAX_DESTINATIONS {
+            return Err("queue slot out of range");
+        }
+        let q = &mut self.q;
+        if idx >= q.slots.len() {
+            q.slots.resize_with(idx + 1, || None);
+        }
+        if q.slots[idx].is_some() || q.by_name.insert(name.clone(), slot).is_some() {
+            return Err("duplicate queue destination");
+        }
+        q.slots[idx] = Some(Destination::new(name));
+        self.current = Some(slot);
+        Ok(())
+    }
+
+    /// An entry of the current destination, newer than the one before.
+    pub(crate) fn entry(&mut self, e: Entry) -> Result<(), &'static str> {
+        let d = self
+            .current
+            .and_then(|s| self.q.slots[s as usize].as_mut())
+            .ok_or("queue entry without destination")?;
+        if e.remaining == 0 || e.seq >= self.q.next_seq || !d.push(e) {
+            return Err("queue entries out of order");
+        }
+        self.q.len += 1;
+        Ok(())
+    }
+
+    fn end_destination(&mut self) -> Result<(), &'static str> {
+        if let Some(s) = self.current.take() {
+            if self.q.slots[s as usize].as_ref().is_none_or(|d| d.len == 0) {
+                return Err("queue destination without entries");
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self) -> Result<Queue, &'static str> {
+        self.end_destination()?;
+        let q = &mut self.q;
+        for (s, d) in q.slots.iter().enumerate() {
+            if d.is_none() {
+                q.free
+                    .insert(u32::try_from(s).map_err(|_| "queue slot out of range")?);
+            }
+        }
+        if matches!(q.slots.last(), Some(None)) {
+            return Err("queue slots end in a free one");
+        }
+        Ok(self.q)
     }
 }
 
@@ -535,6 +594,15 @@ mod tests {
             }
             writer.share_from(&q);
             assert_eq!(writer, q);
+            // The two copies share every chunk again.
+            for ((_, a), (_, b)) in writer.slots().zip(q.slots()) {
+                assert_eq!(a.chunks.len(), b.chunks.len());
+                assert!(a
+                    .chunks
+                    .iter()
+                    .zip(&b.chunks)
+                    .all(|(x, y)| Arc::ptr_eq(x, y)));
+            }
             assert_eq!(q.len() as usize, model.len());
             for (seq, (name, rem)) in &model {
                 let (n, e) = q.get(ids[seq]).unwrap();

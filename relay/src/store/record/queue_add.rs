@@ -39,7 +39,7 @@ const MAX_ADDRESS_LEN: usize = 256;
 /// One entry of a [`QueueAdd`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueGroup {
-    /// Slot of the destination (see [`queue`](crate::store::queue)).
+    /// Slot of the destination (see [`QueueId`]).
     pub slot: u32,
     /// Lowercase domain or address literal.
     pub destination: String,
