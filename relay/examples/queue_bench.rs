@@ -264,8 +264,9 @@ fn main() {
     }
     let (anon2, _, _) = memory();
     println!(
-        "fill: {n} enqueues of {} B in {:.1} s = {:.0} msgs/s ({} batches, {:.0} ops/batch, {} fdatasyncs); \
-         filling process RssAnon +{} KiB, +{} KiB = {:.1} B/message after malloc_trim",
+        "fill: {n} enqueues of {} B in {:.1} s = {:.0} msgs/s ({} batches, {:.0} ops/batch, \
+         {} fdatasyncs); filling process RssAnon +{} KiB, +{} KiB = {:.1} B/message after \
+         malloc_trim",
         args.body,
         fill.as_secs_f64(),
         n as f64 / fill.as_secs_f64(),

@@ -1,6 +1,7 @@
 //! The in-memory index: accounts, mailboxes, messages (UID order), keywords, subscriptions,
-//! metadata, quota usage, the outbound queue (`queue.rs`) and live bodies per segment. It changes only by [`Index::apply`] of a
-//! log record, so replaying the log rebuilds exactly the state the writer had. What each record
+//! metadata, quota usage, the outbound queue (`queue.rs`) and live bodies per segment. It
+//! changes only by [`Index::apply`] of a log record, so replaying the log rebuilds exactly the
+//! state the writer had. What each record
 //! does to it is in the record's kind module under `record/`; `apply` never fails and never
 //! panics: a record that refers to something missing is ignored.
 //!

@@ -101,8 +101,8 @@
 //! - *Checkpoint torn or corrupt*: written to a temp file, fsynced, renamed, directory fsynced;
 //!   CRC + rkyv validation on load; fallback to the previous checkpoint or a full replay.
 //! - *Segment removed too early*: only segments before the *previous* checkpoint, holding no body
-//!   referenced by the index (a message or a queue entry); if every checkpoint is unreadable after that, `open` says
-//!   [`Error::Corrupt`] instead of building a partial index.
+//!   referenced by the index (a message or a queue entry); if every checkpoint is unreadable
+//!   after that, `open` says [`Error::Corrupt`] instead of building a partial index.
 //! - *I/O error or full disk while writing*: the failed batch gets the error and is undone (the
 //!   log cut back to where it began, its bytes zeroed and synced over whatever the page cache
 //!   holds, the segments it created deleted); the writer keeps serving and retries (see
@@ -114,11 +114,10 @@
 //!   it is placed when it would need a new segment the disk has no room for. `<dir>/reserve`
 //!   is a preallocated file (a segment's size, at most 1 MiB) released on a full disk for ops
 //!   that free space (expunge, flag changes, mailbox and account deletion, queue entries done,
-//!   a group of only those), whose records then
-//!   go to a small segment made in its place; deliveries are refused while only the reserve is
-//!   left (so are enqueues), and the reserve is taken back first when space returns. Space is given back to the
-//!   file system only when old segments are removed after checkpoints, and a checkpoint needs
-//!   room for its file.
+//!   a group of only those), whose records then go to a small segment made in its place;
+//!   deliveries and enqueues are refused while only the reserve is left, and the reserve is
+//!   taken back first when space returns. Space is given back to the file system only when old
+//!   segments are removed after checkpoints, and a checkpoint needs room for its file.
 //! - *Memory*: the index exists twice (shared and the writer's copy). The queue's entries are
 //!   shared between the two (`queue.rs`): about 24 bytes per queued message in all.
 
