@@ -1,13 +1,19 @@
 //! Checkpoints of the index: `<dir>/index/<segment:020>-<offset:020>.rkyv` holds the whole
 //! index as it was after every record before that log position, serialized with rkyv.
 //!
-//! File layout: `b"RLYCKPT1"`, `u32` LE CRC32C of the rest, `u32` 0, then the rkyv archive of
-//! [`CpIndex`]. A checkpoint is written to `*.tmp`, fsynced, renamed and the directory fsynced, so
-//! a crash leaves either the old set or the new file complete. Loading checks the CRC and the
-//! archive (bytecheck); a bad file is skipped and an older one (or a full replay) is used.
+//! File layout: `b"RLYCKPT2"`, `u32` LE CRC32C of the rest, `u32` 0, then the rkyv archive of
+//! [`CpCheckpoint`] (the index and the outbound queue). A checkpoint is written to `*.tmp`,
+//! fsynced, renamed and the directory fsynced, so a crash leaves either the old set or the new
+//! file complete. Loading checks the CRC and the archive (bytecheck); a bad file is skipped and
+//! an older one (or a full replay) is used.
+//!
+//! Older layouts still load: `b"RLYCKPT1"` is the archive of [`CpIndex`] alone, from before the
+//! queue existed, and loads with an empty queue. The archived types are on disk: a new field
+//! means a new magic with the old layouts still loaded, never a changed layout under an old one.
 //!
 //! The archived types are flat lists, not the index's maps: derived values (quota usage, counts,
-//! address lookup, live bodies per segment) are recomputed on load, so they cannot disagree.
+//! address lookup, live bodies per segment, free queue slots) are recomputed on load, so they
+//! cannot disagree.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -17,12 +23,51 @@ use std::path::{Path, PathBuf};
 use super::fault;
 use super::index::{Account, Index, Mailbox};
 use super::log::{io_err, sync_dir, Position};
+use super::queue::{Entry, Queue};
 use super::{BodyRef, Error, MessageMeta};
 
-const MAGIC: &[u8; 8] = b"RLYCKPT1";
+/// The index without the queue ([`CpIndex`]).
+const MAGIC_V1: &[u8; 8] = b"RLYCKPT1";
+/// The index and the queue ([`CpCheckpoint`]).
+const MAGIC: &[u8; 8] = b"RLYCKPT2";
 const HEADER: usize = 16;
 
-/// Archived form of the index.
+/// Archived form of the index with the outbound queue (`RLYCKPT2`).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct CpCheckpoint {
+    index: CpIndex,
+    queue: CpQueue,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct CpQueue {
+    next_seq: u64,
+    destinations: Vec<CpDestination>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct CpDestination {
+    slot: u32,
+    name: String,
+    entries: Vec<CpQueueEntry>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct CpQueueEntry {
+    seq: u64,
+    offset: u64,
+    segment: u32,
+    remaining: u32,
+}
+
+/// A copy of the index at a log position, to be written by another thread: the accounts
+/// flattened, the queue a clone sharing its entries with the index (flattened when written).
+pub struct Snapshot {
+    index: CpIndex,
+    queue: Queue,
+}
+
+/// Archived form of the index without the queue (`RLYCKPT1`, and a part of `RLYCKPT2`).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CpIndex {
     segment: u32,
@@ -134,12 +179,60 @@ fn to_cp(index: &Index, pos: Position) -> CpIndex {
     }
 }
 
-fn from_cp(cp: CpIndex) -> Result<(Index, Position), &'static str> {
+fn queue_to_cp(queue: &Queue) -> CpQueue {
+    CpQueue {
+        next_seq: queue.next_seq(),
+        destinations: queue
+            .slots()
+            .map(|(slot, d)| CpDestination {
+                slot,
+                name: d.name.clone(),
+                entries: d
+                    .iter()
+                    .map(|e| CpQueueEntry {
+                        seq: e.seq,
+                        offset: e.offset,
+                        segment: e.segment,
+                        remaining: e.remaining,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// The queue of an archived checkpoint, built straight from the archive (no owned copy of the
+/// entries in between).
+fn queue_from_archive(q: &ArchivedCpQueue) -> Result<Queue, &'static str> {
+    Queue::restore(
+        q.next_seq.to_native(),
+        q.destinations.iter().map(|d| {
+            (
+                d.slot.to_native(),
+                d.name.as_str().to_owned(),
+                d.entries.iter().map(|e| Entry {
+                    seq: e.seq.to_native(),
+                    offset: e.offset.to_native(),
+                    segment: e.segment.to_native(),
+                    remaining: e.remaining.to_native(),
+                }),
+            )
+        }),
+    )
+}
+
+fn from_cp(cp: CpIndex, queue: Queue) -> Result<(Index, Position), &'static str> {
     let mut index = Index {
         next_account_id: cp.next_account_id,
         last_uid_validity: cp.last_uid_validity,
         ..Index::default()
     };
+    for (_, d) in queue.slots() {
+        for e in d.iter() {
+            *index.seg_refs.entry(e.segment).or_default() += 1;
+        }
+    }
+    index.queue = queue;
     for a in cp.accounts {
         let mut acc = Account {
             id: a.id,
@@ -249,22 +342,40 @@ pub fn list(dir: &Path) -> Result<Vec<(Position, PathBuf)>, Error> {
     Ok(v)
 }
 
-/// Load and verify one checkpoint file.
+/// Load and verify one checkpoint file (either layout).
 pub fn load(path: &Path) -> Result<(Index, Position), String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    if bytes.len() < HEADER || &bytes[..8] != MAGIC || bytes[12..HEADER] != [0; 4] {
-        return Err("bad header".into());
+    let aligned = {
+        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+        if bytes.len() < HEADER
+            || (&bytes[..8] != MAGIC && &bytes[..8] != MAGIC_V1)
+            || bytes[12..HEADER] != [0; 4]
+        {
+            return Err("bad header".into());
+        }
+        let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("slice of 4 bytes"));
+        let payload = &bytes[HEADER..];
+        if crc32c::crc32c(payload) != crc {
+            return Err("checksum mismatch".into());
+        }
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len() + 8);
+        aligned.extend_from_slice(&bytes[..8]);
+        aligned.extend_from_slice(payload);
+        aligned
+    };
+    let (magic, archive) = aligned.split_at(8);
+    let (index, pos) = if magic == MAGIC_V1 {
+        let cp =
+            rkyv::from_bytes::<CpIndex, rkyv::rancor::Error>(archive).map_err(|e| e.to_string())?;
+        from_cp(cp, Queue::default())
+    } else {
+        let cp = rkyv::access::<ArchivedCpCheckpoint, rkyv::rancor::Error>(archive)
+            .map_err(|e| e.to_string())?;
+        let index = rkyv::deserialize::<CpIndex, rkyv::rancor::Error>(&cp.index)
+            .map_err(|e| e.to_string())?;
+        let queue = queue_from_archive(&cp.queue).map_err(str::to_owned)?;
+        from_cp(index, queue)
     }
-    let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("slice of 4 bytes"));
-    let payload = &bytes[HEADER..];
-    if crc32c::crc32c(payload) != crc {
-        return Err("checksum mismatch".into());
-    }
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
-    aligned.extend_from_slice(payload);
-    let cp =
-        rkyv::from_bytes::<CpIndex, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())?;
-    let (index, pos) = from_cp(cp).map_err(str::to_owned)?;
+    .map_err(str::to_owned)?;
     if parse_name(&path.file_name().unwrap_or_default().to_string_lossy()) != Some(pos) {
         return Err("position does not match file name".into());
     }
@@ -276,28 +387,37 @@ pub fn load(path: &Path) -> Result<(Index, Position), String> {
 /// by no recovery path (even if the new checkpoint turns out unreadable), except for the bodies
 /// they hold.
 pub fn write(dir: &Path, index: &Index, pos: Position) -> Result<Option<Position>, Error> {
-    write_snapshot(dir, &snapshot(index, pos))
+    write_snapshot(dir, snapshot(index, pos))
 }
 
 /// A copy of `index` at `pos` that can be written by another thread.
-pub fn snapshot(index: &Index, pos: Position) -> CpIndex {
-    to_cp(index, pos)
+pub fn snapshot(index: &Index, pos: Position) -> Snapshot {
+    Snapshot {
+        index: to_cp(index, pos),
+        queue: index.queue.clone(),
+    }
 }
 
 /// The position a snapshot was taken at.
-pub fn snapshot_position(cp: &CpIndex) -> Position {
+pub fn snapshot_position(cp: &Snapshot) -> Position {
     Position {
-        segment: cp.segment,
-        offset: cp.offset,
+        segment: cp.index.segment,
+        offset: cp.index.offset,
     }
 }
 
 /// [`write()`] of a snapshot.
-pub fn write_snapshot(dir: &Path, cp: &CpIndex) -> Result<Option<Position>, Error> {
+pub fn write_snapshot(dir: &Path, snap: Snapshot) -> Result<Option<Position>, Error> {
     super::log::durable_dir(dir)?;
-    let pos = snapshot_position(cp);
-    let archive = rkyv::to_bytes::<rkyv::rancor::Error>(cp)
+    let pos = snapshot_position(&snap);
+    let cp = CpCheckpoint {
+        queue: queue_to_cp(&snap.queue),
+        index: snap.index,
+    };
+    drop(snap.queue);
+    let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&cp)
         .map_err(|e| Error::Corrupt(format!("cannot serialize checkpoint: {e}")))?;
+    drop(cp);
     let path = dir.join(file_name(pos));
     let tmp = path.with_extension("tmp");
     let mut f = crate::privilege::open_private(
@@ -375,6 +495,33 @@ mod tests {
             key: "/private/k".into(),
             value: Some(b"v".to_vec()),
         }));
+        let without_queue = index.clone();
+        for (first_seq, slot, destination, segment) in [
+            (1, 0, "a.example", 2),
+            (3, 1, "[10.0.0.1]", 4),
+            (4, 0, "a.example", 4),
+        ] {
+            index.apply(&Record::QueueAdd(record::queue_add::QueueAdd {
+                body: BodyRef {
+                    segment,
+                    offset: 100 + first_seq,
+                    len: 50,
+                },
+                first_seq,
+                groups: vec![record::queue_add::QueueGroup {
+                    slot,
+                    destination: destination.into(),
+                    recipients: 3,
+                }],
+            }));
+        }
+        index.apply(&Record::QueueDone(record::queue_done::QueueDone {
+            seq: 1,
+            slot: 0,
+            done: 0b010,
+        }));
+        assert_eq!(index.queue.len(), 3);
+        assert_eq!(index.seg_refs.get(&4), Some(&2));
         let dir = tempfile::tempdir().unwrap();
         let pos = Position {
             segment: 3,
@@ -386,6 +533,44 @@ mod tests {
         let (loaded, p) = load(&path).unwrap();
         assert_eq!(p, pos);
         assert_eq!(loaded, index);
+        assert_eq!(
+            loaded
+                .queue
+                .get(crate::store::QueueId { seq: 1, slot: 0 })
+                .unwrap()
+                .1
+                .remaining,
+            0b101
+        );
+        // The layout from before the queue still loads, with an empty queue.
+        let v1 = dir.path().join(file_name(Position {
+            segment: 2,
+            offset: 5,
+        }));
+        let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&to_cp(
+            &without_queue,
+            Position {
+                segment: 2,
+                offset: 5,
+            },
+        ))
+        .unwrap();
+        let mut bytes = MAGIC_V1.to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&archive).to_le_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        bytes.extend_from_slice(&archive);
+        std::fs::write(&v1, &bytes).unwrap();
+        let (old, p) = load(&v1).unwrap();
+        assert_eq!(
+            p,
+            Position {
+                segment: 2,
+                offset: 5
+            }
+        );
+        assert_eq!(old, without_queue);
+        assert_eq!(old.queue, Queue::default());
+        std::fs::remove_file(&v1).unwrap();
         // Any flipped byte is detected.
         let bytes = std::fs::read(&path).unwrap();
         for i in (0..bytes.len()).step_by(7) {

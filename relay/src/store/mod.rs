@@ -123,6 +123,8 @@ pub mod memory;
 // length).
 #[allow(unsafe_code)]
 mod mmap;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)] // sans-I/O index state
+mod queue;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)] // sans-I/O record format
 pub mod record;
 mod writer;
@@ -130,11 +132,15 @@ mod writer;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
+mod queue_tests;
+#[cfg(test)]
 mod tests;
 
 pub use log::Position;
 pub use mailstore::{Commit, Mailstore};
 pub use memory::MemoryStore;
+pub use queue::{QueueDestination, QueueId, MAX_DESTINATIONS, MAX_RECIPIENTS};
+pub use record::GROUP_STOPPED;
 
 /// Identifies an account; stable for the account's life, never reused while the store is open.
 pub type AccountId = u32;
@@ -276,6 +282,13 @@ enum BodyBytes {
     Memory(Arc<[u8]>),
 }
 
+/// Its length only: the bytes may be large.
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Body({} bytes)", self.len)
+    }
+}
+
 impl std::ops::Deref for Body {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -321,6 +334,83 @@ pub struct MailboxView {
     pub messages: Vec<MessageMeta>,
     /// The account's keyword table: keyword `i` is flag bit `KEYWORD_SHIFT + i`.
     pub keywords: Vec<String>,
+}
+
+/// One recipient of a queue entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRecipient {
+    /// The address, as enqueued.
+    pub address: String,
+    /// Not finished yet (no [`Op::QueueDone`] for it).
+    pub pending: bool,
+}
+
+/// One entry of the outbound queue with its message: what the delivery engine sends and the
+/// admin socket lists. The envelope is read from the stored body, the message is borrowed from
+/// the mmap (no copy).
+#[derive(Debug)]
+pub struct QueueEntry {
+    /// The entry.
+    pub id: QueueId,
+    /// Lowercase domain or address literal.
+    pub destination: String,
+    /// `MAIL FROM`, empty for a bounce.
+    pub sender: String,
+    /// Every recipient of the entry, in enqueued order (at most [`MAX_RECIPIENTS`]); the index
+    /// of one is what [`Op::QueueDone`] takes.
+    pub recipients: Vec<QueueRecipient>,
+    /// Unix seconds: the start of the retry window.
+    pub created: i64,
+    /// The message.
+    pub body: Body,
+}
+
+impl QueueEntry {
+    /// `(index, address)` of the recipients still pending.
+    pub fn pending(&self) -> impl Iterator<Item = (u32, &str)> + '_ {
+        (0u32..)
+            .zip(&self.recipients)
+            .filter(|(_, r)| r.pending)
+            .map(|(i, r)| (i, r.address.as_str()))
+    }
+
+    /// Size of the message in bytes.
+    pub fn size(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Build the entry `id` of `destination` from its index entry and its stored body (envelope
+    /// and message).
+    fn read(id: QueueId, destination: &str, e: queue::Entry, stored: Body) -> Result<Self, Error> {
+        let env = record::queue_add::read_envelope(&stored, id.seq)
+            .map_err(|err| Error::Corrupt(format!("queued message {id}: {err}")))?;
+        if env.destination != destination {
+            return Err(Error::Corrupt(format!(
+                "queued message {id} is for {} instead of {destination}",
+                env.destination
+            )));
+        }
+        let recipients = (0u32..)
+            .zip(env.recipients)
+            .map(|(i, address)| QueueRecipient {
+                address,
+                pending: i < 32 && e.remaining & (1 << i) != 0,
+            })
+            .collect();
+        let body = Body {
+            bytes: stored.bytes,
+            start: stored.start + env.message_start,
+            len: stored.len - env.message_start,
+        };
+        Ok(QueueEntry {
+            id,
+            destination: destination.to_owned(),
+            sender: env.sender,
+            recipients,
+            created: env.created,
+            body,
+        })
+    }
 }
 
 /// Summary of a mailbox for LIST/STATUS.
@@ -497,10 +587,56 @@ pub enum Op {
         /// Value.
         value: Option<Vec<u8>>,
     },
+    /// Queue a message for other domains: one stored body for all, one queue entry per
+    /// destination and group of at most [`MAX_RECIPIENTS`] of its recipients (a destination
+    /// with more gets several entries, its recipients in order). The envelope is stored with
+    /// the body. Answers [`OpResult::Enqueued`]; `destinations` empty writes nothing.
+    /// `Error::Invalid` for a destination that is not a lowercase domain or address literal, a
+    /// destination without recipients, an address with control characters or longer than 256
+    /// bytes.
+    Enqueue {
+        /// `MAIL FROM` address; empty for a bounce (`MAIL FROM:<>`).
+        sender: String,
+        /// Unix seconds: the start of the retry window.
+        created: i64,
+        /// `(destination, recipients)`: a lowercase domain or an address literal such as
+        /// `[1.2.3.4]`, and the recipient addresses on it.
+        destinations: Vec<(String, Vec<String>)>,
+        /// The message as it will be sent.
+        body: Vec<u8>,
+    },
+    /// Recipients of a queue entry are finished (delivered, bounced or dropped). The entry
+    /// disappears when none is left; its body is freed (for segment removal) when no entry
+    /// refers to it. Indexes that are not pending (finished before, or beyond the entry's
+    /// recipients) are ignored; `Error::NotFound` if the entry is gone, `Error::Invalid` for an
+    /// index of [`MAX_RECIPIENTS`] or more. May use the space reserve on a full disk.
+    QueueDone {
+        /// The entry.
+        id: QueueId,
+        /// Indexes into the entry's recipients ([`QueueEntry::recipients`]).
+        recipients: Vec<u32>,
+    },
+    /// Several ops in one commit (one `fdatasync` covers them all), planned in order, each
+    /// seeing the ones before it; answers [`OpResult::Group`] with one result per member. The
+    /// first member refused stops the rest: they are not applied and get
+    /// `Error::Invalid(`[`GROUP_STOPPED`]`)`. **The members before it stay committed**: a group
+    /// is not a transaction. On a full disk the group is refused as a whole unless every
+    /// member frees space; an I/O error fails the whole group (and its batch).
+    Group(Vec<Op>),
+}
+
+impl Op {
+    /// `QueueDone` of every recipient of entry `id`: drops the entry (the admin's "drop").
+    pub fn queue_drop(id: QueueId) -> Op {
+        Op::QueueDone {
+            id,
+            recipients: (0..MAX_RECIPIENTS as u32).collect(),
+        }
+    }
 }
 
 /// The result of a committed [`Op`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum OpResult {
     /// Nothing to report.
     Done,
@@ -534,6 +670,11 @@ pub enum OpResult {
     },
     /// `CreateMailbox`.
     MailboxCreated(MailboxId),
+    /// `Enqueue`: the ids of the new queue entries, in the order of the destinations (a
+    /// destination split into several entries gives consecutive ids).
+    Enqueued(Vec<QueueId>),
+    /// `Group`: one result per member, in order.
+    Group(Vec<Result<OpResult, Error>>),
 }
 
 /// Why one recipient of a `Deliver` did not get the message.
@@ -553,6 +694,9 @@ pub(crate) struct Shared {
     segments: log::Segments,
     /// IDLE watchers, created lazily per account.
     watchers: Watchers,
+    /// The queue's watch channel: the next queue sequence number, bumped after every commit
+    /// that adds queue entries.
+    queue_watch: tokio::sync::watch::Sender<u64>,
     config: StoreConfig,
     stats: Stats,
     /// The writer is failing (I/O error or full disk) and retrying.
@@ -749,9 +893,11 @@ impl Store {
             }
         }
         let shared = Arc::new(Shared {
+            // Shares the queue's entries with `idx` (see `queue.rs`).
             index: RwLock::new(idx.clone()),
             segments: log.segments(),
             watchers: Watchers::default(),
+            queue_watch: tokio::sync::watch::Sender::new(idx.queue.next_seq()),
             config: config.clone(),
             stats: Stats::default(),
             failing: std::sync::atomic::AtomicBool::new(false),
@@ -861,6 +1007,65 @@ impl Store {
         key: &str,
     ) -> Option<Vec<u8>> {
         self.index().metadata_value(account, mailbox, key)
+    }
+
+    /// Entries in the outbound queue.
+    pub fn queue_len(&self) -> u64 {
+        self.index().queue.len()
+    }
+
+    /// Destinations with queued entries, by name, with their entry counts and oldest entries.
+    pub fn queue_destinations(&self) -> Vec<QueueDestination> {
+        self.index().queue.destinations()
+    }
+
+    /// Up to `limit` entry ids of `destination`, oldest first, after `after` if given (paging:
+    /// pass the last id of the previous page). Empty for a destination without entries.
+    pub fn queue_ids(
+        &self,
+        destination: &str,
+        after: Option<QueueId>,
+        limit: usize,
+    ) -> Vec<QueueId> {
+        self.index().queue.ids(destination, after, limit)
+    }
+
+    /// One queue entry with its envelope and message. `NotFound` once it is done.
+    pub fn queue_entry(&self, id: QueueId) -> Result<QueueEntry, Error> {
+        let (destination, e) = {
+            let index = self.index();
+            let (d, e) = index.queue.get(id).ok_or(Error::NotFound("queue entry"))?;
+            (d.to_owned(), e)
+        };
+        let stored = self.read_stored(e.segment, e.offset)?;
+        QueueEntry::read(id, &destination, e, stored)
+    }
+
+    /// A receiver that changes (to the next queue sequence number) after every commit that adds
+    /// queue entries: the delivery engine waits on it.
+    pub fn queue_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.shared.queue_watch.subscribe()
+    }
+
+    /// The Body frame whose payload starts at `offset` of `segment` (its length from the frame
+    /// header): a queued message's stored body.
+    fn read_stored(&self, segment: u32, offset: u64) -> Result<Body, Error> {
+        let map = self
+            .inner
+            .shared
+            .segments
+            .read()
+            .expect("segment map lock should not be poisoned")
+            .get(&segment)
+            .cloned()
+            .ok_or(Error::NotFound("segment"))?;
+        let start = usize::try_from(offset).map_err(|_| Error::NotFound("body"))?;
+        let len = format::body_len_at(&map, start).ok_or(Error::NotFound("body"))?;
+        Ok(Body {
+            bytes: BodyBytes::Mapped(map),
+            start,
+            len,
+        })
     }
 
     /// `(entries, value bytes)` of all metadata of an account, for the per-account caps.
