@@ -276,10 +276,21 @@ impl Delivery {
                     .collect();
             }
         };
+        self.attempt_hosts(domain, &hosts, messages).await
+    }
+
+    /// [`Delivery::attempt`] with the MX hosts already resolved (best first). A host with a
+    /// `literal` address is connected to there without a lookup.
+    pub async fn attempt_hosts(
+        &self,
+        domain: &str,
+        hosts: &[MxHost],
+        messages: &[Message],
+    ) -> Vec<Attempt> {
         let mut state = AttemptState::default();
         let mut out = Vec::with_capacity(messages.len());
         for m in messages {
-            let attempt = self.deliver(&hosts, m, &mut state).await;
+            let attempt = self.deliver(hosts, m, &mut state).await;
             log(domain, m, &attempt);
             out.push(attempt);
         }

@@ -169,6 +169,8 @@ impl Connection {
                         *deadline.get_or_insert_with(|| Instant::now() + self.timeouts.step(step));
                     let n = match tokio::time::timeout_at(until, self.stream.read(&mut buf)).await {
                         Ok(Ok(n)) => n,
+                        // A close without TLS close_notify is still a close.
+                        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
                         Ok(Err(e)) => return Err(ConnError::Io(format!("read: {e}"))),
                         Err(_) => {
                             return Err(ConnError::Io(timed_out(step, self.timeouts.step(step))))
