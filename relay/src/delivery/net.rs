@@ -89,9 +89,7 @@ pub async fn mx(dns: &MessageAuthenticator, domain: &str) -> MxAnswer {
                 MxAnswer::Records(records)
             }
         }
-        Err(mail_auth::Error::Dns(DnsError::RecordNotFound(code)))
-            if code == ResponseCode::NXDomain =>
-        {
+        Err(mail_auth::Error::Dns(DnsError::RecordNotFound(ResponseCode::NXDomain))) => {
             MxAnswer::NxDomain
         }
         Err(mail_auth::Error::Dns(DnsError::RecordNotFound(_))) => MxAnswer::NoRecords,
@@ -154,9 +152,7 @@ pub async fn addresses(
 
 fn describe(e: &mail_auth::Error) -> String {
     match e {
-        mail_auth::Error::Dns(DnsError::RecordNotFound(code))
-            if *code == ResponseCode::NXDomain =>
-        {
+        mail_auth::Error::Dns(DnsError::RecordNotFound(ResponseCode::NXDomain)) => {
             "host not found".into()
         }
         mail_auth::Error::Dns(DnsError::RecordNotFound(_)) => "no address records".into(),

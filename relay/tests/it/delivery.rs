@@ -635,7 +635,7 @@ fn mxdeliv_refusals_fall_through_to_smtp_and_smtp_success_skips_mxdeliv_next_tim
         let (a, body) = local_recipient(&relay, "df");
         let d = delivery(relay.port(Kind::Mx), http.port, short());
         let m = msg("m", "someone@[127.0.0.2]", &[&a], body);
-        let attempts = rt().block_on(d.attempt(LOCALHOST, &[m.clone()], 0));
+        let attempts = rt().block_on(d.attempt(LOCALHOST, std::slice::from_ref(&m), 0));
         assert_eq!(attempts[0].outcomes, [Outcome::Delivered]);
         assert_eq!(attempts[0].route, Some(Route::Smtp));
         assert_eq!(http.posted().len(), 1);
@@ -663,7 +663,7 @@ fn an_oversized_mxdeliv_response_still_counts_but_the_connection_is_dropped() {
         b"raw\r\n".to_vec(),
     );
     let attempts = rt().block_on(async {
-        let first = d.attempt(LOCALHOST, &[m.clone()], 0).await;
+        let first = d.attempt(LOCALHOST, std::slice::from_ref(&m), 0).await;
         let second = d.attempt(LOCALHOST, &[m], 0).await;
         [first, second].concat()
     });
@@ -797,7 +797,7 @@ fn an_smtp_connection_error_clears_the_mxdeliv_mark() {
     let (a, body) = local_recipient(&relay, "dm");
     let d = delivery(relay.port(Kind::Mx), free_port(), short());
     let m = msg("m", "someone@[127.0.0.2]", &[&a], body);
-    let attempts = rt().block_on(d.attempt(LOCALHOST, &[m.clone()], 0));
+    let attempts = rt().block_on(d.attempt(LOCALHOST, std::slice::from_ref(&m), 0));
     assert_eq!(attempts[0].outcomes, [Outcome::Delivered]);
     assert!(d.is_mxdeliv_unsupported("127.0.0.1"));
     assert_eq!(d.idle_connections().0, 1);
@@ -1103,4 +1103,220 @@ fn the_next_address_of_a_host_is_tried() {
     ));
     assert!(conn.is_ok());
     assert_eq!(server.connections(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names through a DNS server on loopback (a small responder over hickory-proto's message codec)
+
+use mail_auth::hickory_resolver::proto::op::{Message as DnsMessage, ResponseCode};
+use mail_auth::hickory_resolver::proto::rr::rdata::{A, MX};
+use mail_auth::hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+
+/// A UDP DNS server on 127.0.0.1 answering from `zone` (name without the root dot, lowercase;
+/// `Err` is the response code); stops when dropped.
+struct DnsServer {
+    addr: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl DnsServer {
+    fn start(
+        zone: impl Fn(&str, RecordType) -> Result<Vec<RData>, ResponseCode> + Send + 'static,
+    ) -> DnsServer {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !s.load(Ordering::SeqCst) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(query) = DnsMessage::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut resp = DnsMessage::response(query.metadata.id, query.metadata.op_code);
+                resp.metadata.recursion_desired = query.metadata.recursion_desired;
+                resp.metadata.recursion_available = true;
+                resp.metadata.authoritative = true;
+                if let Some(q) = query.queries.first() {
+                    resp.add_query(q.clone());
+                    let name = q
+                        .name()
+                        .to_ascii()
+                        .trim_end_matches('.')
+                        .to_ascii_lowercase();
+                    match zone(&name, q.query_type()) {
+                        Ok(rdatas) => {
+                            for rdata in rdatas {
+                                resp.add_answer(Record::from_rdata(q.name().clone(), 60, rdata));
+                            }
+                        }
+                        Err(code) => resp.metadata.response_code = code,
+                    }
+                }
+                let _ = sock.send_to(&resp.to_vec().unwrap(), from);
+            }
+        });
+        DnsServer { addr, stop }
+    }
+
+    /// A resolver asking only this server.
+    fn resolver(&self) -> mail_auth::MessageAuthenticator {
+        let mut config = relay::config::Config::dev(PathBuf::from("/nonexistent"));
+        config.dns_server = Some(self.addr);
+        relay::dns::resolver(&config)
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn mx(pref: u16, name: &str) -> RData {
+    RData::MX(MX::new(pref, Name::from_ascii(name).unwrap()))
+}
+
+fn a(ip: &str) -> RData {
+    RData::A(A(ip.parse().unwrap()))
+}
+
+/// The test zone: `mxs.test` has two MX hosts (127.0.0.1 and 127.0.0.2), `nomx.test` none (its
+/// own address is 127.0.0.2), `null.test` a null MX, `nx.test` does not exist,
+/// `servfail.test` fails, `_self.test` and `wrongcert.test` point at `mx.self.test` and
+/// `mx.wrongcert.test` (127.0.0.1).
+fn zone(name: &str, t: RecordType) -> Result<Vec<RData>, ResponseCode> {
+    Ok(match (name, t) {
+        ("mxs.test", RecordType::MX) => vec![mx(20, "mx2.mxs.test."), mx(10, "mx1.mxs.test.")],
+        ("mx1.mxs.test", RecordType::A) => vec![a("127.0.0.1")],
+        ("mx2.mxs.test", RecordType::A) => vec![a("127.0.0.2")],
+        ("nomx.test", RecordType::A) => vec![a("127.0.0.2")],
+        ("null.test", RecordType::MX) => vec![mx(0, ".")],
+        ("_self.test", RecordType::MX) => vec![mx(10, "mx.self.test.")],
+        ("wrongcert.test", RecordType::MX) => vec![mx(10, "mx.wrongcert.test.")],
+        ("mx.self.test" | "mx.wrongcert.test", RecordType::A) => vec![a("127.0.0.1")],
+        ("nx.test", _) => return Err(ResponseCode::NXDomain),
+        ("servfail.test", _) => return Err(ResponseCode::ServFail),
+        _ => Vec::new(),
+    })
+}
+
+fn named_delivery(
+    dns: &DnsServer,
+    smtp_port: u16,
+    https_port: u16,
+    ca: Option<PathBuf>,
+) -> Delivery {
+    let config = DeliveryConfig {
+        ehlo_name: "sender.test".into(),
+        smtp_port,
+        https_port,
+        ipv6: false,
+        extra_ca_file: ca,
+        timeouts: short(),
+    };
+    Delivery::new(config, dns.resolver()).unwrap()
+}
+
+#[test]
+fn mx_hosts_come_from_dns_in_preference_order_and_are_verified_by_name() {
+    let ca = TestCa::new();
+    let dns = DnsServer::start(zone);
+    let (first, second) = two_hosts();
+    let port = first.local_addr().unwrap().port();
+    // mx1 (preference 10) answers garbage; mx2 has a certificate for its name from our CA.
+    let broken = ScriptServer::on(first, |mut p| p.send("garbage\r\n"));
+    let (good, received) =
+        accepting_server_on(second, ca.server(&["mx2.mxs.test"], &[]), "250 2.1.5 Ok");
+    let d = named_delivery(&dns, port, free_port(), Some(ca.file()));
+    let m = msg("d1", "a@sender.test", &["x@mxs.test"], b"x\r\n".to_vec());
+    let attempts = rt().block_on(d.attempt("mxs.test", &[m], 7));
+    assert_eq!(attempts[0].outcomes, [Outcome::Delivered], "{attempts:?}");
+    assert_eq!(attempts[0].host.as_deref(), Some("mx2.mxs.test"));
+    assert_eq!((broken.connections(), good.connections()), (1, 1));
+    assert_eq!(received.lock().unwrap().len(), 1);
+    // No MX records: the domain itself (127.0.0.2, the same server; its certificate does not
+    // name nomx.test, so verification fails: a temporary TLS failure).
+    let m = msg("d2", "a@sender.test", &["x@nomx.test"], b"x\r\n".to_vec());
+    let attempts = rt().block_on(d.attempt("nomx.test", &[m], 0));
+    let text = temporary_text(&attempts[0]);
+    assert!(text.contains("last attempt to nomx.test: TLS:"), "{text}");
+    assert!(text.contains("not valid for name"), "{text}");
+    assert_eq!(good.connections(), 2);
+}
+
+#[test]
+fn dns_answers_decide_bounces_and_deferrals() {
+    let dns = DnsServer::start(zone);
+    let d = named_delivery(&dns, free_port(), free_port(), None);
+    let cases = [
+        (
+            "null.test",
+            true,
+            "556 5.1.10 Domain null.test does not accept mail (null MX)",
+        ),
+        ("nx.test", true, "550 5.1.2 Domain nx.test does not exist"),
+        (
+            "servfail.test",
+            false,
+            "451 4.4.3 DNS lookup of MX records for servfail.test failed",
+        ),
+    ];
+    for (domain, permanent, expected) in cases {
+        let m = msg(
+            "n",
+            "a@sender.test",
+            &[&format!("x@{domain}")],
+            b"x\r\n".to_vec(),
+        );
+        let (attempts, logs) = logged(d.attempt(domain, &[m], 0));
+        let (is_perm, text) = match &attempts[0].outcomes[..] {
+            [Outcome::Permanent(r)] => (true, relay::outbound::reply_text(r)),
+            [Outcome::Temporary(r)] => (false, relay::outbound::reply_text(r)),
+            other => panic!("{domain}: {other:?}"),
+        };
+        assert_eq!(is_perm, permanent, "{domain}: {text}");
+        assert!(text.starts_with(expected), "{domain}: {text}");
+        if !permanent {
+            assert_eq!(summarize(&attempts), AttemptResult::Unreachable);
+            assert!(logs.contains("deferred") && logs.contains(domain), "{logs}");
+        }
+    }
+}
+
+#[test]
+fn underscore_domains_accept_any_certificate_and_others_do_not() {
+    let ca = TestCa::new();
+    let dns = DnsServer::start(zone);
+    // One server on 127.0.0.1 for both names, with a certificate for neither.
+    let (smtp, received) = accepting_server(ca.server(&["unrelated.test"], &[]));
+    let http = MxdelivServer::start(
+        ca.server(&["unrelated.test"], &[b"http/1.1"]),
+        Answer::Status(200, "250 OK"),
+    );
+    let d = named_delivery(&dns, smtp.port, http.port, Some(ca.file()));
+    let m = msg("u1", "a@sender.test", &["x@_self.test"], b"x\r\n".to_vec());
+    let attempts = rt().block_on(d.attempt("_self.test", &[m], 0));
+    assert_eq!(attempts[0].outcomes, [Outcome::Delivered]);
+    assert_eq!(attempts[0].route, Some(Route::Https));
+    let m = msg(
+        "u2",
+        "a@sender.test",
+        &["x@wrongcert.test"],
+        b"x\r\n".to_vec(),
+    );
+    let attempts = rt().block_on(d.attempt("wrongcert.test", &[m], 0));
+    let text = temporary_text(&attempts[0]);
+    assert!(
+        text.contains("last attempt to mx.wrongcert.test: TLS:"),
+        "{text}"
+    );
+    // Neither /mxdeliv nor SMTP got the message for the verified name.
+    assert_eq!(http.posted().len(), 1);
+    assert!(received.lock().unwrap().is_empty());
 }
