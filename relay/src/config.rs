@@ -87,6 +87,10 @@ pub struct Config {
     pub acme_ca_file: Option<PathBuf>,
     /// `acme_email`: contact address given to the ACME server (empty = none).
     pub acme_email: String,
+    /// `delivery_ca_file`: extra CA certificates (PEM) trusted, besides the system's, when
+    /// outbound delivery verifies other servers (SMTP STARTTLS, HTTPS `/mxdeliv`); tests with a
+    /// local CA.
+    pub delivery_ca_file: Option<PathBuf>,
     /// Every other option as written, for options not interpreted yet (kept so nothing is lost).
     pub extra: BTreeMap<String, String>,
 }
@@ -371,6 +375,7 @@ impl Config {
                 .unwrap_or_else(|| LETS_ENCRYPT_DIRECTORY.to_owned()),
             acme_ca_file: p.optional_path("acme_ca_file"),
             acme_email: p.get("acme_email").unwrap_or_default().trim().to_owned(),
+            delivery_ca_file: p.optional_path("delivery_ca_file"),
             max_user_send_per_minute: positive(&p, "max_user_send_per_minute", 60)?,
             max_user_send_burst_size: positive(&p, "max_user_send_burst_size", 10)?,
             max_mailbox_size: p.size("max_mailbox_size")?.unwrap_or(500 * MIB),
@@ -464,6 +469,7 @@ const INTERPRETED: &[&str] = &[
     "acme_directory",
     "acme_ca_file",
     "acme_email",
+    "delivery_ca_file",
 ];
 
 /// Options of the reference that are accepted and kept (in [`Config::extra`]) but not acted on by

@@ -7,6 +7,7 @@
 )]
 
 mod crash;
+mod delivery;
 mod faults;
 mod hardening;
 mod harness;
