@@ -22,6 +22,7 @@ pub mod accounts;
 pub mod admin;
 pub mod auth_cache;
 pub mod config;
+pub mod dkim;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: resolv.conf, DNS sockets
 pub mod dns;
 pub mod expire;
