@@ -7,6 +7,8 @@
 )]
 
 mod crash;
+mod dkim;
+mod dns_server;
 mod faults;
 mod hardening;
 mod harness;
