@@ -72,6 +72,10 @@ pub struct Config {
     /// `dns_server`: `ip:port` of the DNS server to ask instead of the system's resolvers
     /// (tests, small deployments). `None` = the system configuration (`/etc/resolv.conf`).
     pub dns_server: Option<std::net::SocketAddr>,
+    /// `dns_timeout` in seconds (default 10): how long one DNS query may take before it is
+    /// tried again (`crate::dns::ATTEMPTS` tries); a lookup that runs out of tries is a
+    /// temporary failure (SMTP `451`).
+    pub dns_timeout_secs: u64,
     /// `dkim_selector` (default `opendkim`, the reference's, so an imported relay keeps its
     /// DNS record); the key is `<data_dir>/dkim/<selector>.private`.
     pub dkim_selector: String,
@@ -338,6 +342,11 @@ impl Config {
                     })?,
             ),
         };
+        let dns_timeout_secs = match p.num::<u64>("dns_timeout")? {
+            None => crate::dns::DEFAULT_QUERY_TIMEOUT_SECS,
+            Some(0) => return Err(Error::invalid("dns_timeout", "0", "seconds, at least 1")),
+            Some(n) => n,
+        };
         let dkim_selector = p
             .get("dkim_selector")
             .map(|v| v.trim().to_owned())
@@ -365,6 +374,7 @@ impl Config {
         };
         let config = Config {
             dns_server,
+            dns_timeout_secs,
             dkim_selector,
             maximal_queue_lifetime_secs,
             www_folder: p.optional_path("www_folder"),
@@ -463,6 +473,7 @@ const INTERPRETED: &[&str] = &[
     "https_port",
     "http_port",
     "dns_server",
+    "dns_timeout",
     "dkim_selector",
     "maximal_queue_lifetime",
     "www_folder",

@@ -26,6 +26,7 @@ pub mod config;
 // the "mxdeliv unsupported" memory.
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod delivery;
+pub mod dkim;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: resolv.conf, DNS sockets
 pub mod dns;
 pub mod expire;

@@ -18,7 +18,8 @@
 //! 3. Bind every port, attach the XDP program: the privileged steps.
 //! 4. As root: hand the data directory tree to the user (`chown`, so a directory left by an
 //!    earlier root-run relay works), then `setgroups`/`setgid`/`setuid`.
-//! 5. Open the store and the admin socket as that user, so every file they create is its own.
+//! 5. Open the store, the DKIM key (created on first start; none for an IP-literal relay) and
+//!    the admin socket as that user, so every file they create is its own.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -508,7 +509,16 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         },
     )
     .context("opening the store")?;
-    let shared = Arc::new(Shared::new(config, Arc::new(store.clone())));
+    // As the relay's user, so that a key it creates is its own.
+    let dkim = crate::dkim::load_signer(&config).with_context(|| {
+        format!(
+            "loading the DKIM key {}",
+            crate::dkim::key_path(&config.data_dir, &config.dkim_selector).display()
+        )
+    })?;
+    let mut shared = Shared::new(config, Arc::new(store.clone()));
+    shared.dkim = dkim.map(Arc::new);
+    let shared = Arc::new(shared);
     let admin_path = crate::admin::socket_path(&shared.config);
     let admin = crate::admin::spawn(shared.clone(), store.clone(), &admin_path)
         .with_context(|| format!("starting the admin socket {}", admin_path.display()))?;

@@ -30,6 +30,11 @@ pub struct Shared {
     pub acme_challenges: crate::http::Challenges,
     /// The per-source limit on `/new`.
     pub new_limiter: std::sync::Mutex<crate::http::limiter::Limiter>,
+    /// The DKIM signer of outgoing mail and bounces; `None` for an IP-literal relay (set by
+    /// `server::start`, which loads or creates the key).
+    pub dkim: Option<Arc<crate::dkim::Signer>>,
+    /// DKIM key records of incoming mail's signatures (bounded), see [`crate::dkim::verify`].
+    pub dkim_keys: crate::dkim::KeyCache,
 }
 
 impl Shared {
@@ -50,6 +55,8 @@ impl Shared {
             config,
             acme_challenges: Default::default(),
             new_limiter: Default::default(),
+            dkim: None,
+            dkim_keys: Default::default(),
         }
     }
 }

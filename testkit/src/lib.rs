@@ -1,7 +1,9 @@
 //! Test support for every crate of the workspace (a dev-dependency only): boots a real relay in
 //! this process on free loopback ports (real TLS, real store with fsync, either I/O backend),
 //! creates accounts, and talks to it with a small blocking client whose reads all have a
-//! deadline, so that a broken server fails a test instead of hanging it.
+//! deadline, so that a broken server fails a test instead of hanging it. [`dns::DnsServer`] is
+//! a real DNS server on loopback (UDP and TCP) whose zone, faults (SERVFAIL, no answer) and
+//! query log the test controls; a relay uses it with option `dns_server`.
 //!
 //! ```no_run
 //! use relay_testkit::{backends, new_addr, Client, Kind, Relay, PASSWORD};
@@ -21,6 +23,7 @@
 
 mod boot;
 mod client;
+pub mod dns;
 pub mod tls;
 
 pub use crate::boot::{backends, Builder, Relay};

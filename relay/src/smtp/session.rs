@@ -7,6 +7,10 @@
 //! - `250` after DATA is sent only once the store reported the delivery durable
 //!   (`EffectResult::Commit(Ok(OpResult::Delivered(..)))`). Nothing is ever accepted and dropped:
 //!   recipients in other domains are refused at RCPT.
+//! - Port 25: a message the encryption gate lets through (cleartext is refused before any DNS
+//!   work) is first handed to the driver for origin verification (`Effect::VerifyOrigin`, DKIM
+//!   with strict alignment, chatmail.md §3.5 step 6); only a passing verdict leads to the write,
+//!   otherwise `554 5.7.1` or, if DNS failed for now, `451`. `From` domain literals skip it.
 //! - One receiver owns the next input bytes at any time: command lines, the AUTH response line,
 //!   or DATA ([`super::frame`]). A bare LF anywhere closes the connection with `521`.
 //! - STARTTLS discards every byte received after the command line (RFC 3207 §6, command
@@ -80,8 +84,16 @@ struct Transaction {
 /// The effect the session waits for.
 #[derive(Debug)]
 enum Pending {
-    Login { user: String },
-    Deliver { recipients: Vec<AccountId> },
+    Login {
+        user: String,
+    },
+    Deliver {
+        recipients: Vec<AccountId>,
+    },
+    /// Origin verification (DKIM) of an incoming message, before its delivery.
+    Origin {
+        recipients: Vec<AccountId>,
+    },
 }
 
 /// An SMTP server session on one connection. See the module docs.
@@ -552,16 +564,35 @@ impl Session {
                 let store = &self.shared.store;
                 let enforces_e2ee =
                     |rcpt: &str| store.account(rcpt).is_some_and(|a| a.enforce_e2ee_incoming);
-                // `Ok(true)` (reset the envelope sender) does not matter for local delivery.
-                policy::check_incoming(&envelope, &raw, &enforces_e2ee)
-                    .map(|_| policy::clean_delivery_headers(&raw))
+                // The envelope sender reset does not matter for local delivery.
+                match policy::check_incoming_from(&envelope, &raw, &enforces_e2ee) {
+                    Ok(incoming) if !crate::dkim::is_domain_literal(incoming.from_domain()) => {
+                        // chatmail.md §3.5 step 6: the driver verifies DKIM, then `complete`
+                        // delivers (`origin_done`).
+                        self.pending = Some(Pending::Origin {
+                            recipients: tx.accounts,
+                        });
+                        let from_domain = incoming.from_domain().to_owned();
+                        self.actions.push_back(Action::Effect(Effect::VerifyOrigin {
+                            message: raw,
+                            from_domain,
+                        }));
+                        return;
+                    }
+                    Ok(_) => Ok(policy::clean_delivery_headers(&raw)),
+                    Err(reject) => Err(reject),
+                }
             }
         };
         let body = match verdict {
             Ok(body) => body,
             Err(reject) => return self.reply(Reply::new(reject.code, reject.text)),
         };
-        let recipients = tx.accounts;
+        self.deliver(tx.accounts, body);
+    }
+
+    /// Asks the driver for the durable write of `body` to `recipients`' INBOX.
+    fn deliver(&mut self, recipients: Vec<AccountId>, body: Vec<u8>) {
         self.pending = Some(Pending::Deliver {
             recipients: recipients.clone(),
         });
@@ -571,6 +602,19 @@ impl Session {
                 internal_date: i64::try_from(self.now_ms / 1000).unwrap_or(i64::MAX),
                 body,
             })));
+    }
+
+    /// The origin of an incoming message was verified: deliver it, or refuse (`554`/`451`).
+    fn origin_done(
+        &mut self,
+        recipients: Vec<AccountId>,
+        message: &[u8],
+        verdict: crate::dkim::Verdict,
+    ) {
+        match verdict.reply() {
+            None => self.deliver(recipients, policy::clean_delivery_headers(message)),
+            Some((code, text)) => self.reply(Reply::new(code, text)),
+        }
     }
 
     fn deliver_done(&mut self, recipients: &[AccountId], result: Result<OpResult, store::Error>) {
@@ -657,12 +701,15 @@ impl crate::session::Session for Session {
             (Pending::Deliver { recipients }, EffectResult::Commit(result)) => {
                 self.deliver_done(&recipients, result);
             }
-            (Pending::Login { .. }, EffectResult::Commit(_)) => {
-                tracing::error!("smtp: Commit result for a Login effect");
+            (Pending::Origin { recipients }, EffectResult::Origin { message, verdict }) => {
+                self.origin_done(recipients, &message, verdict);
+            }
+            (Pending::Login { .. }, _) => {
+                tracing::error!("smtp: wrong result for a Login effect");
                 self.reply(reply::auth_temporary());
             }
-            (Pending::Deliver { .. }, EffectResult::Login(_)) => {
-                tracing::error!("smtp: Login result for a Commit effect");
+            (Pending::Deliver { .. } | Pending::Origin { .. }, _) => {
+                tracing::error!("smtp: wrong result for a delivery effect");
                 self.reply(reply::store_failed());
             }
         }

@@ -8,6 +8,8 @@
 
 mod crash;
 mod delivery;
+mod dkim;
+mod dns_server;
 mod faults;
 mod hardening;
 mod harness;
