@@ -19,6 +19,7 @@
 //! next message, SMTP connections are reused from message to message, and afterwards kept idle
 //! for the next attempt (as are HTTPS connections).
 
+pub mod engine;
 mod https;
 mod net;
 mod smtp;

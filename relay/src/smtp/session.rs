@@ -75,6 +75,9 @@ struct Transaction {
     rcpt_to: Vec<String>,
     /// Their accounts, parallel to `rcpt_to`.
     accounts: Vec<AccountId>,
+    /// Recipients on other domains (submission only), grouped by destination domain (lowercase),
+    /// each address once.
+    remote: Vec<(String, Vec<String>)>,
     /// RCPT commands answered `250` (duplicates included).
     accepted: usize,
     /// Whether any RCPT was attempted.
@@ -88,6 +91,11 @@ enum Pending {
         user: String,
     },
     Deliver {
+        recipients: Vec<AccountId>,
+    },
+    /// A submission with recipients on other domains: queued (and delivered to the local ones)
+    /// in one `Op::Group`.
+    Submit {
         recipients: Vec<AccountId>,
     },
     /// Origin verification (DKIM) of an incoming message, before its delivery.
@@ -468,6 +476,7 @@ impl Session {
             mail_from,
             rcpt_to: Vec::new(),
             accounts: Vec::new(),
+            remote: Vec::new(),
             accepted: 0,
             rcpt_seen: false,
         });
@@ -502,7 +511,24 @@ impl Session {
             return self.fail(reply::bad_recipient_syntax());
         };
         if !domain.eq_ignore_ascii_case(&self.shared.config.address_domain()) {
-            return self.fail(reply::relay_denied(to));
+            // Other domains: only for our own users (submission), through the queue.
+            if self.mode != Mode::Submission {
+                return self.fail(reply::relay_denied(to));
+            }
+            if crate::outbound::mx::destination(domain).is_err() || addr.starts_with('@') {
+                return self.fail(reply::bad_recipient_syntax());
+            }
+            let domain = domain.to_owned();
+            let Some(tx) = &mut self.tx else {
+                return self.fail(reply::need_mail());
+            };
+            tx.accepted += 1;
+            match tx.remote.iter_mut().find(|(d, _)| *d == domain) {
+                Some((_, rcpts)) if rcpts.contains(&addr) => {}
+                Some((_, rcpts)) => rcpts.push(addr),
+                None => tx.remote.push((domain, vec![addr])),
+            }
+            return self.reply(reply::recipient_ok());
         }
         let Some(account) = self.local_account(&addr) else {
             return self.fail(reply::user_unknown(to));
@@ -529,7 +555,7 @@ impl Session {
         let Some(tx) = &self.tx else {
             return self.fail(reply::need_mail());
         };
-        if tx.accounts.is_empty() {
+        if tx.accounts.is_empty() && tx.remote.is_empty() {
             let reply = if tx.rcpt_seen {
                 reply::no_valid_recipients()
             } else {
@@ -553,10 +579,23 @@ impl Session {
             return self.reply(reply::message_too_large());
         }
         let raw = rx.into_body();
+        // Every recipient, local and remote (the Autocrypt Setup Message rule counts them all).
+        let all_rcpts: Vec<String> = tx
+            .rcpt_to
+            .iter()
+            .cloned()
+            .chain(tx.remote.iter().flat_map(|(_, r)| r.iter().cloned()))
+            .collect();
         let envelope = Envelope {
             mail_from: &tx.mail_from,
-            rcpt_to: &tx.rcpt_to,
+            rcpt_to: &all_rcpts,
         };
+        if self.mode == Mode::Submission && !tx.remote.is_empty() {
+            return match policy::check_outgoing(&envelope, &raw) {
+                Ok(()) => self.submit(tx, &raw),
+                Err(reject) => self.reply(Reply::new(reject.code, reject.text)),
+            };
+        }
         let verdict = match self.mode {
             Mode::Submission => policy::check_outgoing(&envelope, &raw)
                 .map(|()| policy::clean_delivery_headers(&policy::clean_submission_headers(&raw))),
@@ -602,6 +641,87 @@ impl Session {
                 internal_date: i64::try_from(self.now_ms / 1000).unwrap_or(i64::MAX),
                 body,
             })));
+    }
+
+    /// A submission with recipients on other domains: the message as it leaves (after the
+    /// submission cleanup: Subject rewritten, client headers removed; DKIM-signed by the delivery
+    /// engine when it is sent) goes into the queue, one entry per destination domain, and the
+    /// local recipients get their copy, in one group commit. The queue comes first: if it cannot
+    /// take the message nothing is written and the client retries the whole transaction.
+    fn submit(&mut self, tx: Transaction, raw: &[u8]) {
+        let outgoing = policy::clean_submission_headers(raw);
+        let now = i64::try_from(self.now_ms / 1000).unwrap_or(i64::MAX);
+        let enqueue = Op::Enqueue {
+            sender: tx.mail_from.clone(),
+            created: now,
+            destinations: tx.remote,
+            body: outgoing.clone(),
+        };
+        let op = if tx.accounts.is_empty() {
+            enqueue
+        } else {
+            Op::Group(vec![
+                enqueue,
+                Op::Deliver {
+                    recipients: tx.accounts.clone(),
+                    internal_date: now,
+                    body: policy::clean_delivery_headers(&outgoing),
+                },
+            ])
+        };
+        self.pending = Some(Pending::Submit {
+            recipients: tx.accounts,
+        });
+        self.actions.push_back(Action::Effect(Effect::Commit(op)));
+    }
+
+    fn submit_done(&mut self, recipients: &[AccountId], result: Result<OpResult, store::Error>) {
+        let (queued, delivered) = match result {
+            Ok(OpResult::Enqueued(ids)) => (Ok(ids), None),
+            Ok(OpResult::Group(mut results)) if results.len() == 2 => {
+                let delivered = results.pop();
+                let queued = match results.pop() {
+                    Some(Ok(OpResult::Enqueued(ids))) => Ok(ids),
+                    Some(Err(e)) => Err(e),
+                    other => {
+                        tracing::error!(?other, "smtp: unexpected store result for Enqueue");
+                        return self.reply(reply::store_failed());
+                    }
+                };
+                (queued, delivered)
+            }
+            Ok(other) => {
+                tracing::error!(?other, "smtp: unexpected store result for a submission");
+                return self.reply(reply::store_failed());
+            }
+            Err(e) => (Err(e), None),
+        };
+        let ids = match queued {
+            Ok(ids) => ids,
+            Err(store::Error::NoSpace { .. }) => return self.reply(reply::insufficient_storage()),
+            Err(error) => {
+                tracing::error!(%error, "smtp: queueing failed");
+                return self.reply(reply::store_failed());
+            }
+        };
+        // The queue has the message: the transaction is accepted. A local copy that could not
+        // be written (a mailbox filled up since RCPT) is logged; the sender's other recipients
+        // are not held back by it.
+        match delivered {
+            Some(Ok(OpResult::Delivered(results))) => {
+                for (account, r) in recipients.iter().zip(&results) {
+                    if let Err(e) = r {
+                        tracing::warn!(account, ?e, "smtp: local copy of a submission not stored");
+                    }
+                }
+            }
+            Some(other) => {
+                tracing::warn!(?other, "smtp: local copies of a submission not stored");
+            }
+            None => {}
+        }
+        let id = ids.first().map_or_else(String::new, ToString::to_string);
+        self.reply(reply::queued(&id));
     }
 
     /// The origin of an incoming message was verified: deliver it, or refuse (`554`/`451`).
@@ -698,6 +818,9 @@ impl crate::session::Session for Session {
             (Pending::Login { user }, EffectResult::Login(result)) => {
                 self.login_done(&user, result);
             }
+            (Pending::Submit { recipients }, EffectResult::Commit(result)) => {
+                self.submit_done(&recipients, result);
+            }
             (Pending::Deliver { recipients }, EffectResult::Commit(result)) => {
                 self.deliver_done(&recipients, result);
             }
@@ -708,7 +831,7 @@ impl crate::session::Session for Session {
                 tracing::error!("smtp: wrong result for a Login effect");
                 self.reply(reply::auth_temporary());
             }
-            (Pending::Deliver { .. } | Pending::Origin { .. }, _) => {
+            (Pending::Deliver { .. } | Pending::Origin { .. } | Pending::Submit { .. }, _) => {
                 tracing::error!("smtp: wrong result for a delivery effect");
                 self.reply(reply::store_failed());
             }
