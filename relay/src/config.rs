@@ -901,4 +901,31 @@ mod tests {
         let c = Config::build(&ip_only, Mode::Serve).unwrap();
         assert_eq!(c.dns_server, Some("127.0.0.53:53".parse().unwrap()));
     }
+
+    #[test]
+    fn delivery_ca_file_is_an_optional_path() {
+        let mut raw = RawConfig::default();
+        let dev = Config::build(
+            &raw,
+            Mode::Dev {
+                data_dir: PathBuf::from("/tmp/x"),
+            },
+        )
+        .unwrap();
+        assert_eq!(dev.delivery_ca_file, None);
+        assert!(dev.extra.is_empty(), "an interpreted key: {:?}", dev.extra);
+        raw.set("delivery_ca_file=/etc/relay/test-ca.pem").unwrap();
+        let c = Config::build(
+            &raw,
+            Mode::Dev {
+                data_dir: PathBuf::from("/tmp/x"),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            c.delivery_ca_file,
+            Some(PathBuf::from("/etc/relay/test-ca.pem"))
+        );
+        assert!(!c.extra.contains_key("delivery_ca_file"));
+    }
 }

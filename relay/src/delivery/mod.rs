@@ -308,6 +308,13 @@ impl Delivery {
     }
 
     async fn deliver(&self, hosts: &[MxHost], m: &Message, state: &mut AttemptState) -> Attempt {
+        if m.recipients.is_empty() {
+            return Attempt {
+                outcomes: Vec::new(),
+                route: None,
+                host: None,
+            };
+        }
         let mut last: Option<(String, String)> = None;
         for host in hosts {
             if let Some(e) = state.dead.get(&host.name) {

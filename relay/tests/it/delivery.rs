@@ -1320,3 +1320,14 @@ fn underscore_domains_accept_any_certificate_and_others_do_not() {
     assert_eq!(http.posted().len(), 1);
     assert!(received.lock().unwrap().is_empty());
 }
+
+#[test]
+fn delivery_is_shared_and_its_attempts_are_send() {
+    fn shared<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let d = delivery(free_port(), free_port(), short());
+    shared(&d);
+    let attempt = d.attempt(LOCALHOST, &[], 0);
+    send(&attempt);
+    assert!(rt().block_on(attempt).is_empty());
+}
