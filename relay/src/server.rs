@@ -428,6 +428,7 @@ pub struct Running {
     shared: Arc<Shared>,
     store: Store,
     admin: crate::admin::Handle,
+    engine: crate::delivery::engine::Engine,
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -446,6 +447,8 @@ impl Running {
     /// Stops accepting, waits for the workers, checkpoints the store.
     pub fn shutdown(self) {
         drop(self.admin);
+        // Attempts in flight are abandoned; their entries stay queued for the next start.
+        self.engine.stop();
         let _ = self.stop.send(true);
         for t in self.threads {
             let _ = t.join();
@@ -522,6 +525,13 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
     let admin_path = crate::admin::socket_path(&shared.config);
     let admin = crate::admin::spawn(shared.clone(), store.clone(), &admin_path)
         .with_context(|| format!("starting the admin socket {}", admin_path.display()))?;
+    let delivery = crate::delivery::Delivery::new(
+        crate::delivery::DeliveryConfig::from_config(&shared.config),
+        shared.dns.clone(),
+    )
+    .context("setting up outbound delivery")?;
+    let engine = crate::delivery::engine::Engine::start(shared.clone(), delivery)
+        .context("starting the delivery engine")?;
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
         admission,
@@ -564,6 +574,7 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         shared,
         store,
         admin,
+        engine,
         threads,
         stop,
     })

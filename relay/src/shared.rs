@@ -26,6 +26,9 @@ pub struct Shared {
     pub recent: RecentUids,
     /// The DNS resolver (MX, address and DKIM key lookups), see [`crate::dns`].
     pub dns: mail_auth::MessageAuthenticator,
+    /// Bumped to make the delivery engine try every waiting destination now (`relay admin queue
+    /// retry`); the value is the destination to retry, empty for all.
+    pub delivery_retry: tokio::sync::watch::Sender<String>,
     /// ACME HTTP-01 challenges the HTTP port answers (filled by an ACME client).
     pub acme_challenges: crate::http::Challenges,
     /// The per-source limit on `/new`.
@@ -53,6 +56,7 @@ impl Shared {
             recent: RecentUids::new(),
             dns: crate::dns::resolver(&config),
             config,
+            delivery_retry: tokio::sync::watch::Sender::new(String::new()),
             acme_challenges: Default::default(),
             new_limiter: Default::default(),
             dkim: None,

@@ -35,6 +35,21 @@ use relay::store::{AccountId, Op, OpResult, Store};
 /// The password of every account the helpers create.
 pub const PASSWORD: &str = "correct-horse-battery";
 
+/// A loopback address of its own for a relay on the standard ports (see
+/// [`Builder::standard_ports`]): `127.77.x.y`, a new one per call in this process (tests run in
+/// parallel threads; test binaries run one after another).
+pub fn loopback_ip() -> std::net::IpAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+        127,
+        77,
+        u8::try_from(n / 250).expect("fewer than 64,000 relays per test run"),
+        u8::try_from(n % 250 + 1).unwrap(),
+    ))
+}
+
 /// A free loopback port (the relay treats port 0 as "listener disabled").
 pub fn free_port() -> u16 {
     free_ports(1)[0]

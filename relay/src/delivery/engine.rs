@@ -117,6 +117,8 @@ async fn run(
     let policy = RetryPolicy::new(shared.config.maximal_queue_lifetime_secs);
     let mut watch = shared.store.queue_watch();
     watch.mark_unchanged();
+    let mut retry = shared.delivery_retry.subscribe();
+    retry.mark_unchanged();
     let ctx = Rc::new(Ctx {
         shared,
         delivery,
@@ -165,6 +167,14 @@ async fn run(
                 }
             }
             () = ctx.finished.notified() => {}
+            changed = retry.changed() => {
+                if changed.is_ok() {
+                    let dest = retry.borrow_and_update().clone();
+                    let dest = (!dest.is_empty()).then_some(dest.as_str());
+                    tracing::info!(destination = dest.unwrap_or("all"), "delivery: retry now");
+                    ctx.scheduler.borrow_mut().retry_now(dest, now_ms());
+                }
+            }
             () = sleep => {}
             _ = stop.wait_for(|s| *s) => return,
         }
@@ -223,10 +233,7 @@ impl Ctx {
                 continue;
             }
             let messages: Vec<Message> = entries.iter().map(|e| self.message(e)).collect();
-            let attempts = self
-                .delivery
-                .attempt(dest, &messages, rand::random())
-                .await;
+            let attempts = self.delivery.attempt(dest, &messages, rand::random()).await;
             let batch = summarize(&attempts);
             for (entry, attempt) in entries.iter().zip(&attempts) {
                 self.settle(entry, attempt).await;
@@ -277,7 +284,9 @@ impl Ctx {
     async fn settle(&self, entry: &QueueEntry, attempt: &Attempt) {
         let now = now_ms();
         let policy = *self.scheduler.borrow().policy();
-        let created_ms = u64::try_from(entry.created).unwrap_or(0).saturating_mul(1000);
+        let created_ms = u64::try_from(entry.created)
+            .unwrap_or(0)
+            .saturating_mul(1000);
         let expired = policy.is_expired(created_ms, now);
         let pending: Vec<(u32, &str)> = entry.pending().collect();
         let mut done = Vec::new();
@@ -342,7 +351,12 @@ impl Ctx {
         let config = &self.shared.config;
         let domain = config.address_domain();
         let now_unix = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
-        let message_id = format!("{}.{}@{}", entry.id, now_ms, domain.trim_matches(['[', ']']));
+        let message_id = format!(
+            "{}.{}@{}",
+            entry.id,
+            now_ms,
+            domain.trim_matches(['[', ']'])
+        );
         let body = dsn::build(&dsn::Bounce {
             domain: &domain,
             sender: &entry.sender,
@@ -374,7 +388,12 @@ impl Ctx {
     }
 }
 
-fn failed_recipient(rcpt: &str, reply: &Reply, attempt: &Attempt, expired: bool) -> FailedRecipient {
+fn failed_recipient(
+    rcpt: &str,
+    reply: &Reply,
+    attempt: &Attempt,
+    expired: bool,
+) -> FailedRecipient {
     FailedRecipient {
         recipient: rcpt.to_owned(),
         reply: reply.clone(),

@@ -224,6 +224,25 @@ impl Scheduler {
         self.due.insert((d.retry_at, dest.to_owned()));
     }
 
+    /// Makes `dest` (every waiting destination if `None`) due at `now_ms`, whatever its backoff
+    /// (an operator's `relay admin queue retry`). Its failure count stays: if it fails again
+    /// it waits as long as it would have.
+    pub fn retry_now(&mut self, dest: Option<&str>, now_ms: u64) {
+        let waiting: Vec<(u64, String)> = self
+            .due
+            .iter()
+            .filter(|(at, d)| *at > now_ms && dest.is_none_or(|x| x == d))
+            .cloned()
+            .collect();
+        for (at, d) in waiting {
+            self.due.remove(&(at, d.clone()));
+            if let Some(state) = self.dests.get_mut(&d) {
+                state.retry_at = now_ms;
+            }
+            self.due.insert((now_ms, d));
+        }
+    }
+
     /// Drops `dest` (its queue emptied outside an attempt, e.g. messages deleted).
     pub fn forget(&mut self, dest: &str) {
         if let Some(d) = self.dests.remove(dest) {
@@ -498,5 +517,26 @@ mod tests {
         let later = MXDELIV_UNSUPPORTED_MS * 10;
         m.mark("fresh", later);
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn retry_now_makes_waiting_destinations_due_and_keeps_their_failures() {
+        let mut s = Scheduler::new(RetryPolicy::new(2 * 86_400), 10);
+        for d in ["a.test", "b.test"] {
+            s.enqueue(d, 0);
+            assert_eq!(s.next_due(0).as_deref(), Some(d));
+            s.finished(d, AttemptResult::Unreachable, Some(0), 0);
+        }
+        assert_eq!(s.next_due(1_000), None, "both back off");
+        s.retry_now(Some("b.test"), 1_000);
+        assert_eq!(s.next_due(1_000).as_deref(), Some("b.test"));
+        assert_eq!(s.next_due(1_000), None, "a.test still waits");
+        s.finished("b.test", AttemptResult::Unreachable, Some(0), 1_000);
+        // The second failure in a row: twice the first wait.
+        assert_eq!(s.retry_at("b.test"), Some(1_000 + 2 * FIRST_RETRY_MS));
+        s.retry_now(None, 2_000);
+        let mut due = vec![s.next_due(2_000), s.next_due(2_000)];
+        due.sort();
+        assert_eq!(due, [Some("a.test".into()), Some("b.test".into())]);
     }
 }

@@ -35,7 +35,7 @@ use crate::accounts::LoginError;
 use crate::policy::{self, Envelope};
 use crate::session::{Action, Effect, EffectResult, Secret};
 use crate::shared::Shared;
-use crate::store::{self, AccountId, AccountInfo, DeliverError, Op, OpResult};
+use crate::store::{self, AccountId, Op, OpResult};
 
 /// Silence after which the session says `421` and closes (RFC 5321 §4.5.3.2.7: at least 5
 /// minutes for the server).
@@ -54,6 +54,29 @@ pub const MAX_OUTPUT_BACKLOG: usize = 64 * 1024;
 /// Buffered unprocessed input above which the session gives up (the driver ignored
 /// `wants_input`).
 pub const MAX_BUFFERED_INPUT: usize = 1024 * 1024;
+
+/// Whether `domain` (lowercase) can take mail from us: an address literal (`[192.0.2.1]`,
+/// `[IPv6:…]`) or a DNS name of at least two labels of letters, digits, `-` and `_` (chatmail's
+/// `_`-names), whose last label is not all digits (a bare IP address is not a domain, RFC 5321
+/// §4.1.3).
+fn is_remote_domain(domain: &str) -> bool {
+    use crate::outbound::mx::{destination, Destination};
+    if domain.starts_with('[') {
+        return matches!(destination(domain), Ok(Destination::Literal(_)));
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    domain.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| !tld.bytes().all(|b| b.is_ascii_digit()))
+}
 
 /// Which receiver owns the next input bytes.
 #[derive(Debug)]
@@ -483,17 +506,6 @@ impl Session {
         self.reply(reply::sender_ok());
     }
 
-    /// The account of a local address; `user+tag@domain` falls back to `user@domain` (Postfix
-    /// `recipient_delimiter = +`).
-    fn local_account(&self, addr: &str) -> Option<AccountInfo> {
-        let store = &self.shared.store;
-        store.account(addr).or_else(|| {
-            let (local, domain) = addr.rsplit_once('@')?;
-            let (user, _tag) = local.split_once('+')?;
-            store.account(&format!("{user}@{domain}"))
-        })
-    }
-
     fn rcpt(&mut self, to: &str) {
         if !self.tls_active {
             return self.fail(reply::must_starttls());
@@ -515,7 +527,7 @@ impl Session {
             if self.mode != Mode::Submission {
                 return self.fail(reply::relay_denied(to));
             }
-            if crate::outbound::mx::destination(domain).is_err() || addr.starts_with('@') {
+            if !is_remote_domain(domain) || addr.starts_with('@') {
                 return self.fail(reply::bad_recipient_syntax());
             }
             let domain = domain.to_owned();
@@ -530,13 +542,10 @@ impl Session {
             }
             return self.reply(reply::recipient_ok());
         }
-        let Some(account) = self.local_account(&addr) else {
-            return self.fail(reply::user_unknown(to));
+        let account = match super::inbound::check_recipient(&self.shared, to) {
+            Ok(account) => account,
+            Err(reply) => return self.fail(reply),
         };
-        let (used, limit) = self.shared.store.quota(account.id);
-        if used >= limit {
-            return self.fail(reply::recipient_over_quota(to));
-        }
         let Some(tx) = &mut self.tx else {
             return self.fail(reply::need_mail());
         };
@@ -600,12 +609,9 @@ impl Session {
             Mode::Submission => policy::check_outgoing(&envelope, &raw)
                 .map(|()| policy::clean_delivery_headers(&policy::clean_submission_headers(&raw))),
             Mode::Mx => {
-                let store = &self.shared.store;
-                let enforces_e2ee =
-                    |rcpt: &str| store.account(rcpt).is_some_and(|a| a.enforce_e2ee_incoming);
                 // The envelope sender reset does not matter for local delivery.
-                match policy::check_incoming_from(&envelope, &raw, &enforces_e2ee) {
-                    Ok(incoming) if !crate::dkim::is_domain_literal(incoming.from_domain()) => {
+                match super::inbound::check_message(&self.shared, &envelope, &raw) {
+                    Ok(incoming) if super::inbound::needs_origin_check(&incoming) => {
                         // chatmail.md §3.5 step 6: the driver verifies DKIM, then `complete`
                         // delivers (`origin_done`).
                         self.pending = Some(Pending::Origin {
@@ -619,7 +625,7 @@ impl Session {
                         return;
                     }
                     Ok(_) => Ok(policy::clean_delivery_headers(&raw)),
-                    Err(reject) => Err(reject),
+                    Err(reply) => return self.reply(reply),
                 }
             }
         };
@@ -738,34 +744,7 @@ impl Session {
     }
 
     fn deliver_done(&mut self, recipients: &[AccountId], result: Result<OpResult, store::Error>) {
-        let reply = match result {
-            Ok(OpResult::Delivered(results)) => {
-                let delivered = recipients
-                    .iter()
-                    .zip(&results)
-                    .find_map(|(account, r)| r.as_ref().ok().map(|uid| (account, uid)));
-                match delivered {
-                    // Account and INBOX UID of the first copy: unique within the store.
-                    Some((account, uid)) => reply::queued(&format!("{account:X}.{uid:X}")),
-                    None if results.contains(&Err(DeliverError::NoSuchAccount))
-                        && !results.contains(&Err(DeliverError::OverQuota)) =>
-                    {
-                        reply::users_unknown()
-                    }
-                    None => reply::quota_exceeded(),
-                }
-            }
-            Err(store::Error::OverQuota) => reply::quota_exceeded(),
-            Err(store::Error::NoSpace { .. }) => reply::insufficient_storage(),
-            Ok(other) => {
-                tracing::error!(?other, "smtp: unexpected store result for Deliver");
-                reply::store_failed()
-            }
-            Err(error) => {
-                tracing::error!(%error, "smtp: delivery failed");
-                reply::store_failed()
-            }
-        };
+        let reply = super::inbound::delivery_reply(recipients, result);
         self.reply(reply);
     }
 }

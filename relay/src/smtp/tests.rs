@@ -600,10 +600,18 @@ fn rcpt_rules() {
     let mut t = T::submission();
     t.line(&format!("RCPT TO:<{BOB}>")).code(503);
     t.line(&format!("MAIL FROM:<{ALICE}>")).code(250);
+    // Other domains: queued for delivery (submission only).
     t.line("RCPT TO:<someone@example.org>")
-        .code(554)
-        .text("5.7.1 <someone@example.org>: Relay access denied: delivery to other domains is not supported yet");
-    t.line("RCPT TO:<bob@127.0.0.1>").code(554);
+        .code(250)
+        .text("2.1.5");
+    t.line("RCPT TO:<someone@[192.0.2.1]>").code(250);
+    t.line("RCPT TO:<someone@_relay.test>").code(250);
+    // Not a domain: a bare address, a bad literal, an empty label, a bad character.
+    t.line("RCPT TO:<bob@127.0.0.1>").code(501);
+    t.line("RCPT TO:<bob@[999.0.0.1]>").code(501);
+    t.line("RCPT TO:<bob@example..org>").code(501);
+    t.line("RCPT TO:<bob@exa!mple.org>").code(501);
+    t.line("RCPT TO:<bob@localhost>").code(501);
     t.line("RCPT TO:<nobody@[127.0.0.1]>")
         .code(550)
         .text("5.1.1 <nobody@[127.0.0.1]>: Recipient address rejected: User unknown");
