@@ -13,6 +13,10 @@ use rsa::pkcs8::{DecodePrivateKey as _, EncodePublicKey as _};
 use rsa::traits::PublicKeyParts as _;
 use rsa::RsaPrivateKey;
 
+/// Loading (or creating) the key file is I/O and lives in [`super::keyfile`]; re-exported here so
+/// that operator commands find it next to the key type.
+pub use super::keyfile::{key_path, load_or_create};
+
 /// Size of a generated key. RFC 8301 §3.2: signers MUST use at least 1024 bits and SHOULD use
 /// 2048; ring (which signs) refuses keys below 2048 bits.
 pub const KEY_BITS: usize = 2048;
