@@ -15,6 +15,7 @@ mod federation;
 mod hardening;
 mod harness;
 mod imap_limits;
+mod mxdeliv;
 mod throttle;
 mod web;
 
