@@ -45,6 +45,8 @@ pub struct Config {
     pub max_smtp_connections: u32,
     /// `tls_external_cert_and_key`: certificate and key paths.
     pub tls_external_cert_and_key: Option<(PathBuf, PathBuf)>,
+    /// Where the served certificate comes from (derived: chatmail.md §1.9).
+    pub tls_mode: TlsMode,
     /// `disable_ipv6`.
     pub disable_ipv6: bool,
     /// `imap_compress`: offer COMPRESS=DEFLATE.
@@ -89,6 +91,22 @@ pub struct Config {
     pub acme_email: String,
     /// Every other option as written, for options not interpreted yet (kept so nothing is lost).
     pub extra: BTreeMap<String, String>,
+}
+
+/// Where the certificate comes from, as the reference decides it (chatmail.md §1.9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// `tls_external_cert_and_key`: files another program maintains (reloaded when they change).
+    External {
+        /// The certificate chain (PEM).
+        cert: PathBuf,
+        /// The private key (PEM).
+        key: PathBuf,
+    },
+    /// An IPv4 `mail_domain`, a `_`-prefixed one, or `relay dev`: a self-signed certificate.
+    SelfSigned,
+    /// Any other domain: certificates from the ACME server (`acme_directory`).
+    Acme,
 }
 
 /// Let's Encrypt's production ACME directory, the default of `acme_directory`.
@@ -252,6 +270,19 @@ impl Config {
                 }
             }
         };
+        let tls_mode = match &tls_external_cert_and_key {
+            Some((cert, key)) => TlsMode::External {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            None if dev
+                || mail_domain.starts_with('_')
+                || mail_domain.parse::<std::net::Ipv4Addr>().is_ok() =>
+            {
+                TlsMode::SelfSigned
+            }
+            None => TlsMode::Acme,
+        };
         let username_min_length = p.num("username_min_length")?.unwrap_or(9);
         let username_max_length = p.num("username_max_length")?.unwrap_or(9);
         if username_min_length > username_max_length || username_min_length == 0 {
@@ -392,6 +423,7 @@ impl Config {
             max_smtp_connections,
             ratelimit,
             tls_external_cert_and_key,
+            tls_mode,
             disable_ipv6,
             imap_compress: p.boolean("imap_compress")?.unwrap_or(false),
             privacy_mail: p.get("privacy_mail").unwrap_or_default().trim().to_owned(),
