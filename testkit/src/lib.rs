@@ -21,6 +21,7 @@
 
 mod boot;
 mod client;
+pub mod pebble;
 pub mod tls;
 
 pub use crate::boot::{backends, Builder, Relay};

@@ -41,14 +41,18 @@ pub fn spawn(
 ) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
     enum Work {
         External(ExternalFiles),
-        Acme(acme::Client),
+        Acme(Renewer),
     }
     let work = match &config.tls_mode {
         TlsMode::SelfSigned => return Ok(None),
         TlsMode::External { cert, key } => {
             Work::External(ExternalFiles::new(cert.clone(), key.clone()))
         }
-        TlsMode::Acme => Work::Acme(acme::Client::new(config, challenges)),
+        TlsMode::Acme => Work::Acme(Renewer::new(
+            acme::Client::new(config, challenges),
+            certs.clone(),
+            Policy::default(),
+        )),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -59,7 +63,7 @@ pub fn spawn(
             rt.block_on(async move {
                 match work {
                     Work::External(files) => watch_external(files, certs, stop).await,
-                    Work::Acme(client) => run_acme(client, certs, Policy::default(), stop).await,
+                    Work::Acme(renewer) => run_acme(renewer, stop).await,
                 }
             });
         })?;
@@ -84,23 +88,74 @@ fn validity(c: &Certificate) -> Validity {
     }
 }
 
-/// Keeps an ACME certificate current until `stop`: issues when `policy`'s schedule says, swaps
-/// each new certificate into `certs`.
-pub async fn run_acme(
+/// The ACME side of the thread: the schedule, the certificate it issued last, and the store it
+/// swaps new ones into.
+pub struct Renewer {
     client: acme::Client,
     certs: Arc<CertStore>,
-    policy: Policy,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut schedule = Schedule::new(policy);
-    // The saved certificate counts only if it is the one serving (it covers the names).
-    let mut issued = client
-        .saved()
-        .filter(|c| c.covers(client.names()))
-        .map(|c| validity(&c));
+    schedule: Schedule,
+    issued: Option<Validity>,
+}
+
+impl Renewer {
+    /// Starts from the saved ACME certificate (if it covers the names: then it is the one
+    /// [`super::setup`] serves).
+    pub fn new(client: acme::Client, certs: Arc<CertStore>, policy: Policy) -> Renewer {
+        let issued = client
+            .saved()
+            .filter(|c| c.covers(client.names()))
+            .map(|c| validity(&c));
+        Renewer {
+            client,
+            certs,
+            schedule: Schedule::new(policy),
+            issued,
+        }
+    }
+
+    /// When the next attempt is due (unix seconds; in the past: now).
+    pub fn next_attempt_at(&self, now: i64) -> i64 {
+        self.schedule.next_attempt_at(self.issued, now)
+    }
+
+    /// One issuance: on success the new certificate serves from the next handshake on; a
+    /// failure is logged with its reason and the schedule backs off. Either way the outcome is
+    /// returned.
+    ///
+    /// # Errors
+    /// The failed step, from [`acme::Client::issue`].
+    pub async fn attempt(&mut self) -> Result<(), acme::Error> {
+        match self.client.issue().await {
+            Ok(cert) => {
+                tracing::info!(
+                    names = ?self.client.names(),
+                    valid_days = (cert.not_after() - unix_now()) / 86_400,
+                    "ACME: certificate issued and serving"
+                );
+                self.issued = Some(validity(&cert));
+                self.certs.swap(cert);
+                self.schedule.succeeded();
+                Ok(())
+            }
+            Err(e) => {
+                let now = unix_now();
+                let next = self.schedule.failed(now);
+                tracing::warn!(
+                    failures = self.schedule.failures(),
+                    "ACME: {e}; next attempt in {} s (the current certificate keeps serving)",
+                    next - now
+                );
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Keeps an ACME certificate current until `stop`: attempts issuance whenever `renewer` says.
+pub async fn run_acme(mut renewer: Renewer, mut stop: watch::Receiver<bool>) {
     loop {
         let now = unix_now();
-        let at = schedule.next_attempt_at(issued, now);
+        let at = renewer.next_attempt_at(now);
         if at > now {
             let wait = Duration::from_secs((at - now) as u64).min(MAX_SLEEP);
             tokio::select! {
@@ -108,30 +163,9 @@ pub async fn run_acme(
                 () = stopped(&mut stop) => return,
             }
         }
-        let result = tokio::select! {
-            r = client.issue() => r,
+        tokio::select! {
+            _ = renewer.attempt() => {}
             () = stopped(&mut stop) => return,
-        };
-        match result {
-            Ok(cert) => {
-                tracing::info!(
-                    names = ?client.names(),
-                    valid_days = (cert.not_after() - unix_now()) / 86_400,
-                    "ACME: certificate issued and serving"
-                );
-                issued = Some(validity(&cert));
-                certs.swap(cert);
-                schedule.succeeded();
-            }
-            Err(e) => {
-                let now = unix_now();
-                let next = schedule.failed(now);
-                tracing::warn!(
-                    failures = schedule.failures(),
-                    "ACME: {e}; next attempt in {} s (the current certificate keeps serving)",
-                    next - now
-                );
-            }
         }
     }
 }

@@ -6,6 +6,7 @@
     reason = "test harness helpers: a failed unwrap is a failed test"
 )]
 
+mod certs;
 mod crash;
 mod faults;
 mod hardening;
