@@ -126,6 +126,8 @@ fn main() {
     ] {
         raw.set(&format!("{k}={}", free_port())).unwrap();
     }
+    raw.set("https_port=0").unwrap();
+    raw.set("http_port=0").unwrap();
     // Let the whole flood reach the login path (the connection rate limit would stop most of it
     // at accept): this measures the login throttle and the hashing pool, not admission.
     raw.set("new_connections_burst=100000000").unwrap();

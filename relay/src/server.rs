@@ -27,6 +27,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::config::Config;
+use crate::http::site::Listener;
 use crate::io::{self, Start};
 use crate::session::Session;
 use crate::shared::Shared;
@@ -96,6 +97,11 @@ pub enum Kind {
     Imap,
     /// IMAP with implicit TLS (993).
     Imaps,
+    /// HTTPS (443): the TLS handshake's ALPN picks IMAP (`imap`), submission (`smtp`) or HTTP
+    /// (anything else), as the reference's nginx `ssl_preread` multiplexer.
+    Https,
+    /// Plain HTTP (80): redirects to HTTPS, answers ACME HTTP-01 challenges.
+    Http,
 }
 
 impl Kind {
@@ -112,35 +118,36 @@ impl Kind {
 /// Connection counters for the configured limits.
 #[derive(Default)]
 pub struct Counters {
-    imap: AtomicU32,
-    smtp: AtomicU32,
+    imap: Arc<AtomicU32>,
+    smtp: Arc<AtomicU32>,
+    http: Arc<AtomicU32>,
 }
 
 /// Decrements a counter when the connection ends.
-struct Slot<'a>(&'a AtomicU32);
+struct Slot(Arc<AtomicU32>);
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-fn take_slot(counter: &AtomicU32, max: u32) -> Option<Slot<'_>> {
+fn take_slot(counter: &Arc<AtomicU32>, max: u32) -> Option<Slot> {
     let prev = counter.fetch_add(1, Ordering::Relaxed);
-    let slot = Slot(counter);
+    let slot = Slot(counter.clone());
     (prev < max).then_some(slot)
 }
 
 /// Held for a connection's life: releases its global slot and per-source slot.
-struct Admitted<'a> {
-    _slot: Slot<'a>,
+struct Admitted {
+    _slot: Slot,
     _source: crate::ratelimit::SourceSlot,
 }
 
 /// The outcome of admission at accept time.
-enum Admission<'a> {
+enum Admission {
     /// Serve the connection while this is held.
-    Admitted(Admitted<'a>),
+    Admitted(Admitted),
     /// Close at once, without a word (connection rate, global limits, SMTP per-source cap).
     Close,
     /// The source holds its share of IMAP connections: say so, then close.
@@ -227,6 +234,7 @@ struct Ctx {
     epoch: std::time::Instant,
     tls: TlsConfigs,
     counters: Counters,
+    www: Arc<crate::http::conn::WwwFolder>,
 }
 
 fn new_session(
@@ -248,10 +256,41 @@ fn new_session(
             Box::new(smtp::Session::new(shared, mode, tls, peer.ip(), now_ms))
         }
         Kind::Imap | Kind::Imaps => Box::new(imap::Session::new(shared, tls, now_ms)),
+        Kind::Https | Kind::Http => unreachable!("HTTP has no line session"),
     }
 }
 
 impl Ctx {
+    fn http_context(
+        self: &Arc<Self>,
+        listener: Listener,
+        peer: SocketAddr,
+    ) -> crate::http::conn::Context {
+        use crate::http::conn::WsProtocol;
+        let clock = io::SessionClock::start();
+        let ctx = self.clone();
+        let sessions: crate::http::conn::Sessions = std::rc::Rc::new(move |protocol| {
+            let kind = match protocol {
+                WsProtocol::Imap => Kind::Imaps,
+                WsProtocol::Submission => Kind::Submissions,
+            };
+            let Admission::Admitted(admitted) = ctx.enter(kind, peer.ip()) else {
+                return None;
+            };
+            let session = new_session(kind, &ctx.shared, peer, io::SessionClock::start().now_ms());
+            Some((session, Box::new(admitted) as Box<dyn std::any::Any>))
+        });
+        crate::http::conn::Context {
+            shared: self.shared.clone(),
+            listener,
+            peer: peer.ip(),
+            files: self.www.clone(),
+            now_ms: std::rc::Rc::new(move || clock.now_ms()),
+            sessions: (listener == Listener::Https).then_some(sessions),
+            tls: self.tls.strict.clone(),
+        }
+    }
+
     fn start_for(&self, kind: Kind) -> Start {
         let config = if kind == Kind::Mx {
             self.tls.mx.clone()
@@ -268,13 +307,34 @@ impl Ctx {
     /// Admission at accept time: the per-source new-connection rate (also when the XDP program
     /// enforces it in the kernel: it passes some traffic without judging), the per-source SMTP
     /// and IMAP caps, and the global connection limits.
-    fn admit(&self, kind: Kind, peer: IpAddr) -> Admission<'_> {
-        let now_ns = self.epoch.elapsed().as_nanos() as u64;
-        if !self.admission.admit(peer, now_ns) {
+    fn admit(&self, kind: Kind, peer: IpAddr) -> Admission {
+        if !self.admit_rate(peer) {
             return Admission::Close;
         }
+        self.enter(kind, peer)
+    }
+
+    /// The per-source new-connection rate alone.
+    fn admit_rate(&self, peer: IpAddr) -> bool {
+        let now_ns = self.epoch.elapsed().as_nanos() as u64;
+        self.admission.admit(peer, now_ns)
+    }
+
+    /// The per-source and global caps of `kind` (`Https` and `Http` count as HTTP: an HTTPS
+    /// connection is HTTP until its ALPN says otherwise).
+    fn enter(&self, kind: Kind, peer: IpAddr) -> Admission {
         let config = &self.shared.config;
-        let (source, slot) = if kind.is_smtp() {
+        let (source, slot) = if matches!(kind, Kind::Https | Kind::Http) {
+            let Some(source) = self.admission.enter_http(peer) else {
+                return Admission::Close;
+            };
+            // As many as the SMTP listeners together: relays deliver over /mxdeliv.
+            let slot = take_slot(
+                &self.counters.http,
+                config.max_smtp_connections.saturating_mul(3),
+            );
+            (source, slot)
+        } else if kind.is_smtp() {
             let Some(source) = self.admission.enter_smtp(peer) else {
                 return Admission::Close;
             };
@@ -318,6 +378,8 @@ fn listen_specs(config: &Config) -> Vec<ListenSpec> {
         (p.submissions, Kind::Submissions),
         (p.imap, Kind::Imap),
         (p.imaps, Kind::Imaps),
+        (p.https, Kind::Https),
+        (p.http, Kind::Http),
     ];
     let mut specs = Vec::new();
     for ip in &config.listen {
@@ -463,6 +525,9 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         epoch: std::time::Instant::now(),
         tls,
         counters: Counters::default(),
+        www: Arc::new(crate::http::conn::WwwFolder::new(
+            shared.config.www_folder.clone(),
+        )),
     });
     // Every worker accepts on its own duplicate of each port's one socket.
     let mut per_worker: Vec<Vec<(Kind, std::net::TcpListener)>> = Vec::new();
@@ -568,8 +633,20 @@ fn run_epoll(
 }
 
 /// One accepted connection: admission, then its session until it ends.
-async fn serve(ctx: &Ctx, kind: Kind, conn: impl io::Conn, peer: SocketAddr) {
+async fn serve(ctx: &Arc<Ctx>, kind: Kind, conn: impl io::Conn, peer: SocketAddr) {
     let ip = peer_ip(peer);
+    match kind {
+        Kind::Https => return serve_https(ctx, conn, ip, peer.port()).await,
+        Kind::Http => {
+            let Admission::Admitted(_admitted) = ctx.admit(kind, ip) else {
+                return;
+            };
+            let addr = SocketAddr::new(ip, peer.port());
+            return crate::http::conn::serve(&conn, None, ctx.http_context(Listener::Http, addr))
+                .await;
+        }
+        _ => {}
+    }
     let _admitted = match ctx.admit(kind, ip) {
         Admission::Admitted(a) => a,
         Admission::Close => return,
@@ -601,6 +678,76 @@ async fn serve(ctx: &Ctx, kind: Kind, conn: impl io::Conn, peer: SocketAddr) {
         conn,
         session,
         ctx.start_for(kind),
+        ctx.shared.clone(),
+        clock,
+        ip,
+    )
+    .await;
+}
+
+/// A connection to the HTTPS port: counted as HTTP during the handshake, then as IMAP or
+/// submission if its ALPN asks for them (with their caps, and IMAP's `* BYE` when the source
+/// holds its share), else served as HTTPS.
+async fn serve_https(ctx: &Arc<Ctx>, conn: impl io::Conn, ip: IpAddr, port: u16) {
+    if !ctx.admit_rate(ip) {
+        return;
+    }
+    let Admission::Admitted(handshaking) = ctx.enter(Kind::Https, ip) else {
+        return;
+    };
+    let established = match io::handshake(&conn, ctx.tls.https.clone()).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::debug!("https handshake: {e}");
+            return;
+        }
+    };
+    let as_kind = match established.pipe.alpn() {
+        Some(b"imap") => Kind::Imaps,
+        Some(b"smtp") => Kind::Submissions,
+        _ => {
+            return crate::http::conn::serve(
+                &conn,
+                Some(established),
+                ctx.http_context(Listener::Https, SocketAddr::new(ip, port)),
+            )
+            .await;
+        }
+    };
+    drop(handshaking);
+    let clock = io::SessionClock::start();
+    let (session, _admitted): (Box<dyn Session>, _) = match ctx.enter(as_kind, ip) {
+        Admission::Admitted(a) => (
+            new_session(
+                as_kind,
+                &ctx.shared,
+                SocketAddr::new(ip, port),
+                clock.now_ms(),
+            ),
+            a,
+        ),
+        Admission::Close => return,
+        Admission::ImapSourceFull => {
+            tracing::info!(source = %ip, "imap: too many connections from the source");
+            let refusal = Refusal::new(IMAP_SOURCE_FULL, false, clock.now_ms());
+            io::drive_established(
+                &conn,
+                Box::new(refusal),
+                established,
+                ctx.tls.strict.clone(),
+                ctx.shared.clone(),
+                clock,
+                ip,
+            )
+            .await;
+            return;
+        }
+    };
+    io::drive_established(
+        &conn,
+        session,
+        established,
+        ctx.tls.strict.clone(),
         ctx.shared.clone(),
         clock,
         ip,

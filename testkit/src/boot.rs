@@ -22,13 +22,15 @@ pub fn backends() -> Vec<Backend> {
     v
 }
 
-/// The port keys of the five listeners, in the order ports are given to them.
-const PORT_KEYS: [&str; 5] = [
+/// The port keys of the listeners, in the order ports are given to them.
+const PORT_KEYS: [&str; 7] = [
     "smtp_port",
     "submission_port",
     "submissions_port",
     "imap_port",
     "imaps_port",
+    "https_port",
+    "http_port",
 ];
 
 /// Settings every test relay starts with (overrides come after them and win):

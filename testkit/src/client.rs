@@ -43,9 +43,11 @@ pub struct Client {
 }
 
 fn tls_wrap(tcp: TcpStream) -> Stream {
-    let conn =
-        rustls::ClientConnection::new(crate::tls::client_config(), "127.0.0.1".try_into().unwrap())
-            .unwrap();
+    tls_wrap_with(tcp, crate::tls::client_config())
+}
+
+fn tls_wrap_with(tcp: TcpStream, config: std::sync::Arc<rustls::ClientConfig>) -> Stream {
+    let conn = rustls::ClientConnection::new(config, "127.0.0.1".try_into().unwrap()).unwrap();
     let mut s = rustls::StreamOwned::new(conn, tcp);
     // Complete the handshake now so handshake errors show up here.
     while s.conn.is_handshaking() {
@@ -70,6 +72,93 @@ impl Client {
         tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         Client {
             reader: BufReader::new(tls_wrap(tcp)),
+        }
+    }
+
+    /// Connects with TLS offering the ALPN protocols `alpn` (the HTTPS port picks IMAP,
+    /// submission or HTTP by them); the negotiated one is [`Client::alpn`].
+    pub fn tls_alpn(addr: SocketAddr, alpn: &[&[u8]]) -> Client {
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let mut config = (*crate::tls::client_config()).clone();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Client {
+            reader: BufReader::new(tls_wrap_with(tcp, std::sync::Arc::new(config))),
+        }
+    }
+
+    /// The ALPN protocol the server chose (TLS connections).
+    pub fn alpn(&self) -> Option<Vec<u8>> {
+        match self.reader.get_ref() {
+            Stream::Tls(s) => s.conn.alpn_protocol().map(<[u8]>::to_vec),
+            Stream::Plain(_) => None,
+        }
+    }
+
+    /// Sends an HTTP/1.1 request (`Host` and, with a body, `Content-Length` added; `headers` as
+    /// `Name: value` lines) and reads the response.
+    pub fn http(
+        &mut self,
+        method: &str,
+        path: &str,
+        host: &str,
+        headers: &[&str],
+        body: &[u8],
+    ) -> HttpResponse {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
+        for h in headers {
+            req.push_str(h);
+            req.push_str("\r\n");
+        }
+        if !body.is_empty() || method == "POST" {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        let mut raw = req.into_bytes();
+        raw.extend_from_slice(body);
+        self.send_raw(&raw);
+        self.http_response(method == "HEAD")
+    }
+
+    /// Reads one HTTP/1.1 response (a body by `Content-Length` or chunked; none for `HEAD`).
+    pub fn http_response(&mut self, head: bool) -> HttpResponse {
+        let status_line = self.line();
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP status line: {status_line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let l = self.line();
+            if l.is_empty() {
+                break;
+            }
+            let (k, v) = l.split_once(':').unwrap();
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+        let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        let mut body = Vec::new();
+        if head {
+        } else if let Some(len) = get("content-length") {
+            body.resize(len.parse().unwrap(), 0);
+            self.reader.read_exact(&mut body).unwrap();
+        } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            loop {
+                let size = usize::from_str_radix(self.line().trim(), 16).unwrap();
+                let mut chunk = vec![0; size];
+                self.reader.read_exact(&mut chunk).unwrap();
+                let _ = self.line();
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+        HttpResponse {
+            status,
+            headers,
+            body,
         }
     }
 
@@ -193,6 +282,32 @@ impl Client {
         self.send_raw(&data);
         let (code, lines) = self.reply();
         (code, lines.join("\n"))
+    }
+}
+
+/// An HTTP response as [`Client::http`] read it.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header fields, names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 

@@ -25,7 +25,7 @@ pub mod pebble;
 pub mod tls;
 
 pub use crate::boot::{backends, Builder, Relay};
-pub use crate::client::{plain_auth, Client, READ_TIMEOUT};
+pub use crate::client::{plain_auth, Client, HttpResponse, READ_TIMEOUT};
 pub use relay::server::{Backend, Kind};
 
 use relay::store::{AccountId, Op, OpResult, Store};

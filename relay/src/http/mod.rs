@@ -6,9 +6,9 @@
 //! - [`onboarding`]: credentials, `dclogin:`/`dcaccount:` links, autoconfig XML, MTA-STS, QR.
 //! - [`limiter`]: the per-source limit on `/new`.
 //!
-//! Not here yet: the connection side (hyper `server::conn::http1` over the relay's TLS
-//! [`crate::io::pipeline::Pipeline`] and both I/O backends, after [`crate::io::handshake`]
-//! chose HTTP by ALPN) and the listeners in `server.rs`.
+//! - [`conn`]: one connection (I/O): hyper's HTTP/1.1 server over the relay's TLS
+//!   [`crate::io::pipeline::Pipeline`] on either I/O backend, after [`crate::io::handshake`]
+//!   chose HTTP by ALPN (or plain, on the HTTP port); its limits.
 //!
 //! # HTTP/1.1 only
 //! HTTP/2 is not served (ALPN offers `http/1.1`, never `h2`): what is served here is a few small
@@ -16,6 +16,9 @@
 //! second parser and its own abuse surface (HPACK state, stream floods such as rapid reset,
 //! CONTINUATION floods, flow-control stalls). Delta Chat core and browsers speak HTTP/1.1.
 
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+// I/O: sockets, timers, www_folder files
+pub mod conn;
 pub mod limiter;
 pub mod onboarding;
 pub mod site;

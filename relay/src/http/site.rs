@@ -56,13 +56,36 @@ impl Files for BuiltinOnly {
     }
 }
 
-/// Largest request body a route reads; a longer one gets `413` before it is read.
-pub fn body_cap(method: &Method, path: &str) -> usize {
+/// Largest request body a route reads; a longer one gets `413` ([`too_large`]) before it is read.
+pub fn body_cap(method: &Method, path: &str, config: &Config) -> usize {
     match (method, path) {
         // The reference's newemail.py reads nothing; a client may send a small form.
         (&Method::POST, "/new" | "/cgi-bin/newemail.py") => 1024,
+        // A whole message from another relay (chatmail.md §3.7).
+        (&Method::POST, "/mxdeliv") => {
+            usize::try_from(config.max_message_size).unwrap_or(usize::MAX)
+        }
         _ => 0,
     }
+}
+
+/// The `413` answer for a body over [`body_cap`]: on `/mxdeliv` with the SMTP reply text, as the
+/// reference's receiver.
+pub fn too_large(path: &str) -> Response<Bytes> {
+    if path == "/mxdeliv" {
+        respond(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "text/plain; charset=utf-8",
+            "552 Message exceeds maximum size\n",
+        )
+    } else {
+        text(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large\n")
+    }
+}
+
+/// A plain-text answer with `status`.
+pub fn status_text(status: StatusCode, body: &'static str) -> Response<Bytes> {
+    text(status, body)
 }
 
 /// A response with a body and its content type.

@@ -116,6 +116,7 @@ pub struct Admission {
     buckets: Mutex<Buckets>,
     smtp: Arc<SourceTable>,
     imap: Arc<SourceTable>,
+    http: Arc<SourceTable>,
     #[cfg(feature = "ebpf")]
     kernel: Option<Mutex<ebpf::Kernel>>,
 }
@@ -207,6 +208,10 @@ impl Admission {
                 max_per_source: cfg.max_imap_connections_per_source.max(1),
                 open: Mutex::new(HashMap::new()),
             }),
+            http: Arc::new(SourceTable {
+                max_per_source: (cfg.max_smtp_connections / 5).max(1),
+                open: Mutex::new(HashMap::new()),
+            }),
             #[cfg(feature = "ebpf")]
             kernel: None,
         }
@@ -261,6 +266,13 @@ impl Admission {
     /// `max_imap_connections_per_source` of them. The slot is freed when the guard drops.
     pub fn enter_imap(&self, peer: IpAddr) -> Option<SourceSlot> {
         SourceTable::enter(&self.imap, peer)
+    }
+
+    /// Counts an HTTP connection (or a connection to the HTTPS port before ALPN chose its
+    /// protocol) from `peer`, or `None` if that source already holds `max_smtp_connections / 5`
+    /// of them (relays deliver over `/mxdeliv` as over SMTP). Freed when the guard drops.
+    pub fn enter_http(&self, peer: IpAddr) -> Option<SourceSlot> {
+        SourceTable::enter(&self.http, peer)
     }
 
     /// Verdict counters of whichever side enforces (kernel counters if attached).

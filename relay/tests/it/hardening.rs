@@ -50,6 +50,8 @@ impl Ports {
             format!("submissions_port={}", self.submissions),
             format!("imap_port={}", self.imap),
             format!("imaps_port={}", self.imaps),
+            "https_port=0".into(),
+            "http_port=0".into(),
             "new_connections_burst=100000".into(),
         ]
     }

@@ -214,6 +214,8 @@ fn a_thousand_unauthenticated_huge_appends_keep_the_relay_small() {
         format!("submissions_port={}", free_port()),
         format!("imap_port={imap}"),
         format!("imaps_port={imaps}"),
+        "https_port=0".into(),
+        "http_port=0".into(),
         "new_connections_burst=100000".into(),
     ] {
         args.push("--set".into());

@@ -13,6 +13,7 @@ mod hardening;
 mod harness;
 mod imap_limits;
 mod throttle;
+mod web;
 
 use harness::{backends, message, new_addr, Client, Relay, PASSWORD};
 use relay::server::Kind;
