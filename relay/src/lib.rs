@@ -28,6 +28,7 @@ pub mod expire;
 pub mod header;
 pub mod http;
 pub mod imap;
+pub mod ini;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: sockets, timers, threads
 pub mod io;
 pub mod policy;
