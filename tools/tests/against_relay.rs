@@ -60,8 +60,11 @@ fn every_accepted_message_is_fetched_with_its_latency() {
             &dir.path().join("run.json"),
         );
         let accepted = v["accepted"].as_u64().unwrap();
+        // This checks the accounting (every accepted message fetched, with its latency), not
+        // throughput: on a loaded machine far fewer than the 200 scheduled may go out in the
+        // second. Some must, or the rest proves nothing.
         assert!(
-            accepted >= 150,
+            accepted >= 20,
             "{backend:?}: only {accepted} accepted: {v}"
         );
         assert_eq!(v["delivered"], accepted, "{backend:?}: {v}");

@@ -46,6 +46,10 @@ pub const PREAUTH_BUDGET: usize = 160 * 1024;
 const PREAUTH_TIMEOUT_MS: u64 = 60_000;
 /// Authenticated connections not in IDLE are closed after this much silence.
 const AUTH_TIMEOUT_MS: u64 = 30 * 60_000;
+/// A connection must have logged in this long after it was opened, however busy it keeps the
+/// line: a client trickling a byte a minute cannot hold a pre-login connection (and its budget)
+/// for hours. Generous for slow mobile networks (a login takes a few round trips).
+pub const PRELOGIN_DEADLINE_MS: u64 = 3 * 60_000;
 
 /// The logged-in user; every state after login carries it.
 #[derive(Debug, Clone, Copy)]
@@ -236,6 +240,8 @@ pub struct Session {
     pub(super) blocked: Option<Blocked>,
     pub(super) now: u64,
     pub(super) last_activity: u64,
+    /// When the connection opened ([`PRELOGIN_DEADLINE_MS`] counts from here).
+    pub(super) opened: u64,
     /// Failed logins on this connection; the connection closes at the limit.
     pub(super) failed_logins: crate::throttle::ConnectionFailures,
 }
@@ -255,6 +261,7 @@ impl Session {
             blocked: None,
             now: now_ms,
             last_activity: now_ms,
+            opened: now_ms,
             failed_logins: Default::default(),
         };
         let greeting = format!(
@@ -597,12 +604,11 @@ impl crate::session::Session for Session {
         if let State::Idle(_, _, idle) = &self.state {
             return Some(idle.ping_at);
         }
-        let limit = if self.state.auth().is_some() {
-            AUTH_TIMEOUT_MS
+        if self.state.auth().is_some() {
+            Some(self.last_activity + AUTH_TIMEOUT_MS)
         } else {
-            PREAUTH_TIMEOUT_MS
-        };
-        Some(self.last_activity + limit)
+            Some((self.last_activity + PREAUTH_TIMEOUT_MS).min(self.opened + PRELOGIN_DEADLINE_MS))
+        }
     }
 
     fn handle_timeout(&mut self, now_ms: u64) {
@@ -615,6 +621,9 @@ impl crate::session::Session for Session {
         }
         if matches!(self.state, State::Idle(..)) {
             self.idle_ping(now_ms);
+        } else if self.state.auth().is_none() && now_ms >= self.opened + PRELOGIN_DEADLINE_MS {
+            self.line("* BYE Login timed out.");
+            self.close();
         } else {
             self.line("* BYE Disconnected for inactivity.");
             self.close();

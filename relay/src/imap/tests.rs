@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 
+use super::session::PRELOGIN_DEADLINE_MS;
 use super::Session;
 use crate::config::Config;
 use crate::session::{Action, Effect, EffectResult, Session as _};
@@ -1035,6 +1036,33 @@ fn autologout_timers() {
     t.s.handle_timeout(t.now);
     assert!(t.drive().contains("* BYE"));
     assert!(t.closed);
+}
+
+#[test]
+fn prelogin_deadline_holds_against_a_trickle() {
+    let mut t = T::new();
+    t.drive();
+    // A command every 50 s keeps the 60 s idle timer from firing, never the login deadline.
+    for i in 0..3 {
+        t.now = T0 + (i + 1) * 50_000;
+        t.cmd(&format!("n{i} NOOP")).ok();
+    }
+    assert_eq!(t.s.next_timeout(), Some(T0 + PRELOGIN_DEADLINE_MS));
+    t.now = T0 + PRELOGIN_DEADLINE_MS - 1;
+    t.s.handle_timeout(t.now);
+    assert!(!t.closed);
+    t.now = T0 + PRELOGIN_DEADLINE_MS;
+    t.s.handle_timeout(t.now);
+    assert!(t.drive().contains("* BYE Login timed out."));
+    assert!(t.closed);
+
+    // After login the deadline is gone.
+    let mut t = T::new();
+    t.drive();
+    t.login("u@x");
+    t.now = T0 + PRELOGIN_DEADLINE_MS;
+    t.s.handle_timeout(t.now);
+    assert!(!t.closed);
 }
 
 #[test]

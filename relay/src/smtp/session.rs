@@ -36,6 +36,9 @@ use crate::store::{self, AccountId, AccountInfo, DeliverError, Op, OpResult};
 /// Silence after which the session says `421` and closes (RFC 5321 §4.5.3.2.7: at least 5
 /// minutes for the server).
 pub const IDLE_TIMEOUT_MS: u64 = 5 * 60 * 1000;
+/// A submission connection must have authenticated this long after it was opened, however busy
+/// it keeps the line (a trickle of bytes resets only the idle timeout).
+pub const PREAUTH_DEADLINE_MS: u64 = 3 * 60 * 1000;
 /// Recipients per transaction (RFC 5321 §4.5.3.1.8 requires at least 100; Postfix default 1000,
 /// advertised by the reference as `maxsmtprecipients`).
 pub const MAX_RECIPIENTS: usize = 1000;
@@ -103,6 +106,8 @@ pub struct Session {
     errors: u32,
     auth_failures: crate::throttle::ConnectionFailures,
     last_activity_ms: u64,
+    /// When the connection opened ([`PREAUTH_DEADLINE_MS`] counts from here).
+    opened_ms: u64,
     now_ms: u64,
     /// `Action::StartTls` was issued and the handshake has not finished: plaintext is discarded.
     awaiting_tls: bool,
@@ -135,6 +140,7 @@ impl Session {
             errors: 0,
             auth_failures: Default::default(),
             last_activity_ms: now_ms,
+            opened_ms: now_ms,
             now_ms,
             awaiting_tls: false,
             closed: false,
@@ -672,7 +678,12 @@ impl crate::session::Session for Session {
         if self.closed || self.pending.is_some() {
             None
         } else {
-            Some(self.last_activity_ms.saturating_add(IDLE_TIMEOUT_MS))
+            let idle = self.last_activity_ms.saturating_add(IDLE_TIMEOUT_MS);
+            if self.mode == Mode::Submission && self.login.is_none() {
+                Some(idle.min(self.opened_ms.saturating_add(PREAUTH_DEADLINE_MS)))
+            } else {
+                Some(idle)
+            }
         }
     }
 

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use super::session::{IDLE_TIMEOUT_MS, MAX_ERRORS, MAX_OUTPUT_BACKLOG, MAX_RECIPIENTS};
+use super::session::{
+    IDLE_TIMEOUT_MS, MAX_ERRORS, MAX_OUTPUT_BACKLOG, MAX_RECIPIENTS, PREAUTH_DEADLINE_MS,
+};
 use super::{Mode, Session};
 use crate::accounts::LoginError;
 use crate::config::Config;
@@ -874,7 +876,7 @@ fn too_many_errors_close() {
 
 #[test]
 fn timeout_after_five_minutes_of_silence() {
-    let mut t = T::new(Mode::Submission, true);
+    let mut t = T::submission();
     assert_eq!(t.s.next_timeout(), Some(START_MS + IDLE_TIMEOUT_MS));
     t.advance(60_000);
     t.line("NOOP").code(250);
@@ -889,6 +891,32 @@ fn timeout_after_five_minutes_of_silence() {
     t.timeout().code(421).text("4.4.2");
     assert!(t.closed);
     assert_eq!(t.s.next_timeout(), None);
+}
+
+#[test]
+fn submission_without_auth_is_closed_after_three_minutes_however_busy() {
+    let mut t = T::new(Mode::Submission, true);
+    t.line("EHLO client.example").code(250);
+    // A trickle keeps the idle timer fresh, never the pre-login deadline.
+    for _ in 0..5 {
+        t.advance(30_000);
+        t.line("NOOP").code(250);
+    }
+    assert_eq!(t.s.next_timeout(), Some(START_MS + PREAUTH_DEADLINE_MS));
+    t.advance(PREAUTH_DEADLINE_MS - 150_000 - 1);
+    assert!(t.timeout().0.is_empty());
+    t.advance(1);
+    t.timeout().code(421).text("4.4.2");
+    assert!(t.closed);
+
+    // Port 25 never authenticates: only the idle timeout applies there.
+    let mut t = T::mx();
+    t.advance(PREAUTH_DEADLINE_MS);
+    t.line("NOOP").code(250);
+    assert_eq!(
+        t.s.next_timeout(),
+        Some(START_MS + PREAUTH_DEADLINE_MS + IDLE_TIMEOUT_MS)
+    );
 }
 
 #[test]
