@@ -46,3 +46,4 @@ pub mod store;
 pub mod throttle;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: certificate files
 pub mod tls;
+pub mod zone;
