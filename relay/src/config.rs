@@ -329,11 +329,11 @@ impl Config {
             None => DEFAULT_USER.to_owned(),
         };
         let user = (!dev && user != "root").then_some(user);
-        let max_smtp_connections = positive(&p, "max_smtp_connections", 1000)?;
-        let max_imap_connections = positive(&p, "max_imap_connections", 10_000)?;
+        let max_smtp_connections = positive(p, "max_smtp_connections", 1000)?;
+        let max_imap_connections = positive(p, "max_imap_connections", 10_000)?;
         // Like SMTP's per-source share (a fifth); generous because of carrier-grade NAT.
         let max_imap_connections_per_source = positive(
-            &p,
+            p,
             "max_imap_connections_per_source",
             (max_imap_connections / 5).max(1),
         )?;
@@ -346,12 +346,12 @@ impl Config {
                 .map(str::to_owned)
                 .collect(),
             max_new_connections_per_minute: positive(
-                &p,
+                p,
                 "max_new_connections_per_minute",
                 crate::ratelimit::DEFAULT_MAX_NEW_CONNECTIONS_PER_MINUTE,
             )?,
             new_connections_burst: positive(
-                &p,
+                p,
                 "new_connections_burst",
                 crate::ratelimit::DEFAULT_NEW_CONNECTIONS_BURST,
             )?,
@@ -418,8 +418,8 @@ impl Config {
                 .unwrap_or_else(|| LETS_ENCRYPT_DIRECTORY.to_owned()),
             acme_ca_file: p.optional_path("acme_ca_file"),
             acme_email: p.get("acme_email").unwrap_or_default().trim().to_owned(),
-            max_user_send_per_minute: positive(&p, "max_user_send_per_minute", 60)?,
-            max_user_send_burst_size: positive(&p, "max_user_send_burst_size", 10)?,
+            max_user_send_per_minute: positive(p, "max_user_send_per_minute", 60)?,
+            max_user_send_burst_size: positive(p, "max_user_send_burst_size", 10)?,
             max_mailbox_size: p.size("max_mailbox_size")?.unwrap_or(500 * MIB),
             max_message_size: p.size("max_message_size")?.unwrap_or(31_457_280),
             delete_mails_after: p.num("delete_mails_after")?.unwrap_or(20),

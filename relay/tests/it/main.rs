@@ -7,6 +7,7 @@
 )]
 
 mod certs;
+mod cli;
 mod crash;
 mod faults;
 mod hardening;
