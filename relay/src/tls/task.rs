@@ -54,6 +54,12 @@ pub fn spawn(
             Policy::default(),
         )),
     };
+    if matches!(work, Work::Acme(_)) && config.ports.http == 0 {
+        tracing::warn!(
+            "http_port is 0: nothing answers the ACME server's HTTP-01 challenges, so issuance \
+             will fail (set http_port, port 80 reaching the relay)"
+        );
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
