@@ -121,6 +121,9 @@ records = {
     "copy": (14, u32(1) + u32(1) + u32(2) + u64(5) + b"\x01" + vec([u32(1) + u32(1)])),
     "metadata": (15, u32(1) + b"\x01" + u32(1) + bstr(b"/private/comment") + b"\x01" + bstr(b"hi")),
     "metadata-server": (15, u32(1) + b"\x00" + bstr(b"/private/devicetoken") + b"\x00"),
+    "queue-add": (16, u32(0) + u64(9) + u32(40) + u64(1)
+                  + vec([u32(0) + bstr(b"example.net") + b"\x02", u32(1) + bstr(b"[127.0.0.1]") + b"\x01"])),
+    "queue-done": (17, u64(1) + u32(0) + u32(0b10)),
 }
 
 
@@ -149,6 +152,17 @@ for n in ["keyword", "flags", "metadata", "mailbox-rename", "account-delete", "i
 recovery.append(("framed-body-insert", b"\x01\x02" + struct.pack("<H", len(body)) + body
                  + b"\x0b" + struct.pack("<H", len(records["insert"][1])) + records["insert"][1]))
 recovery.append(("framed-seal", b"\x01\x01\x00\x00garbage"))
+# A queued message: the stored body (envelope, then the message) and its QueueAdd; the target's
+# prefix queued entry 1.0 already, so the QueueDone finishes a recipient of it.
+envelope = (b"\x01" + u64(2) + i64(1_700_000_300) + bstr(b"alice@example.org")
+            + vec([bstr(b"example.net") + vec([bstr(b"bob@example.net")])]))
+stored = envelope + body
+queue_add = u32(0) + u64(9) + u32(len(stored)) + u64(2) + vec([u32(0) + bstr(b"example.net") + b"\x01"])
+recovery.append(("framed-body-queue-add", b"\x01\x02" + struct.pack("<H", len(stored)) + stored
+                 + b"\x10" + struct.pack("<H", len(queue_add)) + queue_add))
+for n in ["queue-add", "queue-done"]:
+    k, p = records[n]
+    recovery.append(("framed-" + n, b"\x01" + bytes([k]) + struct.pack("<H", len(p)) + p))
 write("store_recovery", recovery)
 
 # --- MIME -----------------------------------------------------------------------------------

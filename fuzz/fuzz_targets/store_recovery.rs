@@ -1,5 +1,5 @@
 //! Fuzz store recovery: the input becomes the tail of a log segment after a valid prefix (an
-//! account, a delivered message, a mailbox), then the store is opened.
+//! account, a delivered message, a mailbox, a queued message), then the store is opened.
 //!
 //! Input: `[mode, bytes..]`. Even mode: the bytes are the raw tail (a torn write). Odd mode: the
 //! bytes are `kind, len_lo, len_hi, payload` groups framed with valid CRCs (records the writer
@@ -39,9 +39,20 @@ fn config() -> StoreConfig {
     }
 }
 
-/// Everything a reader can see: accounts, mailboxes, messages and their bodies.
+/// Everything a reader can see: accounts, mailboxes, messages and their bodies, the queue with
+/// its envelopes and messages (an entry whose stored body is garbage reads as an error).
 fn snapshot(s: &Store) -> String {
     let mut out = String::new();
+    let _ = writeln!(out, "queue {}", s.queue_len());
+    for d in s.queue_destinations() {
+        let _ = writeln!(out, "{d:?}");
+        for id in s.queue_ids(&d.name, None, usize::MAX) {
+            let e = s
+                .queue_entry(id)
+                .map(|e| (e.sender, e.recipients, e.created, e.body.to_vec()));
+            let _ = writeln!(out, "{id} {e:?}");
+        }
+    }
     for a in s.accounts() {
         let _ = writeln!(out, "{a:?}\n{:?}", s.mailboxes(a.id));
         for (mb, m) in s.messages(a.id) {
@@ -94,6 +105,16 @@ fn setup() -> Setup {
         name: "Archive".into(),
     })
     .expect("create mailbox");
+    s.commit_blocking(Op::Enqueue {
+        sender: "alice@example.org".into(),
+        created: 1_700_000_200,
+        destinations: vec![(
+            "example.net".into(),
+            vec!["bob@example.net".into(), "carol@example.net".into()],
+        )],
+        body: b"From: alice@example.org\r\nSubject: out\r\n\r\nbye\r\n".to_vec(),
+    })
+    .expect("enqueue");
     let state = snapshot(&s);
     drop(s);
     let seg = std::fs::read(template.join(SEGMENT)).expect("read template segment");

@@ -1,28 +1,133 @@
 //! Checkpoints of the index: `<dir>/index/<segment:020>-<offset:020>.rkyv` holds the whole
-//! index as it was after every record before that log position, serialized with rkyv.
+//! index as it was after every record before that log position.
 //!
-//! File layout: `b"RLYCKPT1"`, `u32` LE CRC32C of the rest, `u32` 0, then the rkyv archive of
-//! [`CpIndex`]. A checkpoint is written to `*.tmp`, fsynced, renamed and the directory fsynced, so
-//! a crash leaves either the old set or the new file complete. Loading checks the CRC and the
-//! archive (bytecheck); a bad file is skipped and an older one (or a full replay) is used.
+//! File layout (integers little-endian):
+//!
+//! | field | size | content |
+//! |---|---|---|
+//! | magic | 8 | `b"RLYCKPT2"` |
+//! | crc | 4 | CRC32C of everything after the header |
+//! | zero | 4 | 0 |
+//! | archive length | 8 | `A` |
+//! | archive | `A` | rkyv archive of [`CpCheckpoint`]: the index, the queue's destinations and their entry counts |
+//! | queue entries | 24 each | per destination, in the archive's order, its entries oldest first: `seq u64, offset u64, segment u32, remaining u32` |
+//!
+//! The queue's entries are a plain table after the archive so that they are written straight
+//! from the index (from a snapshot sharing its chunks) and read straight into it, through a
+//! 64 KiB buffer: a checkpoint of a million queued messages needs no second copy of them in
+//! memory, neither written nor loaded.
+//!
+//! A checkpoint is written to `*.tmp`, fsynced, renamed and the directory fsynced, so a crash
+//! leaves either the old set or the new file complete. Loading checks the CRC and the archive
+//! (bytecheck) and every queue entry; a bad file is skipped and an older one (or a full replay)
+//! is used.
+//!
+//! Older layouts still load: `b"RLYCKPT1"` (header as above, then the rkyv archive of
+//! [`CpIndex`] alone) is from before the queue existed and loads with an empty queue. The
+//! layouts are on disk: a new field means a new magic with the old layouts still loaded, never
+//! a changed layout under an old one.
 //!
 //! The archived types are flat lists, not the index's maps: derived values (quota usage, counts,
-//! address lookup, live bodies per segment) are recomputed on load, so they cannot disagree.
+//! address lookup, live bodies per segment, free queue slots) are recomputed on load, so they
+//! cannot disagree.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::fault;
 use super::index::{Account, Index, Mailbox};
 use super::log::{io_err, sync_dir, Position};
+use super::queue::{Entry, Queue, QueueBuilder};
 use super::{BodyRef, Error, MessageMeta};
 
-const MAGIC: &[u8; 8] = b"RLYCKPT1";
+/// The index without the queue ([`CpIndex`]).
+const MAGIC_V1: &[u8; 8] = b"RLYCKPT1";
+/// The index and the queue ([`CpCheckpoint`] and the entry table).
+const MAGIC: &[u8; 8] = b"RLYCKPT2";
 const HEADER: usize = 16;
+/// Bytes of one queue entry in the table.
+const ENTRY: usize = 24;
+/// Buffer of the reads and writes of a checkpoint.
+const BUFFER: usize = 1 << 16;
 
-/// Archived form of the index.
+/// Archived form of the index with the outbound queue's destinations (`RLYCKPT2`); their
+/// entries follow the archive in the file.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct CpCheckpoint {
+    index: CpIndex,
+    queue: CpQueue,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct CpQueue {
+    next_seq: u64,
+    destinations: Vec<CpDestination>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct CpDestination {
+    slot: u32,
+    name: String,
+    /// Its entries in the table after the archive.
+    entries: u64,
+}
+
+fn encode_entry(e: &Entry) -> [u8; ENTRY] {
+    let mut b = [0u8; ENTRY];
+    b[..8].copy_from_slice(&e.seq.to_le_bytes());
+    b[8..16].copy_from_slice(&e.offset.to_le_bytes());
+    b[16..20].copy_from_slice(&e.segment.to_le_bytes());
+    b[20..].copy_from_slice(&e.remaining.to_le_bytes());
+    b
+}
+
+fn decode_entry(b: &[u8; ENTRY]) -> Entry {
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+    Entry {
+        seq: u64_at(0),
+        offset: u64_at(8),
+        segment: u32_at(16),
+        remaining: u32_at(20),
+    }
+}
+
+/// Computes the CRC32C of what passes through it.
+struct Crc<T> {
+    inner: T,
+    crc: u32,
+}
+
+impl<W: Write> Write for Crc<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: Read> Read for Crc<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        Ok(n)
+    }
+}
+
+/// A copy of the index at a log position, to be written by another thread: the accounts
+/// flattened, the queue a clone sharing its entries with the index.
+pub struct Snapshot {
+    index: CpIndex,
+    queue: Queue,
+}
+
+/// Archived form of the index without the queue (`RLYCKPT1`, and a part of `RLYCKPT2`).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CpIndex {
     segment: u32,
@@ -134,12 +239,32 @@ fn to_cp(index: &Index, pos: Position) -> CpIndex {
     }
 }
 
-fn from_cp(cp: CpIndex) -> Result<(Index, Position), &'static str> {
+fn queue_to_cp(queue: &Queue) -> CpQueue {
+    CpQueue {
+        next_seq: queue.next_seq(),
+        destinations: queue
+            .slots()
+            .map(|(slot, d)| CpDestination {
+                slot,
+                name: d.name.clone(),
+                entries: d.len() as u64,
+            })
+            .collect(),
+    }
+}
+
+fn from_cp(cp: CpIndex, queue: Queue) -> Result<(Index, Position), &'static str> {
     let mut index = Index {
         next_account_id: cp.next_account_id,
         last_uid_validity: cp.last_uid_validity,
         ..Index::default()
     };
+    for (_, d) in queue.slots() {
+        for e in d.iter() {
+            *index.seg_refs.entry(e.segment).or_default() += 1;
+        }
+    }
+    index.queue = queue;
     for a in cp.accounts {
         let mut acc = Account {
             id: a.id,
@@ -249,22 +374,62 @@ pub fn list(dir: &Path) -> Result<Vec<(Position, PathBuf)>, Error> {
     Ok(v)
 }
 
-/// Load and verify one checkpoint file.
+/// Load and verify one checkpoint file (either layout).
 pub fn load(path: &Path) -> Result<(Index, Position), String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    if bytes.len() < HEADER || &bytes[..8] != MAGIC || bytes[12..HEADER] != [0; 4] {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut r = BufReader::with_capacity(BUFFER, file);
+    let mut header = [0u8; HEADER];
+    r.read_exact(&mut header).map_err(|_| "bad header")?;
+    let magic = &header[..8];
+    if (magic != MAGIC && magic != MAGIC_V1) || header[12..] != [0; 4] {
         return Err("bad header".into());
     }
-    let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("slice of 4 bytes"));
-    let payload = &bytes[HEADER..];
-    if crc32c::crc32c(payload) != crc {
-        return Err("checksum mismatch".into());
+    let crc = u32::from_le_bytes(header[8..12].try_into().expect("slice of 4 bytes"));
+    let mut r = Crc { inner: r, crc: 0 };
+    let rest = usize::try_from(len - HEADER as u64).map_err(|e| e.to_string())?;
+    let (index, pos) = if magic == MAGIC_V1 {
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(rest);
+        aligned.resize(rest, 0);
+        r.read_exact(&mut aligned).map_err(|e| e.to_string())?;
+        if r.crc != crc {
+            return Err("checksum mismatch".into());
+        }
+        let cp = rkyv::from_bytes::<CpIndex, rkyv::rancor::Error>(&aligned)
+            .map_err(|e| e.to_string())?;
+        from_cp(cp, Queue::default())
+    } else {
+        let mut n = [0u8; 8];
+        r.read_exact(&mut n).map_err(|e| e.to_string())?;
+        let archive_len = usize::try_from(u64::from_le_bytes(n))
+            .ok()
+            .filter(|n| *n <= rest)
+            .ok_or("archive longer than the file")?;
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(archive_len);
+        aligned.resize(archive_len, 0);
+        r.read_exact(&mut aligned).map_err(|e| e.to_string())?;
+        let cp = rkyv::access::<ArchivedCpCheckpoint, rkyv::rancor::Error>(&aligned)
+            .map_err(|e| e.to_string())?;
+        let index = rkyv::deserialize::<CpIndex, rkyv::rancor::Error>(&cp.index)
+            .map_err(|e| e.to_string())?;
+        let mut queue = QueueBuilder::new(cp.queue.next_seq.to_native());
+        let mut entry = [0u8; ENTRY];
+        for d in cp.queue.destinations.iter() {
+            queue.destination(d.slot.to_native(), d.name.as_str().to_owned())?;
+            for _ in 0..d.entries.to_native() {
+                r.read_exact(&mut entry).map_err(|e| e.to_string())?;
+                queue.entry(decode_entry(&entry))?;
+            }
+        }
+        if r.read(&mut [0u8; 1]).map_err(|e| e.to_string())? != 0 {
+            return Err("bytes after the queue entries".into());
+        }
+        if r.crc != crc {
+            return Err("checksum mismatch".into());
+        }
+        from_cp(index, queue.finish()?)
     }
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
-    aligned.extend_from_slice(payload);
-    let cp =
-        rkyv::from_bytes::<CpIndex, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())?;
-    let (index, pos) = from_cp(cp).map_err(str::to_owned)?;
+    .map_err(str::to_owned)?;
     if parse_name(&path.file_name().unwrap_or_default().to_string_lossy()) != Some(pos) {
         return Err("position does not match file name".into());
     }
@@ -276,46 +441,72 @@ pub fn load(path: &Path) -> Result<(Index, Position), String> {
 /// by no recovery path (even if the new checkpoint turns out unreadable), except for the bodies
 /// they hold.
 pub fn write(dir: &Path, index: &Index, pos: Position) -> Result<Option<Position>, Error> {
-    write_snapshot(dir, &snapshot(index, pos))
+    write_snapshot(dir, snapshot(index, pos))
 }
 
 /// A copy of `index` at `pos` that can be written by another thread.
-pub fn snapshot(index: &Index, pos: Position) -> CpIndex {
-    to_cp(index, pos)
+pub fn snapshot(index: &Index, pos: Position) -> Snapshot {
+    Snapshot {
+        index: to_cp(index, pos),
+        queue: index.queue.clone(),
+    }
 }
 
 /// The position a snapshot was taken at.
-pub fn snapshot_position(cp: &CpIndex) -> Position {
+pub fn snapshot_position(cp: &Snapshot) -> Position {
     Position {
-        segment: cp.segment,
-        offset: cp.offset,
+        segment: cp.index.segment,
+        offset: cp.index.offset,
     }
 }
 
 /// [`write()`] of a snapshot.
-pub fn write_snapshot(dir: &Path, cp: &CpIndex) -> Result<Option<Position>, Error> {
+pub fn write_snapshot(dir: &Path, snap: Snapshot) -> Result<Option<Position>, Error> {
     super::log::durable_dir(dir)?;
-    let pos = snapshot_position(cp);
-    let archive = rkyv::to_bytes::<rkyv::rancor::Error>(cp)
+    let pos = snapshot_position(&snap);
+    let cp = CpCheckpoint {
+        queue: queue_to_cp(&snap.queue),
+        index: snap.index,
+    };
+    let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&cp)
         .map_err(|e| Error::Corrupt(format!("cannot serialize checkpoint: {e}")))?;
+    drop(cp);
     let path = dir.join(file_name(pos));
     let tmp = path.with_extension("tmp");
-    let mut f = crate::privilege::open_private(
+    let f = crate::privilege::open_private(
         File::options().write(true).create(true).truncate(true),
         &tmp,
     )
     .map_err(io_err("create checkpoint", &tmp))?;
-    let mut header = [0u8; HEADER];
-    header[..8].copy_from_slice(MAGIC);
-    header[8..12].copy_from_slice(&crc32c::crc32c(&archive).to_le_bytes());
-    fault::check(fault::Point::Write, &tmp)
-        .and_then(|()| f.write_all(&header))
-        .and_then(|()| f.write_all(&archive))
-        .and_then(|()| fault::check(fault::Point::Sync, &tmp))
-        .and_then(|()| f.sync_all())
-        .map_err(io_err("write checkpoint", &tmp))?;
+    let write = || -> std::io::Result<()> {
+        fault::check(fault::Point::Write, &tmp)?;
+        // The header last: its CRC is known once everything after it is written.
+        let mut w = Crc {
+            inner: BufWriter::with_capacity(BUFFER, &f),
+            crc: 0,
+        };
+        w.inner.write_all(&[0; HEADER])?;
+        w.write_all(&(archive.len() as u64).to_le_bytes())?;
+        w.write_all(&archive)?;
+        for (_, d) in snap.queue.slots() {
+            for e in d.iter() {
+                w.write_all(&encode_entry(e))?;
+            }
+        }
+        w.flush()?;
+        let crc = w.crc;
+        drop(w);
+        let mut header = [0u8; HEADER];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&crc.to_le_bytes());
+        f.write_all_at(&header, 0)?;
+        fault::check(fault::Point::Sync, &tmp)?;
+        f.sync_all()
+    };
+    write().map_err(io_err("write checkpoint", &tmp))?;
     fault::synced(&tmp);
     drop(f);
+    drop(snap.queue);
     std::fs::rename(&tmp, &path).map_err(io_err("rename checkpoint", &path))?;
     fault::renamed(&tmp, &path);
     sync_dir(dir)?;
@@ -375,6 +566,33 @@ mod tests {
             key: "/private/k".into(),
             value: Some(b"v".to_vec()),
         }));
+        let without_queue = index.clone();
+        for (first_seq, slot, destination, segment) in [
+            (1, 0, "a.example", 2),
+            (3, 1, "[10.0.0.1]", 4),
+            (4, 0, "a.example", 4),
+        ] {
+            index.apply(&Record::QueueAdd(record::queue_add::QueueAdd {
+                body: BodyRef {
+                    segment,
+                    offset: 100 + first_seq,
+                    len: 50,
+                },
+                first_seq,
+                groups: vec![record::queue_add::QueueGroup {
+                    slot,
+                    destination: destination.into(),
+                    recipients: 3,
+                }],
+            }));
+        }
+        index.apply(&Record::QueueDone(record::queue_done::QueueDone {
+            seq: 1,
+            slot: 0,
+            done: 0b010,
+        }));
+        assert_eq!(index.queue.len(), 3);
+        assert_eq!(index.seg_refs.get(&4), Some(&2));
         let dir = tempfile::tempdir().unwrap();
         let pos = Position {
             segment: 3,
@@ -386,6 +604,44 @@ mod tests {
         let (loaded, p) = load(&path).unwrap();
         assert_eq!(p, pos);
         assert_eq!(loaded, index);
+        assert_eq!(
+            loaded
+                .queue
+                .get(crate::store::QueueId { seq: 1, slot: 0 })
+                .unwrap()
+                .1
+                .remaining,
+            0b101
+        );
+        // The layout from before the queue still loads, with an empty queue.
+        let v1 = dir.path().join(file_name(Position {
+            segment: 2,
+            offset: 5,
+        }));
+        let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&to_cp(
+            &without_queue,
+            Position {
+                segment: 2,
+                offset: 5,
+            },
+        ))
+        .unwrap();
+        let mut bytes = MAGIC_V1.to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&archive).to_le_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        bytes.extend_from_slice(&archive);
+        std::fs::write(&v1, &bytes).unwrap();
+        let (old, p) = load(&v1).unwrap();
+        assert_eq!(
+            p,
+            Position {
+                segment: 2,
+                offset: 5
+            }
+        );
+        assert_eq!(old, without_queue);
+        assert_eq!(old.queue, Queue::default());
+        std::fs::remove_file(&v1).unwrap();
         // Any flipped byte is detected.
         let bytes = std::fs::read(&path).unwrap();
         for i in (0..bytes.len()).step_by(7) {

@@ -408,17 +408,28 @@ impl Layer for PowerLoss {
     }
 }
 
-/// What a client's account looks like after some of its ops: INBOX `(uid, seen, body)` and
-/// the names of its other mailboxes.
+/// What a client's account looks like after some of its ops: INBOX `(uid, seen, body)`, the
+/// names of its other mailboxes, and the bodies queued for its own destination, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Model {
     inbox: Vec<(u32, bool, String)>,
     mailboxes: BTreeSet<String>,
+    queue: Vec<String>,
+}
+
+/// The queue destination of client `t`.
+fn destination(a: AccountId) -> String {
+    format!("c{a}.example")
 }
 
 fn observe(s: &Store, a: AccountId) -> Model {
     let v = s.mailbox_view(a, "INBOX").unwrap();
     Model {
+        queue: s
+            .queue_ids(&destination(a), None, usize::MAX)
+            .into_iter()
+            .map(|id| String::from_utf8_lossy(&s.queue_entry(id).unwrap().body).into_owned())
+            .collect(),
         inbox: v
             .messages
             .iter()
@@ -496,6 +507,28 @@ fn client(s: &Store, t: usize, a: AccountId, ops: usize, acked: &AtomicUsize) ->
                 uids: vec![uid],
             });
             m.inbox.retain(|e| e.0 != uid);
+            if let Err(e) = r {
+                return stopped(states, m, e);
+            }
+        } else if r >= 90 {
+            let d = destination(a);
+            let ids = s.queue_ids(&d, None, 1);
+            let r = match ids.first() {
+                Some(id) if r >= 96 => {
+                    m.queue.remove(0);
+                    s.commit_blocking(Op::queue_drop(*id))
+                }
+                _ => {
+                    let body = format!("q{t}-{i}:{}", "y".repeat((next() % 900) as usize));
+                    m.queue.push(body.clone());
+                    s.commit_blocking(Op::Enqueue {
+                        sender: String::new(),
+                        created: 1,
+                        destinations: vec![(d.clone(), vec![format!("r@{d}")])],
+                        body: body.into_bytes(),
+                    })
+                }
+            };
             if let Err(e) = r {
                 return stopped(states, m, e);
             }
@@ -605,4 +638,83 @@ fn power_loss(fail_syncs: &'static [u64]) {
             );
         }
     }
+}
+
+#[test]
+fn full_disk_refuses_enqueue_before_placing_it_while_queue_done_uses_the_reserve() {
+    use super::queue_tests::{enqueue_op, queue_dump};
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.segment_size = 4096;
+    let s = reopen(dir.path(), c.clone());
+    let reserve = dir.path().join("reserve");
+    let layer = Arc::new(FullDisk {
+        full: true.into(),
+        reserve: reserve.clone(),
+        given_back: Mutex::new(None),
+    });
+    let _installed = fault::install(dir.path(), layer.clone());
+    let rcpts: Vec<String> = (0..32).map(|i| format!("r{i}@dead.example")).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let mut ids = Vec::new();
+    let refused = loop {
+        let body = format!("queued {:0>600}", ids.len()).into_bytes();
+        match s.commit_blocking(enqueue_op("a@x", &[("dead.example", &rcpts)], &body)) {
+            Ok(OpResult::Enqueued(v)) => ids.extend(v),
+            Err(e) => break e,
+            Ok(r) => panic!("{r:?}"),
+        }
+        assert!(ids.len() < 10, "the full disk never refused");
+    };
+    assert!(matches!(refused, Error::NoSpace { .. }), "{refused:?}");
+    assert!(!ids.is_empty());
+    assert_eq!(s.queue_len(), ids.len() as u64);
+    // A group that enqueues is refused whole, its QueueDone with it.
+    let r = s.commit_blocking(Op::Group(vec![
+        Op::QueueDone {
+            id: ids[0],
+            recipients: vec![0],
+        },
+        enqueue_op("", &[("x", &["a@x"])], &b"bounce".repeat(400)),
+    ]));
+    assert!(matches!(r, Err(Error::NoSpace { .. })), "{r:?}");
+    assert!(s.queue_entry(ids[0]).unwrap().recipients[0].pending);
+    // Finishing recipients one by one: first in the rest of the segment, then in the reserve.
+    for id in &ids {
+        for i in 0..31u32 {
+            s.commit_blocking(Op::QueueDone {
+                id: *id,
+                recipients: vec![i],
+            })
+            .unwrap_or_else(|e| panic!("QueueDone on a full disk: {e}"));
+        }
+    }
+    assert!(
+        !reserve.exists(),
+        "the dones should have needed the reserve"
+    );
+    // A group of dones frees space too.
+    let r = s.commit_blocking(Op::Group(vec![
+        Op::queue_drop(ids[0]),
+        Op::queue_drop(ids[1 % ids.len()]),
+    ]));
+    assert!(matches!(r, Ok(OpResult::Group(_))), "{r:?}");
+    let r = s.commit_blocking(enqueue_op("a@x", &[("b.example", &["r@b.example"])], b"no"));
+    assert!(matches!(r, Err(Error::NoSpace { .. })), "{r:?}");
+    let dump = queue_dump(&s);
+    assert!(!log_contains(dir.path(), b"bounce"));
+    // Space returns: enqueue works again without a restart.
+    layer.full.store(false, SeqCst);
+    let r = s.commit_blocking(enqueue_op(
+        "a@x",
+        &[("b.example", &["r@b.example"])],
+        b"yes",
+    ));
+    assert!(matches!(r, Ok(OpResult::Enqueued(_))), "{r:?}");
+    assert!(!s.writes_failing());
+    let dump_after = queue_dump(&s);
+    assert_eq!(dump_after.len(), dump.len() + 2);
+    drop(s);
+    let s = reopen(dir.path(), c);
+    assert_eq!(queue_dump(&s), dump_after);
 }

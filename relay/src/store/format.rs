@@ -24,7 +24,7 @@
 //! | kind | name  | payload                                                              |
 //! |------|-------|----------------------------------------------------------------------|
 //! | 1    | Seal  | empty: the segment ends here, the log continues in the next segment  |
-//! | 2    | Body  | the raw message bytes (no length prefix; the frame gives it)         |
+//! | 2    | Body  | the raw message bytes (no length prefix; the frame gives it); for a queued message its envelope first (`record/queue_add.rs`) |
 //! | 3..  | index records: one module each under [`record`](super::record), which lists the kind bytes and documents each payload |
 //!
 //! This module holds the framing and the field codec (`Writer`, `Reader`); what a record
@@ -124,6 +124,20 @@ pub fn put_frame(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&crc.to_le_bytes());
     out.push(kind);
     out.extend_from_slice(payload);
+}
+
+/// The payload length of the Body frame whose payload starts at `offset` of `data` (a
+/// segment), from the frame's header; `None` if no Body frame header is there or the payload
+/// runs past `data`.
+pub fn body_len_at(data: &[u8], offset: usize) -> Option<usize> {
+    let header = data.get(offset.checked_sub(HEADER_LEN)?..offset)?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("slice of 4 bytes")) as usize;
+    if header[8] != KIND_BODY || len == 0 {
+        return None;
+    }
+    let payload = len - 1;
+    data.get(offset..offset.checked_add(payload)?)?;
+    Some(payload)
 }
 
 /// Decode the entry of a valid frame.

@@ -1,6 +1,7 @@
 //! The in-memory index: accounts, mailboxes, messages (UID order), keywords, subscriptions,
-//! metadata, quota usage and live bodies per segment. It changes only by [`Index::apply`] of a
-//! log record, so replaying the log rebuilds exactly the state the writer had. What each record
+//! metadata, quota usage, the outbound queue (`queue.rs`) and live bodies per segment. It
+//! changes only by [`Index::apply`] of a log record, so replaying the log rebuilds exactly the
+//! state the writer had. What each record
 //! does to it is in the record's kind module under `record/`; `apply` never fails and never
 //! panics: a record that refers to something missing is ignored.
 //!
@@ -9,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::format::Record;
+use super::queue::Queue;
 use super::{flag_bits, AccountId, AccountInfo, MailboxId, MailboxInfo, MailboxView, MessageMeta};
 
 /// Mailbox id of every account's INBOX.
@@ -153,8 +155,10 @@ pub struct Index {
     pub next_account_id: AccountId,
     /// Highest UIDVALIDITY handed out so far (store-wide, so a re-created name gets a new one).
     pub last_uid_validity: u32,
-    /// Index entries referencing bodies in each segment.
+    /// Index entries referencing bodies in each segment (messages and queue entries).
     pub seg_refs: BTreeMap<u32, u64>,
+    /// The outbound queue.
+    pub queue: Queue,
 }
 
 /// Drop one reference to a body in `segment`.

@@ -1,21 +1,23 @@
-//! The narrow interface sessions use: [`Mailstore`]. Implemented by the real [`Store`] and by the
-//! in-memory [`MemoryStore`](super::MemoryStore), so session code and its tests can run against
-//! either. Operator paths (admin socket, expiry, checkpoints at shutdown) keep using [`Store`].
+//! The narrow interface sessions and the outbound delivery engine use: [`Mailstore`].
+//! Implemented by the real [`Store`] and by the in-memory [`MemoryStore`](super::MemoryStore),
+//! so session code and its tests can run against either. Operator paths (admin socket, expiry,
+//! checkpoints at shutdown) keep using [`Store`].
 
 use std::future::Future;
 use std::pin::Pin;
 
 use super::{
     AccountId, AccountInfo, Body, BodyRef, Error, MailboxId, MailboxInfo, MailboxView, Op,
-    OpResult, Store,
+    OpResult, QueueDestination, QueueEntry, QueueId, Store,
 };
 
 /// The future of [`Mailstore::commit`]: resolves once the op is durable (real store) or applied
 /// (memory store) and visible to readers.
 pub type Commit = Pin<Box<dyn Future<Output = Result<OpResult, Error>> + Send + 'static>>;
 
-/// What IMAP and SMTP sessions, `accounts` and the effect runner of `io::drive` need from the
-/// store: reads of the committed state, IDLE watch, and commit of an [`Op`].
+/// What IMAP and SMTP sessions, `accounts`, the effect runner of `io::drive` and the outbound
+/// delivery engine need from the store: reads of the committed state, IDLE and queue watch, and
+/// commit of an [`Op`].
 pub trait Mailstore: Send + Sync {
     /// Look up an account by address (case-folded).
     fn account(&self, addr: &str) -> Option<AccountInfo>;
@@ -47,6 +49,16 @@ pub trait Mailstore: Send + Sync {
     /// Submit a write; it is queued (or applied) when called, dropping the future does not
     /// cancel it.
     fn commit(&self, op: Op) -> Commit;
+    /// Entries in the outbound queue.
+    fn queue_len(&self) -> u64;
+    /// Destinations with queued entries, by name, with counts and oldest entries.
+    fn queue_destinations(&self) -> Vec<QueueDestination>;
+    /// Up to `limit` entry ids of `destination`, oldest first, after `after` if given.
+    fn queue_ids(&self, destination: &str, after: Option<QueueId>, limit: usize) -> Vec<QueueId>;
+    /// One queue entry with its envelope and message; `Error::NotFound` once it is done.
+    fn queue_entry(&self, id: QueueId) -> Result<QueueEntry, Error>;
+    /// A receiver that changes after every commit that adds queue entries.
+    fn queue_watch(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 impl Mailstore for Store {
@@ -90,5 +102,20 @@ impl Mailstore for Store {
     }
     fn commit(&self, op: Op) -> Commit {
         Box::pin(Store::commit(self, op))
+    }
+    fn queue_len(&self) -> u64 {
+        Store::queue_len(self)
+    }
+    fn queue_destinations(&self) -> Vec<QueueDestination> {
+        Store::queue_destinations(self)
+    }
+    fn queue_ids(&self, destination: &str, after: Option<QueueId>, limit: usize) -> Vec<QueueId> {
+        Store::queue_ids(self, destination, after, limit)
+    }
+    fn queue_entry(&self, id: QueueId) -> Result<QueueEntry, Error> {
+        Store::queue_entry(self, id)
+    }
+    fn queue_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        Store::queue_watch(self)
     }
 }

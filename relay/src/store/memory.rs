@@ -14,7 +14,8 @@ use super::index::{Account, Index};
 use super::record::{self, Planner, Record};
 use super::{
     AccountId, AccountInfo, Body, BodyBytes, BodyRef, Commit, Error, MailboxId, MailboxInfo,
-    MailboxView, Mailstore, MessageMeta, Op, OpResult, StoreConfig, Watchers,
+    MailboxView, Mailstore, MessageMeta, Op, OpResult, QueueDestination, QueueEntry, QueueId,
+    StoreConfig, Watchers,
 };
 
 /// An in-memory [`Mailstore`]; cheap to clone, clones share the state.
@@ -26,6 +27,8 @@ pub struct MemoryStore {
 struct Inner {
     state: Mutex<State>,
     watchers: Watchers,
+    /// The next queue sequence number, bumped after every commit that adds queue entries.
+    queue_watch: tokio::sync::watch::Sender<u64>,
     max_mailbox_size: u64,
 }
 
@@ -85,6 +88,7 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 state: Mutex::default(),
                 watchers: Watchers::default(),
+                queue_watch: tokio::sync::watch::Sender::new(Index::default().queue.next_seq()),
                 max_mailbox_size: config.max_mailbox_size,
             }),
         }
@@ -100,6 +104,7 @@ impl MemoryStore {
     /// Plan and apply `op` now; wake the watchers of the accounts it changed.
     pub fn commit_now(&self, op: Op) -> Result<OpResult, Error> {
         let mut state = self.state();
+        let next_seq = state.index.queue.next_seq();
         let mut planning = Planning {
             state: &mut state,
             max_mailbox_size: self.inner.max_mailbox_size,
@@ -111,6 +116,9 @@ impl MemoryStore {
         let State { index, bodies, .. } = &mut *state;
         bodies.retain(|segment, _| index.seg_refs.contains_key(segment));
         self.inner.watchers.wake(touched, |a| index.modseq(a));
+        if index.queue.next_seq() != next_seq {
+            self.inner.queue_watch.send_replace(index.queue.next_seq());
+        }
         result
     }
 
@@ -190,6 +198,41 @@ impl Mailstore for MemoryStore {
         let result = self.commit_now(op);
         Box::pin(std::future::ready(result))
     }
+    fn queue_len(&self) -> u64 {
+        self.state().index.queue.len()
+    }
+    fn queue_destinations(&self) -> Vec<QueueDestination> {
+        self.state().index.queue.destinations()
+    }
+    fn queue_ids(&self, destination: &str, after: Option<QueueId>, limit: usize) -> Vec<QueueId> {
+        self.state().index.queue.ids(destination, after, limit)
+    }
+    fn queue_entry(&self, id: QueueId) -> Result<QueueEntry, Error> {
+        let (destination, e, bytes) = {
+            let state = self.state();
+            let (d, e) = state
+                .index
+                .queue
+                .get(id)
+                .ok_or(Error::NotFound("queue entry"))?;
+            let bytes = state
+                .bodies
+                .get(&e.segment)
+                .cloned()
+                .ok_or(Error::NotFound("body"))?;
+            (d.to_owned(), e, bytes)
+        };
+        let len = bytes.len();
+        let stored = Body {
+            bytes: BodyBytes::Memory(bytes),
+            start: 0,
+            len,
+        };
+        QueueEntry::read(id, &destination, e, stored)
+    }
+    fn queue_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.queue_watch.subscribe()
+    }
 }
 
 #[cfg(test)]
@@ -212,6 +255,9 @@ mod tests {
     #[derive(Debug, Clone)]
     enum T {
         Op(Op),
+        /// `QueueDone` of these recipients of the n-th live queue entry (modulo their number),
+        /// alone or in a group with an op after it (the delivery engine's bounce).
+        DoneNth(usize, Vec<u32>, Option<Op>),
         Reopen,
     }
 
@@ -232,6 +278,49 @@ mod tests {
 
     fn uids() -> impl Strategy<Value = Vec<u32>> {
         proptest::collection::vec(1..9u32, 0..4)
+    }
+
+    /// An `Enqueue` over a few destinations (one of them refused) and recipients, sometimes
+    /// more than fit one entry.
+    fn enqueue() -> impl Strategy<Value = Op> {
+        let dest = prop_oneof![
+            6 => proptest::sample::select(vec!["b.example", "c.example", "[10.0.0.1]"]),
+            1 => Just("B.x"),
+        ];
+        let rcpt = proptest::sample::select(vec!["r@b.example", "s@c.example", "t@x"]);
+        let rcpts = prop_oneof![
+            8 => proptest::collection::vec(rcpt.clone(), 1..4),
+            2 => proptest::collection::vec(rcpt, 30..40),
+            1 => Just(Vec::new()),
+        ];
+        (
+            proptest::sample::select(vec!["", "a@x"]),
+            0..3i64,
+            proptest::collection::vec((dest, rcpts), 0..3),
+            0..600usize,
+        )
+            .prop_map(|(sender, created, destinations, n)| Op::Enqueue {
+                sender: sender.into(),
+                created,
+                destinations: destinations
+                    .into_iter()
+                    .map(|(d, rs)| (d.to_owned(), rs.into_iter().map(String::from).collect()))
+                    .collect(),
+                body: vec![b'q'; n],
+            })
+    }
+
+    /// A `QueueDone` of an id near the ones handed out (ids start at 1, slots at 0).
+    fn queue_done() -> impl Strategy<Value = Op> {
+        (
+            1..10u64,
+            0..2u32,
+            proptest::collection::vec(prop_oneof![8 => 0..3u32, 1 => 30..34u32], 0..4),
+        )
+            .prop_map(|(seq, slot, recipients)| Op::QueueDone {
+                id: QueueId { seq, slot },
+                recipients,
+            })
     }
 
     fn op() -> impl Strategy<Value = T> {
@@ -308,14 +397,36 @@ mod tests {
                     key: key.into(),
                     value,
                 })),
-            1 => acc.prop_map(|account| T::Op(Op::DeleteAccount { account })),
+            1 => acc.clone().prop_map(|account| T::Op(Op::DeleteAccount { account })),
+            3 => enqueue().prop_map(T::Op),
+            2 => queue_done().prop_map(T::Op),
+            4 => (
+                any::<usize>(),
+                proptest::collection::vec(prop_oneof![8 => 0..3u32, 1 => 30..34u32], 0..4),
+                proptest::option::of(enqueue()),
+            )
+                .prop_map(|(n, recipients, then)| T::DoneNth(n, recipients, then)),
+            2 => proptest::collection::vec(
+                prop_oneof![
+                    enqueue(),
+                    queue_done(),
+                    (acc, 0..300usize).prop_map(|(a, n)| Op::Deliver {
+                        recipients: vec![a],
+                        internal_date: 7,
+                        body: vec![b'g'; n],
+                    }),
+                ],
+                0..4,
+            )
+            .prop_map(|ops| T::Op(Op::Group(ops))),
             1 => Just(T::Reopen),
         ]
     }
 
-    /// Everything a session can read, with bodies as bytes (body refs differ by design).
+    /// Everything a session or the delivery engine can read, with bodies as bytes (body refs
+    /// differ by design).
     fn snapshot(s: &dyn Mailstore) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = crate::store::queue_tests::queue_dump(s);
         for addr in ADDRS {
             out.push(format!("{addr}: {:?}", s.account(addr)));
         }
@@ -375,7 +486,26 @@ mod tests {
             })
         });
         for (n, t) in setup.into_iter().chain(ops).enumerate() {
+            let t = match t {
+                T::DoneNth(k, recipients, then) => {
+                    let live: Vec<QueueId> = real
+                        .queue_destinations()
+                        .iter()
+                        .flat_map(|d| real.queue_ids(&d.name, None, usize::MAX))
+                        .collect();
+                    let Some(&id) = live.get(k % live.len().max(1)) else {
+                        continue;
+                    };
+                    let done = Op::QueueDone { id, recipients };
+                    T::Op(match then {
+                        Some(op) => Op::Group(vec![done, op]),
+                        None => done,
+                    })
+                }
+                t => t,
+            };
             match t {
+                T::DoneNth(..) => unreachable!("resolved above"),
                 T::Op(op) => {
                     let want = format!("{:?}", real.commit_blocking(op.clone()));
                     let got = format!("{:?}", memory.commit_now(op.clone()));

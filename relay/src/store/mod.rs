@@ -11,6 +11,10 @@
 //! - Readers never see a record before it is durable and applied to the index.
 //! - IDLE wake-ups: `watch(account)` changes after each committed change of that account; no
 //!   message data is copied to wake a session.
+//! - The outbound queue has the same guarantees: an `Op::Enqueue` resolves once its entries are
+//!   durable (the `250` for a remote recipient may then be sent), survives `kill -9` and
+//!   restarts, and its body stays on disk until every entry referring to it is done
+//!   (`Op::QueueDone`). `queue_watch()` changes after each commit that adds queue entries.
 //!
 //! # No I/O outside
 //! Reads are synchronous and in memory (index) or from the mmap (bodies). Writes go to one writer
@@ -21,6 +25,7 @@
 //! - `<dir>/log/<seq:020>.seg`: segments of the log, preallocated to `segment_size` (a message
 //!   larger than that gets a segment of its own size) and ended by a Seal record; record format
 //!   in [`format`](mod@format). A body is stored once; index records point at it with a [`BodyRef`].
+//!   A queued message's body holds its envelope before the message (`record/queue_add.rs`).
 //! - `<dir>/reserve`: preallocated space given up on a full disk for ops that free space.
 //! - `<dir>/index/<seq:020>-<offset:020>.rkyv`: checkpoints of the index at a log position
 //!   (newest two kept); `open` loads the newest valid one and replays the log after it.
@@ -30,6 +35,8 @@
 //! payload codec, index application and the planning of the ops that write it, all reached
 //! through the `registry!` there), `log` (segments: recovery, append, removal), `mmap` (the only
 //! `unsafe`), `index` (in-memory state and its read views, changed only by applying records),
+//! `queue` (the outbound queue's part of the index: compact entries per destination, shared
+//! between the index's two copies),
 //! `writer` (group commit, watchers), `checkpoint` (rkyv snapshots of the index), `mailstore`
 //! (the [`Mailstore`] trait sessions use), `memory` ([`MemoryStore`], the same planning and
 //! index code without a disk, for session tests).
@@ -60,15 +67,24 @@
 //!    `registry!`, and a row in the table of its module doc. The codec, replay, the writer and
 //!    the in-memory store need nothing more.
 //! 4. A new op: its variant in [`Op`] (and in [`OpResult`] if it answers more than `Done`),
-//!    one arm in `record::plan`, and one in `Op::body_len` if it carries a message body. Add
-//!    it to the generator of `memory::tests` so the double is checked against the disk for it.
+//!    one arm in `record::plan`, one in `Op::body_len` if it carries a message body, one in
+//!    `Op::space_bound` if it writes more than a small record (the bound must cover what it
+//!    writes, or on a full disk it fails its batch instead of being refused alone), and one in
+//!    `Op::frees_space` if it frees space (it may then use the reserve). Add it to the
+//!    generator of `memory::tests` so the double is checked against the disk for it.
 //! 5. New state in the index (not just new values of existing fields): the field in
-//!    `index.rs` and a read method on `Index` used by [`Store`] and [`MemoryStore`] (and
-//!    [`Mailstore`] if sessions read it). The checkpoint (`checkpoint.rs`) must then carry it
+//!    `index.rs` and a read method on `Index` (or on the field's type) used by [`Store`] and
+//!    [`MemoryStore`] (and [`Mailstore`] if sessions read it). State that refers to bodies
+//!    counts them in `Index::seg_refs` (in `apply` and when a checkpoint is loaded), or segment
+//!    removal deletes them. The checkpoint (`checkpoint.rs`) must then carry it
 //!    too; its archived types are on disk, so a new field means a new `MAGIC` with the old
 //!    layout still loaded (as empty state), never a changed layout under the old `MAGIC`.
-//! 6. Tests of the op's behaviour in `tests.rs` (real files, reopen); then
-//!    `cargo test -p relay --lib store::`.
+//! 6. Tests of the op's behaviour in `tests.rs` (or a sibling such as `queue_tests.rs`: real
+//!    files, reopen); the record's frame in `fuzz/seeds.py` (`records`), then
+//!    `python3 fuzz/seeds.py`; then `cargo test -p relay --lib store::`.
+//!
+//! The outbound queue (kinds 16 and 17, `queue.rs`) was the first kind added this way: the
+//! steps above were all it needed, plus its own watch channel in the writer's publish step.
 //!
 //! # Hazards (what could lose or corrupt data, and what prevents it)
 //! - *Torn write at a crash*: every frame has a length and a CRC32C; recovery keeps the longest
@@ -85,8 +101,8 @@
 //! - *Checkpoint torn or corrupt*: written to a temp file, fsynced, renamed, directory fsynced;
 //!   CRC + rkyv validation on load; fallback to the previous checkpoint or a full replay.
 //! - *Segment removed too early*: only segments before the *previous* checkpoint, holding no body
-//!   referenced by the index; if every checkpoint is unreadable after that, `open` says
-//!   [`Error::Corrupt`] instead of building a partial index.
+//!   referenced by the index (a message or a queue entry); if every checkpoint is unreadable
+//!   after that, `open` says [`Error::Corrupt`] instead of building a partial index.
 //! - *I/O error or full disk while writing*: the failed batch gets the error and is undone (the
 //!   log cut back to where it began, its bytes zeroed and synced over whatever the page cache
 //!   holds, the segments it created deleted); the writer keeps serving and retries (see
@@ -97,12 +113,13 @@
 //!   the active segment stays usable; an op is refused ([`Error::NoSpace`]) before anything of
 //!   it is placed when it would need a new segment the disk has no room for. `<dir>/reserve`
 //!   is a preallocated file (a segment's size, at most 1 MiB) released on a full disk for ops
-//!   that free space (expunge, flag changes, mailbox and account deletion), whose records then
-//!   go to a small segment made in its place; deliveries are refused while only the reserve is
-//!   left, and the reserve is taken back first when space returns. Space is given back to the
-//!   file system only when old segments are removed after checkpoints, and a checkpoint needs
-//!   room for its file.
-//! - *Memory*: the index exists twice (shared and the writer's copy).
+//!   that free space (expunge, flag changes, mailbox and account deletion, queue entries done,
+//!   a group of only those), whose records then go to a small segment made in its place;
+//!   deliveries and enqueues are refused while only the reserve is left, and the reserve is
+//!   taken back first when space returns. Space is given back to the file system only when old
+//!   segments are removed after checkpoints, and a checkpoint needs room for its file.
+//! - *Memory*: the index exists twice (shared and the writer's copy). The queue's entries are
+//!   shared between the two (`queue.rs`): about 24 bytes per queued message in all.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -123,6 +140,8 @@ pub mod memory;
 // length).
 #[allow(unsafe_code)]
 mod mmap;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)] // sans-I/O index state
+mod queue;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)] // sans-I/O record format
 pub mod record;
 mod writer;
@@ -130,11 +149,15 @@ mod writer;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
+mod queue_tests;
+#[cfg(test)]
 mod tests;
 
 pub use log::Position;
 pub use mailstore::{Commit, Mailstore};
 pub use memory::MemoryStore;
+pub use queue::{QueueDestination, QueueId, MAX_DESTINATIONS, MAX_RECIPIENTS};
+pub use record::GROUP_STOPPED;
 
 /// Identifies an account; stable for the account's life, never reused while the store is open.
 pub type AccountId = u32;
@@ -276,6 +299,13 @@ enum BodyBytes {
     Memory(Arc<[u8]>),
 }
 
+/// Its length only: the bytes may be large.
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Body({} bytes)", self.len)
+    }
+}
+
 impl std::ops::Deref for Body {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -321,6 +351,83 @@ pub struct MailboxView {
     pub messages: Vec<MessageMeta>,
     /// The account's keyword table: keyword `i` is flag bit `KEYWORD_SHIFT + i`.
     pub keywords: Vec<String>,
+}
+
+/// One recipient of a queue entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRecipient {
+    /// The address, as enqueued.
+    pub address: String,
+    /// Not finished yet (no [`Op::QueueDone`] for it).
+    pub pending: bool,
+}
+
+/// One entry of the outbound queue with its message: what the delivery engine sends and the
+/// admin socket lists. The envelope is read from the stored body, the message is borrowed from
+/// the mmap (no copy).
+#[derive(Debug)]
+pub struct QueueEntry {
+    /// The entry.
+    pub id: QueueId,
+    /// Lowercase domain or address literal.
+    pub destination: String,
+    /// `MAIL FROM`, empty for a bounce.
+    pub sender: String,
+    /// Every recipient of the entry, in enqueued order (at most [`MAX_RECIPIENTS`]); the index
+    /// of one is what [`Op::QueueDone`] takes.
+    pub recipients: Vec<QueueRecipient>,
+    /// Unix seconds: the start of the retry window.
+    pub created: i64,
+    /// The message.
+    pub body: Body,
+}
+
+impl QueueEntry {
+    /// `(index, address)` of the recipients still pending.
+    pub fn pending(&self) -> impl Iterator<Item = (u32, &str)> + '_ {
+        (0u32..)
+            .zip(&self.recipients)
+            .filter(|(_, r)| r.pending)
+            .map(|(i, r)| (i, r.address.as_str()))
+    }
+
+    /// Size of the message in bytes.
+    pub fn size(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Build the entry `id` of `destination` from its index entry and its stored body (envelope
+    /// and message).
+    fn read(id: QueueId, destination: &str, e: queue::Entry, stored: Body) -> Result<Self, Error> {
+        let env = record::queue_add::read_envelope(&stored, id.seq)
+            .map_err(|err| Error::Corrupt(format!("queued message {id}: {err}")))?;
+        if env.destination != destination {
+            return Err(Error::Corrupt(format!(
+                "queued message {id} is for {} instead of {destination}",
+                env.destination
+            )));
+        }
+        let recipients = (0u32..)
+            .zip(env.recipients)
+            .map(|(i, address)| QueueRecipient {
+                address,
+                pending: i < 32 && e.remaining & (1 << i) != 0,
+            })
+            .collect();
+        let body = Body {
+            bytes: stored.bytes,
+            start: stored.start + env.message_start,
+            len: stored.len - env.message_start,
+        };
+        Ok(QueueEntry {
+            id,
+            destination: destination.to_owned(),
+            sender: env.sender,
+            recipients,
+            created: env.created,
+            body,
+        })
+    }
 }
 
 /// Summary of a mailbox for LIST/STATUS.
@@ -497,10 +604,56 @@ pub enum Op {
         /// Value.
         value: Option<Vec<u8>>,
     },
+    /// Queue a message for other domains: one stored body for all, one queue entry per
+    /// destination and group of at most [`MAX_RECIPIENTS`] of its recipients (a destination
+    /// with more gets several entries, its recipients in order). The envelope is stored with
+    /// the body. Answers [`OpResult::Enqueued`]; `destinations` empty writes nothing.
+    /// `Error::Invalid` for a destination that is not a lowercase domain or address literal, a
+    /// destination without recipients, an address with control characters or longer than 256
+    /// bytes.
+    Enqueue {
+        /// `MAIL FROM` address; empty for a bounce (`MAIL FROM:<>`).
+        sender: String,
+        /// Unix seconds: the start of the retry window.
+        created: i64,
+        /// `(destination, recipients)`: a lowercase domain or an address literal such as
+        /// `[1.2.3.4]`, and the recipient addresses on it.
+        destinations: Vec<(String, Vec<String>)>,
+        /// The message as it will be sent.
+        body: Vec<u8>,
+    },
+    /// Recipients of a queue entry are finished (delivered, bounced or dropped). The entry
+    /// disappears when none is left; its body is freed (for segment removal) when no entry
+    /// refers to it. Indexes that are not pending (finished before, or beyond the entry's
+    /// recipients) are ignored; `Error::NotFound` if the entry is gone, `Error::Invalid` for an
+    /// index of [`MAX_RECIPIENTS`] or more. May use the space reserve on a full disk.
+    QueueDone {
+        /// The entry.
+        id: QueueId,
+        /// Indexes into the entry's recipients ([`QueueEntry::recipients`]).
+        recipients: Vec<u32>,
+    },
+    /// Several ops in one commit (one `fdatasync` covers them all), planned in order, each
+    /// seeing the ones before it; answers [`OpResult::Group`] with one result per member. The
+    /// first member refused stops the rest: they are not applied and get
+    /// `Error::Invalid(`[`GROUP_STOPPED`]`)`. **The members before it stay committed**: a group
+    /// is not a transaction. On a full disk the group is refused as a whole unless every
+    /// member frees space; an I/O error fails the whole group (and its batch).
+    Group(Vec<Op>),
+}
+
+impl Op {
+    /// `QueueDone` of every recipient of entry `id`: drops the entry (the admin's "drop").
+    pub fn queue_drop(id: QueueId) -> Op {
+        Op::QueueDone {
+            id,
+            recipients: (0..MAX_RECIPIENTS as u32).collect(),
+        }
+    }
 }
 
 /// The result of a committed [`Op`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum OpResult {
     /// Nothing to report.
     Done,
@@ -534,6 +687,11 @@ pub enum OpResult {
     },
     /// `CreateMailbox`.
     MailboxCreated(MailboxId),
+    /// `Enqueue`: the ids of the new queue entries, in the order of the destinations (a
+    /// destination split into several entries gives consecutive ids).
+    Enqueued(Vec<QueueId>),
+    /// `Group`: one result per member, in order.
+    Group(Vec<Result<OpResult, Error>>),
 }
 
 /// Why one recipient of a `Deliver` did not get the message.
@@ -553,6 +711,9 @@ pub(crate) struct Shared {
     segments: log::Segments,
     /// IDLE watchers, created lazily per account.
     watchers: Watchers,
+    /// The queue's watch channel: the next queue sequence number, bumped after every commit
+    /// that adds queue entries.
+    queue_watch: tokio::sync::watch::Sender<u64>,
     config: StoreConfig,
     stats: Stats,
     /// The writer is failing (I/O error or full disk) and retrying.
@@ -749,9 +910,11 @@ impl Store {
             }
         }
         let shared = Arc::new(Shared {
+            // Shares the queue's entries with `idx` (see `queue.rs`).
             index: RwLock::new(idx.clone()),
             segments: log.segments(),
             watchers: Watchers::default(),
+            queue_watch: tokio::sync::watch::Sender::new(idx.queue.next_seq()),
             config: config.clone(),
             stats: Stats::default(),
             failing: std::sync::atomic::AtomicBool::new(false),
@@ -861,6 +1024,65 @@ impl Store {
         key: &str,
     ) -> Option<Vec<u8>> {
         self.index().metadata_value(account, mailbox, key)
+    }
+
+    /// Entries in the outbound queue.
+    pub fn queue_len(&self) -> u64 {
+        self.index().queue.len()
+    }
+
+    /// Destinations with queued entries, by name, with their entry counts and oldest entries.
+    pub fn queue_destinations(&self) -> Vec<QueueDestination> {
+        self.index().queue.destinations()
+    }
+
+    /// Up to `limit` entry ids of `destination`, oldest first, after `after` if given (paging:
+    /// pass the last id of the previous page). Empty for a destination without entries.
+    pub fn queue_ids(
+        &self,
+        destination: &str,
+        after: Option<QueueId>,
+        limit: usize,
+    ) -> Vec<QueueId> {
+        self.index().queue.ids(destination, after, limit)
+    }
+
+    /// One queue entry with its envelope and message. `NotFound` once it is done.
+    pub fn queue_entry(&self, id: QueueId) -> Result<QueueEntry, Error> {
+        let (destination, e) = {
+            let index = self.index();
+            let (d, e) = index.queue.get(id).ok_or(Error::NotFound("queue entry"))?;
+            (d.to_owned(), e)
+        };
+        let stored = self.read_stored(e.segment, e.offset)?;
+        QueueEntry::read(id, &destination, e, stored)
+    }
+
+    /// A receiver that changes (to the next queue sequence number) after every commit that adds
+    /// queue entries: the delivery engine waits on it.
+    pub fn queue_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.shared.queue_watch.subscribe()
+    }
+
+    /// The Body frame whose payload starts at `offset` of `segment` (its length from the frame
+    /// header): a queued message's stored body.
+    fn read_stored(&self, segment: u32, offset: u64) -> Result<Body, Error> {
+        let map = self
+            .inner
+            .shared
+            .segments
+            .read()
+            .expect("segment map lock should not be poisoned")
+            .get(&segment)
+            .cloned()
+            .ok_or(Error::NotFound("segment"))?;
+        let start = usize::try_from(offset).map_err(|_| Error::NotFound("body"))?;
+        let len = format::body_len_at(&map, start).ok_or(Error::NotFound("body"))?;
+        Ok(Body {
+            bytes: BodyBytes::Mapped(map),
+            start,
+            len,
+        })
     }
 
     /// `(entries, value bytes)` of all metadata of an account, for the per-account caps.

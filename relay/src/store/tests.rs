@@ -522,7 +522,7 @@ fn large_messages_span_segments() {
 }
 
 /// Frame boundaries `(start, end, kind)` of a segment file, from its start up to the end mark.
-fn frames(data: &[u8]) -> Vec<(usize, usize, u8)> {
+pub(super) fn frames(data: &[u8]) -> Vec<(usize, usize, u8)> {
     let mut v = Vec::new();
     let mut off = 0;
     while let format::Frame::Valid {
@@ -667,7 +667,7 @@ fn crash_child(dir: &Path) {
     }
 }
 
-fn cfg_unlimited() -> StoreConfig {
+pub(super) fn cfg_unlimited() -> StoreConfig {
     StoreConfig {
         max_mailbox_size: u64::MAX,
         segment_size: 256 * 1024,
@@ -1192,7 +1192,7 @@ fn bench_group_commit() {
     );
 }
 
-fn checkpoints(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn checkpoints(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir.join("index"))
         .map(|d| d.map(|e| e.unwrap().path()).collect())
         .unwrap_or_default();
@@ -1200,7 +1200,7 @@ fn checkpoints(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir.join("log"))
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -27,7 +27,8 @@
 //! room for a bound of what it writes, so an op the disk has no room for is refused alone with
 //! [`Error::NoSpace`] before anything of it is placed, and the rest of the batch commits (the
 //! preallocated rest of the active segment is still usable). Ops that free space (expunge,
-//! delete account or mailbox, flag changes, which `\Deleted` needs) may use the reserve.
+//! delete account or mailbox, flag changes, which `\Deleted` needs, queue entries done) may use
+//! the reserve.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -41,7 +42,7 @@ use tokio::sync::oneshot;
 use super::checkpoint;
 use super::index::Index;
 use super::log::{Log, Position};
-use super::record::{self, Planner, Record};
+use super::record::{self, is_io, Planner, Record};
 use super::{BodyRef, Error, Op, OpResult, Shared, StoreConfig};
 
 /// Replayed records at open above which shutdown writes a checkpoint even without new writes.
@@ -105,12 +106,6 @@ pub struct Writer {
     /// A checkpoint being written by another thread: its position and outcome.
     background: Option<std::thread::JoinHandle<BackgroundResult>>,
     health: Health,
-}
-
-/// Whether `e` is a failure of the file system (which fails the batch) rather than a refusal
-/// of the op.
-fn is_io(e: &Error) -> bool {
-    matches!(e, Error::Io { .. } | Error::NoSpace { .. })
 }
 
 fn copy_io(e: &Error) -> Error {
@@ -341,28 +336,40 @@ impl Writer {
         }
     }
 
-    /// Apply committed records to the shared index and wake watchers.
+    /// Apply committed records to the shared index and wake watchers (IDLE; the queue's when
+    /// entries were added).
     fn publish(&mut self, pending: &mut Vec<Record>) {
         if pending.is_empty() {
             return;
         }
         let mut touched = BTreeSet::new();
-        {
+        let queued = {
             let mut index = self
                 .shared
                 .index
                 .write()
                 .expect("index lock should not be poisoned");
+            let before = (index.queue.next_seq(), index.queue.len());
             for rec in pending.iter() {
                 if let Some(a) = index.apply(rec) {
                     touched.insert(a);
                 }
                 rec.also_wakes(&mut touched);
             }
-        }
+            let after = (index.queue.next_seq(), index.queue.len());
+            if after != before {
+                // Both copies hold the same entries now: share the readers' chunks again, so
+                // that the queue costs its memory once (see `queue.rs`).
+                self.index.queue.share_from(&index.queue);
+            }
+            (after.0 != before.0).then_some(after.0)
+        };
         pending.clear();
         let index = &self.index;
         self.shared.watchers.wake(touched, |a| index.modseq(a));
+        if let Some(next) = queued {
+            self.shared.queue_watch.send_replace(next);
+        }
     }
 
     /// Write a checkpoint of the committed index (called between batches, when the private
@@ -394,7 +401,7 @@ impl Writer {
         let dir = self.index_dir.clone();
         let spawned = std::thread::Builder::new()
             .name("store-checkpoint".into())
-            .spawn(move || (pos, checkpoint::write_snapshot(&dir, &cp)));
+            .spawn(move || (pos, checkpoint::write_snapshot(&dir, cp)));
         match spawned {
             Ok(h) => self.background = Some(h),
             Err(e) => tracing::warn!(error = %e, "cannot start checkpoint thread"),

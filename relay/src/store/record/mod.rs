@@ -20,6 +20,10 @@
 //! | 13 | [`expunge`]        | `Op::Expunge` |
 //! | 14 | [`copy`]           | `Op::Copy` |
 //! | 15 | [`metadata`]       | `Op::SetMetadata` |
+//! | 16 | [`queue_add`]      | `Op::Enqueue` |
+//! | 17 | [`queue_done`]     | `Op::QueueDone` |
+//!
+//! `Op::Group` writes the records of its members, planned one after the other.
 //!
 //! Records carry the values the writer decided (ids, UIDs, modseqs), so replay never has to
 //! re-decide anything: `apply` only follows the record, never fails and never panics (a record
@@ -43,6 +47,8 @@ pub mod mailbox_create;
 pub mod mailbox_delete;
 pub mod mailbox_rename;
 pub mod metadata;
+pub mod queue_add;
+pub mod queue_done;
 pub mod subscribe;
 
 pub use insert::InsertEntry;
@@ -170,10 +176,19 @@ registry! {
     13 => Expunge(expunge),
     14 => Copy(copy),
     15 => Metadata(metadata),
+    16 => QueueAdd(queue_add),
+    17 => QueueDone(queue_done),
+}
+
+/// Whether `e` is a failure of the file system (the writer then fails the whole batch) rather
+/// than a refusal of the op.
+pub(crate) fn is_io(e: &Error) -> bool {
+    matches!(e, Error::Io { .. } | Error::NoSpace { .. })
 }
 
 /// Validate `op` against `p`'s index and emit its records: the dispatch from ops to the kind
-/// modules. An error means nothing was emitted for this op, except after an I/O error.
+/// modules. An error means nothing was emitted for this op, except after an I/O error (and
+/// for the members of an `Op::Group` planned before the one that failed).
 pub(crate) fn plan(p: &mut impl Planner, op: Op) -> Result<OpResult, Error> {
     match op {
         Op::CreateAccount {
@@ -233,28 +248,68 @@ pub(crate) fn plan(p: &mut impl Planner, op: Op) -> Result<OpResult, Error> {
             key,
             value,
         } => metadata::plan(p, account, mailbox, key, value),
+        Op::Enqueue {
+            sender,
+            created,
+            destinations,
+            body,
+        } => queue_add::plan(p, &sender, created, &destinations, &body),
+        Op::QueueDone { id, recipients } => queue_done::plan(p, id, &recipients),
+        Op::Group(ops) => plan_group(p, ops),
     }
 }
+
+/// `Op::Group`: the members in order; the first refused one stops the rest (each gets
+/// [`GROUP_STOPPED`]), the records of those before it stay. An I/O error is the group's error,
+/// so that the writer fails the whole batch.
+fn plan_group(p: &mut impl Planner, ops: Vec<Op>) -> Result<OpResult, Error> {
+    let mut results = Vec::with_capacity(ops.len());
+    let mut stopped = false;
+    for op in ops {
+        if stopped {
+            results.push(Err(Error::Invalid(GROUP_STOPPED)));
+            continue;
+        }
+        let r = plan(p, op);
+        match &r {
+            Err(e) if is_io(e) => return r,
+            Err(_) => stopped = true,
+            Ok(_) => {}
+        }
+        results.push(r);
+    }
+    Ok(OpResult::Group(results))
+}
+
+/// The error of the members of an `Op::Group` after the first refused one.
+pub const GROUP_STOPPED: &str = "not applied: an earlier op of the group was refused";
 
 impl Op {
     /// Message bytes the op will write (bounds the size of a group commit).
     pub(crate) fn body_len(&self) -> usize {
         match self {
-            Op::Deliver { body, .. } | Op::Append { body, .. } => body.len(),
+            Op::Deliver { body, .. } | Op::Append { body, .. } | Op::Enqueue { body, .. } => {
+                body.len()
+            }
+            Op::Group(ops) => ops.iter().map(Op::body_len).sum(),
             _ => 0,
         }
     }
 
     /// Whether the op frees space (or prepares freeing it: `\Deleted` before EXPUNGE), so that
     /// it may use the space reserve on a full disk.
+    /// A queue entry finished frees its body's space once no entry refers to it; a group frees
+    /// space if all its members do.
     pub(crate) fn frees_space(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Op::Expunge { .. }
-                | Op::DeleteAccount { .. }
-                | Op::DeleteMailbox { .. }
-                | Op::SetFlags { .. }
-        )
+            | Op::DeleteAccount { .. }
+            | Op::DeleteMailbox { .. }
+            | Op::SetFlags { .. }
+            | Op::QueueDone { .. } => true,
+            Op::Group(ops) => !ops.is_empty() && ops.iter().all(Op::frees_space),
+            _ => false,
+        }
     }
 
     /// A bound of the log bytes the op writes (its body and records), made room for before it
@@ -263,6 +318,21 @@ impl Op {
     pub(crate) fn space_bound(&self) -> u64 {
         let header = super::format::HEADER_LEN as u64;
         let (items, flags) = match self {
+            Op::Group(ops) => return ops.iter().map(Op::space_bound).sum(),
+            Op::Enqueue {
+                sender,
+                destinations,
+                body,
+                ..
+            } => {
+                // The stored body (envelope and message) and the record: every string once in
+                // each, with its length and some fixed fields per recipient.
+                let strings: usize = destinations
+                    .iter()
+                    .map(|(d, rs)| 2 * d.len() + rs.iter().map(|r| r.len() + 16).sum::<usize>())
+                    .sum();
+                return (body.len() + sender.len() + strings) as u64 + 128 + 2 * header;
+            }
             Op::Deliver { recipients, .. } => (recipients.len(), 0),
             Op::Append { flags, .. } => (0, flags.len()),
             Op::SetFlags { uids, flags, .. } => (uids.len(), flags.len()),
