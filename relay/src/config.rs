@@ -74,6 +74,10 @@ pub struct Config {
     /// `dns_server`: `ip:port` of the DNS server to ask instead of the system's resolvers
     /// (tests, small deployments). `None` = the system configuration (`/etc/resolv.conf`).
     pub dns_server: Option<std::net::SocketAddr>,
+    /// `dns_timeout` in seconds (default 10): how long one DNS query may take before it is
+    /// tried again (`crate::dns::ATTEMPTS` tries); a lookup that runs out of tries is a
+    /// temporary failure (SMTP `451`).
+    pub dns_timeout_secs: u64,
     /// `dkim_selector` (default `opendkim`, the reference's, so an imported relay keeps its
     /// DNS record); the key is `<data_dir>/dkim/<selector>.private`.
     pub dkim_selector: String,
@@ -91,6 +95,10 @@ pub struct Config {
     pub acme_email: String,
     /// `admin_socket`: the admin socket's path (default `<data_dir>/admin.sock`).
     pub admin_socket: PathBuf,
+    /// `delivery_ca_file`: extra CA certificates (PEM) trusted, besides the system's, when
+    /// outbound delivery verifies other servers (SMTP STARTTLS, HTTPS `/mxdeliv`); tests with a
+    /// local CA.
+    pub delivery_ca_file: Option<PathBuf>,
     /// Every other option as written, for options not interpreted yet (kept so nothing is lost).
     pub extra: BTreeMap<String, String>,
 }
@@ -381,6 +389,11 @@ impl Config {
                     })?,
             ),
         };
+        let dns_timeout_secs = match p.num::<u64>("dns_timeout")? {
+            None => crate::dns::DEFAULT_QUERY_TIMEOUT_SECS,
+            Some(0) => return Err(Error::invalid("dns_timeout", "0", "seconds, at least 1")),
+            Some(n) => n,
+        };
         let dkim_selector = p
             .get("dkim_selector")
             .map(|v| v.trim().to_owned())
@@ -408,6 +421,7 @@ impl Config {
         };
         let config = Config {
             dns_server,
+            dns_timeout_secs,
             dkim_selector,
             maximal_queue_lifetime_secs,
             www_folder: p.optional_path("www_folder"),
@@ -418,6 +432,7 @@ impl Config {
                 .unwrap_or_else(|| LETS_ENCRYPT_DIRECTORY.to_owned()),
             acme_ca_file: p.optional_path("acme_ca_file"),
             acme_email: p.get("acme_email").unwrap_or_default().trim().to_owned(),
+            delivery_ca_file: p.optional_path("delivery_ca_file"),
             max_user_send_per_minute: positive(p, "max_user_send_per_minute", 60)?,
             max_user_send_burst_size: positive(p, "max_user_send_burst_size", 10)?,
             max_mailbox_size: p.size("max_mailbox_size")?.unwrap_or(500 * MIB),
@@ -656,6 +671,11 @@ pub const OPTIONS: &[OptionDoc] = &[
         Value(""),
         "ip:port of the one DNS server to ask instead of the system's (/etc/resolv.conf).",
     ),
+    opt(
+        "dns_timeout",
+        Value("10"),
+        "Seconds one DNS query may take before it is tried again (2 tries).",
+    ),
     // Certificates.
     opt(
         "tls_external_cert_and_key",
@@ -688,6 +708,12 @@ pub const OPTIONS: &[OptionDoc] = &[
         "dkim_selector",
         Value("opendkim"),
         "DKIM selector; the key is <data_dir>/dkim/<selector>.private.",
+    ),
+    opt(
+        "delivery_ca_file",
+        Value(""),
+        "CA certificates (PEM) trusted besides the system's when delivering to other servers\n\
+         (SMTP STARTTLS, HTTPS /mxdeliv); test CAs.",
     ),
     opt(
         "maximal_queue_lifetime",
@@ -1186,5 +1212,32 @@ mod tests {
         ip_only.set("dns_server=127.0.0.53").unwrap();
         let c = Config::build(&ip_only, Mode::Serve).unwrap();
         assert_eq!(c.dns_server, Some("127.0.0.53:53".parse().unwrap()));
+    }
+
+    #[test]
+    fn delivery_ca_file_is_an_optional_path() {
+        let mut raw = RawConfig::default();
+        let dev = Config::build(
+            &raw,
+            Mode::Dev {
+                data_dir: PathBuf::from("/tmp/x"),
+            },
+        )
+        .unwrap();
+        assert_eq!(dev.delivery_ca_file, None);
+        assert!(dev.extra.is_empty(), "an interpreted key: {:?}", dev.extra);
+        raw.set("delivery_ca_file=/etc/relay/test-ca.pem").unwrap();
+        let c = Config::build(
+            &raw,
+            Mode::Dev {
+                data_dir: PathBuf::from("/tmp/x"),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            c.delivery_ca_file,
+            Some(PathBuf::from("/etc/relay/test-ca.pem"))
+        );
+        assert!(!c.extra.contains_key("delivery_ca_file"));
     }
 }

@@ -3,8 +3,9 @@
 //! `dns_server`, a single given server (tests run a real DNS server on loopback; small
 //! deployments can name their local resolver).
 //!
-//! Bounds: every query times out after [`QUERY_TIMEOUT`] and is tried [`ATTEMPTS`] times per
-//! server; hickory's answer cache holds at most [`CACHE_ENTRIES`] names. A lookup that fails for
+//! Bounds: every query times out after option `dns_timeout` (default
+//! [`DEFAULT_QUERY_TIMEOUT_SECS`]) and is tried [`ATTEMPTS`] times per server; hickory's answer
+//! cache holds at most [`CACHE_ENTRIES`] names. A lookup that fails for
 //! any reason other than an authoritative "no such name / no such record" is a *temporary*
 //! failure for the callers (SMTP `451`, queue retry), never a rejection.
 
@@ -18,9 +19,10 @@ use mail_auth::MessageAuthenticator;
 use crate::config::Config;
 use crate::zone;
 
-/// Per-query timeout. The reference waits up to 60 s for DKIM keys; a session waiting that long
-/// holds its connection, so we give up sooner and answer `451` (the sender retries).
-pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default per-query timeout in seconds (option `dns_timeout`). The reference waits up to 60 s
+/// for DKIM keys; a session waiting that long holds its connection, so we give up sooner and
+/// answer `451` (the sender retries).
+pub const DEFAULT_QUERY_TIMEOUT_SECS: u64 = 10;
 /// Tries per name server.
 pub const ATTEMPTS: usize = 2;
 /// Names kept in the resolver's answer cache at most.
@@ -53,7 +55,7 @@ pub fn resolver(config: &Config) -> MessageAuthenticator {
             }
         },
     };
-    opts.timeout = QUERY_TIMEOUT;
+    opts.timeout = Duration::from_secs(config.dns_timeout_secs);
     opts.attempts = ATTEMPTS;
     opts.cache_size = CACHE_ENTRIES;
     // Names are fully qualified mail domains: never try search suffixes.

@@ -22,6 +22,11 @@ pub mod accounts;
 pub mod admin;
 pub mod auth_cache;
 pub mod config;
+// I/O: outbound connections (SMTP, HTTPS), their timers, the system CA store, the clock for
+// the "mxdeliv unsupported" memory.
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+pub mod delivery;
+pub mod dkim;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: resolv.conf, DNS sockets
 pub mod dns;
 pub mod expire;
@@ -31,6 +36,7 @@ pub mod imap;
 pub mod ini;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: sockets, timers, threads
 pub mod io;
+pub mod outbound;
 pub mod policy;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: users, ids, file modes
 pub mod privilege;

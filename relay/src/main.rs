@@ -255,6 +255,20 @@ fn init(
         config.mail_domain
     );
     if !config.is_ip_domain() {
+        // The DKIM key at its one path (decisions.md), so `relay dns` can print its record now.
+        match relay::dkim::load_or_create(&config.data_dir, &config.dkim_selector) {
+            Ok(_) => say!(
+                "DKIM key: {}",
+                relay::dkim::key_path(&config.data_dir, &config.dkim_selector).display()
+            ),
+            Err(e) => {
+                report!(
+                    "error: DKIM key: {e} ({} is written; the first `relay serve` makes the key)",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
         say!(
             "next: create the DNS records `relay dns --config {}` prints, then check them \
              with `relay dns --config {} --check`",
@@ -286,9 +300,25 @@ fn dns(config: &Config, ip: &[std::net::IpAddr], check: bool) -> ExitCode {
     } else {
         ip.to_vec()
     };
+    // Only read: `relay init` or the first `relay serve` makes the key.
+    let key_path = relay::dkim::key_path(&config.data_dir, &config.dkim_selector);
+    let dkim = match std::fs::read_to_string(&key_path) {
+        Ok(pem) => match relay::dkim::DkimKey::from_pem(&pem) {
+            Ok(key) => Some(key.dns_txt_value()),
+            Err(e) => {
+                report!("error: {}: {e}", key_path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            report!("error: reading {}: {e}", key_path.display());
+            return ExitCode::FAILURE;
+        }
+    };
     let inputs = zone::Inputs {
         addresses,
-        dkim: None,
+        dkim,
         acme_account: relay::tls::acme::account_url(config),
         now: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -352,8 +382,8 @@ fn dns(config: &Config, ip: &[std::net::IpAddr], check: bool) -> ExitCode {
     }
     if inputs.dkim.is_none() {
         say!(
-            "  (DKIM: no key in {} yet, nothing to check)",
-            config.data_dir.join("dkim").display()
+            "  (DKIM: no key at {} yet, nothing to check)",
+            key_path.display()
         );
     }
     if failed == 0 {

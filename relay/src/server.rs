@@ -18,7 +18,8 @@
 //! 3. Bind every port, attach the XDP program: the privileged steps.
 //! 4. As root: hand the data directory tree to the user (`chown`, so a directory left by an
 //!    earlier root-run relay works), then `setgroups`/`setgid`/`setuid`.
-//! 5. Open the store and the admin socket as that user, so every file they create is its own.
+//! 5. Open the store, the DKIM key (created on first start; none for an IP-literal relay) and
+//!    the admin socket as that user, so every file they create is its own.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -428,6 +429,7 @@ pub struct Running {
     shared: Arc<Shared>,
     store: Store,
     admin: crate::admin::Handle,
+    engine: crate::delivery::engine::Engine,
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -451,6 +453,8 @@ impl Running {
     /// Stops accepting, waits for the workers, checkpoints the store.
     pub fn shutdown(self) {
         drop(self.admin);
+        // Attempts in flight are abandoned; their entries stay queued for the next start.
+        self.engine.stop();
         let _ = self.stop.send(true);
         for t in self.threads {
             let _ = t.join();
@@ -514,10 +518,26 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         },
     )
     .context("opening the store")?;
-    let shared = Arc::new(Shared::new(config, Arc::new(store.clone())));
+    // As the relay's user, so that a key it creates is its own.
+    let dkim = crate::dkim::load_signer(&config).with_context(|| {
+        format!(
+            "loading the DKIM key {}",
+            crate::dkim::key_path(&config.data_dir, &config.dkim_selector).display()
+        )
+    })?;
+    let mut shared = Shared::new(config, Arc::new(store.clone()));
+    shared.dkim = dkim.map(Arc::new);
+    let shared = Arc::new(shared);
     let admin_path = crate::admin::socket_path(&shared.config);
     let admin = crate::admin::spawn(shared.clone(), store.clone(), &admin_path)
         .with_context(|| format!("starting the admin socket {}", admin_path.display()))?;
+    let delivery = crate::delivery::Delivery::new(
+        crate::delivery::DeliveryConfig::from_config(&shared.config),
+        shared.dns.clone(),
+    )
+    .context("setting up outbound delivery")?;
+    let engine = crate::delivery::engine::Engine::start(shared.clone(), delivery)
+        .context("starting the delivery engine")?;
     let certs = tls.certs.clone();
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
@@ -572,6 +592,7 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         shared,
         store,
         admin,
+        engine,
         threads,
         stop,
     })

@@ -31,6 +31,14 @@ pub enum Effect {
     },
     /// A durable store write.
     Commit(Op),
+    /// Verify where an incoming message comes from (DKIM, `crate::dkim::verify_origin`). The
+    /// message moves to the driver and back in [`EffectResult::Origin`].
+    VerifyOrigin {
+        /// The message as received (its `DKIM-Signature` fields included).
+        message: Vec<u8>,
+        /// The domain of its `From` address.
+        from_domain: String,
+    },
 }
 
 /// The outcome of an [`Effect`].
@@ -40,6 +48,13 @@ pub enum EffectResult {
     Login(Result<AccountId, crate::accounts::LoginError>),
     /// Result of `Effect::Commit`.
     Commit(Result<OpResult, crate::store::Error>),
+    /// Result of `Effect::VerifyOrigin`: the message handed back, and the verdict.
+    Origin {
+        /// The message of the effect.
+        message: Vec<u8>,
+        /// Whether it may be delivered.
+        verdict: crate::dkim::Verdict,
+    },
 }
 
 /// What the driver must do next, besides writing output.

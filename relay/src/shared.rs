@@ -26,10 +26,18 @@ pub struct Shared {
     pub recent: RecentUids,
     /// The DNS resolver (MX, address and DKIM key lookups), see [`crate::dns`].
     pub dns: mail_auth::MessageAuthenticator,
+    /// Bumped to make the delivery engine try every waiting destination now (`relay admin queue
+    /// retry`); the value is the destination to retry, empty for all.
+    pub delivery_retry: tokio::sync::watch::Sender<String>,
     /// ACME HTTP-01 challenges the HTTP port answers (filled by an ACME client).
     pub acme_challenges: crate::http::Challenges,
     /// The per-source limit on `/new`.
     pub new_limiter: std::sync::Mutex<crate::http::limiter::Limiter>,
+    /// The DKIM signer of outgoing mail and bounces; `None` for an IP-literal relay (set by
+    /// `server::start`, which loads or creates the key).
+    pub dkim: Option<Arc<crate::dkim::Signer>>,
+    /// DKIM key records of incoming mail's signatures (bounded), see [`crate::dkim::verify`].
+    pub dkim_keys: crate::dkim::KeyCache,
 }
 
 impl Shared {
@@ -48,8 +56,11 @@ impl Shared {
             recent: RecentUids::new(),
             dns: crate::dns::resolver(&config),
             config,
+            delivery_retry: tokio::sync::watch::Sender::new(String::new()),
             acme_challenges: Default::default(),
             new_limiter: Default::default(),
+            dkim: None,
+            dkim_keys: Default::default(),
         }
     }
 }

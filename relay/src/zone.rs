@@ -19,7 +19,7 @@ use crate::config::{Config, TlsMode, LETS_ENCRYPT_DIRECTORY};
 /// TTL of every record (the reference's).
 pub const TTL: u32 = 3600;
 /// Longest character-string of a TXT record (RFC 1035 §3.3).
-pub const TXT_CHUNK: usize = 255;
+pub use crate::dkim::key::TXT_STRING_MAX as TXT_CHUNK;
 
 /// Record types the relay asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,24 +100,18 @@ impl Record {
     }
 }
 
-/// TXT data as zone-file strings: quoted, `"` and `\` escaped, at most [`TXT_CHUNK`] bytes each.
+/// TXT data as zone-file strings: split as the DKIM module splits its record
+/// ([`crate::dkim::key::split_txt`], at most [`TXT_CHUNK`] bytes each), quoted, `"` and `\`
+/// escaped.
 pub fn quote_txt(text: &str) -> String {
-    let mut out = Vec::new();
-    let mut rest = text;
-    loop {
-        let mut cut = rest.len().min(TXT_CHUNK);
-        while !rest.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let (chunk, tail) = rest.split_at(cut);
-        let escaped = chunk.replace('\\', "\\\\").replace('"', "\\\"");
-        out.push(format!("\"{escaped}\""));
-        rest = tail;
-        if rest.is_empty() {
-            break;
-        }
-    }
-    out.join(" ")
+    crate::dkim::key::split_txt(text)
+        .iter()
+        .map(|chunk| {
+            let escaped = chunk.replace('\\', "\\\\").replace('"', "\\\"");
+            format!("\"{escaped}\"")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// What the records depend on besides the configuration.

@@ -61,6 +61,27 @@ impl Builder {
         self
     }
 
+    /// Serves `domain` (an IPv4 address for an IP-literal relay, or a name) on `ip` with every
+    /// listener on its standard port (25, 587, 465, 143, 993, 443, 80), as relays on the
+    /// internet do: other relays deliver to it on ports 25 and 443. Give each relay its own
+    /// [`crate::loopback_ip`]. Ports below 1024 need root.
+    pub fn standard_ports(mut self, ip: std::net::IpAddr, domain: &str) -> Builder {
+        for kv in [
+            format!("listen={ip}"),
+            format!("mail_domain={domain}"),
+            "smtp_port=25".into(),
+            "submission_port=587".into(),
+            "submissions_port=465".into(),
+            "imap_port=143".into(),
+            "imaps_port=993".into(),
+            "https_port=443".into(),
+            "http_port=80".into(),
+        ] {
+            self.overrides.push(kv);
+        }
+        self
+    }
+
     /// Listens on the same ports again after [`Relay::restart`] (default: new free ports), so
     /// that clients of the first run reconnect to the second.
     pub fn same_ports_on_restart(mut self) -> Builder {

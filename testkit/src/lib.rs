@@ -1,7 +1,9 @@
 //! Test support for every crate of the workspace (a dev-dependency only): boots a real relay in
 //! this process on free loopback ports (real TLS, real store with fsync, either I/O backend),
 //! creates accounts, and talks to it with a small blocking client whose reads all have a
-//! deadline, so that a broken server fails a test instead of hanging it.
+//! deadline, so that a broken server fails a test instead of hanging it. [`dns::DnsServer`] is
+//! a real DNS server on loopback (UDP and TCP) whose zone, faults (SERVFAIL, no answer) and
+//! query log the test controls; a relay uses it with option `dns_server`.
 //!
 //! ```no_run
 //! use relay_testkit::{backends, new_addr, Client, Kind, Relay, PASSWORD};
@@ -21,6 +23,7 @@
 
 mod boot;
 mod client;
+pub mod dns;
 pub mod pebble;
 pub mod tls;
 
@@ -32,6 +35,21 @@ use relay::store::{AccountId, Op, OpResult, Store};
 
 /// The password of every account the helpers create.
 pub const PASSWORD: &str = "correct-horse-battery";
+
+/// A loopback address of its own for a relay on the standard ports (see
+/// [`Builder::standard_ports`]): `127.77.x.y`, a new one per call in this process (tests run in
+/// parallel threads; test binaries run one after another).
+pub fn loopback_ip() -> std::net::IpAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+        127,
+        77,
+        u8::try_from(n / 250).expect("fewer than 64,000 relays per test run"),
+        u8::try_from(n % 250 + 1).unwrap(),
+    ))
+}
 
 /// A free loopback port (the relay treats port 0 as "listener disabled").
 pub fn free_port() -> u16 {

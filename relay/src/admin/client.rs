@@ -107,10 +107,45 @@ pub enum AdminCommand {
         #[command(flatten)]
         job: JobArgs,
     },
+    /// The outbound queue: list it, retry it now, or drop an entry.
+    Queue {
+        /// What to do (default: list).
+        #[command(subcommand)]
+        action: Option<QueueAction>,
+    },
     /// Send one raw JSON request and print the answer.
     Raw {
         /// The request object, e.g. '{"op":"config"}'.
         request: String,
+    },
+}
+
+/// `relay admin queue <action>`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum QueueAction {
+    /// List queued mail, oldest first per destination.
+    List {
+        /// Only this destination (a domain or `[ip]`).
+        destination: Option<String>,
+        /// Entries listed at most.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try queued mail now instead of waiting for its backoff.
+    Retry {
+        /// Only this destination; all if absent.
+        destination: Option<String>,
+    },
+    /// Drop a queued entry without delivering it (no bounce).
+    Drop {
+        /// The entry's id as `list` shows it.
+        id: String,
+        /// Report only.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -213,6 +248,18 @@ pub fn run(cmd: AdminCommand, socket: &Path) -> anyhow::Result<()> {
                    "quota_target_bytes": quota_target_bytes}),
             job,
         ),
+        AdminCommand::Queue { action } => match action {
+            None => json!({"op": "queue"}),
+            Some(QueueAction::List {
+                destination, limit, ..
+            }) => json!({"op": "queue", "destination": destination, "limit": limit}),
+            Some(QueueAction::Retry { destination }) => {
+                json!({"op": "queue_retry", "destination": destination})
+            }
+            Some(QueueAction::Drop { id, dry_run }) => {
+                json!({"op": "queue_drop", "id": id, "dry_run": dry_run})
+            }
+        },
         AdminCommand::Raw { request } => {
             serde_json::from_str(request).context("the request is not valid JSON")?
         }
@@ -227,6 +274,10 @@ pub fn run(cmd: AdminCommand, socket: &Path) -> anyhow::Result<()> {
     }
     match cmd {
         AdminCommand::List { json: false } => print_accounts(&answer),
+        AdminCommand::Queue { action: None }
+        | AdminCommand::Queue {
+            action: Some(QueueAction::List { json: false, .. }),
+        } => print_queue(&answer),
         AdminCommand::Create { .. } => {
             println!("{}", serde_json::to_string_pretty(&answer)?);
             if let Some(p) = generated {
@@ -256,6 +307,38 @@ fn print_accounts(answer: &Value) {
         );
     }
     println!("{} accounts", accounts.len());
+}
+
+fn print_queue(answer: &Value) {
+    let empty = Vec::new();
+    let entries = answer["entries"].as_array().unwrap_or(&empty);
+    println!(
+        "{:<14} {:<28} {:>9} {:>9}  sender -> recipients",
+        "id", "destination", "age", "size"
+    );
+    for e in entries {
+        let recipients: Vec<&str> = e["recipients"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let sender = e["sender"].as_str().unwrap_or("");
+        println!(
+            "{:<14} {:<28} {:>8}s {:>9}  <{}> -> {}",
+            e["id"].as_str().unwrap_or("?"),
+            e["destination"].as_str().unwrap_or("?"),
+            e["age_seconds"].as_i64().unwrap_or(0),
+            e["size"].as_u64().unwrap_or(0),
+            sender,
+            recipients.join(", ")
+        );
+    }
+    println!(
+        "{} queued in {} destinations",
+        answer["queued"].as_u64().unwrap_or(0),
+        answer["destinations"].as_array().map_or(0, Vec::len)
+    );
 }
 
 /// `YYYY-MM-DD` of a unix day (proleptic Gregorian).

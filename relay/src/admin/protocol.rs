@@ -119,6 +119,27 @@ pub enum Request {
         #[serde(default)]
         details: bool,
     },
+    /// The outbound queue: every entry (id, destination, sender, pending recipients, age, size),
+    /// oldest first per destination, at most `limit` (default 1000).
+    Queue {
+        /// Only this destination.
+        destination: Option<String>,
+        /// Entries listed at most.
+        limit: Option<usize>,
+    },
+    /// Try queued mail now instead of waiting for its backoff: one destination, or all.
+    QueueRetry {
+        /// The destination (domain or `[ip]`); all if absent.
+        destination: Option<String>,
+    },
+    /// Drop a queued entry without delivering it (no bounce).
+    QueueDrop {
+        /// The entry's id as `queue` lists it (`<seq>.<slot>`).
+        id: String,
+        /// Report only.
+        #[serde(default)]
+        dry_run: bool,
+    },
 }
 
 /// A refused or failed request.
@@ -265,6 +286,32 @@ pub fn handle(shared: &Shared, store: &Store, req: Request, now: i64) -> Result<
             });
             Ok(job.into_json(details))
         }
+        Request::Queue { destination, limit } => Ok(queue_list(
+            store,
+            destination.as_deref(),
+            limit.unwrap_or(QUEUE_LIST_DEFAULT),
+            now,
+        )),
+        Request::QueueRetry { destination } => {
+            let dest = destination.unwrap_or_default().to_ascii_lowercase();
+            shared.delivery_retry.send_replace(dest.clone());
+            Ok(json!({"retry": if dest.is_empty() { "all".to_owned() } else { dest }}))
+        }
+        Request::QueueDrop { id, dry_run } => {
+            let qid: store::QueueId = id.parse().map_err(|e: &str| Error::bad(e.to_owned()))?;
+            let entry = store.queue_entry(qid).map_err(|_| Error::not_found(&id))?;
+            if !dry_run {
+                match store.commit_blocking(Op::queue_drop(qid)) {
+                    Ok(_) => tracing::info!(id = %qid, "admin: dropped queued message"),
+                    Err(store::Error::NotFound(_)) => return Err(Error::not_found(&id)),
+                    Err(e) => return Err(Error::internal(&e)),
+                }
+            }
+            Ok(json!({
+                "id": id, "dry_run": dry_run, "dropped": !dry_run,
+                "destination": entry.destination, "sender": entry.sender,
+            }))
+        }
         Request::Expire {
             delete_mails_after,
             delete_large_after,
@@ -293,6 +340,49 @@ pub fn handle(shared: &Shared, store: &Store, req: Request, now: i64) -> Result<
             Ok(v)
         }
     }
+}
+
+/// Entries listed by `queue` when no limit is given.
+const QUEUE_LIST_DEFAULT: usize = 1000;
+
+fn queue_list(store: &Store, destination: Option<&str>, limit: usize, now: i64) -> Value {
+    let dests = store.queue_destinations();
+    let mut entries = Vec::new();
+    let mut destinations = Vec::new();
+    for d in &dests {
+        if destination.is_some_and(|x| !x.eq_ignore_ascii_case(&d.name)) {
+            continue;
+        }
+        destinations.push(json!({"destination": d.name, "entries": d.entries}));
+        let mut after = None;
+        while entries.len() < limit {
+            let ids = store.queue_ids(&d.name, after, (limit - entries.len()).min(256));
+            let Some(last) = ids.last() else {
+                break;
+            };
+            after = Some(*last);
+            for id in ids {
+                let Ok(e) = store.queue_entry(id) else {
+                    continue;
+                };
+                let pending: Vec<&str> = e.pending().map(|(_, a)| a).collect();
+                entries.push(json!({
+                    "id": id.to_string(),
+                    "destination": e.destination,
+                    "sender": e.sender,
+                    "recipients": pending,
+                    "created": e.created,
+                    "age_seconds": now.saturating_sub(e.created),
+                    "size": e.size(),
+                }));
+            }
+        }
+    }
+    json!({
+        "queued": store.queue_len(),
+        "destinations": destinations,
+        "entries": entries,
+    })
 }
 
 fn config_response(config: &Config) -> Value {

@@ -52,8 +52,11 @@ use crate::io::pipeline::Pipeline;
 use crate::io::{Conn, Established};
 use crate::shared::Shared;
 
-/// Largest request head (request line and headers); hyper answers `431` beyond it.
-pub const MAX_HEAD: usize = 16 * 1024;
+/// Largest request head (request line and headers); hyper answers `431` beyond it. Room for a
+/// `/mxdeliv` request to the reference's 1,000 recipients (one `X-Mail-To` each).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in a request (the recipients of a `/mxdeliv` request, and some).
+pub const MAX_HEADERS: usize = crate::smtp::session::MAX_RECIPIENTS + 32;
 /// A request head must arrive within this time of the connection being ready for one.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(20);
 /// A request body must arrive completely within this time (the reference's 60 s).
@@ -164,6 +167,7 @@ async fn bridge<C: Conn>(conn: &C, pipe: Pipeline, plain: Vec<u8>, ctx: Context)
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
         .max_buf_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     let connection = builder
         .serve_connection(hyper_util::rt::TokioIo::new(theirs), service)
@@ -293,6 +297,12 @@ async fn handle(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> 
         }
         Ok(Ok(c)) => c.to_bytes(),
     };
+    if ctx.listener == Listener::Https
+        && parts.method == hyper::Method::POST
+        && parts.uri.path() == "/mxdeliv"
+    {
+        return plain_response(mxdeliv(ctx, &parts.headers, body).await);
+    }
     let req = Request::from_parts(parts, body);
     let resp = site::handle(
         &ctx.shared,
@@ -304,6 +314,52 @@ async fn handle(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> 
         &mut rand::thread_rng(),
     );
     plain_response(resp)
+}
+
+/// `POST /mxdeliv` (see [`super::mxdeliv`]): the checks of port 25 in the same order, the
+/// origin verification, the durable write; one SMTP reply mapped to the HTTP answer.
+async fn mxdeliv(ctx: &Context, headers: &hyper::HeaderMap, body: Bytes) -> Response<Bytes> {
+    use crate::smtp::inbound;
+    let shared = &ctx.shared;
+    let envelope = match super::mxdeliv::envelope(headers) {
+        Ok(e) => e,
+        Err(reply) => return super::mxdeliv::respond(&reply),
+    };
+    let mut accounts = Vec::with_capacity(envelope.recipients.len());
+    let mut addrs = Vec::with_capacity(envelope.recipients.len());
+    for rcpt in &envelope.recipients {
+        match inbound::check_recipient(shared, rcpt) {
+            Ok(account) => {
+                if !accounts.contains(&account.id) {
+                    accounts.push(account.id);
+                    addrs.push(account.addr);
+                }
+            }
+            Err(reply) => return super::mxdeliv::respond(&reply),
+        }
+    }
+    let policy_envelope = crate::policy::Envelope {
+        mail_from: &envelope.sender,
+        rcpt_to: &addrs,
+    };
+    let incoming = match inbound::check_message(shared, &policy_envelope, &body) {
+        Ok(i) => i,
+        Err(reply) => return super::mxdeliv::respond(&reply),
+    };
+    if inbound::needs_origin_check(&incoming) {
+        let verdict = crate::dkim::verify_origin(shared, &body, incoming.from_domain()).await;
+        if let Some((code, text)) = verdict.reply() {
+            return super::mxdeliv::respond(&crate::smtp::reply::Reply::new(code, text));
+        }
+    }
+    let now = i64::try_from((ctx.now_ms)() / 1000).unwrap_or(i64::MAX);
+    let op = crate::store::Op::Deliver {
+        recipients: accounts.clone(),
+        internal_date: now,
+        body: crate::policy::clean_delivery_headers(&body),
+    };
+    let result = shared.store.commit(op).await;
+    super::mxdeliv::respond(&inbound::delivery_reply(&accounts, result))
 }
 
 fn plain_response(resp: Response<Bytes>) -> Response<Full<Bytes>> {

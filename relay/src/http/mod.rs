@@ -5,6 +5,8 @@
 //! - [`site`]: routing and pages, a plain function from request to response (sans-I/O).
 //! - [`onboarding`]: credentials, `dclogin:`/`dcaccount:` links, autoconfig XML, MTA-STS, QR.
 //! - [`limiter`]: the per-source limit on `/new`.
+//! - [`mxdeliv`]: `POST /mxdeliv` (mail from other relays): the envelope from the headers and
+//!   the mapping of SMTP replies to HTTP answers; the checks are [`crate::smtp::inbound`]'s.
 //!
 //! - [`conn`]: one connection (I/O): hyper's HTTP/1.1 server over the relay's TLS
 //!   [`crate::io::pipeline::Pipeline`] on either I/O backend, after [`crate::io::handshake`]
@@ -20,6 +22,7 @@
 // I/O: sockets, timers, www_folder files
 pub mod conn;
 pub mod limiter;
+pub mod mxdeliv;
 pub mod onboarding;
 pub mod site;
 

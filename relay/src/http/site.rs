@@ -8,7 +8,8 @@
 //!   try first on `autoconfig.<domain>`), `/.well-known/mta-sts.txt`.
 //! - `/new`, `/cgi-bin/newemail.py`: fresh credentials (never an account), per-source limited
 //!   (`429`); `GET` redirects to `dcaccount:` unless the certificate is self-signed.
-//! - `/mxdeliv`: mounted for federation (relay-to-relay delivery over HTTPS), not served yet.
+//! - `/mxdeliv`: `405` but for `POST`, which the connection driver answers (see
+//!   [`super::mxdeliv`]).
 //! - Static pages: `www_folder` files first, then the built-in `index.html`, `info.html`,
 //!   `privacy.html`, `robots.txt`.
 //!
@@ -250,14 +251,9 @@ pub fn handle(
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
-        "/mxdeliv" => {
-            // Relay-to-relay delivery over HTTPS (chatmail.md §3.7) mounts here with federation.
-            if *req.method() == Method::POST {
-                text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
-            } else {
-                method_not_allowed("POST")
-            }
-        }
+        // Relay-to-relay delivery over HTTPS (chatmail.md §3.7): `POST` is answered by the
+        // connection driver (`conn.rs`, it needs the store and DNS); anything else is 405.
+        "/mxdeliv" => method_not_allowed("POST"),
         _ => {
             if !get {
                 return method_not_allowed("GET, HEAD");
@@ -757,7 +753,7 @@ mod tests {
     }
 
     #[test]
-    fn mxdeliv_is_mounted_but_not_served() {
+    fn mxdeliv_takes_only_post() {
         let s = shared(&[]);
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         assert_eq!(
@@ -773,7 +769,11 @@ mod tests {
             0,
             &mut rng,
         );
-        assert_eq!(r.status(), 503);
+        assert_eq!(
+            r.status(),
+            405,
+            "POST is the connection driver's (needs the store and DNS)"
+        );
     }
 
     #[test]

@@ -175,6 +175,9 @@ impl T {
                     let id = login_account(&self.store, &user);
                     self.s.complete(EffectResult::Login(Ok(id)), self.now);
                 }
+                Action::Effect(effect @ Effect::VerifyOrigin { .. }) => {
+                    panic!("IMAP asked for {effect:?}")
+                }
                 Action::StartTls => {
                     self.actions.push("StartTls".into());
                     if self.auto_tls {

@@ -191,6 +191,13 @@ async fn run_effect(shared: &Shared, effect: Effect, peer: IpAddr) -> EffectResu
             EffectResult::Login(result)
         }
         Effect::Commit(op) => EffectResult::Commit(shared.store.commit(op).await),
+        Effect::VerifyOrigin {
+            message,
+            from_domain,
+        } => {
+            let verdict = crate::dkim::verify_origin(shared, &message, &from_domain).await;
+            EffectResult::Origin { message, verdict }
+        }
     }
 }
 

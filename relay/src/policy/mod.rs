@@ -1,7 +1,7 @@
 //! The encryption gate and sender rules (filtermail parity): pure functions over message bytes,
 //! no clock, no I/O. See `../shared/reference/chatmail.md` §3 for the rules and reply codes.
 //!
-//! API used by the SMTP session: [`check_outgoing`], [`check_incoming`],
+//! API used by the SMTP session: [`check_outgoing`], [`check_incoming_from`],
 //! [`clean_submission_headers`], [`clean_delivery_headers`], [`SendLimiter`].
 //!
 //! Every check is linear in the message size and never panics: the header section is parsed
@@ -221,23 +221,52 @@ pub fn check_outgoing(envelope: &Envelope<'_>, raw: &[u8]) -> Result<(), Reject>
 
 /// Verdict on an incoming message (port 25, `/mxdeliv`). `enforces_e2ee(rcpt)` tells whether a
 /// recipient refuses cleartext. `Ok(true)` means accept with the envelope sender reset to `<>`.
+/// The origin (DKIM) is checked afterwards: see [`check_incoming_from`].
 pub fn check_incoming(
     envelope: &Envelope<'_>,
     raw: &[u8],
     enforces_e2ee: &dyn Fn(&str) -> bool,
 ) -> Result<bool, Reject> {
+    check_incoming_from(envelope, raw, enforces_e2ee).map(|i| i.reset_sender)
+}
+
+/// An incoming message the encryption rules let through; its origin is verified next
+/// (chatmail.md §3.5 step 6, `crate::dkim::verify_origin` with [`Incoming::from_domain`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// The envelope sender differs from `From`: deliver with `MAIL FROM:<>` (§3.5 step 2).
+    pub reset_sender: bool,
+    /// The first `From` address, lowercase.
+    pub from: String,
+}
+
+impl Incoming {
+    /// The domain of the `From` address (after the last `@`; empty without one): a DNS name or
+    /// an address literal such as `[192.0.2.1]`.
+    pub fn from_domain(&self) -> &str {
+        self.from.rsplit_once('@').map_or("", |(_, d)| d)
+    }
+}
+
+/// [`check_incoming`], also returning the `From` address whose origin must be verified. Every
+/// accepted message needs that check, whichever rule let it through (encrypted, Secure-Join,
+/// mailer-daemon report, cleartext to a recipient that allows it), as in the reference; the
+/// encryption rules come first so that cleartext is refused without any DNS work.
+pub fn check_incoming_from(
+    envelope: &Envelope<'_>,
+    raw: &[u8],
+    enforces_e2ee: &dyn Fn(&str) -> bool,
+) -> Result<Incoming, Reject> {
     let (msg, from) = parse_with_from(raw)?;
     let reset_sender = from != envelope.mail_from.to_lowercase();
-    if encrypted(&msg, Direction::Incoming).is_ok() || is_securejoin(&msg) {
-        return Ok(reset_sender);
-    }
-    if is_mailer_daemon_report(&msg, &from) {
-        return Ok(reset_sender);
-    }
-    if envelope.rcpt_to.iter().any(|r| enforces_e2ee(r)) {
+    let accepted = encrypted(&msg, Direction::Incoming).is_ok()
+        || is_securejoin(&msg)
+        || is_mailer_daemon_report(&msg, &from)
+        || !envelope.rcpt_to.iter().any(|r| enforces_e2ee(r));
+    if !accepted {
         return Err(Reject::encryption_needed());
     }
-    Ok(reset_sender)
+    Ok(Incoming { reset_sender, from })
 }
 
 /// Header privacy on submission: drop `Received`, `X-Originating-IP`, `X-Mailer`, `User-Agent`;

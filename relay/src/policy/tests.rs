@@ -320,3 +320,53 @@ fn limiter_like_test_exceed_rate_limit() {
     assert!(reply.contains("4.7.1: Too much mail from"), "{reply}");
     assert!(msg.starts_with("rate-limited until "), "{msg}");
 }
+
+/// Every accepted incoming message names the From address whose origin is verified next,
+/// whichever rule let it through; refusals come before it.
+#[test]
+fn incoming_names_the_from_domain_to_verify() {
+    let legacy = vec!["legacy@example.org".to_string()];
+    let modern = vec!["bob@example.org".to_string()];
+    let check = |file: &str, mail_from: &str, rcpt: &[String]| {
+        let env = Envelope {
+            mail_from,
+            rcpt_to: rcpt,
+        };
+        check_incoming_from(&env, &read(file), &enforces)
+    };
+    for (file, rcpt) in [
+        ("encrypted-gpg.eml", &modern),
+        ("securejoin-vc.eml", &modern),
+        ("mailer-daemon.eml", &modern),
+        ("plain.eml", &legacy),
+    ] {
+        let incoming = check(file, "", rcpt).unwrap_or_else(|r| panic!("{file}: {r}"));
+        assert!(
+            incoming.reset_sender,
+            "{file}: empty envelope sender differs"
+        );
+        assert!(!incoming.from_domain().is_empty(), "{file}");
+        assert_eq!(
+            incoming.from.rsplit_once('@').unwrap().1,
+            incoming.from_domain()
+        );
+    }
+    let incoming = check("mailer-daemon.eml", "mailer-daemon@example.net", &modern).unwrap();
+    assert_eq!(incoming.from, "mailer-daemon@example.net");
+    assert_eq!(incoming.from_domain(), "example.net");
+    assert!(!incoming.reset_sender);
+    assert_eq!(
+        check("plain.eml", "", &modern).unwrap_err(),
+        Reject::encryption_needed()
+    );
+    let literal = Incoming {
+        reset_sender: false,
+        from: "carol@[192.0.2.1]".into(),
+    };
+    assert_eq!(literal.from_domain(), "[192.0.2.1]");
+    let bare = Incoming {
+        reset_sender: false,
+        from: "nobody".into(),
+    };
+    assert_eq!(bare.from_domain(), "");
+}

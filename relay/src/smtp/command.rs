@@ -277,7 +277,9 @@ fn is_atext(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
 }
 
-/// RFC 5321 §4.1.2 `Domain / address-literal`.
+/// RFC 5321 §4.1.2 `Domain / address-literal`, with `_` allowed in labels: relays whose
+/// `mail_domain` starts with `_` (chatmail.md §1.9, the reference's test relays, `_r1.test`)
+/// send and receive mail under it, as Postfix accepts (`strict_rfc821_envelopes = no`).
 fn is_domain(domain: &str) -> bool {
     if domain.is_empty() || domain.len() > MAX_DOMAIN_LEN {
         return false;
@@ -293,7 +295,7 @@ fn is_domain(domain: &str) -> bool {
             && label.len() <= 63
             && label
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             && !label.starts_with('-')
             && !label.ends_with('-')
     })
@@ -338,6 +340,13 @@ mod tests {
                 b"MAIL FROM:<a@[127.0.0.1]>",
                 Command::Mail {
                     from: "a@[127.0.0.1]".into(),
+                    size: None,
+                },
+            ),
+            (
+                b"MAIL FROM:<carol@_r1.test>",
+                Command::Mail {
+                    from: "carol@_r1.test".into(),
                     size: None,
                 },
             ),

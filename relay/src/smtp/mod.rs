@@ -4,11 +4,13 @@
 //! - [`command`]: command lines → [`command::Command`].
 //! - [`reply`]: named replies with their RFC references, and the encoder.
 //! - [`session`]: the state machine implementing [`crate::session::Session`].
+//! - [`inbound`]: the checks of mail from other servers, shared with HTTPS `/mxdeliv`.
 //!
 //! Nothing here does I/O or reads a clock; the driver feeds bytes and time and runs effects.
 
 pub mod command;
 pub mod frame;
+pub mod inbound;
 pub mod reply;
 pub mod session;
 #[cfg(test)]

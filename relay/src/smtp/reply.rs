@@ -197,12 +197,7 @@ pub fn rate_limited(addr: &str, message: &str) -> Reply {
 
 /// A recipient in another domain. Federation is not implemented yet; never accept and drop.
 pub fn relay_denied(addr: &str) -> Reply {
-    Reply::new(
-        554,
-        format!(
-            "5.7.1 <{addr}>: Relay access denied: delivery to other domains is not supported yet"
-        ),
-    )
+    Reply::new(554, format!("5.7.1 <{addr}>: Relay access denied"))
 }
 
 /// RFC 3463 5.1.1: no account for a local recipient.

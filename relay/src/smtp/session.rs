@@ -7,6 +7,10 @@
 //! - `250` after DATA is sent only once the store reported the delivery durable
 //!   (`EffectResult::Commit(Ok(OpResult::Delivered(..)))`). Nothing is ever accepted and dropped:
 //!   recipients in other domains are refused at RCPT.
+//! - Port 25: a message the encryption gate lets through (cleartext is refused before any DNS
+//!   work) is first handed to the driver for origin verification (`Effect::VerifyOrigin`, DKIM
+//!   with strict alignment, chatmail.md §3.5 step 6); only a passing verdict leads to the write,
+//!   otherwise `554 5.7.1` or, if DNS failed for now, `451`. `From` domain literals skip it.
 //! - One receiver owns the next input bytes at any time: command lines, the AUTH response line,
 //!   or DATA ([`super::frame`]). A bare LF anywhere closes the connection with `521`.
 //! - STARTTLS discards every byte received after the command line (RFC 3207 §6, command
@@ -31,7 +35,7 @@ use crate::accounts::LoginError;
 use crate::policy::{self, Envelope};
 use crate::session::{Action, Effect, EffectResult, Secret};
 use crate::shared::Shared;
-use crate::store::{self, AccountId, AccountInfo, DeliverError, Op, OpResult};
+use crate::store::{self, AccountId, Op, OpResult};
 
 /// Silence after which the session says `421` and closes (RFC 5321 §4.5.3.2.7: at least 5
 /// minutes for the server).
@@ -50,6 +54,29 @@ pub const MAX_OUTPUT_BACKLOG: usize = 64 * 1024;
 /// Buffered unprocessed input above which the session gives up (the driver ignored
 /// `wants_input`).
 pub const MAX_BUFFERED_INPUT: usize = 1024 * 1024;
+
+/// Whether `domain` (lowercase) can take mail from us: an address literal (`[192.0.2.1]`,
+/// `[IPv6:…]`) or a DNS name of at least two labels of letters, digits, `-` and `_` (chatmail's
+/// `_`-names), whose last label is not all digits (a bare IP address is not a domain, RFC 5321
+/// §4.1.3).
+fn is_remote_domain(domain: &str) -> bool {
+    use crate::outbound::mx::{destination, Destination};
+    if domain.starts_with('[') {
+        return matches!(destination(domain), Ok(Destination::Literal(_)));
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    domain.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| !tld.bytes().all(|b| b.is_ascii_digit()))
+}
 
 /// Which receiver owns the next input bytes.
 #[derive(Debug)]
@@ -71,6 +98,9 @@ struct Transaction {
     rcpt_to: Vec<String>,
     /// Their accounts, parallel to `rcpt_to`.
     accounts: Vec<AccountId>,
+    /// Recipients on other domains (submission only), grouped by destination domain (lowercase),
+    /// each address once.
+    remote: Vec<(String, Vec<String>)>,
     /// RCPT commands answered `250` (duplicates included).
     accepted: usize,
     /// Whether any RCPT was attempted.
@@ -80,8 +110,21 @@ struct Transaction {
 /// The effect the session waits for.
 #[derive(Debug)]
 enum Pending {
-    Login { user: String },
-    Deliver { recipients: Vec<AccountId> },
+    Login {
+        user: String,
+    },
+    Deliver {
+        recipients: Vec<AccountId>,
+    },
+    /// A submission with recipients on other domains: queued (and delivered to the local ones)
+    /// in one `Op::Group`.
+    Submit {
+        recipients: Vec<AccountId>,
+    },
+    /// Origin verification (DKIM) of an incoming message, before its delivery.
+    Origin {
+        recipients: Vec<AccountId>,
+    },
 }
 
 /// An SMTP server session on one connection. See the module docs.
@@ -456,21 +499,11 @@ impl Session {
             mail_from,
             rcpt_to: Vec::new(),
             accounts: Vec::new(),
+            remote: Vec::new(),
             accepted: 0,
             rcpt_seen: false,
         });
         self.reply(reply::sender_ok());
-    }
-
-    /// The account of a local address; `user+tag@domain` falls back to `user@domain` (Postfix
-    /// `recipient_delimiter = +`).
-    fn local_account(&self, addr: &str) -> Option<AccountInfo> {
-        let store = &self.shared.store;
-        store.account(addr).or_else(|| {
-            let (local, domain) = addr.rsplit_once('@')?;
-            let (user, _tag) = local.split_once('+')?;
-            store.account(&format!("{user}@{domain}"))
-        })
     }
 
     fn rcpt(&mut self, to: &str) {
@@ -490,15 +523,29 @@ impl Session {
             return self.fail(reply::bad_recipient_syntax());
         };
         if !domain.eq_ignore_ascii_case(&self.shared.config.address_domain()) {
-            return self.fail(reply::relay_denied(to));
+            // Other domains: only for our own users (submission), through the queue.
+            if self.mode != Mode::Submission {
+                return self.fail(reply::relay_denied(to));
+            }
+            if !is_remote_domain(domain) || addr.starts_with('@') {
+                return self.fail(reply::bad_recipient_syntax());
+            }
+            let domain = domain.to_owned();
+            let Some(tx) = &mut self.tx else {
+                return self.fail(reply::need_mail());
+            };
+            tx.accepted += 1;
+            match tx.remote.iter_mut().find(|(d, _)| *d == domain) {
+                Some((_, rcpts)) if rcpts.contains(&addr) => {}
+                Some((_, rcpts)) => rcpts.push(addr),
+                None => tx.remote.push((domain, vec![addr])),
+            }
+            return self.reply(reply::recipient_ok());
         }
-        let Some(account) = self.local_account(&addr) else {
-            return self.fail(reply::user_unknown(to));
+        let account = match super::inbound::check_recipient(&self.shared, to) {
+            Ok(account) => account,
+            Err(reply) => return self.fail(reply),
         };
-        let (used, limit) = self.shared.store.quota(account.id);
-        if used >= limit {
-            return self.fail(reply::recipient_over_quota(to));
-        }
         let Some(tx) = &mut self.tx else {
             return self.fail(reply::need_mail());
         };
@@ -517,7 +564,7 @@ impl Session {
         let Some(tx) = &self.tx else {
             return self.fail(reply::need_mail());
         };
-        if tx.accounts.is_empty() {
+        if tx.accounts.is_empty() && tx.remote.is_empty() {
             let reply = if tx.rcpt_seen {
                 reply::no_valid_recipients()
             } else {
@@ -541,27 +588,56 @@ impl Session {
             return self.reply(reply::message_too_large());
         }
         let raw = rx.into_body();
+        // Every recipient, local and remote (the Autocrypt Setup Message rule counts them all).
+        let all_rcpts: Vec<String> = tx
+            .rcpt_to
+            .iter()
+            .cloned()
+            .chain(tx.remote.iter().flat_map(|(_, r)| r.iter().cloned()))
+            .collect();
         let envelope = Envelope {
             mail_from: &tx.mail_from,
-            rcpt_to: &tx.rcpt_to,
+            rcpt_to: &all_rcpts,
         };
+        if self.mode == Mode::Submission && !tx.remote.is_empty() {
+            return match policy::check_outgoing(&envelope, &raw) {
+                Ok(()) => self.submit(tx, &raw),
+                Err(reject) => self.reply(Reply::new(reject.code, reject.text)),
+            };
+        }
         let verdict = match self.mode {
             Mode::Submission => policy::check_outgoing(&envelope, &raw)
                 .map(|()| policy::clean_delivery_headers(&policy::clean_submission_headers(&raw))),
             Mode::Mx => {
-                let store = &self.shared.store;
-                let enforces_e2ee =
-                    |rcpt: &str| store.account(rcpt).is_some_and(|a| a.enforce_e2ee_incoming);
-                // `Ok(true)` (reset the envelope sender) does not matter for local delivery.
-                policy::check_incoming(&envelope, &raw, &enforces_e2ee)
-                    .map(|_| policy::clean_delivery_headers(&raw))
+                // The envelope sender reset does not matter for local delivery.
+                match super::inbound::check_message(&self.shared, &envelope, &raw) {
+                    Ok(incoming) if super::inbound::needs_origin_check(&incoming) => {
+                        // chatmail.md §3.5 step 6: the driver verifies DKIM, then `complete`
+                        // delivers (`origin_done`).
+                        self.pending = Some(Pending::Origin {
+                            recipients: tx.accounts,
+                        });
+                        let from_domain = incoming.from_domain().to_owned();
+                        self.actions.push_back(Action::Effect(Effect::VerifyOrigin {
+                            message: raw,
+                            from_domain,
+                        }));
+                        return;
+                    }
+                    Ok(_) => Ok(policy::clean_delivery_headers(&raw)),
+                    Err(reply) => return self.reply(reply),
+                }
             }
         };
         let body = match verdict {
             Ok(body) => body,
             Err(reject) => return self.reply(Reply::new(reject.code, reject.text)),
         };
-        let recipients = tx.accounts;
+        self.deliver(tx.accounts, body);
+    }
+
+    /// Asks the driver for the durable write of `body` to `recipients`' INBOX.
+    fn deliver(&mut self, recipients: Vec<AccountId>, body: Vec<u8>) {
         self.pending = Some(Pending::Deliver {
             recipients: recipients.clone(),
         });
@@ -573,35 +649,102 @@ impl Session {
             })));
     }
 
-    fn deliver_done(&mut self, recipients: &[AccountId], result: Result<OpResult, store::Error>) {
-        let reply = match result {
-            Ok(OpResult::Delivered(results)) => {
-                let delivered = recipients
-                    .iter()
-                    .zip(&results)
-                    .find_map(|(account, r)| r.as_ref().ok().map(|uid| (account, uid)));
-                match delivered {
-                    // Account and INBOX UID of the first copy: unique within the store.
-                    Some((account, uid)) => reply::queued(&format!("{account:X}.{uid:X}")),
-                    None if results.contains(&Err(DeliverError::NoSuchAccount))
-                        && !results.contains(&Err(DeliverError::OverQuota)) =>
-                    {
-                        reply::users_unknown()
+    /// A submission with recipients on other domains: the message as it leaves (after the
+    /// submission cleanup: Subject rewritten, client headers removed; DKIM-signed by the delivery
+    /// engine when it is sent) goes into the queue, one entry per destination domain, and the
+    /// local recipients get their copy, in one group commit. The queue comes first: if it cannot
+    /// take the message nothing is written and the client retries the whole transaction.
+    fn submit(&mut self, tx: Transaction, raw: &[u8]) {
+        let outgoing = policy::clean_submission_headers(raw);
+        let now = i64::try_from(self.now_ms / 1000).unwrap_or(i64::MAX);
+        let enqueue = Op::Enqueue {
+            sender: tx.mail_from.clone(),
+            created: now,
+            destinations: tx.remote,
+            body: outgoing.clone(),
+        };
+        let op = if tx.accounts.is_empty() {
+            enqueue
+        } else {
+            Op::Group(vec![
+                enqueue,
+                Op::Deliver {
+                    recipients: tx.accounts.clone(),
+                    internal_date: now,
+                    body: policy::clean_delivery_headers(&outgoing),
+                },
+            ])
+        };
+        self.pending = Some(Pending::Submit {
+            recipients: tx.accounts,
+        });
+        self.actions.push_back(Action::Effect(Effect::Commit(op)));
+    }
+
+    fn submit_done(&mut self, recipients: &[AccountId], result: Result<OpResult, store::Error>) {
+        let (queued, delivered) = match result {
+            Ok(OpResult::Enqueued(ids)) => (Ok(ids), None),
+            Ok(OpResult::Group(mut results)) if results.len() == 2 => {
+                let delivered = results.pop();
+                let queued = match results.pop() {
+                    Some(Ok(OpResult::Enqueued(ids))) => Ok(ids),
+                    Some(Err(e)) => Err(e),
+                    other => {
+                        tracing::error!(?other, "smtp: unexpected store result for Enqueue");
+                        return self.reply(reply::store_failed());
                     }
-                    None => reply::quota_exceeded(),
-                }
+                };
+                (queued, delivered)
             }
-            Err(store::Error::OverQuota) => reply::quota_exceeded(),
-            Err(store::Error::NoSpace { .. }) => reply::insufficient_storage(),
             Ok(other) => {
-                tracing::error!(?other, "smtp: unexpected store result for Deliver");
-                reply::store_failed()
+                tracing::error!(?other, "smtp: unexpected store result for a submission");
+                return self.reply(reply::store_failed());
             }
+            Err(e) => (Err(e), None),
+        };
+        let ids = match queued {
+            Ok(ids) => ids,
+            Err(store::Error::NoSpace { .. }) => return self.reply(reply::insufficient_storage()),
             Err(error) => {
-                tracing::error!(%error, "smtp: delivery failed");
-                reply::store_failed()
+                tracing::error!(%error, "smtp: queueing failed");
+                return self.reply(reply::store_failed());
             }
         };
+        // The queue has the message: the transaction is accepted. A local copy that could not
+        // be written (a mailbox filled up since RCPT) is logged; the sender's other recipients
+        // are not held back by it.
+        match delivered {
+            Some(Ok(OpResult::Delivered(results))) => {
+                for (account, r) in recipients.iter().zip(&results) {
+                    if let Err(e) = r {
+                        tracing::warn!(account, ?e, "smtp: local copy of a submission not stored");
+                    }
+                }
+            }
+            Some(other) => {
+                tracing::warn!(?other, "smtp: local copies of a submission not stored");
+            }
+            None => {}
+        }
+        let id = ids.first().map_or_else(String::new, ToString::to_string);
+        self.reply(reply::queued(&id));
+    }
+
+    /// The origin of an incoming message was verified: deliver it, or refuse (`554`/`451`).
+    fn origin_done(
+        &mut self,
+        recipients: Vec<AccountId>,
+        message: &[u8],
+        verdict: crate::dkim::Verdict,
+    ) {
+        match verdict.reply() {
+            None => self.deliver(recipients, policy::clean_delivery_headers(message)),
+            Some((code, text)) => self.reply(Reply::new(code, text)),
+        }
+    }
+
+    fn deliver_done(&mut self, recipients: &[AccountId], result: Result<OpResult, store::Error>) {
+        let reply = super::inbound::delivery_reply(recipients, result);
         self.reply(reply);
     }
 }
@@ -654,15 +797,21 @@ impl crate::session::Session for Session {
             (Pending::Login { user }, EffectResult::Login(result)) => {
                 self.login_done(&user, result);
             }
+            (Pending::Submit { recipients }, EffectResult::Commit(result)) => {
+                self.submit_done(&recipients, result);
+            }
             (Pending::Deliver { recipients }, EffectResult::Commit(result)) => {
                 self.deliver_done(&recipients, result);
             }
-            (Pending::Login { .. }, EffectResult::Commit(_)) => {
-                tracing::error!("smtp: Commit result for a Login effect");
+            (Pending::Origin { recipients }, EffectResult::Origin { message, verdict }) => {
+                self.origin_done(recipients, &message, verdict);
+            }
+            (Pending::Login { .. }, _) => {
+                tracing::error!("smtp: wrong result for a Login effect");
                 self.reply(reply::auth_temporary());
             }
-            (Pending::Deliver { .. }, EffectResult::Login(_)) => {
-                tracing::error!("smtp: Login result for a Commit effect");
+            (Pending::Deliver { .. } | Pending::Origin { .. } | Pending::Submit { .. }, _) => {
+                tracing::error!("smtp: wrong result for a delivery effect");
                 self.reply(reply::store_failed());
             }
         }

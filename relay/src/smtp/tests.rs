@@ -16,6 +16,7 @@ use super::session::{
 use super::{Mode, Session};
 use crate::accounts::LoginError;
 use crate::config::Config;
+use crate::dkim::Verdict;
 use crate::session::{Action, Effect, EffectResult, Session as _};
 use crate::shared::Shared;
 use crate::store::{AccountId, MemoryStore, Op, OpResult, StoreConfig};
@@ -98,6 +99,10 @@ struct T {
     fresh: Vec<u8>,
     /// Effects polled but not run (`auto_effects == false`).
     held: Vec<Effect>,
+    /// What `Effect::VerifyOrigin` answers.
+    origin: Verdict,
+    /// Every origin check asked for: From domain and message.
+    origin_checks: Vec<(String, Vec<u8>)>,
 }
 
 fn shared_in(
@@ -139,6 +144,8 @@ impl T {
             transcript: Vec::new(),
             fresh: Vec::new(),
             held: Vec::new(),
+            origin: Verdict::Pass,
+            origin_checks: Vec::new(),
         };
         t.drive();
         t.take().code(220).text("127.0.0.1 ESMTP");
@@ -191,6 +198,16 @@ impl T {
         let result = match effect {
             Effect::Commit(op) => EffectResult::Commit(self.store.commit_now(op)),
             Effect::Login { user, password } => EffectResult::Login(self.login(&user, &password.0)),
+            Effect::VerifyOrigin {
+                message,
+                from_domain,
+            } => {
+                self.origin_checks.push((from_domain, message.clone()));
+                EffectResult::Origin {
+                    message,
+                    verdict: self.origin,
+                }
+            }
         };
         self.s.complete(result, self.now);
     }
@@ -583,10 +600,18 @@ fn rcpt_rules() {
     let mut t = T::submission();
     t.line(&format!("RCPT TO:<{BOB}>")).code(503);
     t.line(&format!("MAIL FROM:<{ALICE}>")).code(250);
+    // Other domains: queued for delivery (submission only).
     t.line("RCPT TO:<someone@example.org>")
-        .code(554)
-        .text("5.7.1 <someone@example.org>: Relay access denied: delivery to other domains is not supported yet");
-    t.line("RCPT TO:<bob@127.0.0.1>").code(554);
+        .code(250)
+        .text("2.1.5");
+    t.line("RCPT TO:<someone@[192.0.2.1]>").code(250);
+    t.line("RCPT TO:<someone@_relay.test>").code(250);
+    // Not a domain: a bare address, a bad literal, an empty label, a bad character.
+    t.line("RCPT TO:<bob@127.0.0.1>").code(501);
+    t.line("RCPT TO:<bob@[999.0.0.1]>").code(501);
+    t.line("RCPT TO:<bob@example..org>").code(501);
+    t.line("RCPT TO:<bob@exa!mple.org>").code(501);
+    t.line("RCPT TO:<bob@localhost>").code(501);
     t.line("RCPT TO:<nobody@[127.0.0.1]>")
         .code(550)
         .text("5.1.1 <nobody@[127.0.0.1]>: Recipient address rejected: User unknown");
@@ -1259,4 +1284,182 @@ fn partial_quota_failure_still_250() {
     t.send(stuffed(&message).as_bytes()).code(250);
     assert_eq!(t.inbox(ALICE).len(), 1, "alice keeps only the filler");
     assert_eq!(t.inbox(BOB).len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Origin verification (DKIM) on port 25: the session asks, the driver answers
+
+const SIGNED_FROM: &str = "carol@_s1.test";
+/// A stand-in `DKIM-Signature` field: these tests decide the verdict themselves.
+const FAKE_SIGNATURE: &str =
+    "DKIM-Signature: v=1; a=rsa-sha256; d=_s1.test; s=opendkim; h=From; bh=AA==; b=AA==\r\n";
+
+/// An encrypted message from `SIGNED_FROM` to bob with a `DKIM-Signature` field.
+fn signed_message() -> String {
+    format!("{FAKE_SIGNATURE}{}", encrypted(SIGNED_FROM, BOB, ""))
+}
+
+/// MAIL, RCPT bob, DATA with `message`; returns the reply to the end of DATA.
+fn mx_send(t: &mut T, mail_from: &str, message: &str) -> Replies {
+    t.line(&format!("MAIL FROM:<{mail_from}>")).code(250);
+    t.line(&format!("RCPT TO:<{BOB}>")).code(250);
+    t.line("DATA").code(354);
+    t.send(stuffed(message).as_bytes())
+}
+
+#[test]
+fn mx_verifies_origin_of_a_named_domain_then_delivers() {
+    let mut t = T::mx();
+    let message = signed_message();
+    mx_send(&mut t, SIGNED_FROM, &message).code(250);
+    assert_eq!(t.origin_checks.len(), 1);
+    let (domain, checked) = &t.origin_checks[0];
+    assert_eq!(domain, "_s1.test");
+    // The driver sees the message as received, signature included.
+    assert_eq!(checked, message.as_bytes());
+    let inbox = t.inbox(BOB);
+    assert_eq!(inbox.len(), 1);
+    // Delivered without the DKIM-Signature field (reference lmtp_header_checks).
+    let stored = String::from_utf8(inbox[0].clone()).unwrap();
+    assert!(!stored.contains("DKIM-Signature"), "{stored}");
+    assert!(stored.contains("From: <carol@_s1.test>"));
+}
+
+#[test]
+fn mx_refuses_each_failed_origin_verdict_and_goes_on() {
+    for (verdict, code, text) in [
+        (Verdict::NoSignature, 554, "5.7.1 No DKIM signature found"),
+        (
+            Verdict::NoValidSignature,
+            554,
+            "5.7.1 No valid DKIM signature found",
+        ),
+        (Verdict::Temporary, 451, "4.7.0 "),
+    ] {
+        let mut t = T::mx();
+        t.origin = verdict;
+        mx_send(&mut t, SIGNED_FROM, &signed_message())
+            .code(code)
+            .text(text);
+        assert_eq!(t.origin_checks.len(), 1, "{verdict:?}");
+        assert!(t.inbox(BOB).is_empty(), "{verdict:?}: nothing delivered");
+        assert!(!t.closed);
+        // The session takes the next transaction.
+        t.origin = Verdict::Pass;
+        mx_send(&mut t, SIGNED_FROM, &signed_message()).code(250);
+        assert_eq!(t.inbox(BOB).len(), 1, "{verdict:?}");
+    }
+}
+
+#[test]
+fn mx_domain_literal_from_is_not_origin_checked() {
+    let mut t = T::mx();
+    t.origin = Verdict::NoSignature; // would refuse, were it asked
+    let from = "carol@[192.0.2.1]";
+    mx_send(&mut t, from, &encrypted(from, BOB, "")).code(250);
+    assert!(t.origin_checks.is_empty());
+    assert_eq!(t.inbox(BOB).len(), 1);
+}
+
+#[test]
+fn mx_cleartext_is_refused_before_any_origin_check() {
+    let mut t = T::mx();
+    let message = format!("{FAKE_SIGNATURE}{}", plain(SIGNED_FROM, BOB));
+    mx_send(&mut t, SIGNED_FROM, &message)
+        .code(523)
+        .text("Encryption Needed");
+    assert!(t.origin_checks.is_empty(), "no DNS work for cleartext");
+}
+
+#[test]
+fn mx_mailer_daemon_report_is_origin_checked() {
+    const REPORT: &str = include_str!("../../testdata/mail/mailer-daemon.eml");
+    let message = REPORT
+        .replace("MAILER-DAEMON@example.net", "MAILER-DAEMON@_s1.test")
+        .replace("alice@example.org", BOB)
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n");
+    let mut t = T::mx();
+    t.origin = Verdict::NoValidSignature;
+    mx_send(&mut t, "", &message).code(554);
+    t.origin = Verdict::Pass;
+    mx_send(&mut t, "", &message).code(250);
+    let domains: Vec<_> = t.origin_checks.iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(domains, ["_s1.test", "_s1.test"]);
+    assert_eq!(t.inbox(BOB).len(), 1);
+}
+
+#[test]
+fn mx_checks_the_from_domain_not_the_envelope_sender() {
+    let mut t = T::mx();
+    mx_send(&mut t, "bounces@forwarder.test", &signed_message()).code(250);
+    assert_eq!(t.origin_checks[0].0, "_s1.test");
+    assert_eq!(t.inbox(BOB).len(), 1);
+}
+
+#[test]
+fn no_input_while_the_origin_check_is_pending() {
+    let mut t = T::mx();
+    t.auto_effects = false;
+    t.line(&format!("MAIL FROM:<{SIGNED_FROM}>")).code(250);
+    t.line(&format!("RCPT TO:<{BOB}>")).code(250);
+    t.line("DATA").code(354);
+    let mut input = stuffed(&signed_message());
+    input.push_str("NOOP\r\n");
+    assert!(t.send(input.as_bytes()).0.is_empty(), "no reply yet");
+    assert!(!t.s.wants_input());
+    assert_eq!(
+        t.s.next_timeout(),
+        None,
+        "no idle timeout while the driver works"
+    );
+    let Some(Effect::VerifyOrigin {
+        message,
+        from_domain,
+    }) = t.held.pop()
+    else {
+        panic!("a VerifyOrigin effect, got {:?}", t.held);
+    };
+    assert_eq!(from_domain, "_s1.test");
+    t.s.complete(
+        EffectResult::Origin {
+            message,
+            verdict: Verdict::Pass,
+        },
+        t.now,
+    );
+    t.drive();
+    assert!(t.take().0.is_empty(), "the write comes first");
+    let Some(Effect::Commit(Op::Deliver {
+        recipients, body, ..
+    })) = t.held.pop()
+    else {
+        panic!("a Deliver effect");
+    };
+    assert_eq!(recipients, [t.account(BOB)]);
+    assert!(!body.starts_with(b"DKIM-Signature"));
+    t.run(Effect::Commit(Op::Deliver {
+        recipients,
+        internal_date: 0,
+        body,
+    }));
+    t.drive();
+    let replies = t.take();
+    assert_eq!(
+        replies.codes(),
+        [250, 250],
+        "delivered, then the pipelined NOOP"
+    );
+}
+
+#[test]
+fn a_wrong_effect_result_is_a_temporary_failure() {
+    let mut t = T::mx();
+    t.auto_effects = false;
+    mx_send(&mut t, SIGNED_FROM, &signed_message());
+    assert!(matches!(t.held.pop(), Some(Effect::VerifyOrigin { .. })));
+    t.s.complete(EffectResult::Login(Err(LoginError::Failed)), t.now);
+    t.drive();
+    t.take().code(451);
+    assert!(t.inbox(BOB).is_empty());
 }

@@ -16,6 +16,7 @@ use relay::server::Kind;
 use relay::tls::acme;
 use relay::tls::schedule::Policy;
 use relay::tls::task::{run_acme, Renewer};
+use relay_testkit::dns::{DnsServer, Record as DnsRecord};
 use relay_testkit::pebble::{self, Pebble};
 
 use crate::harness::{backends, free_port, message, new_addr, Relay};
@@ -38,6 +39,21 @@ fn presented_chain(addr: SocketAddr) -> Vec<Vec<u8>> {
         .iter()
         .map(|c| c.as_ref().to_vec())
         .collect()
+}
+
+/// A DNS server answering the names of `acme.test`'s certificate with 127.0.0.1 (what Pebble's
+/// HTTP-01 validation resolves).
+fn acme_names_at_loopback() -> DnsServer {
+    let dns = DnsServer::start();
+    for name in [
+        "acme.test",
+        "www.acme.test",
+        "mta-sts.acme.test",
+        "autoconfig.acme.test",
+    ] {
+        dns.add(name, DnsRecord::A(std::net::Ipv4Addr::LOCALHOST));
+    }
+    dns
 }
 
 /// An ACME-mode configuration for `acme.test` against `directory`, data in `data`.
@@ -71,17 +87,20 @@ const FAST: Policy = Policy {
 
 #[test]
 fn acme_certificate_is_issued_renewed_and_swapped_under_an_idle_session() {
-    // Short certificates: the schedule renews when a third of the lifetime remains.
-    let Some(pebble) = Pebble::start(&pebble::Options {
-        http_port: free_port(),
-        always_valid: true,
-        validity_secs: Some(15),
-        ..Default::default()
-    }) else {
-        return;
-    };
+    let dns = acme_names_at_loopback();
     for backend in backends() {
         let relay = Relay::start(backend, &[]);
+        // Pebble validates each name over HTTP-01: it resolves it through the test DNS server
+        // and asks the relay's HTTP port, which answers from `Shared::acme_challenges`. Short
+        // certificates: the schedule renews when a third of the lifetime remains.
+        let Some(pebble) = Pebble::start(&pebble::Options {
+            http_port: relay.port(Kind::Http),
+            dns_server: Some(dns.addr()),
+            validity_secs: Some(15),
+            ..Default::default()
+        }) else {
+            return;
+        };
         let self_signed = presented_chain(relay.addr(Kind::Imaps));
         assert_eq!(self_signed.len(), 1);
         // An IDLE session on the self-signed certificate.
@@ -319,9 +338,11 @@ fn acme_server_down_or_answering_garbage_is_reported_retried_and_changes_nothing
 /// the ACME certificate follows without a restart, and the next start serves the saved one.
 #[test]
 fn serve_in_acme_mode_issues_at_start_and_reuses_the_saved_certificate() {
+    let dns = acme_names_at_loopback();
+    let http = free_port();
     let Some(pebble) = Pebble::start(&pebble::Options {
-        http_port: free_port(),
-        always_valid: true,
+        http_port: http,
+        dns_server: Some(dns.addr()),
         ..Default::default()
     }) else {
         return;
@@ -334,7 +355,7 @@ fn serve_in_acme_mode_issues_at_start_and_reuses_the_saved_certificate() {
         format!(
             "[params]\nmail_domain = acme.test\ndata_dir = {}\nuser = root\nlisten = 127.0.0.1\n\
              smtp_port = 0\nsubmission_port = 0\nsubmissions_port = 0\nimap_port = 0\n\
-             imaps_port = {imaps}\nhttps_port = 0\nhttp_port = 0\nacme_directory = {}\n\
+             imaps_port = {imaps}\nhttps_port = 0\nhttp_port = {http}\nacme_directory = {}\n\
              acme_ca_file = {}\n",
             data.path().join("data").display(),
             pebble.directory,

@@ -78,6 +78,10 @@ impl Session {
                 return self.login_done(&tag, r);
             }
             EffectResult::Commit(r) => r,
+            EffectResult::Origin { .. } => {
+                tracing::error!("origin result in an IMAP session");
+                return self.close();
+            }
         };
         match pending {
             Pending::Login { tag } => self.tagged(&tag, "NO [SERVERBUG] Internal error"),
