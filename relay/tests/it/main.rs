@@ -6,6 +6,8 @@
     reason = "test harness helpers: a failed unwrap is a failed test"
 )]
 
+mod certs;
+mod cli;
 mod crash;
 mod delivery;
 mod dkim;
