@@ -39,6 +39,11 @@ impl Shared {
             config.max_user_send_per_minute,
             config.max_user_send_burst_size,
         );
+        let new_limiter = crate::http::limiter::Limiter::new(
+            config.new_limit_per_second.into(),
+            config.new_limit_burst.into(),
+            crate::http::limiter::MAX_SOURCES,
+        );
         Shared {
             store,
             send_limiter,
@@ -49,7 +54,7 @@ impl Shared {
             dns: crate::dns::resolver(&config),
             config,
             acme_challenges: Default::default(),
-            new_limiter: Default::default(),
+            new_limiter: std::sync::Mutex::new(new_limiter),
         }
     }
 }

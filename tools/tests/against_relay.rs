@@ -63,10 +63,7 @@ fn every_accepted_message_is_fetched_with_its_latency() {
         // This checks the accounting (every accepted message fetched, with its latency), not
         // throughput: on a loaded machine far fewer than the 200 scheduled may go out in the
         // second. Some must, or the rest proves nothing.
-        assert!(
-            accepted >= 20,
-            "{backend:?}: only {accepted} accepted: {v}"
-        );
+        assert!(accepted >= 20, "{backend:?}: only {accepted} accepted: {v}");
         assert_eq!(v["delivered"], accepted, "{backend:?}: {v}");
         assert_eq!(v["delivery_latency"]["count"], accepted, "{backend:?}: {v}");
         assert_eq!(v["submit_latency"]["count"], accepted, "{backend:?}: {v}");
