@@ -25,13 +25,14 @@
 #   autoconfig  GET /.well-known/autoconfig/mail/config-v1.1.xml, closed loop, $BENCH_CONNS (32)
 #               keep-alive connections, $BENCH_DURATION (5) s
 #   new         POST /new, the same
-#   new-rate    POST /new at $BENCH_NEW_RATE (5) req/s from 4 connections: latency below
+#   newrate     POST /new at $BENCH_NEW_RATE (5) req/s from 4 connections: latency below
 #               saturation (fcgiwrap forks a Python interpreter per request)
 #   idle        $BENCH_IDLE (5000) connections, one autoconfig GET each, then idle: server RSS
 #               growth per connection (relay: its process; nginx: master + workers). Measured
 #               first, on fresh servers. The relay closes keep-alive connections idle for 20 s
 #               (nginx: 75 s), so set-up plus $BENCH_IDLE_SETTLE (2) s must stay below that; the
 #               run reports connections closed before the reading.
+# BENCH_TABLE_ONLY=1 prints the table of the run in $BENCH_OUT again without measuring.
 # Knobs: BENCH_TARGETS (epoll uring nginx), BENCH_ROUNDS (5), BENCH_FCGI_CHILDREN (unset: Debian's
 # one process), BENCH_OUT (target/http-compare), ports 18443 (epoll), 19443 (uring), 20443
 # (nginx; other relay listeners on 18xxx/19xxx).
@@ -54,8 +55,9 @@ AUTOCONFIG=/.well-known/autoconfig/mail/config-v1.1.xml
 # it on every request, as in production).
 NEW_BURST=1000000000
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*.log
 log() { echo "[http-compare] $*" >&2; }
+if [ "${BENCH_TABLE_ONLY:-0}" != 1 ]; then
+rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*.log "$OUT"/meta.env
 # Every idle connection is a descriptor in httpbench and in the server.
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 if [ $((IDLE + 1024)) -gt "$(ulimit -n)" ]; then
@@ -292,41 +294,59 @@ for r in $(seq "$ROUNDS"); do
   for t in "${order[@]}"; do
     httpbench "$t" "autoconfig-r$r" --connections "$CONNS" --duration "$DURATION" --path "$AUTOCONFIG"
     httpbench "$t" "new-r$r" --connections "$CONNS" --duration "$DURATION" --method POST --path /new
-    httpbench "$t" "new-rate-r$r" --connections 4 --rate "$NEW_RATE" --duration "$DURATION" \
+    httpbench "$t" "newrate-r$r" --connections 4 --rate "$NEW_RATE" --duration "$DURATION" \
       --method POST --path /new
   done
 done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ------------------------------------------------------------------------------ table
+cat >"$OUT/meta.env" <<EOF
+started_at='$started_at'
+load_start='$load_start'
+load_end='$load_end'
+about='relay $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown), $(nginx -v 2>&1 | sed 's/.*: //'); $ROUNDS rounds of $DURATION s, $CONNS connections (closed loop), /new at $NEW_RATE req/s; idle: $IDLE connections'
+EOF
+fi
+# shellcheck disable=SC1091 # written above, or by the run being tabulated
+. "$OUT/meta.env"
+
+files() { ls "$OUT/$1-$2"-r[0-9]*.json 2>/dev/null || true; } # the rounds of one target and scenario
+value() { jq -r "($2) // empty" "$1" 2>/dev/null || true; }
+median_of() { sort -g | awk '{v[NR]=$1} END{if (NR%2) print v[(NR+1)/2]; else if (NR) print (v[NR/2]+v[NR/2+1])/2}'; }
 median() { # median <target> <scenario> <jq expression>: over the rounds
-  local vals
-  vals=$(for f in "$OUT/$1-$2"-r*.json; do [ -f "$f" ] && jq -r "($3) // empty" "$f"; done 2>/dev/null | sort -g)
-  [ -n "$vals" ] || return 0
-  awk '{v[NR]=$1} END{if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}' <<<"$vals"
+  for f in $(files "$1" "$2"); do value "$f" "$3"; done | median_of
 }
 total() { # total <target> <scenario> <jq expression>: summed over the rounds
-  for f in "$OUT/$1-$2"-r*.json; do [ -f "$f" ] && jq -r "($3) // 0" "$f"; done 2>/dev/null |
-    awk '{s+=$1} END{if (NR) print s}'
-  return 0
+  for f in $(files "$1" "$2"); do value "$f" "$3"; done | awk '{s+=$1} END{if (NR) print s}'
 }
-single() { local f="$OUT/$1-$2.json"; [ -f "$f" ] && jq -r "($3) // empty" "$f" 2>/dev/null || true; }
+single() { local f="$OUT/$1-$2.json"; [ -f "$f" ] && value "$f" "$3"; return 0; }
+# ratio_rounds <a> <b> <scenario> <jq expression>: the median of a/b taken round by round (the
+# runs of one round are minutes apart at most, so the machine's drift cancels better than in the
+# ratio of the medians).
+ratio_rounds() {
+  local f a b
+  for f in $(files "$1" "$3"); do
+    a=$(value "$f" "$4"); b=$(value "${f/\/$1-/\/$2-}" "$4")
+    [ -n "$a" ] && [ -n "$b" ] && awk "BEGIN{if ($b != 0) print $a / $b}"
+  done | median_of
+}
 rows=(
-  "median|autoconfig|.requests_per_s|autoconfig req/s (closed loop, $CONNS conns)"
+  "median|autoconfig|.requests_per_s|autoconfig req/s (closed loop)"
   "median|autoconfig|.latency.p50_ms|autoconfig p50 ms"
   "median|autoconfig|.latency.p99_ms|autoconfig p99 ms"
   "median|autoconfig|.latency.p999_ms|autoconfig p999 ms"
   "median|autoconfig|.response_bytes_mean|autoconfig response bytes"
-  "median|new|.requests_per_s|/new req/s (closed loop, $CONNS conns)"
+  "median|new|.requests_per_s|/new req/s (closed loop)"
   "median|new|.latency.p50_ms|/new p50 ms"
   "median|new|.latency.p99_ms|/new p99 ms"
   "median|new|.latency.p999_ms|/new p999 ms"
   "median|new|.response_bytes_mean|/new response bytes"
-  "median|new-rate|.latency.p50_ms|/new p50 ms at $NEW_RATE req/s"
-  "median|new-rate|.latency.p99_ms|/new p99 ms at $NEW_RATE req/s"
+  "median|newrate|.latency.p50_ms|/new p50 ms at a low fixed rate"
+  "median|newrate|.latency.p99_ms|/new p99 ms at a low fixed rate"
   "total|autoconfig|(.responses - (.statuses[\"200\"] // 0)) + .errors_total|autoconfig non-200 + errors (all rounds)"
   "total|new|(.responses - (.statuses[\"200\"] // 0)) + .errors_total|/new non-200 + errors (all rounds)"
-  "total|new-rate|(.responses - (.statuses[\"200\"] // 0)) + .errors_total|/new at rate: non-200 + errors"
+  "total|newrate|(.responses - (.statuses[\"200\"] // 0)) + .errors_total|/new at the low rate: non-200 + errors"
   "single|idle|.idle|idle connections at the reading"
   "single|idle|.closed_by_server|idle connections closed before the reading"
   "single|idle|.setup_s|idle set-up s"
@@ -337,13 +357,18 @@ fmt() { if [ -n "$1" ]; then printf '%.2f' "$1"; else printf -- '-'; fi; }
 ratio() { if [ -n "$1" ] && [ -n "$2" ] && awk "BEGIN{exit !($2 != 0)}"; then awk "BEGIN{printf \"%.3g\", $1 / $2}"; else printf -- '-'; fi; }
 {
   echo "date: $started_at; machine: $(nproc) cores, kernel $(uname -r); load average $load_start at the start, $load_end at the end"
-  echo "relay $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nginx -v 2>&1 | sed 's/.*: //'); $ROUNDS rounds of $DURATION s (medians), idle: $IDLE connections"
+  echo "$about; relay/nginx ratios of rows with medians: median of the per-round ratios"
   printf '| %-48s | %10s | %10s | %10s | %11s | %11s |\n' metric epoll uring nginx epoll/nginx uring/nginx
   printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..50})" ------------ ------------ ------------ ------------- -------------
   for row in "${rows[@]}"; do
     IFS='|' read -r how scen expr label <<<"$row"
     e=$("$how" epoll "$scen" "$expr"); u=$("$how" uring "$scen" "$expr"); n=$("$how" nginx "$scen" "$expr")
-    printf '| %-48s | %10s | %10s | %10s | %11s | %11s |\n' "$label" "$(fmt "$e")" "$(fmt "$u")" "$(fmt "$n")" \
-      "$(ratio "$e" "$n")" "$(ratio "$u" "$n")"
+    case $how in
+      median) re=$(ratio "$(ratio_rounds epoll nginx "$scen" "$expr")" 1)
+              ru=$(ratio "$(ratio_rounds uring nginx "$scen" "$expr")" 1) ;;
+      single) re=$(ratio "$e" "$n"); ru=$(ratio "$u" "$n") ;;
+      *) re=-; ru=- ;;
+    esac
+    printf '| %-48s | %10s | %10s | %10s | %11s | %11s |\n' "$label" "$(fmt "$e")" "$(fmt "$u")" "$(fmt "$n")" "$re" "$ru"
   done
 } | tee "$OUT/table.md"
