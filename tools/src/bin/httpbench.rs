@@ -41,8 +41,9 @@ HTTPS load generator for the relay's web side (or nginx serving the same files).
 
 Default mode: --connections keep-alive HTTP/1.1 connections over TLS (ALPN http/1.1), all opened
 before the clock starts; each sends --method --path and waits for the whole response before the
-next (closed loop), or the connections share a fixed total --rate (open loop: latency then counts
-from the scheduled send time, so a server that falls behind shows it). A connection the server
+next (closed loop), or the connections share a fixed total --rate (open loop: a request whose slot
+came while its connection was still busy counts from its slot, so a server that falls behind
+shows it). A connection the server
 closes (`Connection: close` after its request budget, or an idle timeout) is reopened; the
 handshake counts in no request's latency. Reports requests/s, latency percentiles, responses by
 status and errors by step.
@@ -519,7 +520,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         "latency   {}{}",
         run.latency.line(),
         if a.rate > 0.0 {
-            " (from the scheduled send)"
+            " (late requests from their slot)"
         } else {
             ""
         }
@@ -549,6 +550,11 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
 /// read the whole response; reopen the connection when the server closed it.
 async fn connection(run: Arc<Run>, mut conn: Option<Connection>) {
     let backoff = Duration::from_millis(100);
+    // When the previous request ended: with `--rate`, a request whose slot came while this
+    // connection was still busy counts from its slot (the server made it late); one that waited
+    // for its slot counts from when it went out (the timer's own lateness, up to a millisecond,
+    // is the client's).
+    let mut free_since = run.start;
     loop {
         let seq = run.next_seq.fetch_add(1, Ordering::Relaxed);
         if run.max_requests > 0 && seq >= run.max_requests {
@@ -587,10 +593,15 @@ async fn connection(run: Arc<Run>, mut conn: Option<Connection>) {
         };
         run.sent.fetch_add(1, Ordering::Relaxed);
         let t0 = tokio::time::Instant::now();
-        match exchange(&run.target, c).await {
+        let result = exchange(&run.target, c).await;
+        let from = match scheduled {
+            Some(at) if free_since > at => at,
+            _ => t0,
+        };
+        free_since = tokio::time::Instant::now();
+        match result {
             Ok(answer) => {
-                let from = scheduled.unwrap_or(t0);
-                run.latency.record(from.elapsed());
+                run.latency.record(free_since - from);
                 run.responses.fetch_add(1, Ordering::Relaxed);
                 run.response_bytes
                     .fetch_add(answer.bytes as u64, Ordering::Relaxed);
