@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # HTTPS `/new` and autoconfig: `relay dev --io epoll`, `relay dev --io uring` and Debian's nginx
 # (+ fcgiwrap running a CGI script like the reference's newemail.py) serving the same files, in one
-# sitting: alternating rounds, medians and ratios; then the memory of idle keep-alive connections.
+# sitting: alternating rounds, medians and ratios, and the memory of idle keep-alive connections.
 # Bounded: about 10 minutes with the defaults (plus the release build). Loopback only.
 #
 #   tools/http-compare.sh                                  # all three, 5 rounds
