@@ -88,14 +88,15 @@ stop_pid() { # stop_pid <pid>: TERM, wait up to 5 s, KILL
   kill -9 "$p" 2>/dev/null || true
 }
 cleanup() {
-  local t p c
+  local t p c children
   for t in "${!pid_of[@]}"; do
     p=${pid_of[$t]}
-    # fcgiwrap -c N forks N children; nginx's master stops its workers itself.
-    if [ "$t" = fcgiwrap ]; then
-      for c in $(pgrep -P "$p" 2>/dev/null); do stop_pid "$c"; done
-    fi
+    # fcgiwrap -c N forks N children and replaces any that dies: note them, stop the parent,
+    # then them. nginx's master stops its workers itself.
+    children=""
+    [ "$t" = fcgiwrap ] && children=$(pgrep -P "$p" 2>/dev/null || true)
     stop_pid "$p"
+    for c in $children; do stop_pid "$c"; done
   done
   rm -rf "$work"
 }
