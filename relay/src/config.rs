@@ -43,6 +43,12 @@ pub struct Config {
     pub max_imap_connections: u32,
     /// `max_smtp_connections` (per port; per client IP: a fifth of it).
     pub max_smtp_connections: u32,
+    /// `new_limit_per_second` (default 2, at most 1000): requests a second one source may make
+    /// to `/new` on average (the reference's nginx `limit_req`).
+    pub new_limit_per_second: u32,
+    /// `new_limit_burst` (default 5): requests one source may make to `/new` at once. Load
+    /// benchmarks lift the limit with a burst no run exhausts (`tools/http-compare.sh`: 10^9).
+    pub new_limit_burst: u32,
     /// `tls_external_cert_and_key`: certificate and key paths.
     pub tls_external_cert_and_key: Option<(PathBuf, PathBuf)>,
     /// Where the served certificate comes from (derived: chatmail.md §1.9).
@@ -345,6 +351,19 @@ impl Config {
             "max_imap_connections_per_source",
             (max_imap_connections / 5).max(1),
         )?;
+        // The /new limiter counts whole milliseconds: one request a millisecond at most.
+        let new_limit_per_second = positive(
+            &p,
+            "new_limit_per_second",
+            crate::http::limiter::NEW_PER_SECOND as u32, // 2
+        )?;
+        if new_limit_per_second > 1000 {
+            return Err(Error::invalid(
+                "new_limit_per_second",
+                &new_limit_per_second.to_string(),
+                "1 to 1000 (lift the limit with new_limit_burst)",
+            ));
+        }
         let ratelimit = crate::ratelimit::RateLimitConfig {
             ebpf_interfaces: p
                 .get("ebpf_interfaces")
@@ -452,6 +471,12 @@ impl Config {
             min_free_disk_space: p.size("min_free_disk_space")?.unwrap_or(1024 * MIB),
             max_imap_connections,
             max_smtp_connections,
+            new_limit_per_second,
+            new_limit_burst: positive(
+                &p,
+                "new_limit_burst",
+                crate::http::limiter::NEW_BURST as u32, // 5
+            )?,
             ratelimit,
             tls_external_cert_and_key,
             tls_mode,
@@ -753,6 +778,18 @@ pub const OPTIONS: &[OptionDoc] = &[
         "admin_socket",
         Example("/var/lib/chatmail-relay/admin.sock"),
         "The admin socket of `relay admin` and the bots (default: <data_dir>/admin.sock).",
+    ),
+    opt(
+        "new_limit_per_second",
+        Value("2"),
+        "Requests a second one source (IPv4 address, IPv6 /64) may make to /new (at most 1000;\n\
+         over it 429), as the reference's nginx limit_req.",
+    ),
+    opt(
+        "new_limit_burst",
+        Value("5"),
+        "Requests one source may make to /new at once. Load benchmarks lift the limit with a\n\
+         burst no run exhausts.",
     ),
 ];
 
@@ -1120,6 +1157,31 @@ mod tests {
         .unwrap();
         assert_eq!(c.ports.imap, 20143);
         assert_eq!(c.max_user_send_burst_size, 3);
+    }
+
+    #[test]
+    fn new_limit_defaults_to_the_reference_and_can_be_lifted() {
+        let dev = || Mode::Dev {
+            data_dir: "d".into(),
+        };
+        let c = Config::dev("d".into());
+        assert_eq!((c.new_limit_per_second, c.new_limit_burst), (2, 5));
+        let mut raw = RawConfig::default();
+        raw.set("new_limit_per_second=1000").unwrap();
+        raw.set("new_limit_burst=1000000000").unwrap();
+        let c = Config::build(&raw, dev()).unwrap();
+        assert_eq!(
+            (c.new_limit_per_second, c.new_limit_burst),
+            (1000, 1_000_000_000)
+        );
+        assert!(raw.unknown_keys().is_empty());
+        for bad in ["new_limit_per_second=1001", "new_limit_burst=0"] {
+            let mut raw = RawConfig::default();
+            raw.set(bad).unwrap();
+            let e = Config::build(&raw, dev()).unwrap_err();
+            let key = bad.split('=').next().unwrap();
+            assert!(e.to_string().contains(key), "{e}");
+        }
     }
 
     #[test]
