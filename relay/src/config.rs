@@ -353,7 +353,7 @@ impl Config {
         )?;
         // The /new limiter counts whole milliseconds: one request a millisecond at most.
         let new_limit_per_second = positive(
-            &p,
+            p,
             "new_limit_per_second",
             crate::http::limiter::NEW_PER_SECOND as u32, // 2
         )?;
@@ -473,7 +473,7 @@ impl Config {
             max_smtp_connections,
             new_limit_per_second,
             new_limit_burst: positive(
-                &p,
+                p,
                 "new_limit_burst",
                 crate::http::limiter::NEW_BURST as u32, // 5
             )?,
