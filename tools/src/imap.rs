@@ -1,6 +1,8 @@
 //! A minimal IMAP client for load tests: implicit TLS, `LOGIN`, `SELECT INBOX`, `IDLE`,
 //! `UID FETCH n:* BODY.PEEK[]`, `UID STORE +FLAGS.SILENT (\Deleted)` and `EXPUNGE`.
-//! Responses are read with their literals; every wait has a deadline.
+//! Responses are read with their literals; every wait has a deadline. The client remembers when
+//! each message was first announced (`* n EXISTS`), so a fetched message can be given the
+//! moment the server told about it ([`Fetched::announced`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -38,6 +40,24 @@ impl Response {
         let mut w = self.text.split_ascii_whitespace();
         match (w.next(), w.next(), w.next()) {
             (Some("*"), Some(n), Some(kw)) if kw.eq_ignore_ascii_case("EXISTS") => n.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// `Some(n)` for `* n EXPUNGE`.
+    pub fn expunge(&self) -> Option<u32> {
+        let mut w = self.text.split_ascii_whitespace();
+        match (w.next(), w.next(), w.next()) {
+            (Some("*"), Some(n), Some(kw)) if kw.eq_ignore_ascii_case("EXPUNGE") => n.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// For `* n FETCH (…)`: the sequence number `n`.
+    pub fn fetch_seq(&self) -> Option<u32> {
+        let mut w = self.text.split_ascii_whitespace();
+        match (w.next(), w.next(), w.next()) {
+            (Some("*"), Some(n), Some(kw)) if kw.eq_ignore_ascii_case("FETCH") => n.parse().ok(),
             _ => None,
         }
     }
@@ -92,6 +112,63 @@ pub fn quote(s: &str) -> String {
     q
 }
 
+/// When the messages of the selected mailbox were announced: `(n, t)` means that messages
+/// 1..=n were known to exist at `t` (the first `* n EXISTS` that covered them). Kept with
+/// strictly increasing `n` and `t`, and renumbered on `* n EXPUNGE` as the server renumbers the
+/// mailbox, so entries stay correct across deletions.
+#[derive(Debug, Default, Clone)]
+pub struct Announcements(Vec<(u32, Instant)>);
+
+impl Announcements {
+    /// Entries kept at most (a load receiver holds a handful; the oldest go first).
+    const MAX: usize = 4096;
+
+    /// `* n EXISTS` read at `t`.
+    pub fn exists(&mut self, n: u32, t: Instant) {
+        if self.0.last().is_none_or(|&(last, _)| n > last) {
+            if self.0.len() == Self::MAX {
+                self.0.remove(0);
+            }
+            self.0.push((n, t));
+        }
+    }
+
+    /// `* seq EXPUNGE`: the messages after `seq` move down by one.
+    pub fn expunge(&mut self, seq: u32) {
+        for (n, _) in &mut self.0 {
+            if *n >= seq {
+                *n -= 1;
+            }
+        }
+        // Two entries may now cover the same messages: the earlier one counts.
+        self.0.dedup_by(|later, earlier| later.0 <= earlier.0);
+        self.0.retain(|&(n, _)| n > 0);
+    }
+
+    /// When message `seq` was first announced.
+    pub fn of(&self, seq: u32) -> Option<Instant> {
+        self.0.iter().find(|&&(n, _)| n >= seq).map(|&(_, t)| t)
+    }
+
+    /// The mailbox changed wholesale (a new `SELECT`): forget everything.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// One message from [`Client::fetch_new`].
+#[derive(Debug, Clone, Copy)]
+pub struct Fetched<'a> {
+    /// Its UID.
+    pub uid: u32,
+    /// The message.
+    pub body: &'a [u8],
+    /// When its body had been read.
+    pub at: Instant,
+    /// When the server first announced it (`* n EXISTS`), if this session saw that.
+    pub announced: Option<Instant>,
+}
+
 /// An authenticated IMAP session.
 pub struct Client {
     io: BufReader<Stream>,
@@ -99,6 +176,7 @@ pub struct Client {
     timeout: Duration,
     idling: bool,
     saw_exists: bool,
+    announced: Announcements,
 }
 
 /// `SELECT INBOX` results.
@@ -138,6 +216,7 @@ impl Client {
             timeout: limit,
             idling: false,
             saw_exists: false,
+            announced: Announcements::default(),
         };
         let greet = c.read_response("imap greeting", limit).await?;
         if !greet.text.starts_with("* OK") {
@@ -175,6 +254,11 @@ impl Client {
                 None => {
                     let text = String::from_utf8_lossy(&line);
                     resp.text.push_str(text.trim_end());
+                    if let Some(n) = resp.exists() {
+                        self.announced.exists(n, Instant::now());
+                    } else if let Some(seq) = resp.expunge() {
+                        self.announced.expunge(seq);
+                    }
                     return Ok(resp);
                 }
             }
@@ -214,6 +298,17 @@ impl Client {
         tag: &str,
         untagged: &mut impl FnMut(Response),
     ) -> Result<Response, Error> {
+        self.finish_seen(what, tag, &mut |_, r| untagged(r)).await
+    }
+
+    /// [`Client::finish`], handing each untagged response over with the announcement times as
+    /// they stand once it was read.
+    async fn finish_seen(
+        &mut self,
+        what: &'static str,
+        tag: &str,
+        untagged: &mut impl FnMut(&Announcements, Response),
+    ) -> Result<Response, Error> {
         loop {
             let r = self.read_response(what, self.timeout).await?;
             let mut words = r.text.splitn(3, ' ');
@@ -230,7 +325,7 @@ impl Client {
             if r.exists().is_some() {
                 self.saw_exists = true;
             }
-            untagged(r);
+            untagged(&self.announced, r);
         }
     }
 
@@ -252,6 +347,7 @@ impl Client {
             exists: 0,
             uid_next: 1,
         };
+        self.announced.clear();
         self.command("imap SELECT", "SELECT INBOX", |r| {
             if let Some(n) = r.exists() {
                 sel.exists = n;
@@ -334,23 +430,33 @@ impl Client {
             .map(|_| ())
     }
 
-    /// `UID FETCH from:* (UID BODY.PEEK[])`: calls `each(uid, body, when_read)` for every
-    /// message with UID ≥ `from` as soon as its body has been read. Returns the UIDs.
+    /// `UID FETCH from:* (UID BODY.PEEK[])`: calls `each` for every message with UID ≥ `from`
+    /// as soon as its body has been read. Returns the UIDs.
     ///
     /// # Errors
     /// Refusal, connection failure or timeout.
     pub async fn fetch_new(
         &mut self,
         from: u32,
-        mut each: impl FnMut(u32, &[u8], Instant),
+        mut each: impl FnMut(Fetched<'_>),
     ) -> Result<Vec<u32>, Error> {
         let mut uids = Vec::new();
-        let cmd = format!("UID FETCH {from}:* (UID BODY.PEEK[])");
-        self.command("imap FETCH", &cmd, |r| {
+        self.tag += 1;
+        let tag = format!("a{}", self.tag);
+        let cmd = format!("{tag} UID FETCH {from}:* (UID BODY.PEEK[])\r\n");
+        self.write("imap FETCH", cmd.as_bytes()).await?;
+        // An `* n EXISTS` may come before the FETCH responses it announces: the times are
+        // looked up as they stand when each response has been read.
+        self.finish_seen("imap FETCH", &tag, &mut |announced, r| {
             if let (Some(uid), Some(body)) = (r.fetch_uid(), r.literals.first()) {
                 // `n:*` includes the highest UID even when it is below n (RFC 3501 §6.4.8).
                 if uid >= from {
-                    each(uid, body, Instant::now());
+                    each(Fetched {
+                        uid,
+                        body,
+                        at: Instant::now(),
+                        announced: r.fetch_seq().and_then(|seq| announced.of(seq)),
+                    });
                     uids.push(uid);
                 }
             }
@@ -446,6 +552,49 @@ mod tests {
         };
         assert_eq!(r.code_number("UIDNEXT"), Some(4242));
         assert_eq!(r.code_number("UIDVALIDITY"), None);
+    }
+
+    #[test]
+    fn fetch_and_expunge_numbers() {
+        let r = |text: &str| Response {
+            text: text.into(),
+            literals: vec![],
+        };
+        assert_eq!(r("* 3 FETCH (UID 9 BODY[] {10})").fetch_seq(), Some(3));
+        assert_eq!(r("* 3 EXPUNGE").expunge(), Some(3));
+        assert_eq!(r("* 3 EXPUNGE").fetch_seq(), None);
+        assert_eq!(r("* 3 EXISTS").expunge(), None);
+    }
+
+    #[test]
+    fn announcements_follow_exists_and_expunge() {
+        let t0 = Instant::now();
+        let t = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut a = Announcements::default();
+        a.exists(1, t(1));
+        a.exists(3, t(2));
+        a.exists(2, t(3)); // nothing new
+        assert_eq!(a.of(1), Some(t(1)));
+        assert_eq!(a.of(2), Some(t(2)));
+        assert_eq!(a.of(3), Some(t(2)));
+        assert_eq!(a.of(4), None);
+        // Message 1 goes: the former 2 and 3 are now 1 and 2, both announced at t(2).
+        a.expunge(1);
+        assert_eq!(a.of(1), Some(t(2)));
+        assert_eq!(a.of(2), Some(t(2)));
+        assert_eq!(a.of(3), None);
+        a.exists(3, t(4));
+        assert_eq!(a.of(3), Some(t(4)));
+        // Everything goes (the server says `* 1 EXPUNGE` three times), then a new message.
+        for _ in 0..3 {
+            a.expunge(1);
+        }
+        assert_eq!(a.of(1), None);
+        a.exists(1, t(5));
+        assert_eq!(a.of(1), Some(t(5)));
+        // An expunge after the last announced message changes nothing.
+        a.expunge(7);
+        assert_eq!(a.of(1), Some(t(5)));
     }
 
     #[test]

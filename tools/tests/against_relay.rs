@@ -1,7 +1,7 @@
 //! `loadgen` against a real relay started in this process (dev configuration, free loopback
 //! ports, both I/O backends where available): every accepted message is fetched by a receiver
-//! with its latency recorded, and `loadgen idle` gets every session into IDLE and wakes the
-//! sampled ones.
+//! with its latencies (to the announcing `EXISTS` and to the fetched body) recorded, and
+//! `loadgen idle` gets every session into IDLE and wakes the sampled ones.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: integration tests
 #![allow(clippy::unwrap_used, reason = "tests may unwrap")]
 
@@ -66,6 +66,7 @@ fn every_accepted_message_is_fetched_with_its_latency() {
         assert!(accepted >= 20, "{backend:?}: only {accepted} accepted: {v}");
         assert_eq!(v["delivered"], accepted, "{backend:?}: {v}");
         assert_eq!(v["delivery_latency"]["count"], accepted, "{backend:?}: {v}");
+        assert_eq!(v["notify_latency"]["count"], accepted, "{backend:?}: {v}");
         assert_eq!(v["submit_latency"]["count"], accepted, "{backend:?}: {v}");
         assert_eq!(v["errors_total"], 0, "{backend:?}: {v}");
         assert_eq!(v["stale_fetched"], 0, "{backend:?}: {v}");

@@ -2,11 +2,14 @@
 //!
 //! Default mode: N SMTP submitters and M IMAP receivers in IDLE; every message is PGP/MIME
 //! encrypted (it passes the encryption gate), carries a unique token, and the receiver that fetches
-//! it records the delay from end-of-DATA to the fetched body. `loadgen idle`: K idle IMAP sessions,
-//! the server's memory per session, and the wake-up latency of a sample.
+//! it records the delay from end-of-DATA to the `* n EXISTS` that announced it and to the fetched
+//! body. `loadgen idle`: K idle IMAP sessions, the server's memory per session, and the wake-up
+//! latency of a sample. Submission and IMAP may be two servers (`--imap-host`, accounts of
+//! another domain with `--receivers-pattern`): mail from one relay's users to another's.
 //!
-//! Only talks to the address given with `--host` (loopback by default); every wait has a deadline
-//! and `--duration` bounds the run, so a refusing or dead server gives errors, never a hang.
+//! Only talks to the addresses given with `--host` and `--imap-host` (loopback by default);
+//! every wait has a deadline and `--duration` bounds the run, so a refusing or dead server gives
+//! errors, never a hang.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: network clients
 
 use std::collections::HashMap;
@@ -33,16 +36,23 @@ Load generator for a chatmail relay (or the Postfix + Dovecot baseline).
 Default mode: --senders SMTP sessions submit PGP/MIME-encrypted messages (TLS, AUTH PLAIN, one
 persistent session each, MAIL/RCPT/DATA pipelined) to --receivers IMAP sessions that IDLE, fetch
 each new message (UID FETCH n:* BODY.PEEK[]) and delete it (STORE \\Deleted + EXPUNGE).
-Reports sent/s, delivered/s, submission latency (end of DATA -> 250) and delivery latency (end of
-DATA -> body fetched by the receiver) as percentiles, and errors by kind. Closed loop (each sender
-sends as fast as the server answers) unless --rate sets a fixed total rate.
+Reports sent/s, delivered/s, submission latency (end of DATA -> 250), notification latency (end
+of DATA -> the receiver's `* n EXISTS` announcing the message) and delivery latency (end of DATA ->
+body fetched by the receiver) as percentiles, and errors by kind. Closed loop (each sender sends
+as fast as the server answers) unless --rate sets a fixed total rate; --messages bounds the count.
 
 `loadgen idle`: K IMAP sessions that log in and IDLE (spread over loopback source addresses),
 the server's RSS per session (--server-pid), and the wake-up latency of a sample.
 
 Accounts: --accounts-pattern 'lg{n:07}@[127.0.0.1]' (the relay creates them on first login;
 senders are numbers --first.., receivers follow) or --accounts-file (lines 'address [password]',
-e.g. /var/lib/baseline-mail/users.txt).
+e.g. /var/lib/baseline-mail/users.txt). --receivers-pattern gives the receivers (and `loadgen
+idle`'s sessions) their own pattern, e.g. on another relay's domain.
+
+Two relays (A's users mail B's users; A delivers to B over /mxdeliv or SMTP):
+  loadgen --host 127.79.0.1 --imap-host 127.79.0.2 --smtp-port 465 --imap-port 993 \
+          --accounts-pattern 'fl{n:07}@_fa.test' --receivers-pattern 'fl{n:07}@_fb.test' \
+          --rate 200 --senders 4 --receivers 4 --duration 10
 
 Examples:
   loadgen --senders 8 --receivers 4 --duration 10 --json out.json            # relay dev
@@ -71,9 +81,15 @@ struct ServerArgs {
     /// Server address (loopback).
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
+    /// The IMAP server's address, if not --host (receivers on another relay).
+    #[arg(long)]
+    imap_host: Option<IpAddr>,
     /// TLS server name (SNI); certificates are not verified.
     #[arg(long, default_value = "localhost")]
     server_name: String,
+    /// The IMAP server's TLS name, if not --server-name.
+    #[arg(long)]
+    imap_server_name: Option<String>,
     /// SMTP submission port.
     #[arg(long, default_value_t = 10465)]
     smtp_port: u16,
@@ -87,6 +103,10 @@ struct ServerArgs {
     /// bare n in braces is replaced by the account number.
     #[arg(long, default_value = "lg{n:07}@[127.0.0.1]")]
     accounts_pattern: String,
+    /// Receivers' addresses (IMAP), if not from --accounts-pattern or --accounts-file: a
+    /// pattern like --accounts-pattern's (numbers continue after the senders').
+    #[arg(long)]
+    receivers_pattern: Option<String>,
     /// Read accounts from this file (`address [password]` per line) instead of the pattern.
     #[arg(long)]
     accounts_file: Option<PathBuf>,
@@ -226,16 +246,20 @@ impl Setup {
         }
         let timeout = Duration::from_secs_f64(a.timeout);
         let name = tls::server_name(&a.server_name).map_err(anyhow::Error::msg)?;
+        let imap_name = match &a.imap_server_name {
+            Some(n) => tls::server_name(n).map_err(anyhow::Error::msg)?,
+            None => name.clone(),
+        };
         Ok(Setup {
             smtp: smtp::Target {
                 addr: SocketAddr::new(a.host, a.smtp_port),
                 tls: a.smtp_tls,
-                server_name: name.clone(),
+                server_name: name,
                 timeout,
             },
             imap: imap::Target {
-                addr: SocketAddr::new(a.host, a.imap_port),
-                server_name: name,
+                addr: SocketAddr::new(a.imap_host.unwrap_or(a.host), a.imap_port),
+                server_name: imap_name,
                 timeout,
             },
             connector: tls::connector(),
@@ -244,9 +268,25 @@ impl Setup {
     }
 }
 
+/// Who an account is for: the receivers may have a pattern of their own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Sender,
+    Receiver,
+}
+
 /// `count` accounts starting at `--first` (+ `offset`).
-fn accounts(a: &ServerArgs, offset: usize, count: usize) -> anyhow::Result<Vec<Account>> {
+fn accounts(
+    a: &ServerArgs,
+    role: Role,
+    offset: usize,
+    count: usize,
+) -> anyhow::Result<Vec<Account>> {
     let first = a.first + offset;
+    if let (Role::Receiver, Some(pattern)) = (role, &a.receivers_pattern) {
+        let p = Pattern::parse(pattern).map_err(anyhow::Error::msg)?;
+        return Ok(account::from_pattern(&p, first, count, &a.password));
+    }
     match &a.accounts_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -281,10 +321,11 @@ fn write_json(path: &Option<PathBuf>, v: &Value) -> anyhow::Result<()> {
 
 // ------------------------------------------------------------------------------ load run
 
-/// Send time or fetch time of a message whose counterpart has not been seen yet.
+/// Send time, or fetch time and announcement time, of a message whose counterpart has not been
+/// seen yet.
 enum Mark {
     Sent(Instant),
-    Fetched(Instant),
+    Fetched(Instant, Option<Instant>),
 }
 
 /// State shared by the tasks of one load run.
@@ -301,6 +342,7 @@ struct Run {
     pending: Mutex<HashMap<u64, Mark>>,
     submit: Latency,
     delivery: Latency,
+    notify: Latency,
     errors: Errors,
 }
 
@@ -309,7 +351,7 @@ impl Run {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         let mut p = lock(&self.pending);
         match p.remove(&seq) {
-            Some(Mark::Fetched(t1)) => self.delivery.record(t1.saturating_duration_since(data_end)),
+            Some(Mark::Fetched(t1, announced)) => self.record(data_end, t1, announced),
             Some(Mark::Sent(t0)) => {
                 p.insert(seq, Mark::Sent(t0));
             }
@@ -319,19 +361,29 @@ impl Run {
         }
     }
 
-    fn on_fetched(&self, seq: u64, t1: Instant) {
+    fn on_fetched(&self, seq: u64, t1: Instant, announced: Option<Instant>) {
         self.delivered.fetch_add(1, Ordering::Relaxed);
         let us = t1.duration_since(self.start).as_micros() as u64;
         self.last_delivery_us.fetch_max(us, Ordering::Relaxed);
         let mut p = lock(&self.pending);
         match p.remove(&seq) {
-            Some(Mark::Sent(t0)) => self.delivery.record(t1.saturating_duration_since(t0)),
-            Some(Mark::Fetched(t)) => {
-                p.insert(seq, Mark::Fetched(t));
+            Some(Mark::Sent(t0)) => self.record(t0, t1, announced),
+            Some(Mark::Fetched(t, a)) => {
+                p.insert(seq, Mark::Fetched(t, a));
             }
             None => {
-                p.insert(seq, Mark::Fetched(t1));
+                p.insert(seq, Mark::Fetched(t1, announced));
             }
+        }
+    }
+
+    /// Both latencies of one message: to its `EXISTS` (when the receiver saw one) and to its
+    /// fetched body.
+    fn record(&self, data_end: Instant, fetched: Instant, announced: Option<Instant>) {
+        self.delivery
+            .record(fetched.saturating_duration_since(data_end));
+        if let Some(t) = announced {
+            self.notify.record(t.saturating_duration_since(data_end));
         }
     }
 }
@@ -363,8 +415,8 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         bail!("--rcpts must be between 1 and --receivers");
     }
     let setup = Setup::new(&a.server)?;
-    let senders = accounts(&a.server, 0, a.senders)?;
-    let receivers = accounts(&a.server, a.senders, a.receivers)?;
+    let senders = accounts(&a.server, Role::Sender, 0, a.senders)?;
+    let receivers = accounts(&a.server, Role::Receiver, a.senders, a.receivers)?;
     let armor = match &a.fixture {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         None => mail::fixture_for_size(a.size).to_vec(),
@@ -385,6 +437,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         pending: Mutex::new(HashMap::new()),
         submit: Latency::new(),
         delivery: Latency::new(),
+        notify: Latency::new(),
         errors: Errors::default(),
     });
     let msg_bytes = template
@@ -490,6 +543,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         "sent_per_s": per_s(accepted, send_secs),
         "delivered_per_s": per_s(delivered, deliver_secs),
         "submit_latency": run.submit.summary(),
+        "notify_latency": run.notify.summary(),
         "delivery_latency": run.delivery.summary(),
         "errors_total": run.errors.total(),
         "errors": run.errors.summary(),
@@ -504,6 +558,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         per_s(delivered, deliver_secs)
     );
     println!("submit    end of DATA -> 250:        {}", run.submit.line());
+    println!("notify    end of DATA -> EXISTS:     {}", run.notify.line());
     println!(
         "delivery  end of DATA -> body fetched: {}",
         run.delivery.line()
@@ -684,8 +739,8 @@ async fn fetch_and_delete(
     loop {
         c.take_saw_exists();
         let uids = c
-            .fetch_new(*next_uid, |_, body, at| match mail::find_token(body) {
-                Some((id, seq)) if id == run.id => run.on_fetched(seq, at),
+            .fetch_new(*next_uid, |f| match mail::find_token(f.body) {
+                Some((id, seq)) if id == run.id => run.on_fetched(seq, f.at, f.announced),
                 _ => {
                     run.stale.fetch_add(1, Ordering::Relaxed);
                 }
@@ -727,8 +782,8 @@ async fn idle(a: IdleArgs) -> anyhow::Result<()> {
     }
     let setup = Arc::new(Setup::new(&a.server)?);
     let n_accounts = a.accounts.unwrap_or(k).max(1);
-    let accts = Arc::new(accounts(&a.server, 0, n_accounts)?);
-    let sender_acct = accounts(&a.server, n_accounts, 1)?.remove(0);
+    let accts = Arc::new(accounts(&a.server, Role::Receiver, 0, n_accounts)?);
+    let sender_acct = accounts(&a.server, Role::Sender, n_accounts, 1)?.remove(0);
     let watched = !a.server_pid.is_empty() || !a.server_process.is_empty();
     let (rss_before, pss_before) = server_memory(&a.server_pid, &a.server_process);
     let own_before = rss_kib(std::process::id()).unwrap_or(0);
