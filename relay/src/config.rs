@@ -4,7 +4,7 @@
 //! Two phases, as ripgrep does with its flags: [`RawConfig`] is what was written (key → string),
 //! [`Config`] is validated and typed. An invalid value is an error naming the key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -43,8 +43,16 @@ pub struct Config {
     pub max_imap_connections: u32,
     /// `max_smtp_connections` (per port; per client IP: a fifth of it).
     pub max_smtp_connections: u32,
+    /// `new_limit_per_second` (default 2, at most 1000): requests a second one source may make
+    /// to `/new` on average (the reference's nginx `limit_req`).
+    pub new_limit_per_second: u32,
+    /// `new_limit_burst` (default 5): requests one source may make to `/new` at once. Load
+    /// benchmarks lift the limit with a burst no run exhausts (`tools/http-compare.sh`: 10^9).
+    pub new_limit_burst: u32,
     /// `tls_external_cert_and_key`: certificate and key paths.
     pub tls_external_cert_and_key: Option<(PathBuf, PathBuf)>,
+    /// Where the served certificate comes from (derived: chatmail.md §1.9).
+    pub tls_mode: TlsMode,
     /// `disable_ipv6`.
     pub disable_ipv6: bool,
     /// `imap_compress`: offer COMPRESS=DEFLATE.
@@ -91,12 +99,30 @@ pub struct Config {
     pub acme_ca_file: Option<PathBuf>,
     /// `acme_email`: contact address given to the ACME server (empty = none).
     pub acme_email: String,
+    /// `admin_socket`: the admin socket's path (default `<data_dir>/admin.sock`).
+    pub admin_socket: PathBuf,
     /// `delivery_ca_file`: extra CA certificates (PEM) trusted, besides the system's, when
     /// outbound delivery verifies other servers (SMTP STARTTLS, HTTPS `/mxdeliv`); tests with a
     /// local CA.
     pub delivery_ca_file: Option<PathBuf>,
     /// Every other option as written, for options not interpreted yet (kept so nothing is lost).
     pub extra: BTreeMap<String, String>,
+}
+
+/// Where the certificate comes from, as the reference decides it (chatmail.md §1.9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// `tls_external_cert_and_key`: files another program maintains (reloaded when they change).
+    External {
+        /// The certificate chain (PEM).
+        cert: PathBuf,
+        /// The private key (PEM).
+        key: PathBuf,
+    },
+    /// An IPv4 `mail_domain`, a `_`-prefixed one, or `relay dev`: a self-signed certificate.
+    SelfSigned,
+    /// Any other domain: certificates from the ACME server (`acme_directory`).
+    Acme,
 }
 
 /// Let's Encrypt's production ACME directory, the default of `acme_directory`.
@@ -191,7 +217,21 @@ impl Config {
     /// # Errors
     /// The first invalid value, naming its key.
     pub fn build(raw: &RawConfig, mode: Mode) -> Result<Config, Error> {
-        let p = Parser { raw };
+        Config::build_reading(raw, mode).0
+    }
+
+    /// [`Config::build`], and the keys it asked for (tests hold them against [`OPTIONS`]).
+    fn build_reading(raw: &RawConfig, mode: Mode) -> (Result<Config, Error>, BTreeSet<String>) {
+        let p = Parser {
+            raw,
+            asked: Default::default(),
+        };
+        let config = Config::build_from(&p, mode);
+        (config, p.asked.into_inner())
+    }
+
+    fn build_from(p: &Parser<'_>, mode: Mode) -> Result<Config, Error> {
+        let raw = p.raw;
         let dev = matches!(mode, Mode::Dev { .. });
         let mail_domain = match (p.get("mail_domain"), dev) {
             (Some(d), _) => d.trim().to_ascii_lowercase(),
@@ -260,6 +300,19 @@ impl Config {
                 }
             }
         };
+        let tls_mode = match &tls_external_cert_and_key {
+            Some((cert, key)) => TlsMode::External {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            None if dev
+                || mail_domain.starts_with('_')
+                || mail_domain.parse::<std::net::Ipv4Addr>().is_ok() =>
+            {
+                TlsMode::SelfSigned
+            }
+            None => TlsMode::Acme,
+        };
         let username_min_length = p.num("username_min_length")?.unwrap_or(9);
         let username_max_length = p.num("username_max_length")?.unwrap_or(9);
         if username_min_length > username_max_length || username_min_length == 0 {
@@ -290,14 +343,27 @@ impl Config {
             None => DEFAULT_USER.to_owned(),
         };
         let user = (!dev && user != "root").then_some(user);
-        let max_smtp_connections = positive(&p, "max_smtp_connections", 1000)?;
-        let max_imap_connections = positive(&p, "max_imap_connections", 10_000)?;
+        let max_smtp_connections = positive(p, "max_smtp_connections", 1000)?;
+        let max_imap_connections = positive(p, "max_imap_connections", 10_000)?;
         // Like SMTP's per-source share (a fifth); generous because of carrier-grade NAT.
         let max_imap_connections_per_source = positive(
-            &p,
+            p,
             "max_imap_connections_per_source",
             (max_imap_connections / 5).max(1),
         )?;
+        // The /new limiter counts whole milliseconds: one request a millisecond at most.
+        let new_limit_per_second = positive(
+            p,
+            "new_limit_per_second",
+            crate::http::limiter::NEW_PER_SECOND as u32, // 2
+        )?;
+        if new_limit_per_second > 1000 {
+            return Err(Error::invalid(
+                "new_limit_per_second",
+                &new_limit_per_second.to_string(),
+                "1 to 1000 (lift the limit with new_limit_burst)",
+            ));
+        }
         let ratelimit = crate::ratelimit::RateLimitConfig {
             ebpf_interfaces: p
                 .get("ebpf_interfaces")
@@ -307,12 +373,12 @@ impl Config {
                 .map(str::to_owned)
                 .collect(),
             max_new_connections_per_minute: positive(
-                &p,
+                p,
                 "max_new_connections_per_minute",
                 crate::ratelimit::DEFAULT_MAX_NEW_CONNECTIONS_PER_MINUTE,
             )?,
             new_connections_burst: positive(
-                &p,
+                p,
                 "new_connections_burst",
                 crate::ratelimit::DEFAULT_NEW_CONNECTIONS_BURST,
             )?,
@@ -386,8 +452,8 @@ impl Config {
             acme_ca_file: p.optional_path("acme_ca_file"),
             acme_email: p.get("acme_email").unwrap_or_default().trim().to_owned(),
             delivery_ca_file: p.optional_path("delivery_ca_file"),
-            max_user_send_per_minute: positive(&p, "max_user_send_per_minute", 60)?,
-            max_user_send_burst_size: positive(&p, "max_user_send_burst_size", 10)?,
+            max_user_send_per_minute: positive(p, "max_user_send_per_minute", 60)?,
+            max_user_send_burst_size: positive(p, "max_user_send_burst_size", 10)?,
             max_mailbox_size: p.size("max_mailbox_size")?.unwrap_or(500 * MIB),
             max_message_size: p.size("max_message_size")?.unwrap_or(31_457_280),
             delete_mails_after: p.num("delete_mails_after")?.unwrap_or(20),
@@ -405,13 +471,23 @@ impl Config {
             min_free_disk_space: p.size("min_free_disk_space")?.unwrap_or(1024 * MIB),
             max_imap_connections,
             max_smtp_connections,
+            new_limit_per_second,
+            new_limit_burst: positive(
+                p,
+                "new_limit_burst",
+                crate::http::limiter::NEW_BURST as u32, // 5
+            )?,
             ratelimit,
             tls_external_cert_and_key,
+            tls_mode,
             disable_ipv6,
             imap_compress: p.boolean("imap_compress")?.unwrap_or(false),
             privacy_mail: p.get("privacy_mail").unwrap_or_default().trim().to_owned(),
             iroh_relay: p.get("iroh_relay").map(|s| s.trim().to_owned()),
             nocreate_file: p.path("nocreate_file")?.unwrap_or(nocreate_default),
+            admin_socket: p
+                .optional_path("admin_socket")
+                .unwrap_or_else(|| data_dir.join("admin.sock")),
             user,
             mail_domain,
             data_dir,
@@ -420,7 +496,7 @@ impl Config {
             extra: raw
                 .values
                 .iter()
-                .filter(|(k, _)| !INTERPRETED.contains(&k.as_str()))
+                .filter(|(k, _)| !is_interpreted(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
@@ -433,61 +509,298 @@ const MIB: u64 = 1024 * 1024;
 /// Default of option `user`.
 pub const DEFAULT_USER: &str = "chatmail-relay";
 
-/// Options of the reference's `chatmail.ini` this relay reads.
-const INTERPRETED: &[&str] = &[
-    "mail_domain",
-    "max_user_send_per_minute",
-    "max_user_send_burst_size",
-    "max_mailbox_size",
-    "max_message_size",
-    "delete_mails_after",
-    "delete_large_after",
-    "delete_inactive_users_after",
-    "username_min_length",
-    "username_max_length",
-    "password_min_length",
-    "max_load_1m",
-    "min_available_memory",
-    "min_free_disk_space",
-    "max_imap_connections",
-    "max_smtp_connections",
-    "tls_external_cert_and_key",
-    "disable_ipv6",
-    "imap_compress",
-    "privacy_mail",
-    "iroh_relay",
-    // The relay's own keys.
-    "data_dir",
-    "listen",
-    "smtp_port",
-    "submission_port",
-    "submissions_port",
-    "imap_port",
-    "imaps_port",
-    "nocreate_file",
-    "user",
-    "ebpf_interfaces",
-    "max_new_connections_per_minute",
-    "new_connections_burst",
-    "max_imap_connections_per_source",
-    "https_port",
-    "http_port",
-    "dns_server",
-    "dns_timeout",
-    "dkim_selector",
-    "maximal_queue_lifetime",
-    "www_folder",
-    "acme_directory",
-    "acme_ca_file",
-    "acme_email",
-    "delivery_ca_file",
+/// How an option's default is written in the template of `relay init`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionDefault {
+    /// No default: the template writes the value given to `relay init`.
+    Required,
+    /// The value `relay serve` applies when the option is absent, written as the option's value
+    /// would be (`""`: empty). Uncommenting the line changes nothing.
+    Value(&'static str),
+    /// Absent means something no value says (derived from other options, or "unset" has its own
+    /// meaning): the template shows an example value, commented out.
+    Example(&'static str),
+}
+
+/// One option of `chatmail.ini` [`Config::build`] reads: the one list behind the template of
+/// `relay init`, the unknown-key warnings and the README's table.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionDoc {
+    /// The key.
+    pub name: &'static str,
+    /// Its default.
+    pub default: OptionDefault,
+    /// What it does (comment lines of the template; `\n` separates lines).
+    pub help: &'static str,
+}
+
+const fn opt(name: &'static str, default: OptionDefault, help: &'static str) -> OptionDoc {
+    OptionDoc {
+        name,
+        default,
+        help,
+    }
+}
+
+use OptionDefault::{Example, Required, Value};
+
+/// Every option the relay reads, in the template's order, with its `relay serve` default (a
+/// test checks that [`Config::build`] reads exactly these and that the defaults written here are
+/// the ones it applies).
+pub const OPTIONS: &[OptionDoc] = &[
+    opt(
+        "mail_domain",
+        Required,
+        "The domain of the addresses (user@DOMAIN); its DNS records point here (`relay dns`).\n\
+         An IPv4 address makes an IP-only relay (user@[1.2.3.4]); a domain starting with `_`\n\
+         or an IP address gets a self-signed certificate, any other domain one from ACME.",
+    ),
+    // Sending and storage limits.
+    opt(
+        "max_user_send_per_minute",
+        Value("60"),
+        "Messages an account may send per minute, on average.",
+    ),
+    opt(
+        "max_user_send_burst_size",
+        Value("10"),
+        "Messages an account may send at once before the per-minute rate applies.",
+    ),
+    opt(
+        "max_message_size",
+        Value("31457280"),
+        "Largest message in bytes (SMTP SIZE).",
+    ),
+    opt(
+        "max_mailbox_size",
+        Value("500M"),
+        "Storage per account (K, M, G suffixes).",
+    ),
+    // Accounts.
+    opt(
+        "username_min_length",
+        Value("9"),
+        "Shortest local part accepted when an account is created (at its first login).",
+    ),
+    opt(
+        "username_max_length",
+        Value("9"),
+        "Longest local part accepted when an account is created; /new makes names this long.",
+    ),
+    opt(
+        "password_min_length",
+        Value("9"),
+        "Shortest password accepted when an account is created; /new makes passwords 3 longer.",
+    ),
+    opt(
+        "max_load_1m",
+        Value("5"),
+        "No new accounts while the 1-minute load average is above this.",
+    ),
+    opt(
+        "min_available_memory",
+        Value("200M"),
+        "No new accounts while less memory than this is available.",
+    ),
+    opt(
+        "min_free_disk_space",
+        Value("1G"),
+        "No new accounts while the data directory's file system has less free space than this.",
+    ),
+    opt(
+        "nocreate_file",
+        Value("/etc/chatmail-nocreate"),
+        "While this file exists, no account is created.",
+    ),
+    // Retention.
+    opt(
+        "delete_mails_after",
+        Value("20"),
+        "Days after which any message is deleted.",
+    ),
+    opt(
+        "delete_large_after",
+        Value("7"),
+        "Days after which messages over 200 kB that were seen are deleted.",
+    ),
+    opt(
+        "delete_inactive_users_after",
+        Value("90"),
+        "Days without a login after which an account and its mail are deleted.",
+    ),
+    // Connections.
+    opt(
+        "max_imap_connections",
+        Value("10000"),
+        "Concurrent IMAP connections.",
+    ),
+    opt(
+        "max_imap_connections_per_source",
+        Value("2000"),
+        "Concurrent IMAP connections from one IPv4 address or IPv6 /64\n\
+         (default: a fifth of max_imap_connections).",
+    ),
+    opt(
+        "max_smtp_connections",
+        Value("1000"),
+        "Concurrent SMTP connections per port; from one source, a fifth of it.",
+    ),
+    opt(
+        "max_new_connections_per_minute",
+        Value("600"),
+        "New connections per minute from one source (after the burst).",
+    ),
+    opt(
+        "new_connections_burst",
+        Value("200"),
+        "New connections one source may open at once.",
+    ),
+    opt(
+        "ebpf_interfaces",
+        Value(""),
+        "Network interfaces to attach the XDP connection limiter to (comma-separated; builds\n\
+         with feature `ebpf`). Empty: the same limit in the relay itself.",
+    ),
+    // Network.
+    opt(
+        "listen",
+        Value("0.0.0.0, ::"),
+        "Addresses to listen on, comma-separated (with disable_ipv6 the default is 0.0.0.0).",
+    ),
+    opt("disable_ipv6", Value("false"), "Listen on IPv4 only."),
+    opt(
+        "smtp_port",
+        Value("25"),
+        "SMTP from other relays (STARTTLS). 0 disables a port.",
+    ),
+    opt("submission_port", Value("587"), "Submission with STARTTLS."),
+    opt(
+        "submissions_port",
+        Value("465"),
+        "Submission with implicit TLS.",
+    ),
+    opt("imap_port", Value("143"), "IMAP with STARTTLS."),
+    opt("imaps_port", Value("993"), "IMAP with implicit TLS."),
+    opt(
+        "https_port",
+        Value("443"),
+        "HTTPS: web pages, /new, autoconfig, MTA-STS; IMAP and submission by ALPN.",
+    ),
+    opt(
+        "http_port",
+        Value("80"),
+        "Plain HTTP: redirects to HTTPS and answers ACME HTTP-01 challenges.",
+    ),
+    opt(
+        "dns_server",
+        Value(""),
+        "ip:port of the one DNS server to ask instead of the system's (/etc/resolv.conf).",
+    ),
+    opt(
+        "dns_timeout",
+        Value("10"),
+        "Seconds one DNS query may take before it is tried again (2 tries).",
+    ),
+    // Certificates.
+    opt(
+        "tls_external_cert_and_key",
+        Value(""),
+        "Certificate and key files another program maintains (two paths); reloaded when they\n\
+         change. Empty: ACME (or self-signed, see mail_domain).",
+    ),
+    opt(
+        "acme_directory",
+        Value(LETS_ENCRYPT_DIRECTORY),
+        "The ACME server's directory URL.",
+    ),
+    opt(
+        "acme_ca_file",
+        Value(""),
+        "A CA certificate (PEM) to trust for the ACME server besides the system's (test CAs).",
+    ),
+    opt(
+        "acme_email",
+        Value(""),
+        "Contact address given to the ACME server (expiry notices).",
+    ),
+    // Mail.
+    opt(
+        "imap_compress",
+        Value("false"),
+        "Offer IMAP COMPRESS=DEFLATE.",
+    ),
+    opt(
+        "dkim_selector",
+        Value("opendkim"),
+        "DKIM selector; the key is <data_dir>/dkim/<selector>.private.",
+    ),
+    opt(
+        "delivery_ca_file",
+        Value(""),
+        "CA certificates (PEM) trusted besides the system's when delivering to other servers\n\
+         (SMTP STARTTLS, HTTPS /mxdeliv); test CAs.",
+    ),
+    opt(
+        "maximal_queue_lifetime",
+        Value("2d"),
+        "How long outbound mail is retried before it bounces (s, m, h, d, w).",
+    ),
+    opt(
+        "iroh_relay",
+        Example("https://iroh.example.org"),
+        "Unset: the relay serves its own iroh relay at https://<mail_domain>. A URL: advertise\n\
+         that one instead. Empty: advertise none.",
+    ),
+    opt(
+        "privacy_mail",
+        Value(""),
+        "Contact address of the privacy policy (also IMAP METADATA /shared/admin).",
+    ),
+    opt(
+        "www_folder",
+        Value(""),
+        "A directory whose files override or add to the built-in web pages; a directory that\n\
+         does not exist turns the web pages off.",
+    ),
+    // The process.
+    opt(
+        "data_dir",
+        Value("/var/lib/chatmail-relay"),
+        "Store, keys and certificates (0700).",
+    ),
+    opt(
+        "user",
+        Value(DEFAULT_USER),
+        "Started as root, the relay switches to this user once its ports are bound (`root`:\n\
+         stay root).",
+    ),
+    opt(
+        "admin_socket",
+        Example("/var/lib/chatmail-relay/admin.sock"),
+        "The admin socket of `relay admin` and the bots (default: <data_dir>/admin.sock).",
+    ),
+    opt(
+        "new_limit_per_second",
+        Value("2"),
+        "Requests a second one source (IPv4 address, IPv6 /64) may make to /new (at most 1000;\n\
+         over it 429), as the reference's nginx limit_req.",
+    ),
+    opt(
+        "new_limit_burst",
+        Value("5"),
+        "Requests one source may make to /new at once. Load benchmarks lift the limit with a\n\
+         burst no run exhausts.",
+    ),
 ];
+
+/// Whether [`Config::build`] reads `key`.
+fn is_interpreted(key: &str) -> bool {
+    OPTIONS.iter().any(|o| o.name == key)
+}
 
 /// Options of the reference that are accepted and kept (in [`Config::extra`]) but not acted on by
 /// the relay itself, because they configure parts it replaces or parts that come later.
-const KNOWN_OTHER: &[&str] = &[
-    // Read from `extra` by the admin module.
-    "admin_socket",
+pub const KNOWN_OTHER: &[&str] = &[
     "mtail_address",
     "imap_rawlog",
     "privacy_postal",
@@ -594,7 +907,7 @@ impl RawConfig {
         self.values
             .keys()
             .map(String::as_str)
-            .filter(|k| !INTERPRETED.contains(k) && !KNOWN_OTHER.contains(k))
+            .filter(|k| !is_interpreted(k) && !KNOWN_OTHER.contains(k))
             .collect()
     }
 }
@@ -639,10 +952,13 @@ impl Error {
 /// Typed reads of raw values.
 struct Parser<'a> {
     raw: &'a RawConfig,
+    /// Every key asked for, so a test can hold them against [`OPTIONS`].
+    asked: std::cell::RefCell<BTreeSet<String>>,
 }
 
 impl Parser<'_> {
     fn get(&self, key: &str) -> Option<String> {
+        self.asked.borrow_mut().insert(key.to_owned());
         self.raw.values.get(key).cloned()
     }
 
@@ -740,6 +1056,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_options_table_is_exactly_what_build_reads() {
+        let mut raw = RawConfig::default();
+        raw.set("mail_domain=chat.example.org").unwrap();
+        for mode in [
+            Mode::Serve,
+            Mode::Dev {
+                data_dir: "d".into(),
+            },
+        ] {
+            let (config, asked) = Config::build_reading(&raw, mode);
+            config.unwrap();
+            let documented: BTreeSet<String> = OPTIONS.iter().map(|o| o.name.to_owned()).collect();
+            assert_eq!(asked, documented, "read by build vs listed in OPTIONS");
+        }
+        assert_eq!(
+            OPTIONS.len(),
+            documented_once(),
+            "an option is listed twice"
+        );
+        for k in KNOWN_OTHER.iter().chain(REMOVED) {
+            assert!(!is_interpreted(k), "{k} is both read and ignored");
+        }
+    }
+
+    fn documented_once() -> usize {
+        OPTIONS
+            .iter()
+            .map(|o| o.name)
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
+    #[test]
     fn reference_ini_with_defaults() {
         let raw = RawConfig::parse_ini(
             "[params]\nmail_domain = chat.example.org\n# comment\nmax_mailbox_size = 1G\n\
@@ -808,6 +1157,31 @@ mod tests {
         .unwrap();
         assert_eq!(c.ports.imap, 20143);
         assert_eq!(c.max_user_send_burst_size, 3);
+    }
+
+    #[test]
+    fn new_limit_defaults_to_the_reference_and_can_be_lifted() {
+        let dev = || Mode::Dev {
+            data_dir: "d".into(),
+        };
+        let c = Config::dev("d".into());
+        assert_eq!((c.new_limit_per_second, c.new_limit_burst), (2, 5));
+        let mut raw = RawConfig::default();
+        raw.set("new_limit_per_second=1000").unwrap();
+        raw.set("new_limit_burst=1000000000").unwrap();
+        let c = Config::build(&raw, dev()).unwrap();
+        assert_eq!(
+            (c.new_limit_per_second, c.new_limit_burst),
+            (1000, 1_000_000_000)
+        );
+        assert!(raw.unknown_keys().is_empty());
+        for bad in ["new_limit_per_second=1001", "new_limit_burst=0"] {
+            let mut raw = RawConfig::default();
+            raw.set(bad).unwrap();
+            let e = Config::build(&raw, dev()).unwrap_err();
+            let key = bad.split('=').next().unwrap();
+            assert!(e.to_string().contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use mail_auth::hickory_resolver::config::{
 use mail_auth::MessageAuthenticator;
 
 use crate::config::Config;
+use crate::zone;
 
 /// Default per-query timeout in seconds (option `dns_timeout`). The reference waits up to 60 s
 /// for DKIM keys; a session waiting that long holds its connection, so we give up sooner and
@@ -70,6 +71,87 @@ pub fn resolver(config: &Config) -> MessageAuthenticator {
             .expect("a resolver without servers builds")
         }
     }
+}
+
+/// The answers at `name` for `kind`, in the form [`zone::verdict`] compares: addresses and names
+/// as text, TXT strings joined, MX/SRV/CAA in presentation form. No record of the type (or no
+/// such name) is an empty list.
+///
+/// # Errors
+/// A lookup that failed otherwise (timeout, refused, server failure), as text.
+pub async fn answers(
+    resolver: &mail_auth::hickory_resolver::TokioResolver,
+    name: &str,
+    kind: zone::Kind,
+) -> Result<Vec<String>, String> {
+    use mail_auth::hickory_resolver::proto::rr::{RData, RecordType};
+    use zone::Kind;
+    let types: &[RecordType] = match kind {
+        Kind::A => &[RecordType::A],
+        Kind::Aaaa => &[RecordType::AAAA],
+        Kind::Address => &[RecordType::A, RecordType::AAAA],
+        Kind::Mx => &[RecordType::MX],
+        Kind::Txt => &[RecordType::TXT],
+        Kind::Cname => &[RecordType::CNAME],
+        Kind::Srv => &[RecordType::SRV],
+        Kind::Caa => &[RecordType::CAA],
+    };
+    let mut out = Vec::new();
+    for t in types {
+        let lookup = match resolver.lookup(name, *t).await {
+            Ok(l) => l,
+            Err(e) if e.is_no_records_found() => continue,
+            Err(e) => return Err(e.to_string()),
+        };
+        for r in lookup.answers() {
+            // A CNAME on the way to the answer is not one of the answers.
+            let text = match (&r.data, *t) {
+                (RData::A(a), RecordType::A) => a.0.to_string(),
+                (RData::AAAA(a), RecordType::AAAA) => a.0.to_string(),
+                (RData::MX(mx), RecordType::MX) => format!("{} {}", mx.preference, mx.exchange),
+                (RData::TXT(txt), RecordType::TXT) => txt
+                    .txt_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s))
+                    .collect(),
+                (RData::CNAME(c), RecordType::CNAME) => c.0.to_string(),
+                (RData::SRV(srv), RecordType::SRV) => format!(
+                    "{} {} {} {}",
+                    srv.priority, srv.weight, srv.port, srv.target
+                ),
+                (RData::CAA(caa), RecordType::CAA) => caa.to_string(),
+                _ => continue,
+            };
+            out.push(text);
+        }
+    }
+    Ok(out)
+}
+
+/// One checked record: what a lookup found and how it compares.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The record asked for.
+    pub record: zone::Record,
+    /// The comparison, or why the lookup failed.
+    pub verdict: Result<zone::Verdict, String>,
+}
+
+/// Looks every record of `records` up through the relay's resolver (option `dns_server`, else
+/// the system's) and compares the answers.
+pub async fn check_zone(config: &Config, records: &[zone::Record]) -> Vec<Checked> {
+    let resolver = resolver(config);
+    let mut out = Vec::new();
+    for record in records {
+        let verdict = answers(resolver.resolver(), &record.name, record.kind)
+            .await
+            .map(|found| zone::verdict(record, &found));
+        out.push(Checked {
+            record: record.clone(),
+            verdict,
+        });
+    }
+    out
 }
 
 #[cfg(test)]

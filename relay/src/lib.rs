@@ -33,6 +33,7 @@ pub mod expire;
 pub mod header;
 pub mod http;
 pub mod imap;
+pub mod ini;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: sockets, timers, threads
 pub mod io;
 pub mod outbound;
@@ -51,3 +52,4 @@ pub mod store;
 pub mod throttle;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: certificate files
 pub mod tls;
+pub mod zone;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rand::Rng;
 use relay::config::{self, Config, Mode, RawConfig};
+use relay::http::onboarding;
 use relay::server::{self, IoChoice, Kind};
 
 /// A chatmail relay in one binary: SMTP submission, IMAP with IDLE, encryption gate.
@@ -41,6 +41,43 @@ enum Command {
         socket: PathBuf,
         #[command(subcommand)]
         command: relay::admin::AdminCommand,
+    },
+    /// Write a commented chatmail.ini for DOMAIN: every option the relay reads, with its
+    /// default, commented out.
+    Init {
+        /// The mail domain (a DNS name, or an IPv4 address for an IP-only relay).
+        domain: String,
+        /// Where to write it.
+        #[arg(long, default_value = "chatmail.ini")]
+        config: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+        /// Data directory to write into the file (default: the relay's, /var/lib/chatmail-relay).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Print the DNS records the relay needs (zone-file syntax), or check them with --check.
+    Dns {
+        /// The chatmail.ini (`[params]` section); the default when neither this nor --data is
+        /// given is ./chatmail.ini.
+        #[arg(long, conflicts_with = "data")]
+        config: Option<PathBuf>,
+        /// The data directory of a `relay dev` relay (with --set mail_domain=...).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Override a configuration option (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// The server's public address for the A/AAAA records (repeatable; default: the
+        /// `listen` addresses that are not wildcards).
+        #[arg(long = "ip", value_name = "ADDRESS")]
+        ip: Vec<std::net::IpAddr>,
+        /// Look every record up (through option dns_server, else the system's resolver) and
+        /// name each missing or wrong one with the value to set; exit status 1 if a required
+        /// one is.
+        #[arg(long)]
+        check: bool,
     },
     /// Run a production relay from a chatmail.ini.
     Serve {
@@ -102,6 +139,35 @@ fn main() -> ExitCode {
 fn run_cli() -> ExitCode {
     let cli = Cli::parse();
     let (raw, mode, io, workers, dev) = match cli.command {
+        Command::Init {
+            domain,
+            config,
+            force,
+            data,
+        } => return init(&domain, &config, force, data.as_deref()),
+        Command::Dns {
+            config,
+            data,
+            set,
+            ip,
+            check,
+        } => {
+            let (raw, mode) = match (config, data) {
+                (_, Some(data_dir)) => (RawConfig::default(), Mode::Dev { data_dir }),
+                (config, None) => {
+                    let path = config.unwrap_or_else(|| PathBuf::from("chatmail.ini"));
+                    match read_ini(&path) {
+                        Ok(raw) => (raw, Mode::Serve),
+                        Err(code) => return code,
+                    }
+                }
+            };
+            let config = match overrides(raw, &set).and_then(|raw| Config::build(&raw, mode)) {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            return dns(&config, &ip, check);
+        }
         Command::Admin { socket, command } => {
             return match relay::admin::run(command, &socket) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -126,14 +192,11 @@ fn run_cli() -> ExitCode {
             set,
             workers,
         } => {
-            let text = match std::fs::read_to_string(&config) {
-                Ok(t) => t,
-                Err(e) => {
-                    report!("error: reading {}: {e}", config.display());
-                    return ExitCode::from(2);
-                }
+            let raw = match read_ini(&config) {
+                Ok(raw) => raw,
+                Err(code) => return code,
             };
-            let raw = match RawConfig::parse_ini(&text).and_then(|raw| overrides(raw, &set)) {
+            let raw = match overrides(raw, &set) {
                 Ok(raw) => raw,
                 Err(e) => return config_error(&e),
             };
@@ -151,6 +214,184 @@ fn run_cli() -> ExitCode {
             report!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Reads and parses a chatmail.ini; a failure is reported and becomes exit status 2.
+fn read_ini(path: &std::path::Path) -> Result<RawConfig, ExitCode> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        report!("error: reading {}: {e}", path.display());
+        ExitCode::from(2)
+    })?;
+    RawConfig::parse_ini(&text).map_err(|e| config_error(&e))
+}
+
+/// `relay init`: writes the template (refusing to overwrite without `--force`).
+fn init(
+    domain: &str,
+    path: &std::path::Path,
+    force: bool,
+    data: Option<&std::path::Path>,
+) -> ExitCode {
+    let text = relay::ini::template(domain.trim(), data);
+    // The file must load as it is written.
+    let config = match RawConfig::parse_ini(&text).and_then(|raw| Config::build(&raw, Mode::Serve))
+    {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    if !force && path.exists() {
+        report!("error: {} exists (--force overwrites it)", path.display());
+        return ExitCode::FAILURE;
+    }
+    let tmp = path.with_extension("ini.tmp");
+    if let Err(e) = std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, path)) {
+        report!("error: writing {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    say!(
+        "wrote {} for {} (every option with its default, commented out)",
+        path.display(),
+        config.mail_domain
+    );
+    if !config.is_ip_domain() {
+        // The DKIM key at its one path (decisions.md), so `relay dns` can print its record now.
+        match relay::dkim::load_or_create(&config.data_dir, &config.dkim_selector) {
+            Ok(_) => say!(
+                "DKIM key: {}",
+                relay::dkim::key_path(&config.data_dir, &config.dkim_selector).display()
+            ),
+            Err(e) => {
+                report!(
+                    "error: DKIM key: {e} ({} is written; the first `relay serve` makes the key)",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+        say!(
+            "next: create the DNS records `relay dns --config {}` prints, then check them \
+             with `relay dns --config {} --check`",
+            path.display(),
+            path.display()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// `relay dns`: prints the zone, or checks it.
+fn dns(config: &Config, ip: &[std::net::IpAddr], check: bool) -> ExitCode {
+    use relay::zone::{self, Need, Verdict};
+    if config.is_ip_domain() {
+        say!(
+            "{} is an IP-only relay: it needs no DNS records (addresses are user@[{}]).",
+            config.mail_domain,
+            config.mail_domain
+        );
+        return ExitCode::SUCCESS;
+    }
+    let addresses = if ip.is_empty() {
+        config
+            .listen
+            .iter()
+            .copied()
+            .filter(|a| !a.is_unspecified())
+            .collect()
+    } else {
+        ip.to_vec()
+    };
+    // Only read: `relay init` or the first `relay serve` makes the key.
+    let key_path = relay::dkim::key_path(&config.data_dir, &config.dkim_selector);
+    let dkim = match std::fs::read_to_string(&key_path) {
+        Ok(pem) => match relay::dkim::DkimKey::from_pem(&pem) {
+            Ok(key) => Some(key.dns_txt_value()),
+            Err(e) => {
+                report!("error: {}: {e}", key_path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            report!("error: reading {}: {e}", key_path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let inputs = zone::Inputs {
+        addresses,
+        dkim,
+        acme_account: relay::tls::acme::account_url(config),
+        now: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    };
+    let records = zone::records(config, &inputs);
+    if !check {
+        say!("{}", zone::zone_file(config, &records, &inputs));
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            report!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let checked = rt.block_on(relay::dns::check_zone(config, &records));
+    let through = config
+        .dns_server
+        .map_or_else(|| "the system's resolver".to_owned(), |a| a.to_string());
+    say!(
+        "DNS records of {} as {through} answers:",
+        config.mail_domain
+    );
+    let mut failed = 0;
+    for c in &checked {
+        let r = &c.record;
+        let what = format!("{} {}", r.name, r.kind.as_str());
+        let need = match r.need {
+            Need::Required => "required",
+            Need::Recommended => "recommended",
+        };
+        let set = if r.kind == zone::Kind::Address {
+            format!(
+                "an A (or AAAA) record for {} with this server's address",
+                r.name
+            )
+        } else {
+            r.zone_line()
+        };
+        match &c.verdict {
+            Ok(Verdict::Ok) => say!("  ok       {what}"),
+            Ok(Verdict::Missing) => say!("  MISSING  {what} ({need}); set: {set}"),
+            Ok(Verdict::Wrong(found)) => say!(
+                "  WRONG    {what} ({need}): found {}; set: {set}",
+                found
+                    .iter()
+                    .map(|f| format!("{f:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(e) => say!("  UNKNOWN  {what} ({need}): lookup failed: {e}"),
+        }
+        if r.need == Need::Required && c.verdict != Ok(Verdict::Ok) {
+            failed += 1;
+        }
+    }
+    if inputs.dkim.is_none() {
+        say!(
+            "  (DKIM: no key at {} yet, nothing to check)",
+            key_path.display()
+        );
+    }
+    if failed == 0 {
+        say!("every required record is in place");
+        ExitCode::SUCCESS
+    } else {
+        say!("{failed} required record(s) missing or wrong");
+        ExitCode::FAILURE
     }
 }
 
@@ -172,7 +413,6 @@ fn run(config: Config, io: IoChoice, workers: Option<usize>, dev: bool) -> anyho
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let domain = config.address_domain();
-    let mail_domain = config.mail_domain.clone();
     let data_dir = config.data_dir.clone();
     let running = server::start(config, backend, workers)?;
     tracing::info!(backend = %running.backend, workers, "relay started for {domain}");
@@ -191,17 +431,28 @@ fn run(config: Config, io: IoChoice, workers: Option<usize>, dev: bool) -> anyho
         "relay for {domain} on {} ({workers} workers)\n{out}",
         running.backend
     );
-    if dev {
-        let (user, password) = random_credentials(&mut rand::thread_rng());
-        let url = dclogin_url(
-            &format!("{user}@{domain}"),
+    // The invite as a link and a QR code to scan with the Delta Chat app.
+    let config = &running.shared().config;
+    let (what, url) = if onboarding::self_signed(config) {
+        let (addr, password) = onboarding::new_credentials(config, &mut rand::thread_rng());
+        let url = onboarding::dclogin_url(
+            &addr,
             &password,
-            &mail_domain,
+            &config.mail_domain,
             port(Kind::Imaps),
             port(Kind::Submissions),
         );
-        say!("A fresh account (created on first login) for a Delta Chat app:\n{url}\n");
-    }
+        (
+            "A fresh account (created on first login) for a Delta Chat app",
+            url,
+        )
+    } else {
+        (
+            "Invite link: the Delta Chat app makes an account on this relay from it",
+            onboarding::dcaccount_url(config),
+        )
+    };
+    say!("{what}:\n{}\n{url}\n", onboarding::qr_terminal(&url));
     let mut echo = if dev {
         start_echo(&data_dir, port(Kind::Imaps), port(Kind::Submissions))
     } else {
@@ -262,38 +513,6 @@ fn start_echo(data: &std::path::Path, imaps: u16, submissions: u16) -> Option<st
             None
         }
     }
-}
-
-/// A random 9-character localpart and 12-character password, as the reference's `/new` makes.
-fn random_credentials(rng: &mut impl Rng) -> (String, String) {
-    const USER: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    const PASS: &[u8] =
-        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&()*+,-./:;<=>?@[]^_{|}~";
-    let pick = |rng: &mut dyn rand::RngCore, set: &[u8], n: usize| {
-        (0..n)
-            .map(|_| set[rng.gen_range(0..set.len())] as char)
-            .collect::<String>()
-    };
-    (pick(rng, USER, 9), pick(rng, PASS, 12))
-}
-
-/// `dclogin:` URL with full manual settings and `ic=3` (accept the self-signed certificate).
-fn dclogin_url(addr: &str, password: &str, host: &str, imaps: u16, submissions: u16) -> String {
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect::<String>()
-    };
-    format!(
-        "dclogin:{addr}?p={}&v=1&ih={host}&ip={imaps}&is=ssl&sh={host}&sp={submissions}&ss=ssl&ic=3",
-        enc(password)
-    )
 }
 
 fn wait_for_signal() -> anyhow::Result<()> {

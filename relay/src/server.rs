@@ -425,6 +425,7 @@ pub struct Running {
     pub backend: Backend,
     /// Bound addresses per listener kind (port 0 in the config gets an ephemeral port).
     pub bound: Vec<(Kind, SocketAddr)>,
+    certs: Arc<crate::tls::CertStore>,
     shared: Arc<Shared>,
     store: Store,
     admin: crate::admin::Handle,
@@ -437,6 +438,11 @@ impl Running {
     /// The shared state (store, config).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// The certificate every TLS listener serves (swapped by renewals and reloads).
+    pub fn certs(&self) -> &Arc<crate::tls::CertStore> {
+        &self.certs
     }
 
     /// The store itself, for operator paths (the sessions see it through `shared().store`).
@@ -532,6 +538,7 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
     .context("setting up outbound delivery")?;
     let engine = crate::delivery::engine::Engine::start(shared.clone(), delivery)
         .context("starting the delivery engine")?;
+    let certs = tls.certs.clone();
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
         admission,
@@ -567,8 +574,19 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
             .context("spawning a worker thread")?;
         threads.push(t);
     }
+    // Certificate upkeep (ACME, external file reloads) runs as the relay's user, so the files it
+    // writes under the data directory are the user's.
+    let certificates = crate::tls::task::spawn(
+        &shared.config,
+        certs.clone(),
+        shared.acme_challenges.clone(),
+        stop_rx.clone(),
+    )
+    .context("starting the certificate thread")?;
+    threads.extend(certificates);
     tracing::debug!(?enforcement, "connection rate limiting");
     Ok(Running {
+        certs,
         backend,
         bound,
         shared,

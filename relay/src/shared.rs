@@ -47,6 +47,11 @@ impl Shared {
             config.max_user_send_per_minute,
             config.max_user_send_burst_size,
         );
+        let new_limiter = crate::http::limiter::Limiter::new(
+            config.new_limit_per_second.into(),
+            config.new_limit_burst.into(),
+            crate::http::limiter::MAX_SOURCES,
+        );
         Shared {
             store,
             send_limiter,
@@ -58,7 +63,7 @@ impl Shared {
             config,
             delivery_retry: tokio::sync::watch::Sender::new(String::new()),
             acme_challenges: Default::default(),
-            new_limiter: Default::default(),
+            new_limiter: std::sync::Mutex::new(new_limiter),
             dkim: None,
             dkim_keys: Default::default(),
         }

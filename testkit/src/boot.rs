@@ -222,6 +222,11 @@ impl Relay {
         self.running().shared()
     }
 
+    /// The certificate its TLS listeners serve (tests swap it as a renewal would).
+    pub fn certs(&self) -> &Arc<relay::tls::CertStore> {
+        self.running().certs()
+    }
+
     /// The relay's store, for helpers such as [`create_account`](crate::create_account).
     pub fn store(&self) -> &Store {
         self.running().store()

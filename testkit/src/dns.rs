@@ -16,8 +16,8 @@
 //! assert_eq!(dns.queries_for("_r1.test"), 0);
 //! ```
 //!
-//! Answers: the records of the asked type (`A`, `AAAA`, `MX`, `TXT`, `CNAME`; a `CNAME` is
-//! followed within the zone); `NOERROR` without answers (NODATA) for a known name without that
+//! Answers: the records of the asked type (`A`, `AAAA`, `MX`, `TXT`, `CNAME`, `SRV`; a `CNAME`
+//! is followed within the zone); `NOERROR` without answers (NODATA) for a known name without that
 //! type; `NXDOMAIN` for an unknown name (both with an `SOA` in the authority section, TTL 0, so
 //! resolvers do not cache the negative answer). Every answer is authoritative and has the TTL of
 //! [`DnsServer::set_ttl`] (default 0: a resolver asks again each time, so a test can change the
@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record as Rr, RecordType};
 
 /// How often blocked threads look at the stop flag.
@@ -61,6 +61,8 @@ pub enum Record {
     Txt(Vec<String>),
     /// Alias to another name.
     Cname(String),
+    /// Service location (RFC 2782): priority, weight, port, target.
+    Srv(u16, u16, u16, String),
 }
 
 impl Record {
@@ -71,6 +73,7 @@ impl Record {
             Record::Mx(..) => RecordType::MX,
             Record::Txt(_) => RecordType::TXT,
             Record::Cname(_) => RecordType::CNAME,
+            Record::Srv(..) => RecordType::SRV,
         }
     }
 
@@ -81,6 +84,9 @@ impl Record {
             Record::Mx(pref, host) => RData::MX(MX::new(*pref, fqdn(host))),
             Record::Txt(strings) => RData::TXT(TXT::new(strings.clone())),
             Record::Cname(target) => RData::CNAME(CNAME(fqdn(target))),
+            Record::Srv(priority, weight, port, target) => {
+                RData::SRV(SRV::new(*priority, *weight, *port, fqdn(target)))
+            }
         }
     }
 }

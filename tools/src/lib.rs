@@ -1,6 +1,7 @@
-//! Developer tools that drive a running relay (or the Postfix + Dovecot baseline) over the network:
-//! the `loadgen` load generator and its building blocks — minimal SMTP and IMAP clients with TLS,
-//! test accounts, messages that pass the encryption gate, latency statistics.
+//! Developer tools that drive a running relay (or the Postfix + Dovecot baseline, or nginx) over the
+//! network: the `loadgen` load generator (SMTP, IMAP), `httpbench` (HTTPS) and their building
+//! blocks — minimal SMTP and IMAP clients with TLS, test accounts, messages that pass the
+//! encryption gate, latency statistics, server memory from `/proc`.
 //!
 //! Everything here is a client on loopback. Nothing here opens, reads or writes a store's files,
 //! and nothing verifies certificates: never point these tools at a server you do not run.
@@ -175,6 +176,38 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Sum of VmRSS (KiB) of `pids` and of every process named in `names` (`/proc/<pid>/comm`), and
+/// the sum of their Pss (`smaps_rollup`; shared pages divided among the processes sharing them).
+pub fn server_memory(pids: &[u32], names: &[String]) -> (u64, u64) {
+    let mut all: Vec<u32> = pids.to_vec();
+    if !names.is_empty() {
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if names.iter().any(|n| n == comm.trim()) && !all.contains(&pid) {
+                    all.push(pid);
+                }
+            }
+        }
+    }
+    let pss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Pss:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    all.iter().fold((0, 0), |(r, p), &pid| {
+        (r + rss_kib(pid).unwrap_or(0), p + pss(pid))
+    })
 }
 
 /// The `i`-th loopback source address: 127.0.0.1, 127.0.0.2, … 127.0.0.254, 127.0.1.1, …

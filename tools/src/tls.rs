@@ -68,13 +68,19 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
 /// A connector for loopback test servers (see the module docs).
 pub fn connector() -> TlsConnector {
+    connector_with_alpn(&[])
+}
+
+/// The same, offering the ALPN protocols `alpn` (e.g. `http/1.1`).
+pub fn connector_with_alpn(alpn: &[&[u8]]) -> TlsConnector {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("the ring provider should support the default protocol versions")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
         .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     TlsConnector::from(Arc::new(config))
 }
 

@@ -70,10 +70,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The admin socket path: the `admin_socket` option, else `<data dir>/admin.sock`.
 pub fn socket_path(config: &Config) -> PathBuf {
-    match config.extra.get("admin_socket") {
-        Some(p) if !p.trim().is_empty() => PathBuf::from(p.trim()),
-        _ => config.data_dir.join("admin.sock"),
-    }
+    config.admin_socket.clone()
 }
 
 /// The running admin socket. Dropping it stops accepting and removes the socket file;

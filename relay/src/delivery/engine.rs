@@ -17,7 +17,8 @@
 //! scheduler never waits past the oldest entry's expiry). Memory is per destination and per
 //! batch in flight: the queue itself stays on disk, its index in the store.
 //!
-//! New entries wake the engine through [`Mailstore::queue_watch`]; it then compares each
+//! New entries wake the engine through
+//! [`Mailstore::queue_watch`](crate::store::Mailstore::queue_watch); it then compares each
 //! destination's count with what it saw and schedules the ones that grew.
 
 use std::cell::RefCell;

@@ -28,11 +28,11 @@ pub fn new_credentials(config: &Config, rng: &mut impl Rng) -> (String, String) 
 }
 
 /// Whether the relay serves a certificate clients cannot check (the reference's `self` TLS mode:
-/// an IP literal or a `_`-prefixed domain without `tls_external_cert_and_key`). Then `/new` adds
-/// a `dclogin_url`, `GET /new` answers like `POST` and the index page shows a `dclogin:` link.
+/// an IP literal or a `_`-prefixed domain without `tls_external_cert_and_key`, and `relay dev`).
+/// Then `/new` adds a `dclogin_url`, `GET /new` answers like `POST` and the index page shows a
+/// `dclogin:` link.
 pub fn self_signed(config: &Config) -> bool {
-    config.tls_external_cert_and_key.is_none()
-        && (config.is_ip_domain() || config.mail_domain.starts_with('_'))
+    config.tls_mode == crate::config::TlsMode::SelfSigned
 }
 
 /// Every byte but ASCII letters and digits as `%XX`.

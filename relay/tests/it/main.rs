@@ -6,6 +6,8 @@
     reason = "test harness helpers: a failed unwrap is a failed test"
 )]
 
+mod certs;
+mod cli;
 mod crash;
 mod delivery;
 mod dkim;
@@ -15,6 +17,7 @@ mod federation;
 mod hardening;
 mod harness;
 mod imap_limits;
+mod mxdeliv;
 mod throttle;
 mod web;
 

@@ -22,7 +22,7 @@ use clap::{Args, Parser, Subcommand};
 use relay_tools::account::{self, Account, Pattern};
 use relay_tools::mail::{self, Template};
 use relay_tools::stats::{lock, Errors, Latency};
-use relay_tools::{imap, loopback_source, raise_nofile, rss_kib, smtp, tls};
+use relay_tools::{imap, loopback_source, raise_nofile, rss_kib, server_memory, smtp, tls};
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_rustls::TlsConnector;
@@ -714,37 +714,6 @@ struct Idle {
     errors: Errors,
     connected: Mutex<Vec<usize>>,
     waiters: Mutex<HashMap<usize, oneshot::Sender<Instant>>>,
-}
-
-/// Sum of VmRSS (KiB) of `pids` and of every process named in `names`, and of their Pss.
-fn server_memory(pids: &[u32], names: &[String]) -> (u64, u64) {
-    let mut all: Vec<u32> = pids.to_vec();
-    if !names.is_empty() {
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            for e in dir.flatten() {
-                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                    continue;
-                };
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                if names.iter().any(|n| n == comm.trim()) && !all.contains(&pid) {
-                    all.push(pid);
-                }
-            }
-        }
-    }
-    let pss = |pid: u32| -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Pss:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            })
-            .unwrap_or(0)
-    };
-    all.iter().fold((0, 0), |(r, p), &pid| {
-        (r + rss_kib(pid).unwrap_or(0), p + pss(pid))
-    })
 }
 
 async fn idle(a: IdleArgs) -> anyhow::Result<()> {
