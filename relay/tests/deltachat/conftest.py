@@ -320,8 +320,8 @@ def server(tmp_path_factory):
 NETNS = os.environ.get("RELAY_E2E_NETNS_NAME", "")
 IN_CI = os.environ.get("CI", "") not in ("", "0", "false")
 TEST_DNS_BIN = Path(os.environ.get("TEST_DNS_BIN") or REPO_ROOT / "target/debug/test-dns")
-# The I/O backends of the first and the second relay of a pair (run.sh: the first and the last of
-# RELAY_IO_BACKENDS), so that mail crosses from one backend to the other in each direction.
+# The I/O backends of the first and the second relay of a pair (run.sh: this run's backend and the
+# next one of RELAY_IO_BACKENDS), so that mail crosses from one backend to the other both ways.
 PAIR_IO = (os.environ.get("RELAY_IO_PAIR") or f"{RELAY_IO} {RELAY_IO}").split()
 STANDARD_PORTS = {
     "smtp_port": 25,
@@ -515,6 +515,25 @@ def named_pair(tmp_path_factory):
             stop_process(r.proc)
         dns.stop()
         keep_logs(relays)
+
+
+ONBOARD_DOMAIN = "_onboard.test"
+ONBOARD_IP = "127.0.0.6"
+
+
+@pytest.fixture(scope="session")
+def onboard_relay(tmp_path_factory):
+    """A relay for `_onboard.test` (127.0.0.6, standard ports, a self-signed certificate for the
+    name and its `www.`/`mta-sts.`/`autoconfig.` names, all in the namespace's /etc/hosts), for the
+    core's sign-up paths: `/new`, autoconfig on port 443, IMAP and SMTP by ALPN on 443."""
+    need_standard_ports()
+    tmp = tmp_path_factory.mktemp("onboard")
+    relay = standard_relay(tmp, ONBOARD_IP, ONBOARD_DOMAIN, PAIR_IO[0])
+    try:
+        yield relay
+    finally:
+        stop_process(relay.proc)
+        keep_logs([relay])
 
 
 class Firewall:
@@ -726,6 +745,30 @@ def dcproc(tmp_path):
         stderr.close()
 
 
+def new_account(dcproc: DcProcess, label: str):
+    """A fresh, unconfigured account with the settings every test account has."""
+    ac = dcproc.dc.add_account()
+    ac.set_config("bot", "1")  # accept contact requests, like cmping
+    ac.set_config("autorelay", "0")  # never add public relays (§12.4)
+    ac.set_config("displayname", f"peer {label}")
+    if CAPTURE_DIR:
+        ac.set_config("bcc_self", "1")  # multi-device mode keeps delivered mail on the server
+    return ac
+
+
+def wait_configured(p: Peer, fut, what: str, timeout: float = 60) -> None:
+    """ConfigureProgress 1000 (else ConfigureFailed with core's warnings), then the call's result."""
+    ev = p.wait_event(
+        lambda e: e.get("kind") == EventType.CONFIGURE_PROGRESS and e.get("progress") in (0, 1000),
+        timeout,
+        "ConfigureProgress 1000 (or 0)",
+    )
+    if ev["progress"] == 0:
+        warnings = "\n".join(s for s in p.seen if " Warning " in s or " Error " in s)
+        raise ConfigureFailed(f"{p.label} ({p.addr}): configure failed: {ev.get('comment')}\n{warnings}")
+    call_with_deadline(fut, 30, f"{p.label}: {what}")
+
+
 def peer_maker(dcproc: DcProcess, request, default_server: Optional[Server]):
     """The `make(n, ...)` function of `make_peers` and `make_peers_on`."""
 
@@ -742,36 +785,45 @@ def peer_maker(dcproc: DcProcess, request, default_server: Optional[Server]):
         labels = labels or [chr(ord("a") + len(dcproc.peers) + i) for i in range(n)]
         peers = []
         for i, label in enumerate(labels):
-            ac = dcproc.dc.add_account()
+            ac = new_account(dcproc, label)
             addr, localpart, password = credentials[i] if credentials else server.new_credentials()
-            peer = Peer(label, ac, addr, password, localpart)
-            ac.set_config("bot", "1")  # accept contact requests, like cmping
-            ac.set_config("autorelay", "0")  # never add public relays (§12.4)
-            ac.set_config("displayname", f"peer {label}")
-            if CAPTURE_DIR:
-                ac.set_config("bcc_self", "1")  # multi-device mode keeps delivered mail on the server
-            peers.append(peer)
+            peers.append(Peer(label, ac, addr, password, localpart))
         futures = [
             (p, p.account.add_or_update_transport.future(transport_params(server, p.addr, p.password))) for p in peers
         ]
         dcproc.peers.extend(peers)
         t0 = time.monotonic()
         for p, fut in futures:
-            ev = p.wait_event(
-                lambda e: e.get("kind") == EventType.CONFIGURE_PROGRESS and e.get("progress") in (0, 1000),
-                60,
-                "ConfigureProgress 1000 (or 0)",
-            )
-            if ev["progress"] == 0:
-                warnings = "\n".join(s for s in p.seen if " Warning " in s or " Error " in s)
-                raise ConfigureFailed(f"{p.label} ({p.addr}): configure failed: {ev.get('comment')}\n{warnings}")
-            call_with_deadline(fut, 30, f"{p.label}: add_or_update_transport")
+            wait_configured(p, fut, "add_or_update_transport")
         for p in peers:
             p.wait_event(lambda e: e.get("kind") == EventType.IMAP_INBOX_IDLE, 30, "ImapInboxIdle")
         METRICS.append(f"{request.node.name}: {n} account(s) configured to IDLE in {time.monotonic() - t0:.2f} s")
         return peers
 
     return make
+
+
+@pytest.fixture
+def configure_peer(dcproc, request):
+    """`configure_peer(label, start)`: a new account that `start(account)` configures (it returns
+    the future of `add_transport_from_qr` or `add_or_update_transport`), online (IDLE); its address
+    and password are what core ended up with."""
+
+    def configure(label: str, start: Callable, what: str) -> Peer:
+        ac = new_account(dcproc, label)
+        p = Peer(label, ac, "(not configured yet)", "", "")
+        dcproc.peers.append(p)
+        t0 = time.monotonic()
+        fut = start(ac)
+        wait_configured(p, fut, what)
+        p.wait_event(lambda e: e.get("kind") == EventType.IMAP_INBOX_IDLE, 30, "ImapInboxIdle")
+        METRICS.append(f"{request.node.name}: {label} configured ({what}) to IDLE in {time.monotonic() - t0:.2f} s")
+        [transport] = call_with_deadline(ac.list_transports, 20, "list_transports")
+        p.addr, p.password = transport["addr"], transport.get("password", "")
+        p.localpart = p.addr.split("@", 1)[0]
+        return p
+
+    return configure
 
 
 @pytest.fixture

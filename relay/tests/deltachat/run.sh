@@ -4,17 +4,17 @@
 #   relay/tests/deltachat/run.sh [pytest args...]
 #
 # Runs the suite once per I/O backend against `relay dev` on 127.0.0.1 (tests not marked
-# standard_ports), then once the tests that start relays of their own on standard ports
-# (federation, onboarding; marker standard_ports), whose two relays use the first and the last
-# backend, inside a network namespace with the hosts file `hosts` of this directory.
+# standard_ports), then, also once per backend, the tests that start relays of their own on
+# standard ports (federation, onboarding; marker standard_ports), the second relay of a pair on
+# the next backend, inside a network namespace with the hosts file `hosts` of this directory.
 #
 # Environment:
 #   RELAY_BIN            relay binary (default: <repo>/target/debug/relay, built here with cargo)
 #   TEST_DNS_BIN         test DNS server (default: <repo>/target/debug/test-dns, built here)
 #   RELAY_E2E_NO_BUILD   1: build nothing (the binaries must exist)
 #   RELAY_IO_BACKENDS    I/O backends to run the suite with, one run each (default "uring epoll")
-#   RELAY_E2E_RUNS       which runs (default "backends standard_ports": the per-backend runs and the
-#                        run of the relays on standard ports)
+#   RELAY_E2E_RUNS       which runs (default "backends standard_ports": the runs against `relay dev`
+#                        and the runs with relays on standard ports)
 #   RELAY_E2E_VENV       venv with the pinned requirements.txt (default: <repo>/target/e2e-venv)
 #   RELAY_E2E_TARGET     relay (default) | baseline (Postfix+Dovecot from ../shared/tools/baseline-up.sh,
 #                        started beforehand with BASELINE_AUTH=any; runs once, backends are ignored)
@@ -129,13 +129,16 @@ if [[ $RUNS == *" backends "* ]]; then
   done
 fi
 if [ "$TARGET" = relay ] && [[ $RUNS == *" standard_ports "* ]]; then
-  # Relays of their own on standard ports: one run, the two relays of a pair on the first and the
-  # last backend. Outbound delivery has its own runtime whatever the backend; a backend serves the
-  # receiving side (ports 25 and 443, IMAP, submission), so each direction crosses from one
-  # backend to the other and both are exercised.
-  first=${backends[0]} last=${backends[${#backends[@]}-1]}
-  export RELAY_IO=$first RELAY_IO_PAIR="$first $last"
-  run_suite "standard ports io=$first+$last" standard-ports -m standard_ports "$@"
+  # Relays of their own on standard ports, once per backend: the first relay of each pair (and the
+  # onboarding relay) on that backend, the second on the next one. Outbound delivery has its own
+  # runtime whatever the backend; a backend serves the receiving side (ports 25 and 443, IMAP,
+  # submission), so mail crosses from one backend to the other in both directions.
+  n=${#backends[@]}
+  for ((i = 0; i < n; i++)); do
+    first=${backends[i]} second=${backends[(i + 1) % n]}
+    export RELAY_IO=$first RELAY_IO_PAIR="$first $second"
+    run_suite "standard ports io=$first+$second" "standard-ports-$first-$second" -m standard_ports "$@"
+  done
 fi
 total=$(awk -v a="$start_all" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
 for line in "${summary[@]}"; do log "$line"; done
