@@ -22,6 +22,7 @@ import os
 import queue
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -425,8 +426,8 @@ class TestDns:
         assert re.fullmatch(r"127\.0\.0\.1:\d+", self.addr), f"test-dns printed {self.addr!r}"
 
     def command(self, line: str) -> str:
-        """Apply one command (`add NAME TYPE VALUE`, `dkim DOMAIN DATA_DIR`, `remove NAME`,
-        `count NAME`); returns its answer after `ok`/the count."""
+        """Apply one command (`add NAME TYPE VALUE`, `remove NAME`, `count NAME`); returns its
+        answer (`ok`, or the count)."""
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
         answer = call_with_deadline(self.proc.stdout.readline, 10, f"test-dns {line!r}").strip()
@@ -493,21 +494,56 @@ def ip_pair(tmp_path_factory):
         keep_logs(pair.servers)
 
 
+def relay_dns(relay: Server, *args: str) -> subprocess.CompletedProcess:
+    """`relay dns --data <data> --set ...` with the relay's own options (`args`: e.g. --check)."""
+    sets = [x for kv in relay.extra_args for x in ("--set", kv)]
+    cmd = [str(RELAY_BIN), "dns", "--data", str(relay.data_dir), *sets, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60 * TIME_SCALE)
+
+
+def publish_zone(dns: TestDns, relay: Server) -> int:
+    """Put every record `relay dns` prints for `relay` (A, MX, its DKIM key made at the first
+    start, CNAMEs, SPF, DMARC, SRV...) into test-dns, as an operator would into the zone; then
+    `relay dns --check` must find them all. Returns the number of records."""
+    # The relay makes its DKIM key at its first start, while its ports already accept; until then
+    # `relay dns` prints the key's record as a comment ("no DKIM key yet").
+    key = relay.data_dir / "dkim" / "opendkim.private"
+    end = deadline(30)
+    while not key.exists():
+        assert time.monotonic() < end, f"{relay.name} made no DKIM key ({key}) within 30 s of starting"
+        time.sleep(0.05)
+    r = relay_dns(relay)
+    assert r.returncode == 0, f"relay dns: exit {r.returncode}: {r.stderr}"
+    assert f"\nopendkim._domainkey.{relay.domain}. " in r.stdout, f"no DKIM record in:\n{r.stdout}"
+    n = 0
+    for line in r.stdout.splitlines():
+        if not line.strip() or line.lstrip().startswith(";"):
+            continue
+        name, _ttl, _class, kind, *rdata = shlex.split(line)
+        # A TXT record's character-strings form one value.
+        value = "".join(rdata) if kind == "TXT" else " ".join(rdata)
+        dns.command(f"add {name} {kind} {value}")
+        n += 1
+    assert n > 0, f"relay dns printed no record:\n{r.stdout}"
+    check = relay_dns(relay, "--check")
+    assert check.returncode == 0, f"relay dns --check after publishing:\n{check.stdout}\n{check.stderr}"
+    return n
+
+
 @pytest.fixture(scope="session")
 def named_pair(tmp_path_factory):
-    """Relays for `_r1.test` (127.0.0.4) and `_r2.test` (127.0.0.5), whose A, MX and DKIM records
-    test-dns serves to them (option `dns_server`); the core finds them in /etc/hosts."""
+    """Relays for `_r1.test` (127.0.0.4) and `_r2.test` (127.0.0.5) that resolve through test-dns
+    (option `dns_server`), where each relay's records are what `relay dns` prints for it (so its
+    DKIM key is the one it signs with); the core finds the names in /etc/hosts."""
     need_standard_ports()
     tmp = tmp_path_factory.mktemp("named-pair")
-    names = {"_r1.test": "127.0.0.4", "_r2.test": "127.0.0.5"}
-    commands = [c for d, ip in names.items() for c in (f"add {d} A {ip}", f"add {d} MX 10 {d}")]
-    dns = TestDns(commands, tmp / "test-dns.log")
+    dns = TestDns([], tmp / "test-dns.log")
     relays: list[Server] = []
     try:
+        names = {"_r1.test": "127.0.0.4", "_r2.test": "127.0.0.5"}
         for (domain, ip), io in zip(names.items(), (PAIR_IO[0], PAIR_IO[-1])):
             relays.append(standard_relay(tmp, ip, domain, io, extra=(f"dns_server={dns.addr}",)))
-            # The key the relay made at its first start.
-            dns.command(f"dkim {domain} {relays[-1].data_dir}")
+            publish_zone(dns, relays[-1])
         pair = Pair(relays[0], relays[1], dns)
         yield pair
     finally:

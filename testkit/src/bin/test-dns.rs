@@ -1,14 +1,12 @@
 //! `test-dns`: the test DNS server ([`relay_testkit::dns::DnsServer`]) as a process, for test
 //! suites that are not written in Rust (the Delta Chat end-to-end tests start relays as
-//! processes and point them at it with `--set dns_server=ADDR`).
+//! processes, point them at it with `--set dns_server=ADDR` and publish what `relay dns` prints).
 //!
 //! ```text
 //! test-dns [COMMAND]...        commands as arguments, then more on standard input, one a line
 //!
-//!   add NAME A 127.0.0.2       add a record (types A, AAAA, MX PREF HOST, TXT TEXT..., CNAME NAME)
-//!   dkim DOMAIN DATA_DIR       publish the DKIM key of the relay for DOMAIN whose data directory
-//!                              is DATA_DIR (`opendkim._domainkey.DOMAIN`; the key is created
-//!                              there, as the relay does at its first start, when missing)
+//!   add NAME TYPE VALUE        add a record: A IP, AAAA IP, MX PREF HOST, TXT TEXT..., CNAME NAME,
+//!                              SRV PRIORITY WEIGHT PORT TARGET
 //!   remove NAME                remove every record of NAME (it answers NXDOMAIN then)
 //!   count NAME                 (standard input only) answer how many queries asked for NAME
 //! ```
@@ -21,13 +19,9 @@
 
 use std::io::{BufRead as _, Write as _};
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::Path;
 use std::process::ExitCode;
 
 use relay_testkit::dns::{DnsServer, Record};
-
-/// The DKIM selector the relay uses by default (option `dkim_selector`).
-const SELECTOR: &str = "opendkim";
 
 fn main() -> ExitCode {
     let dns = DnsServer::start();
@@ -79,20 +73,11 @@ fn apply(dns: &DnsServer, command: &str) -> Result<(), String> {
             }
             Ok(())
         }
-        ["dkim", domain, data_dir] => {
-            let key = relay::dkim::load_or_create(Path::new(data_dir), SELECTOR)
-                .map_err(|e| format!("DKIM key in {data_dir}: {e}"))?;
-            dns.txt(
-                &relay::dkim::record_name(SELECTOR, domain),
-                &key.dns_txt_value(),
-            );
-            Ok(())
-        }
         ["remove", name] => {
             dns.remove(name);
             Ok(())
         }
-        _ => Err("expected `add NAME TYPE VALUE`, `dkim DOMAIN DATA_DIR` or `remove NAME`".into()),
+        _ => Err("expected `add NAME TYPE VALUE`, `remove NAME` or `count NAME`".into()),
     }
 }
 
@@ -113,7 +98,18 @@ fn record(kind: &str, value: &[&str]) -> Result<Record, String> {
             .map(|p| Record::Mx(p, (*host).to_owned()))
             .map_err(|_| bad("a preference and a host")),
         ("CNAME", [target]) => Ok(Record::Cname((*target).to_owned())),
-        ("A" | "AAAA" | "MX" | "CNAME", _) => Err(bad("one value (MX: preference and host)")),
+        ("SRV", [priority, weight, port, target]) => {
+            let num = |s: &str| s.parse::<u16>().map_err(|_| bad("numbers and a target"));
+            Ok(Record::Srv(
+                num(priority)?,
+                num(weight)?,
+                num(port)?,
+                (*target).to_owned(),
+            ))
+        }
+        ("A" | "AAAA" | "CNAME", _) => Err(bad("one value")),
+        ("MX", _) => Err(bad("a preference and a host")),
+        ("SRV", _) => Err(bad("priority, weight, port and target")),
         _ => Err(format!("unknown record type {kind}")),
     }
 }
