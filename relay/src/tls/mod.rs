@@ -276,7 +276,6 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls::pki_types::CertificateDer;
 
     #[test]
     fn self_signed_certificate_is_generated_once_and_reused() {
