@@ -470,11 +470,23 @@ fn serve_started_as_root_drops_to_its_user_after_binding() {
             .arg(&ini),
         ports.imaps,
     );
+    // The port is listening from the moment it is bound, still as root: wait for the switch.
+    let switched = Instant::now();
+    while ids(p.pid()).0 != vec![uid; 4] {
+        assert!(
+            switched.elapsed() < Duration::from_secs(20),
+            "still not running as the user"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Every thread runs as the user (the status of the main thread; /proc/<pid>/task/* likewise).
     for task in std::fs::read_dir(format!("/proc/{}/task", p.pid())).unwrap() {
         let tid: u32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", p.pid())).unwrap();
+        // A short-lived thread (a blocking-pool worker) may have ended since the listing.
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/task/{tid}/status", p.pid()))
+        else {
+            continue;
+        };
         let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
         assert_eq!(
             uid_line.split_whitespace().skip(1).collect::<Vec<_>>(),
