@@ -39,8 +39,9 @@ fi
 
 if [ "${SKIP_E2E:-0}" != 1 ] && [ -x relay/tests/deltachat/run.sh ]; then
     step "delta chat end-to-end"
-    cargo build --locked -p relay --bin relay
-    RELAY_BIN="$PWD/target/debug/relay" bash relay/tests/deltachat/run.sh
+    cargo build --locked -p relay --bin relay -p relay-testkit --bin test-dns
+    RELAY_BIN="$PWD/target/debug/relay" TEST_DNS_BIN="$PWD/target/debug/test-dns" \
+        bash relay/tests/deltachat/run.sh
 fi
 
 if [ -x fuzz/run.sh ]; then

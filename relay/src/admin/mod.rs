@@ -27,6 +27,9 @@
 //! | `{"op":"expire_messages","older_than_days":D,"larger_than":B?,"account":N?}` | summary |
 //! | `{"op":"trim_mailbox","target_bytes":B?,"account":N?}` | summary (oldest first, never < 24 h old; default target 70 % of `max_mailbox_size`) |
 //! | `{"op":"expire_inactive","inactive_days":D?}` | summary |
+//! | `{"op":"queue","destination":D?,"limit":N?}` | `queued`, `destinations: [{destination, entries}]`, `entries: [{id, destination, sender, recipients (pending), created, age_seconds, size}]`, oldest first per destination, at most `limit` (1000) |
+//! | `{"op":"queue_retry","destination":D?}` | `retry`: the delivery engine tries that destination (or all) now, whatever its backoff |
+//! | `{"op":"queue_drop","id":ID}` | `id`, `dropped`, `destination`, `sender`: the entry leaves the queue without a bounce; `not_found` error if it is gone |
 //! | `{"op":"expire", "delete_mails_after":D?, "delete_large_after":D?, "delete_inactive_users_after":D?, "large_message_bytes":B?, "quota_target_bytes":B?}` | summary + `policy`: the daily job (absent values from the configuration) |
 //!
 //! A summary is `dry_run`, `now`, `accounts_scanned`, `accounts_deleted`,

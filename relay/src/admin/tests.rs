@@ -526,3 +526,50 @@ fn an_idle_admin_client_does_not_keep_the_store_open() {
     let mut s = String::new();
     assert_eq!(idle.read_line(&mut s).unwrap(), 0);
 }
+
+#[test]
+fn queue_lists_retries_and_drops() {
+    let e = env();
+    let enqueue = |dest: &str, rcpts: &[&str]| match e
+        .store
+        .commit_blocking(Op::Enqueue {
+            sender: format!("alice@{DOMAIN}"),
+            created: NOW - 100,
+            destinations: vec![(dest.into(), rcpts.iter().map(|r| (*r).to_owned()).collect())],
+            body: b"From: alice\r\n\r\nhi\r\n".to_vec(),
+        })
+        .unwrap()
+    {
+        OpResult::Enqueued(ids) => ids[0],
+        other => panic!("{other:?}"),
+    };
+    let a = enqueue("a.test", &["x@a.test", "y@a.test"]);
+    enqueue("b.test", &["z@b.test"]);
+
+    let all = e.ok(json!({"op":"queue"}));
+    assert_eq!(all["queued"], json!(2));
+    assert_eq!(all["entries"].as_array().unwrap().len(), 2);
+    let first = &all["entries"][0];
+    assert_eq!(first["id"], json!(a.to_string()));
+    assert_eq!(first["recipients"], json!(["x@a.test", "y@a.test"]));
+    assert_eq!(first["age_seconds"], json!(100));
+    let only_b = e.ok(json!({"op":"queue","destination":"B.test"}));
+    assert_eq!(only_b["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(only_b["entries"][0]["destination"], json!("b.test"));
+
+    // Retry tells the delivery engine (a watch channel in Shared).
+    let mut rx = e.shared.delivery_retry.subscribe();
+    rx.mark_unchanged();
+    e.ok(json!({"op":"queue_retry","destination":"A.test"}));
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(*rx.borrow_and_update(), "a.test");
+
+    // Drop: dry run first, then for real; a second drop finds nothing.
+    let dry = e.ok(json!({"op":"queue_drop","id":a.to_string(),"dry_run":true}));
+    assert_eq!(dry["dropped"], json!(false));
+    assert_eq!(e.store.queue_len(), 2);
+    e.ok(json!({"op":"queue_drop","id":a.to_string()}));
+    assert_eq!(e.store.queue_len(), 1);
+    e.err(json!({"op":"queue_drop","id":a.to_string()}), "not_found");
+    e.err(json!({"op":"queue_drop","id":"nonsense"}), "bad_request");
+}

@@ -94,13 +94,13 @@ impl ClientTls {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier: Arc<dyn ServerCertVerifier> = if roots.is_empty() {
             // WebPkiServerVerifier refuses an empty store; refuse every certificate instead.
-            Arc::new(RefuseAll(provider.clone()))
+            Unchecked::refuse_all(provider.clone())
         } else {
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .map_err(|e| Error::Setup(e.to_string()))?
         };
-        let any: Arc<dyn ServerCertVerifier> = Arc::new(AcceptAny(provider.clone()));
+        let any: Arc<dyn ServerCertVerifier> = Unchecked::accept_any(provider.clone());
         let build = |verifier: Arc<dyn ServerCertVerifier>, alpn: &[&[u8]]| {
             let mut c = ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
@@ -150,60 +150,35 @@ pub fn server_name(host: &MxHost) -> Result<ServerName<'static>, String> {
     }
 }
 
-/// Accepts any certificate; verifies handshake signatures.
+/// A verifier that decides about the certificate without looking at it — accepts any (domain
+/// literals, `_` names, and tests talking to a self-signed relay) or refuses all (`Verify` with
+/// no trusted CA) — and still checks the handshake signatures, so the TLS cost and the peer's
+/// key possession are real.
 #[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+pub struct Unchecked {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    accept: bool,
+}
 
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+impl Unchecked {
+    /// Accepts every certificate.
+    pub fn accept_any(provider: Arc<rustls::crypto::CryptoProvider>) -> Arc<Unchecked> {
+        Arc::new(Unchecked {
+            provider,
+            accept: true,
+        })
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+    /// Refuses every certificate (as an unknown issuer).
+    pub fn refuse_all(provider: Arc<rustls::crypto::CryptoProvider>) -> Arc<Unchecked> {
+        Arc::new(Unchecked {
+            provider,
+            accept: false,
+        })
     }
 }
 
-/// Refuses every certificate: `Verify` without any trusted CA.
-#[derive(Debug)]
-struct RefuseAll(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for RefuseAll {
+impl ServerCertVerifier for Unchecked {
     fn verify_server_cert(
         &self,
         _: &CertificateDer<'_>,
@@ -212,9 +187,13 @@ impl ServerCertVerifier for RefuseAll {
         _: &[u8],
         _: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Err(rustls::Error::InvalidCertificate(
-            rustls::CertificateError::UnknownIssuer,
-        ))
+        if self.accept {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
     }
 
     fn verify_tls12_signature(
@@ -227,7 +206,7 @@ impl ServerCertVerifier for RefuseAll {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -241,11 +220,13 @@ impl ServerCertVerifier for RefuseAll {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

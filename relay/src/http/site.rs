@@ -389,7 +389,7 @@ fn layout(config: &Config, title: &str, body: &str) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{title} · {d}</title>\n<style>body{{font-family:sans-serif;max-width:40em;margin:2em auto;\
          padding:0 1em;line-height:1.5}}.button{{display:inline-block;padding:.6em 1.2em;background:#2a6ed6;\
-         color:#fff;border-radius:.4em;text-decoration:none}}.qr svg{{width:16em;height:16em}}</style>\n\
+         color:#fff;border-radius:.4em;text-decoration:none}}.qr svg{{width:16em;height:16em}}code{{word-break:break-all}}</style>\n\
          </head>\n<body>\n{body}\n<footer><p><a href=\"/\">{d}</a> · <a href=\"/info.html\">info</a> · \
          <a href=\"/privacy.html\">privacy</a></p></footer>\n</body>\n</html>\n"
     )

@@ -276,7 +276,6 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls::pki_types::CertificateDer;
 
     #[test]
     fn self_signed_certificate_is_generated_once_and_reused() {
@@ -352,7 +351,9 @@ mod tests {
             .with_protocol_versions(versions)
             .unwrap()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify))
+            .with_custom_certificate_verifier(crate::delivery::tls::Unchecked::accept_any(
+                Arc::new(rustls::crypto::ring::default_provider()),
+            ))
             .with_no_client_auth()
         };
         let handshake = |server: Arc<ServerConfig>, cc: rustls::ClientConfig| {
@@ -404,7 +405,9 @@ mod tests {
             .with_protocol_versions(versions)
             .unwrap()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify))
+            .with_custom_certificate_verifier(crate::delivery::tls::Unchecked::accept_any(
+                Arc::new(rustls::crypto::ring::default_provider()),
+            ))
             .with_no_client_auth();
             cc.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
             let mut c =
@@ -451,43 +454,5 @@ mod tests {
             "browsers may use TLS 1.2"
         );
         assert_eq!(run(&[b"imap"], true), None, "IMAP stays TLS 1.3 only");
-    }
-
-    /// Test client verifier accepting anything (the server side is under test).
-    #[derive(Debug)]
-    struct NoVerify;
-
-    impl rustls::client::danger::ServerCertVerifier for NoVerify {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
     }
 }

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import queue
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -96,6 +98,12 @@ class Server:
     maildir_root: Optional[Path] = None  # baseline only: <root>/<domain>/<localpart>/Maildir
     proc: Optional[subprocess.Popen] = None
     data_dir: Optional[Path] = None  # relay only
+    host: str = HOST  # where clients connect (an IP, or a name in /etc/hosts)
+    io: str = RELAY_IO  # relay only: its I/O backend
+    extra_args: list[str] = field(default_factory=list)  # relay only: `--set` options
+    listen: str = HOST  # relay only: the address its ports are bound to
+    cert_checks: str = "acceptInvalidCertificates"  # Delta Chat's certificateChecks for it
+    echo_bot: bool = True  # relay only: let `relay dev` start its echo bot
 
     def restart(self, sig: int = signal.SIGTERM) -> None:
         """Relay only: stop the process with `sig` (SIGKILL: a crash) and start it on the same data."""
@@ -108,7 +116,19 @@ class Server:
             self.proc.kill()
             self.proc.wait(5)
             raise AssertionError(f"{self.name} did not stop within 10 s of signal {sig}") from None
-        self.proc = spawn_relay(self.data_dir, self.log_files[0])
+        self.proc = spawn_relay(
+            self.data_dir, self.log_files[0], io=self.io, extra=self.extra_args, listen=self.listen,
+            ports=self.all_ports, echo_bot=self.echo_bot,
+        )
+
+    def admin(self, *args: str, timeout: float = 20) -> str:
+        """Relay only: `relay admin --socket <data>/admin.sock ARGS...`; its stdout (fails the test
+        on a non-zero exit)."""
+        assert self.data_dir is not None, "only the relay has an admin socket"
+        cmd = [str(RELAY_BIN), "admin", "--socket", str(self.data_dir / "admin.sock"), *args]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout * TIME_SCALE)
+        assert r.returncode == 0, f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr}"
+        return r.stdout
 
     def new_credentials(self) -> tuple[str, str, str]:
         """A fresh account: (address, localpart, password); created by its first login."""
@@ -148,7 +168,7 @@ class Server:
             raise AssertionError(f"{self.name} exited with status {self.proc.returncode}")
 
 
-def wait_ports(ports: list[int], timeout: float, proc: Optional[subprocess.Popen] = None):
+def wait_ports(ports: list[int], timeout: float, proc: Optional[subprocess.Popen] = None, host: str = HOST):
     end = deadline(timeout)
     pending = list(ports)
     while pending:
@@ -156,25 +176,40 @@ def wait_ports(ports: list[int], timeout: float, proc: Optional[subprocess.Popen
             raise RuntimeError(f"server exited with status {proc.returncode} before listening")
         port = pending[0]
         try:
-            with socket.create_connection((HOST, port), timeout=1):
+            with socket.create_connection((host, port), timeout=1):
                 pending.pop(0)
                 continue
         except OSError:
             pass
         if time.monotonic() > end:
-            raise TimeoutError(f"ports {pending} on {HOST} not accepting after {timeout * TIME_SCALE:.0f} s")
+            raise TimeoutError(f"ports {pending} on {host} not accepting after {timeout * TIME_SCALE:.0f} s")
         time.sleep(0.05)
 
 
 RELAY_PORTS = [10025, 10587, 10465, 10143, 10993]
 
 
-def spawn_relay(data: Path, log: Path) -> subprocess.Popen:
-    """Start `relay dev` on `data`, appending its output to `log`; return once all ports accept."""
+def spawn_relay(
+    data: Path,
+    log: Path,
+    io: str = RELAY_IO,
+    extra: tuple[str, ...] | list[str] = (),
+    listen: str = HOST,
+    ports: list[int] = RELAY_PORTS,
+    echo_bot: bool = True,
+) -> subprocess.Popen:
+    """Start `relay dev` on `data` with `--set` options `extra`, appending its output to `log`;
+    return once `ports` accept on `listen`. Without `echo_bot` the relay does not find
+    deltachat-rpc-server on PATH, so it starts no echo bot (one rpc-server less per relay)."""
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "info,relay=debug")
     env.setdefault("NO_COLOR", "1")
-    cmd = [str(RELAY_BIN), "dev", "--data", str(data), "--io", RELAY_IO]
+    if not echo_bot:
+        venv_bin = str(Path(shutil.which("deltachat-rpc-server") or "/nonexistent").parent)
+        env["PATH"] = os.pathsep.join(d for d in env.get("PATH", "").split(os.pathsep) if d != venv_bin)
+    cmd = [str(RELAY_BIN), "dev", "--data", str(data), "--io", io]
+    for kv in extra:
+        cmd += ["--set", kv]
     with open(log, "ab") as logf:
         logf.write(f"# {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n".encode())
         logf.flush()
@@ -187,7 +222,7 @@ def spawn_relay(data: Path, log: Path) -> subprocess.Popen:
             preexec_fn=die_with_parent,
         )
     try:
-        wait_ports(RELAY_PORTS, 30, proc)
+        wait_ports(ports, 30, proc, host=listen)
     except Exception:
         stop_process(proc)
         print(log.read_text(errors="replace")[-20_000:])
@@ -273,6 +308,334 @@ def server(tmp_path_factory):
         stop_process(srv.proc)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(srv.log_files[0], ARTIFACTS / "relay.log")
+
+
+# --------------------------------------------------------------------------- relays on standard ports
+#
+# Federation and onboarding tests start relays of their own, each on a loopback address of its
+# own with every port standard (other relays deliver to ports 25 and 443; the core's autoconfig
+# asks port 443). That needs run.sh's network namespace (nothing else listens there, only
+# loopback exists), its hosts file (`hosts` beside this file, bind-mounted over /etc/hosts by
+# `ip netns exec`) and root (ports below 1024, nft).
+
+NETNS = os.environ.get("RELAY_E2E_NETNS_NAME", "")
+IN_CI = os.environ.get("CI", "") not in ("", "0", "false")
+TEST_DNS_BIN = Path(os.environ.get("TEST_DNS_BIN") or REPO_ROOT / "target/debug/test-dns")
+# The I/O backends of the first and the second relay of a pair (run.sh: this run's backend and the
+# next one of RELAY_IO_BACKENDS), so that mail crosses from one backend to the other both ways.
+PAIR_IO = (os.environ.get("RELAY_IO_PAIR") or f"{RELAY_IO} {RELAY_IO}").split()
+STANDARD_PORTS = {
+    "smtp_port": 25,
+    "submission_port": 587,
+    "submissions_port": 465,
+    "imap_port": 143,
+    "imaps_port": 993,
+    "https_port": 443,
+    "http_port": 80,
+}
+HOSTS_FILE = Path(__file__).with_name("hosts")
+
+
+def not_here(reason: str) -> None:
+    """Skip with `reason`; in CI (which has every prerequisite) fail instead."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI must run this test)", pytrace=False)
+    pytest.skip(reason)
+
+
+def hosts_names() -> set[str]:
+    """The names of the hosts file run.sh installs for the namespace."""
+    names = set()
+    for line in HOSTS_FILE.read_text().splitlines():
+        fields = line.split("#", 1)[0].split()
+        names.update(fields[1:])
+    return names
+
+
+def need_standard_ports() -> None:
+    """Skip (fail in CI) unless this run may bind ports 25/443 on 127.0.0.x and the core resolves
+    the test names locally."""
+    if TARGET != "relay":
+        not_here("starts relays of its own (relay target only)")
+    if not NETNS:
+        not_here("needs run.sh's network namespace (standard ports on 127.0.0.x, names in /etc/hosts)")
+    if os.geteuid() != 0:
+        not_here("needs root (ports 25 and 443)")
+    have = set(Path("/etc/hosts").read_text().split())
+    missing = sorted(hosts_names() - have)
+    if missing:
+        not_here(f"/etc/hosts lacks {missing} (run.sh installs {HOSTS_FILE} for its namespace)")
+
+
+def need_tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        not_here(f"{name} is not installed (apt-get install {package}; .ci/run does)")
+    return path
+
+
+def standard_relay(tmp: Path, ip: str, domain: str, io: str, extra: tuple[str, ...] = ()) -> Server:
+    """`relay dev` for `domain` (an IPv4 address, or a `_` name that /etc/hosts maps to `ip`)
+    listening on `ip` with every port standard; no echo bot."""
+    if not RELAY_BIN.exists():
+        pytest.exit(f"relay binary {RELAY_BIN} not found (cargo build -p relay --bin relay)", returncode=3)
+    literal = domain == ip
+    data = tmp / f"relay-{domain}"
+    data.mkdir()
+    log = tmp / f"relay-{domain}.log"
+    args = [f"listen={ip}", f"mail_domain={domain}", *(f"{k}={v}" for k, v in STANDARD_PORTS.items()), *extra]
+    ports = [25, 465, 993, 443]
+    proc = spawn_relay(data, log, io=io, extra=args, listen=ip, ports=ports, echo_bot=False)
+    return Server(
+        name=f"relay {domain} ({io})",
+        domain=f"[{ip}]" if literal else domain,
+        imaps_port=993,
+        submissions_port=465,
+        all_ports=ports,
+        log_files=[log],
+        proc=proc,
+        data_dir=data,
+        host=ip if literal else domain,
+        io=io,
+        extra_args=args,
+        listen=ip,
+        cert_checks="acceptInvalidCertificates" if literal else "automatic",
+        echo_bot=False,
+    )
+
+
+class TestDns:
+    """The `test-dns` binary (testkit's DNS server as a process): UDP and TCP on 127.0.0.1, zone
+    changed by commands on its standard input; it stops when that pipe closes."""
+
+    __test__ = False  # not a test class
+
+    def __init__(self, commands: list[str], log: Path):
+        if not TEST_DNS_BIN.exists():
+            pytest.exit(f"{TEST_DNS_BIN} not found (cargo build -p relay-testkit --bin test-dns)", returncode=3)
+        self.stderr = open(log, "ab")
+        self.proc = subprocess.Popen(
+            [str(TEST_DNS_BIN), *commands],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            preexec_fn=die_with_parent,
+        )
+        self.addr = call_with_deadline(self.proc.stdout.readline, 10, "test-dns start").strip()
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", self.addr), f"test-dns printed {self.addr!r}"
+
+    def command(self, line: str) -> str:
+        """Apply one command (`add NAME TYPE VALUE`, `remove NAME`, `count NAME`); returns its
+        answer (`ok`, or the count)."""
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        answer = call_with_deadline(self.proc.stdout.readline, 10, f"test-dns {line!r}").strip()
+        assert not answer.startswith("error") and answer, f"test-dns {line!r}: {answer!r}"
+        return answer
+
+    def queries_for(self, name: str) -> int:
+        return int(self.command(f"count {name}"))
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.stderr.close()
+
+
+@dataclass
+class Pair:
+    """Two relays that deliver to each other (and the DNS server of the `_` names)."""
+
+    r1: Server
+    r2: Server
+    dns: Optional[TestDns] = None
+
+    @property
+    def servers(self) -> list[Server]:
+        return [self.r1, self.r2]
+
+    def restart(self) -> None:
+        """Restart both (a relay forgets which hosts lack /mxdeliv, and idle connections)."""
+        for r in self.servers:
+            r.restart()
+
+
+def keep_logs(servers: list[Server]) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for s in servers:
+        for log in s.log_files:
+            if log.exists():
+                shutil.copy(log, ARTIFACTS / log.name)
+
+
+@pytest.fixture(scope="session")
+def ip_pair(tmp_path_factory):
+    """Relays for 127.0.0.2 and 127.0.0.3 (addresses `user@[127.0.0.x]`, no DKIM)."""
+    need_standard_ports()
+    tmp = tmp_path_factory.mktemp("ip-pair")
+    r1 = standard_relay(tmp, "127.0.0.2", "127.0.0.2", PAIR_IO[0])
+    try:
+        r2 = standard_relay(tmp, "127.0.0.3", "127.0.0.3", PAIR_IO[-1])
+    except BaseException:
+        stop_process(r1.proc)
+        raise
+    pair = Pair(r1, r2)
+    try:
+        yield pair
+    finally:
+        for r in pair.servers:
+            stop_process(r.proc)
+        keep_logs(pair.servers)
+
+
+def relay_dns(relay: Server, *args: str) -> subprocess.CompletedProcess:
+    """`relay dns --data <data> --set ...` with the relay's own options (`args`: e.g. --check)."""
+    sets = [x for kv in relay.extra_args for x in ("--set", kv)]
+    cmd = [str(RELAY_BIN), "dns", "--data", str(relay.data_dir), *sets, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60 * TIME_SCALE)
+
+
+def publish_zone(dns: TestDns, relay: Server) -> int:
+    """Put every record `relay dns` prints for `relay` (A, MX, its DKIM key made at the first
+    start, CNAMEs, SPF, DMARC, SRV...) into test-dns, as an operator would into the zone; then
+    `relay dns --check` must find them all. Returns the number of records."""
+    # The relay makes its DKIM key at its first start, while its ports already accept; until then
+    # `relay dns` prints the key's record as a comment ("no DKIM key yet").
+    key = relay.data_dir / "dkim" / "opendkim.private"
+    end = deadline(30)
+    while not key.exists():
+        assert time.monotonic() < end, f"{relay.name} made no DKIM key ({key}) within 30 s of starting"
+        time.sleep(0.05)
+    r = relay_dns(relay)
+    assert r.returncode == 0, f"relay dns: exit {r.returncode}: {r.stderr}"
+    assert f"\nopendkim._domainkey.{relay.domain}. " in r.stdout, f"no DKIM record in:\n{r.stdout}"
+    n = 0
+    for line in r.stdout.splitlines():
+        if not line.strip() or line.lstrip().startswith(";"):
+            continue
+        name, _ttl, _class, kind, *rdata = shlex.split(line)
+        # A TXT record's character-strings form one value.
+        value = "".join(rdata) if kind == "TXT" else " ".join(rdata)
+        dns.command(f"add {name} {kind} {value}")
+        n += 1
+    assert n > 0, f"relay dns printed no record:\n{r.stdout}"
+    check = relay_dns(relay, "--check")
+    assert check.returncode == 0, f"relay dns --check after publishing:\n{check.stdout}\n{check.stderr}"
+    return n
+
+
+@pytest.fixture(scope="session")
+def named_pair(tmp_path_factory):
+    """Relays for `_r1.test` (127.0.0.4) and `_r2.test` (127.0.0.5) that resolve through test-dns
+    (option `dns_server`), where each relay's records are what `relay dns` prints for it (so its
+    DKIM key is the one it signs with); the core finds the names in /etc/hosts."""
+    need_standard_ports()
+    tmp = tmp_path_factory.mktemp("named-pair")
+    dns = TestDns([], tmp / "test-dns.log")
+    relays: list[Server] = []
+    try:
+        names = {"_r1.test": "127.0.0.4", "_r2.test": "127.0.0.5"}
+        for (domain, ip), io in zip(names.items(), (PAIR_IO[0], PAIR_IO[-1])):
+            relays.append(standard_relay(tmp, ip, domain, io, extra=(f"dns_server={dns.addr}",)))
+            publish_zone(dns, relays[-1])
+        pair = Pair(relays[0], relays[1], dns)
+        yield pair
+    finally:
+        for r in relays:
+            stop_process(r.proc)
+        dns.stop()
+        keep_logs(relays)
+
+
+ONBOARD_DOMAIN = "_onboard.test"
+ONBOARD_IP = "127.0.0.6"
+
+
+@pytest.fixture(scope="session")
+def onboard_relay(tmp_path_factory):
+    """A relay for `_onboard.test` (127.0.0.6, standard ports, a self-signed certificate for the
+    name and its `www.`/`mta-sts.`/`autoconfig.` names, all in the namespace's /etc/hosts), for the
+    core's sign-up paths: `/new`, autoconfig on port 443, IMAP and SMTP by ALPN on 443."""
+    need_standard_ports()
+    tmp = tmp_path_factory.mktemp("onboard")
+    relay = standard_relay(tmp, ONBOARD_IP, ONBOARD_DOMAIN, PAIR_IO[0])
+    try:
+        yield relay
+    finally:
+        stop_process(relay.proc)
+        keep_logs([relay])
+
+
+class Firewall:
+    """nft rules in the test's network namespace: one table of our own, removed at the end."""
+
+    def __init__(self, nft: str):
+        self.nft = nft
+        self.table = f"relay_e2e_{os.getpid()}"
+        self.handles: dict[str, int] = {}
+        self.run(
+            f"add table inet {self.table}\n"
+            f"add chain inet {self.table} out {{ type filter hook output priority 0; policy accept; }}\n"
+        )
+
+    def run(self, script: str) -> str:
+        r = subprocess.run([self.nft, "-f", "-"], input=script, capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, f"nft -f: {r.stderr}\n{script}"
+        return r.stdout
+
+    def _rule(self, name: str, match: str, verdict: str) -> None:
+        self.run(
+            f"add counter inet {self.table} {name}\n"
+            f"add rule inet {self.table} out {match} counter name {name} {verdict} comment \"{name}\"\n"
+        )
+
+    def block(self, ip: str, port: int) -> str:
+        """Refuse TCP connections to ip:port at once (a reset, as from a closed port)."""
+        name = f"block_{ip.replace('.', '_')}_{port}"
+        self._rule(name, f"ip daddr {ip} tcp dport {port}", "reject with tcp reset")
+        return name
+
+    def count_syn(self, ip: str, port: int) -> str:
+        """Count connection attempts (SYN) to ip:port, letting them pass."""
+        name = f"syn_{ip.replace('.', '_')}_{port}"
+        self._rule(name, f"ip daddr {ip} tcp dport {port} tcp flags & (syn | ack) == syn", "")
+        return name
+
+    def unblock(self, name: str) -> None:
+        """Remove the rule `name` (its counter stays readable)."""
+        out = subprocess.run(
+            [self.nft, "-a", "list", "chain", "inet", self.table, "out"], capture_output=True, text=True, timeout=20
+        ).stdout
+        m = re.search(rf'comment "{re.escape(name)}" # handle (\d+)', out)
+        assert m, f"no rule {name} in\n{out}"
+        self.run(f"delete rule inet {self.table} out handle {m.group(1)}\n")
+
+    def packets(self, name: str) -> int:
+        r = subprocess.run(
+            [self.nft, "-j", "list", "counter", "inet", self.table, name], capture_output=True, text=True, timeout=20
+        )
+        assert r.returncode == 0, r.stderr
+        return next(x["counter"]["packets"] for x in json.loads(r.stdout)["nftables"] if "counter" in x)
+
+    def close(self) -> None:
+        subprocess.run([self.nft, "delete", "table", "inet", self.table], capture_output=True, timeout=20)
+
+
+@pytest.fixture
+def firewall():
+    """nft rules for one test; all removed at its end, whatever happened."""
+    need_standard_ports()
+    fw = Firewall(need_tool("nft", "nftables"))
+    try:
+        yield fw
+    finally:
+        fw.close()
 
 
 # --------------------------------------------------------------------------- Delta Chat side
@@ -368,20 +731,21 @@ class ConfigureFailed(AssertionError):
 
 
 def transport_params(server: Server, addr: str, password: str) -> dict:
-    """Full manual settings: IP host, both ports and TLS modes, no certificate check."""
+    """Full manual settings: host (an IP, or a `_` name in /etc/hosts), both ports and TLS modes;
+    no certificate check for an IP host, the name check of `automatic` for a `_` name (§12.3)."""
     return {
         "addr": addr,
         "password": password,
-        "imapServer": HOST,
+        "imapServer": server.host,
         "imapPort": server.imaps_port,
         "imapSecurity": "ssl",
         "imapUser": addr,
-        "smtpServer": HOST,
+        "smtpServer": server.host,
         "smtpPort": server.submissions_port,
         "smtpSecurity": "ssl",
         "smtpUser": addr,
         "smtpPassword": password,
-        "certificateChecks": "acceptInvalidCertificates",
+        "certificateChecks": server.cert_checks,
     }
 
 
@@ -417,45 +781,99 @@ def dcproc(tmp_path):
         stderr.close()
 
 
-@pytest.fixture
-def make_peers(dcproc, server, request):
-    """`make_peers(n)` -> n configured, online accounts (created by their first login)."""
+def new_account(dcproc: DcProcess, label: str):
+    """A fresh, unconfigured account with the settings every test account has."""
+    ac = dcproc.dc.add_account()
+    ac.set_config("bot", "1")  # accept contact requests, like cmping
+    ac.set_config("autorelay", "0")  # never add public relays (§12.4)
+    ac.set_config("displayname", f"peer {label}")
+    if CAPTURE_DIR:
+        ac.set_config("bcc_self", "1")  # multi-device mode keeps delivered mail on the server
+    return ac
 
-    def make(n: int, labels: Optional[list[str]] = None, credentials: Optional[list] = None) -> list[Peer]:
-        """`credentials`: optional (addr, localpart, password) per account instead of fresh ones."""
+
+def wait_configured(p: Peer, fut, what: str, timeout: float = 60) -> None:
+    """ConfigureProgress 1000 (else ConfigureFailed with core's warnings), then the call's result."""
+    ev = p.wait_event(
+        lambda e: e.get("kind") == EventType.CONFIGURE_PROGRESS and e.get("progress") in (0, 1000),
+        timeout,
+        "ConfigureProgress 1000 (or 0)",
+    )
+    if ev["progress"] == 0:
+        warnings = "\n".join(s for s in p.seen if " Warning " in s or " Error " in s)
+        raise ConfigureFailed(f"{p.label} ({p.addr}): configure failed: {ev.get('comment')}\n{warnings}")
+    call_with_deadline(fut, 30, f"{p.label}: {what}")
+
+
+def peer_maker(dcproc: DcProcess, request, default_server: Optional[Server]):
+    """The `make(n, ...)` function of `make_peers` and `make_peers_on`."""
+
+    def make(
+        n: int,
+        labels: Optional[list[str]] = None,
+        credentials: Optional[list] = None,
+        server: Optional[Server] = None,
+    ) -> list[Peer]:
+        """`credentials`: optional (addr, localpart, password) per account instead of fresh ones;
+        `server`: the relay of the accounts (default: the session's server)."""
+        server = server or default_server
+        assert server is not None, "make_peers_on needs server=..."
         labels = labels or [chr(ord("a") + len(dcproc.peers) + i) for i in range(n)]
         peers = []
         for i, label in enumerate(labels):
-            ac = dcproc.dc.add_account()
+            ac = new_account(dcproc, label)
             addr, localpart, password = credentials[i] if credentials else server.new_credentials()
-            peer = Peer(label, ac, addr, password, localpart)
-            ac.set_config("bot", "1")  # accept contact requests, like cmping
-            ac.set_config("autorelay", "0")  # never add public relays (§12.4)
-            ac.set_config("displayname", f"peer {label}")
-            if CAPTURE_DIR:
-                ac.set_config("bcc_self", "1")  # multi-device mode keeps delivered mail on the server
-            peers.append(peer)
+            peers.append(Peer(label, ac, addr, password, localpart))
         futures = [
             (p, p.account.add_or_update_transport.future(transport_params(server, p.addr, p.password))) for p in peers
         ]
         dcproc.peers.extend(peers)
         t0 = time.monotonic()
         for p, fut in futures:
-            ev = p.wait_event(
-                lambda e: e.get("kind") == EventType.CONFIGURE_PROGRESS and e.get("progress") in (0, 1000),
-                60,
-                "ConfigureProgress 1000 (or 0)",
-            )
-            if ev["progress"] == 0:
-                warnings = "\n".join(s for s in p.seen if " Warning " in s or " Error " in s)
-                raise ConfigureFailed(f"{p.label} ({p.addr}): configure failed: {ev.get('comment')}\n{warnings}")
-            call_with_deadline(fut, 30, f"{p.label}: add_or_update_transport")
+            wait_configured(p, fut, "add_or_update_transport")
         for p in peers:
             p.wait_event(lambda e: e.get("kind") == EventType.IMAP_INBOX_IDLE, 30, "ImapInboxIdle")
         METRICS.append(f"{request.node.name}: {n} account(s) configured to IDLE in {time.monotonic() - t0:.2f} s")
         return peers
 
     return make
+
+
+@pytest.fixture
+def configure_peer(dcproc, request):
+    """`configure_peer(label, start)`: a new account that `start(account)` configures (it returns
+    the future of `add_transport_from_qr` or `add_or_update_transport`), online (IDLE); its address
+    and password are what core ended up with."""
+
+    def configure(label: str, start: Callable, what: str) -> Peer:
+        ac = new_account(dcproc, label)
+        p = Peer(label, ac, "(not configured yet)", "", "")
+        dcproc.peers.append(p)
+        t0 = time.monotonic()
+        fut = start(ac)
+        wait_configured(p, fut, what)
+        p.wait_event(lambda e: e.get("kind") == EventType.IMAP_INBOX_IDLE, 30, "ImapInboxIdle")
+        METRICS.append(f"{request.node.name}: {label} configured ({what}) to IDLE in {time.monotonic() - t0:.2f} s")
+        [transport] = call_with_deadline(ac.list_transports, 20, "list_transports")
+        p.addr, p.password = transport["addr"], transport.get("password", "")
+        p.localpart = p.addr.split("@", 1)[0]
+        return p
+
+    return configure
+
+
+@pytest.fixture
+def make_peers(dcproc, server, request):
+    """`make_peers(n)` -> n configured, online accounts on the session's server (created by their
+    first login)."""
+    return peer_maker(dcproc, request, server)
+
+
+@pytest.fixture
+def make_peers_on(dcproc, request):
+    """`make_peers_on(n, server=relay)`: as `make_peers`, on a relay the test names (the session's
+    server is not started for it)."""
+    return peer_maker(dcproc, request, None)
 
 
 def vcard_chats(x: Peer, y: Peer):
@@ -523,12 +941,22 @@ def captures(server):
 # --------------------------------------------------------------------------- reporting
 
 
+# Fixtures whose value is a server under test (a `Server`) or several (an object with `.servers`);
+# their logs are attached to a failing test's report.
+SERVER_FIXTURES = ("server", "ip_pair", "named_pair", "onboard_relay")
+
+
 @pytest.fixture(autouse=True)
-def _server_log_mark(request, server):
-    request.node._e2e_server = server
-    request.node._e2e_mark = server.log_mark()
+def _server_log_mark(request):
+    servers: list[Server] = []
+    for name in SERVER_FIXTURES:
+        if name in request.fixturenames:
+            value = request.getfixturevalue(name)
+            servers.extend(getattr(value, "servers", None) or [value])
+    request.node._e2e_servers = [(s, s.log_mark()) for s in servers]
     yield
-    server.check_alive()
+    for s in servers:
+        s.check_alive()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -537,9 +965,8 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     if not rep.failed:
         return
-    srv = getattr(item, "_e2e_server", None)
-    if srv is not None:
-        rep.sections.append((f"{srv.name} log during this test", srv.log_since(item._e2e_mark)))
+    for srv, mark in getattr(item, "_e2e_servers", []):
+        rep.sections.append((f"{srv.name} log during this test", srv.log_since(mark)))
     proc = item.funcargs.get("dcproc") if hasattr(item, "funcargs") else None
     if proc is not None:
         for p in proc.peers:

@@ -281,4 +281,20 @@ fn dns_check_names_a_wrong_dkim_record_and_a_missing_mx() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("every required record is in place"), "{out}");
     assert!(dns.queries_for(dkim_name) >= 2, "asked the test server");
+
+    // Without the key file nothing can be checked against it: a required record is missing.
+    std::fs::remove_file(relay::dkim::key_path(&data, "opendkim")).unwrap();
+    let (code, out, err) = check();
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        line_in(&out, "MISSING  DKIM key").contains("relay init"),
+        "{out}"
+    );
+}
+
+fn line_in(out: &str, start: &str) -> String {
+    out.lines()
+        .find(|l| l.trim_start().starts_with(start))
+        .unwrap_or_else(|| panic!("no line {start:?} in:\n{out}"))
+        .to_owned()
 }

@@ -1106,104 +1106,36 @@ fn the_next_address_of_a_host_is_tried() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Names through a DNS server on loopback (a small responder over hickory-proto's message codec)
+// Names through the test DNS server on loopback (`relay_testkit::dns`)
 
-use mail_auth::hickory_resolver::proto::op::{Message as DnsMessage, ResponseCode};
-use mail_auth::hickory_resolver::proto::rr::rdata::{A, MX};
-use mail_auth::hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
-
-/// A UDP DNS server on 127.0.0.1 answering from `zone` (name without the root dot, lowercase;
-/// `Err` is the response code); stops when dropped.
-struct DnsServer {
-    addr: std::net::SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl DnsServer {
-    fn start(
-        zone: impl Fn(&str, RecordType) -> Result<Vec<RData>, ResponseCode> + Send + 'static,
-    ) -> DnsServer {
-        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let addr = sock.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !s.load(Ordering::SeqCst) {
-                let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                let Ok(query) = DnsMessage::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                let mut resp = DnsMessage::response(query.metadata.id, query.metadata.op_code);
-                resp.metadata.recursion_desired = query.metadata.recursion_desired;
-                resp.metadata.recursion_available = true;
-                resp.metadata.authoritative = true;
-                if let Some(q) = query.queries.first() {
-                    resp.add_query(q.clone());
-                    let name = q
-                        .name()
-                        .to_ascii()
-                        .trim_end_matches('.')
-                        .to_ascii_lowercase();
-                    match zone(&name, q.query_type()) {
-                        Ok(rdatas) => {
-                            for rdata in rdatas {
-                                resp.add_answer(Record::from_rdata(q.name().clone(), 60, rdata));
-                            }
-                        }
-                        Err(code) => resp.metadata.response_code = code,
-                    }
-                }
-                let _ = sock.send_to(&resp.to_vec().unwrap(), from);
-            }
-        });
-        DnsServer { addr, stop }
-    }
-
-    /// A resolver asking only this server.
-    fn resolver(&self) -> mail_auth::MessageAuthenticator {
-        let mut config = relay::config::Config::dev(PathBuf::from("/nonexistent"));
-        config.dns_server = Some(self.addr);
-        relay::dns::resolver(&config)
-    }
-}
-
-impl Drop for DnsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-fn mx(pref: u16, name: &str) -> RData {
-    RData::MX(MX::new(pref, Name::from_ascii(name).unwrap()))
-}
-
-fn a(ip: &str) -> RData {
-    RData::A(A(ip.parse().unwrap()))
-}
+use relay_testkit::dns::{DnsServer, Fault, Record as Rr};
 
 /// The test zone: `mxs.test` has two MX hosts (127.0.0.1 and 127.0.0.2), `nomx.test` none (its
 /// own address is 127.0.0.2), `null.test` a null MX, `nx.test` does not exist,
 /// `servfail.test` fails, `_self.test` and `wrongcert.test` point at `mx.self.test` and
 /// `mx.wrongcert.test` (127.0.0.1).
-fn zone(name: &str, t: RecordType) -> Result<Vec<RData>, ResponseCode> {
-    Ok(match (name, t) {
-        ("mxs.test", RecordType::MX) => vec![mx(20, "mx2.mxs.test."), mx(10, "mx1.mxs.test.")],
-        ("mx1.mxs.test", RecordType::A) => vec![a("127.0.0.1")],
-        ("mx2.mxs.test", RecordType::A) => vec![a("127.0.0.2")],
-        ("nomx.test", RecordType::A) => vec![a("127.0.0.2")],
-        ("null.test", RecordType::MX) => vec![mx(0, ".")],
-        ("_self.test", RecordType::MX) => vec![mx(10, "mx.self.test.")],
-        ("wrongcert.test", RecordType::MX) => vec![mx(10, "mx.wrongcert.test.")],
-        ("mx.self.test" | "mx.wrongcert.test", RecordType::A) => vec![a("127.0.0.1")],
-        ("nx.test", _) => return Err(ResponseCode::NXDomain),
-        ("servfail.test", _) => return Err(ResponseCode::ServFail),
-        _ => Vec::new(),
-    })
+fn zone() -> DnsServer {
+    let dns = DnsServer::start();
+    let ip = |s: &str| Rr::A(s.parse().unwrap());
+    dns.add("mxs.test", Rr::Mx(20, "mx2.mxs.test".into()));
+    dns.add("mxs.test", Rr::Mx(10, "mx1.mxs.test".into()));
+    dns.add("mx1.mxs.test", ip("127.0.0.1"));
+    dns.add("mx2.mxs.test", ip("127.0.0.2"));
+    dns.add("nomx.test", ip("127.0.0.2"));
+    dns.add("null.test", Rr::Mx(0, ".".into()));
+    dns.add("_self.test", Rr::Mx(10, "mx.self.test".into()));
+    dns.add("wrongcert.test", Rr::Mx(10, "mx.wrongcert.test".into()));
+    dns.add("mx.self.test", ip("127.0.0.1"));
+    dns.add("mx.wrongcert.test", ip("127.0.0.1"));
+    dns.fault("servfail.test", Fault::ServFail);
+    dns
+}
+
+/// A resolver asking only `dns`.
+fn resolver(dns: &DnsServer) -> mail_auth::MessageAuthenticator {
+    let mut config = relay::config::Config::dev(PathBuf::from("/nonexistent"));
+    config.dns_server = Some(dns.addr());
+    relay::dns::resolver(&config)
 }
 
 fn named_delivery(
@@ -1220,13 +1152,13 @@ fn named_delivery(
         extra_ca_file: ca,
         timeouts: short(),
     };
-    Delivery::new(config, dns.resolver()).unwrap()
+    Delivery::new(config, resolver(dns)).unwrap()
 }
 
 #[test]
 fn mx_hosts_come_from_dns_in_preference_order_and_are_verified_by_name() {
     let ca = TestCa::new();
-    let dns = DnsServer::start(zone);
+    let dns = zone();
     let (first, second) = two_hosts();
     let port = first.local_addr().unwrap().port();
     // mx1 (preference 10) answers garbage; mx2 has a certificate for its name from our CA.
@@ -1252,7 +1184,7 @@ fn mx_hosts_come_from_dns_in_preference_order_and_are_verified_by_name() {
 
 #[test]
 fn dns_answers_decide_bounces_and_deferrals() {
-    let dns = DnsServer::start(zone);
+    let dns = zone();
     let d = named_delivery(&dns, free_port(), free_port(), None);
     let cases = [
         (
@@ -1292,7 +1224,7 @@ fn dns_answers_decide_bounces_and_deferrals() {
 #[test]
 fn underscore_domains_accept_any_certificate_and_others_do_not() {
     let ca = TestCa::new();
-    let dns = DnsServer::start(zone);
+    let dns = zone();
     // One server on 127.0.0.1 for both names, with a certificate for neither.
     let (smtp, received) = accepting_server(ca.server(&["unrelated.test"], &[]));
     let http = MxdelivServer::start(

@@ -471,13 +471,13 @@ fn serve_started_as_root_drops_to_its_user_after_binding() {
         ports.imaps,
     );
     // The port is listening from the moment it is bound, still as root: wait for the switch.
-    let switched = std::time::Instant::now();
+    let switched = Instant::now();
     while ids(p.pid()).0 != vec![uid; 4] {
         assert!(
-            switched.elapsed() < std::time::Duration::from_secs(20),
+            switched.elapsed() < Duration::from_secs(20),
             "still not running as the user"
         );
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
     }
     // Every thread runs as the user (the status of the main thread; /proc/<pid>/task/* likewise).
     for task in std::fs::read_dir(format!("/proc/{}/task", p.pid())).unwrap() {
