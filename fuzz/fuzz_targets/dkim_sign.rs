@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use mail_auth::common::parse::TxtRecordParser as _;
 use mail_auth::common::verify::DomainKey;
-use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator, Parameters, ResolverCache};
+use mail_auth::{
+    AuthenticatedMessage, DkimResult, MessageAuthenticator, Parameters, ResolverCache,
+};
 use relay::dkim::{DkimKey, KeyCache, SignError, Signer};
 
 const DOMAIN: &str = "example.org";
@@ -94,7 +96,10 @@ fn sign(s: &Setup, message: &[u8]) -> Option<Vec<u8>> {
             assert!(header.ends_with(b"\r\n"));
             // One field: every line after the first is a continuation.
             for line in header[..header.len() - 2].split(|&b| b == b'\n').skip(1) {
-                assert!(line.starts_with(b" ") || line.starts_with(b"\t"), "{header:?}");
+                assert!(
+                    line.starts_with(b" ") || line.starts_with(b"\t"),
+                    "{header:?}"
+                );
             }
             Some(header)
         }
@@ -121,7 +126,10 @@ fuzz_target!(|data: &[u8]| {
     signed.extend_from_slice(&message);
     let mut parsed = AuthenticatedMessage::parse(&signed).expect("a signed message parses");
     // Ours is the first signature; others in the input are not ours to check.
-    assert!(!parsed.dkim_headers.is_empty(), "our signature is not found");
+    assert!(
+        !parsed.dkim_headers.is_empty(),
+        "our signature is not found"
+    );
     parsed.dkim_headers.truncate(1);
     let params = Parameters::new(&parsed).with_txt_cache(&s.cache);
     let outputs = s.runtime.block_on(s.resolver.verify_dkim(params));
@@ -130,6 +138,9 @@ fuzz_target!(|data: &[u8]| {
         .find(|o| o.signature().is_some())
         .expect("our signature was checked");
     let sig = ours.signature().expect("signature");
-    assert_eq!((sig.d.as_str(), sig.s.as_str(), sig.t), (DOMAIN, SELECTOR, SIGNED_AT));
+    assert_eq!(
+        (sig.d.as_str(), sig.s.as_str(), sig.t),
+        (DOMAIN, SELECTOR, SIGNED_AT)
+    );
     assert_eq!(*ours.result(), DkimResult::Pass, "{outputs:?}");
 });

@@ -119,15 +119,16 @@ fuzz_target!(|data: &[u8]| {
     let types: Vec<&str> = parts.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(
         types,
-        ["text/plain", "message/delivery-status", "text/rfc822-headers"]
+        [
+            "text/plain",
+            "message/delivery-status",
+            "text/rfc822-headers"
+        ]
     );
 
     // One recipient group per failed recipient, each with its action.
     let status = std::str::from_utf8(parts[1].1).expect("ASCII report");
-    let groups: Vec<&str> = status
-        .trim_end_matches("\r\n")
-        .split("\r\n\r\n")
-        .collect();
+    let groups: Vec<&str> = status.trim_end_matches("\r\n").split("\r\n\r\n").collect();
     assert_eq!(groups.len(), n + 1, "{status}");
     assert!(groups[0].starts_with("Reporting-MTA: dns; "));
     for g in &groups[1..] {

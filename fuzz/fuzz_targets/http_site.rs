@@ -196,7 +196,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(!rel.is_empty() && !rel.starts_with('/'), "{rel:?}");
         assert!(!rel.contains(['\\', '\0']), "{rel:?}");
         for seg in rel.split('/') {
-            assert!(!matches!(seg, "" | "." | ".."), "segment {seg:?} in {rel:?}");
+            assert!(
+                !matches!(seg, "" | "." | ".."),
+                "segment {seg:?} in {rel:?}"
+            );
         }
         let full = Path::new(ROOT).join(rel);
         assert!(full.starts_with(ROOT), "{rel:?}");

@@ -34,7 +34,8 @@ fn model_address(v: &HeaderValue) -> Option<String> {
     let valid = !s.is_empty()
         && s.len() <= MAX_ADDRESS
         && s.contains('@')
-        && s.bytes().all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>');
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>');
     valid.then(|| s.to_ascii_lowercase())
 }
 
@@ -140,9 +141,17 @@ fuzz_target!(|data: &[u8]| {
                 "unexpected reply {reply:?}"
             );
             if reply.code == 452 {
-                assert!(distinct.len() > MAX_RECIPIENTS, "452 with {}", distinct.len());
+                assert!(
+                    distinct.len() > MAX_RECIPIENTS,
+                    "452 with {}",
+                    distinct.len()
+                );
             }
-            if all_valid && from.len() <= 1 && !distinct.is_empty() && distinct.len() <= MAX_RECIPIENTS {
+            if all_valid
+                && from.len() <= 1
+                && !distinct.is_empty()
+                && distinct.len() <= MAX_RECIPIENTS
+            {
                 // Only the sender can be wrong.
                 assert_eq!(reply.code, 501, "{reply:?}");
                 let v = from[0];

@@ -46,7 +46,8 @@ const PER_RECIPIENT: usize = 8 * 1024;
 /// e.g. after its `220` to STARTTLS, whose later bytes the client must drop.
 const PAUSE: u8 = 0xfe;
 
-const PATTERN: &[u8] = b"Subject: x\r\n\r\n.dot\r\n..two\nbare lf\rbare cr\r\n\xc3\xa4 8bit\r\n.\r\nend";
+const PATTERN: &[u8] =
+    b"Subject: x\r\n\r\n.dot\r\n..two\nbare lf\rbare cr\r\n\xc3\xa4 8bit\r\n.\r\nend";
 
 fn expand(stream: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(stream.len());
@@ -93,7 +94,10 @@ fn decode_data(wire: &[u8]) -> Vec<u8> {
     let content = if wire == b".\r\n" {
         &[][..]
     } else {
-        assert!(wire.ends_with(b"\r\n.\r\n"), "DATA does not end in CRLF.CRLF");
+        assert!(
+            wire.ends_with(b"\r\n.\r\n"),
+            "DATA does not end in CRLF.CRLF"
+        );
         &wire[..wire.len() - 3]
     };
     let mut out = Vec::with_capacity(content.len());
@@ -290,7 +294,11 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(outcomes.len(), t.recipients, "one outcome per recipient");
                 if !t.wire.is_empty() {
                     // A transaction whose body went out completely.
-                    assert_eq!(decode_data(&t.wire), expected_body, "body changed on the way");
+                    assert_eq!(
+                        decode_data(&t.wire),
+                        expected_body,
+                        "body changed on the way"
+                    );
                     wire = t.wire;
                     wire.clear();
                 }

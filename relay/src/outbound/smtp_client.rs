@@ -616,6 +616,14 @@ impl Client {
                 }
                 self.rset(tx.finish())
             }
+            // The end of the body is still to be written: a reply now answers nothing we sent
+            // (a server replying early would read the rest of the body as commands).
+            State::DataDone(_) if !self.output.is_empty() => {
+                State::Failed(ConnError::Protocol(format!(
+                    "reply before the end of the message was sent: {}",
+                    super::reply_text(&reply)
+                )))
+            }
             State::DataDone(mut tx) => {
                 let closing = reply.code == 421;
                 tx.settle_pending(&outcome(&reply));
