@@ -57,14 +57,19 @@ for _ in $(seq 100); do
 done
 kill -0 "$RELAY"
 
+# VmRSS counts the store's mmapped segments that are resident (file pages the kernel can drop at
+# any time; they grow with the store): RssAnon is the relay's own memory, the figure that must
+# stay flat.
 sample() {
-    local t=$1 rss fds store
+    local t=$1 rss anon file fds store
     rss=$(awk '/^VmRSS/ {print $2}' "/proc/$RELAY/status")
+    anon=$(awk '/^RssAnon/ {print $2}' "/proc/$RELAY/status")
+    file=$(awk '/^RssFile/ {print $2}' "/proc/$RELAY/status")
     fds=$(find "/proc/$RELAY/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
     store=$(du -sk "$DATA" | cut -f1)
-    echo "$t,$rss,$fds,$store" >>"$CSV"
+    echo "$t,$rss,$anon,$file,$fds,$store" >>"$CSV"
 }
-echo "elapsed_s,rss_kib,fds,store_kib" >"$CSV"
+echo "elapsed_s,rss_kib,rss_anon_kib,rss_file_kib,fds,store_kib" >"$CSV"
 sample 0
 
 # Each loop runs until killed (TERM), and then kills the tool it is running.
@@ -127,6 +132,9 @@ import csv, glob, json, statistics, sys
 out = sys.argv[1]
 rows = list(csv.DictReader(open(f"{out}/samples.csv")))
 rss = [int(r["rss_kib"]) for r in rows]
+anon = [int(r["rss_anon_kib"]) for r in rows]
+# After warm-up: from the tenth minute (or the middle of a shorter run) to the end.
+warm = [a for r, a in zip(rows, anon) if int(r["elapsed_s"]) >= min(600, int(rows[-1]["elapsed_s"]) // 2)]
 fds = [int(r["fds"]) for r in rows]
 store = [int(r["store_kib"]) for r in rows]
 def load(p):
@@ -139,7 +147,10 @@ storms = [j for j in map(load, glob.glob(f"{out}/storm-*.json")) if j]
 def tot(k):
     return steady.get(k, 0) + sum(j.get(k, 0) for j in storms)
 print(f"samples   {len(rows)} over {rows[-1]['elapsed_s']} s")
-print(f"rss KiB   first {rss[0]}  median {int(statistics.median(rss))}  max {max(rss)}  last {rss[-1]}")
+print(f"rss KiB   first {rss[0]}  median {int(statistics.median(rss))}  max {max(rss)}  last {rss[-1]}"
+      "  (with resident store pages)")
+print(f"anon KiB  first {anon[0]}  median {int(statistics.median(anon))}  max {max(anon)}  last {anon[-1]}"
+      f"  after warm-up: min {min(warm)} max {max(warm)} (+{max(warm) - min(warm)})")
 print(f"fds       first {fds[0]}  max {max(fds)}  last {fds[-1]}")
 print(f"store KiB first {store[0]}  max {max(store)}  last {store[-1]}")
 print(f"messages  sent {tot('accepted')}  received {tot('delivered')}  lost {tot('undelivered')}"

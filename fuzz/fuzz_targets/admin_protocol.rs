@@ -128,8 +128,13 @@ impl Env {
 /// Whether running `req` must leave the store unchanged.
 fn read_only(req: &Request) -> bool {
     match req {
-        Request::Config {} | Request::ListAccounts {} => true,
+        // Retrying wakes the delivery engine; the store is not written.
+        Request::Config {}
+        | Request::ListAccounts {}
+        | Request::Queue { .. }
+        | Request::QueueRetry { .. } => true,
         Request::CreateAccount { dry_run, .. }
+        | Request::QueueDrop { dry_run, .. }
         | Request::DeleteAccount { dry_run, .. }
         | Request::ExpireMessages { dry_run, .. }
         | Request::TrimMailbox { dry_run, .. }

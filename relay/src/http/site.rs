@@ -158,8 +158,15 @@ fn https_base(config: &Config, host: Option<&str>) -> String {
     }
 }
 
+/// The path and query to keep in a redirect: those of an origin-form target (`/...`); `/` for
+/// the asterisk form (`OPTIONS *`), which would otherwise run into the host name of the
+/// `Location`.
 fn path_and_query(req: &Request<Bytes>) -> &str {
-    req.uri().path_and_query().map_or("/", |p| p.as_str())
+    req.uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or("/")
 }
 
 /// Answers one request. `now_ms` and `peer` are for the `/new` limiter, `rng` makes credentials.
@@ -615,6 +622,28 @@ mod tests {
             get(&s, &BuiltinOnly, Listener::Http, "chat.example.org", path).status(),
             404
         );
+    }
+
+    #[test]
+    fn asterisk_form_redirects_to_the_root() {
+        // `OPTIONS * HTTP/1.1` (found by the http_site fuzz target): the redirect used to be
+        // `https://chat.example.org:10443*`.
+        let s = shared(&["mail_domain=chat.example.org"]);
+        let star = |host: &str, l: Listener| {
+            let req = Request::builder()
+                .method(Method::OPTIONS)
+                .uri("*")
+                .header("host", host)
+                .body(Bytes::new())
+                .unwrap();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+            handle(&s, &BuiltinOnly, l, &req, PEER, 0, &mut rng)
+        };
+        let r = star("chat.example.org", Listener::Http);
+        assert_eq!(r.status(), 301);
+        assert_eq!(location(&r), "https://chat.example.org:10443/");
+        let r = star("www.chat.example.org", Listener::Https);
+        assert_eq!(location(&r), "https://chat.example.org:10443/");
     }
 
     #[test]

@@ -35,6 +35,12 @@ pub const MAX_REPLY_LINE: usize = 4096;
 pub const MAX_REPLY_LINES: usize = 64;
 /// Message bytes encoded into the output at a time while sending DATA.
 pub const BODY_CHUNK: usize = 64 * 1024;
+/// Reply text kept in a recipient's [`Outcome`] at most (bytes, all lines together). A reply to
+/// MAIL, DATA or the final dot is every pending recipient's outcome, one copy each, and goes on
+/// into logs and notifications (which keep [`super::dsn::MAX_DIAGNOSTIC`] characters): without
+/// this cap a server's 64 lines of 4 KiB would be copied for each of up to a thousand
+/// recipients.
+pub const MAX_OUTCOME_TEXT: usize = 2048;
 
 /// Why a connection failed (as opposed to a recipient being refused).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -551,7 +557,7 @@ impl Client {
             State::Mail(mut tx) => {
                 if class != 2 {
                     tx.mail_refused = true;
-                    tx.settle_pending(&Outcome::from_reply(reply.clone()));
+                    tx.settle_pending(&outcome(&reply));
                     if reply.code == 421 {
                         return State::Report(tx.finish(), After::Closed);
                     }
@@ -570,10 +576,10 @@ impl Client {
                 let i = tx.rcpt_done;
                 tx.rcpt_done += 1;
                 if !tx.mail_refused && class != 2 {
-                    tx.outcomes[i] = Some(Outcome::from_reply(reply.clone()));
+                    tx.outcomes[i] = Some(outcome(&reply));
                 }
                 if reply.code == 421 {
-                    tx.settle_pending(&Outcome::from_reply(reply));
+                    tx.settle_pending(&outcome(&reply));
                     return State::Report(tx.finish(), After::Closed);
                 }
                 if tx.rcpt_done < tx.recipients.len() {
@@ -604,15 +610,23 @@ impl Client {
                         super::reply_text(&reply)
                     )));
                 }
-                tx.settle_pending(&Outcome::from_reply(reply.clone()));
+                tx.settle_pending(&outcome(&reply));
                 if reply.code == 421 {
                     return State::Report(tx.finish(), After::Closed);
                 }
                 self.rset(tx.finish())
             }
+            // The end of the body is still to be written: a reply now answers nothing we sent
+            // (a server replying early would read the rest of the body as commands).
+            State::DataDone(_) if !self.output.is_empty() => {
+                State::Failed(ConnError::Protocol(format!(
+                    "reply before the end of the message was sent: {}",
+                    super::reply_text(&reply)
+                )))
+            }
             State::DataDone(mut tx) => {
                 let closing = reply.code == 421;
-                tx.settle_pending(&Outcome::from_reply(reply));
+                tx.settle_pending(&outcome(&reply));
                 let after = if closing { After::Closed } else { After::Ready };
                 State::Report(tx.finish(), after)
             }
@@ -645,6 +659,31 @@ impl Client {
         self.command("RSET");
         State::Rset(outcomes)
     }
+}
+
+/// The outcome `reply` means, its text cut to [`MAX_OUTCOME_TEXT`] bytes (at a character
+/// boundary; lines past the cap are dropped).
+fn outcome(reply: &Reply) -> Outcome {
+    let mut left = MAX_OUTCOME_TEXT;
+    let mut lines = Vec::with_capacity(reply.lines.len().min(8));
+    for line in &reply.lines {
+        let mut end = line.len().min(left);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end == 0 && !line.is_empty() {
+            break;
+        }
+        lines.push(Cow::Owned(line[..end].to_owned()));
+        left -= end;
+    }
+    if lines.is_empty() {
+        lines.push(Cow::Borrowed(""));
+    }
+    Outcome::from_reply(Reply {
+        code: reply.code,
+        lines,
+    })
 }
 
 struct Line {

@@ -250,6 +250,84 @@ fn data_and_final_replies_answer_the_accepted_recipients_only() {
 }
 
 #[test]
+fn a_huge_reply_is_cut_before_it_is_copied_to_every_recipient() {
+    // Found by the smtp_client fuzz target: a DATA refusal of 64 lines of 4 KiB was kept whole
+    // in each pending recipient's outcome (16 recipients: 4.6 MB held).
+    let mut t = T::ready(EHLO_PIPELINING);
+    let rcpts: Vec<String> = (0..16).map(|i| format!("r{i}@example.org")).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    t.send("a@relay.test", &rcpts, "x\r\n");
+    t.sent();
+    t.server(&"250 ok\r\n".repeat(17));
+    assert_eq!(t.sent(), "DATA\r\n");
+    let line = format!("5.7.1 {}é", "x".repeat(MAX_REPLY_LINE - 16));
+    let mut reply = format!("554-{line}\r\n").repeat(MAX_REPLY_LINES - 1);
+    reply.push_str("554 end\r\n");
+    t.server(&reply);
+    assert_eq!(t.sent(), "RSET\r\n");
+    t.server("250 ok\r\n");
+    let outcomes = t.done();
+    assert_eq!(outcomes.len(), 16);
+    for o in &outcomes {
+        let Outcome::Permanent(r) = o else {
+            panic!("{o:?}");
+        };
+        assert_eq!(r.code, 554);
+        let text: usize = r.lines.iter().map(|l| l.len()).sum();
+        assert_eq!(text, MAX_OUTCOME_TEXT);
+        assert!(r.lines[0].starts_with("5.7.1 xxx"), "{:?}", r.lines[0]);
+        assert_eq!(
+            crate::outbound::enhanced_status(r).as_deref(),
+            Some("5.7.1")
+        );
+    }
+    // A short reply is kept as it was.
+    t.send("a@relay.test", &["b@example.org"], "x\r\n");
+    t.sent();
+    t.server("550-5.1.1 no\r\n550 such user\r\n");
+    t.server("250 ok\r\n");
+    assert_eq!(t.sent(), "RSET\r\n");
+    t.server("250 ok\r\n");
+    let Outcome::Permanent(r) = &t.done()[0] else {
+        panic!("not permanent");
+    };
+    assert_eq!(r.lines, ["5.1.1 no", "such user"]);
+}
+
+#[test]
+fn a_final_reply_before_the_body_is_written_fails_the_connection() {
+    // Found by the smtp_client fuzz target: a server sending `354` and `250` in one read made
+    // the client take the 250 as the answer to a body it had not written yet (it fits in one
+    // chunk), report the message delivered and then write the body as if it were the next
+    // commands.
+    let mut t = T::ready(EHLO_PIPELINING);
+    t.send(
+        "a@relay.test",
+        &["b@example.org"],
+        "RSET\r\nMAIL FROM:<x@y>\r\n",
+    );
+    t.sent();
+    t.server("250 ok\r\n250 ok\r\n");
+    assert_eq!(t.sent(), "DATA\r\n");
+    t.server("354 go\r\n250 2.0.0 queued\r\n");
+    let ConnError::Protocol(e) = t.failed() else {
+        panic!("not a protocol error");
+    };
+    assert!(e.contains("before the end of the message"), "{e}");
+    assert!(t.c.output().is_empty(), "nothing more is written");
+    // The 354 alone, then the final reply once the body is out: delivered.
+    let mut t = T::ready(EHLO_PIPELINING);
+    t.send("a@relay.test", &["b@example.org"], "x\r\n");
+    t.sent();
+    t.server("250 ok\r\n250 ok\r\n");
+    assert_eq!(t.sent(), "DATA\r\n");
+    t.server("354 go\r\n");
+    assert_eq!(t.sent(), "x\r\n.\r\n");
+    t.server("250 2.0.0 queued\r\n");
+    assert_eq!(t.done(), [Outcome::Delivered]);
+}
+
+#[test]
 fn a_421_answers_the_transaction_and_closes() {
     let mut t = T::ready(EHLO_PIPELINING);
     t.send("a@relay.test", &["b@example.org", "c@example.org"], "x\r\n");
