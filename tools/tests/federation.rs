@@ -40,7 +40,12 @@ fn loadgen(a: IpAddr, b: IpAddr, sender: &str, receiver: &str) -> serde_json::Va
         Command::new(env!("CARGO_BIN_EXE_loadgen"))
             .args(["--host", &a.to_string(), "--smtp-port", "465"])
             .args(["--imap-host", &b.to_string(), "--imap-port", "993"])
-            .args(["--accounts-pattern", sender, "--receivers-pattern", receiver])
+            .args([
+                "--accounts-pattern",
+                sender,
+                "--receivers-pattern",
+                receiver,
+            ])
             .args(["--senders", "2", "--receivers", "2", "--rate", "200"])
             .args(["--duration", "1", "--drain", "30"])
             .arg("--json")
