@@ -34,6 +34,7 @@ fn open(dir: &std::path::Path, fsync: bool) -> (Store, AccountId) {
 fn deliver(account: AccountId, body: &[u8]) -> Op {
     Op::Deliver {
         recipients: vec![account],
+        sender: None,
         internal_date: 1_700_000_000,
         body: body.to_vec(),
     }

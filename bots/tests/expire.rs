@@ -22,6 +22,7 @@ fn account(s: &Store, local: &str, created: i64) -> AccountId {
 fn deliver(s: &Store, to: AccountId, age: i64, size: usize) {
     s.commit_blocking(Op::Deliver {
         recipients: vec![to],
+        sender: None,
         internal_date: NOW - age,
         body: vec![b'x'; size],
     })

@@ -82,6 +82,7 @@ impl Env {
                 let size = if j == 2 { 210_000 } else { 100 + 50 * j };
                 s.commit_blocking(Op::Deliver {
                     recipients: vec![id],
+                    sender: None,
                     internal_date: NOW - age * DAY,
                     body: vec![b'x'; size],
                 })

@@ -96,6 +96,7 @@ fn setup() -> Setup {
     };
     s.commit_blocking(Op::Deliver {
         recipients: vec![a],
+        sender: None,
         internal_date: 1_700_000_100,
         body: b"From: bob@example.org\r\nSubject: hi\r\n\r\nhello\r\n".to_vec(),
     })

@@ -135,6 +135,7 @@ fn main() {
         }
         ops.push(Op::Deliver {
             recipients,
+            sender: None,
             internal_date: NOW - rng.gen_range(0..30 * DAY),
             body: vec![b'x'; size],
         });

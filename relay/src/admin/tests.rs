@@ -90,6 +90,7 @@ impl Env {
             .store
             .commit_blocking(Op::Deliver {
                 recipients: vec![to],
+                sender: None,
                 internal_date: NOW - age,
                 body: vec![b'x'; size],
             })

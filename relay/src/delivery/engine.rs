@@ -411,6 +411,7 @@ impl Ctx {
             };
             return Some(Op::Deliver {
                 recipients: vec![account.id],
+                sender: None,
                 internal_date: now_unix,
                 body,
             });

@@ -355,6 +355,7 @@ async fn mxdeliv(ctx: &Context, headers: &hyper::HeaderMap, body: Bytes) -> Resp
     let now = i64::try_from((ctx.now_ms)() / 1000).unwrap_or(i64::MAX);
     let op = crate::store::Op::Deliver {
         recipients: accounts.clone(),
+        sender: None,
         internal_date: now,
         body: crate::policy::clean_delivery_headers(&body),
     };

@@ -230,6 +230,7 @@ impl T {
             .store()
             .commit_now(Op::Deliver {
                 recipients: vec![account],
+                sender: None,
                 internal_date: (self.now / 1000) as i64,
                 body: body.as_bytes().to_vec(),
             })

@@ -44,6 +44,7 @@ fn deliver(store: &MemoryStore, subject: &str) {
     store
         .commit_now(Op::Deliver {
             recipients: vec![id],
+            sender: None,
             internal_date: (T0 / 1000) as i64,
             body: format!("From: a@b\r\nSubject: {subject}\r\n\r\nbody\r\n").into_bytes(),
         })

@@ -636,14 +636,26 @@ impl Session {
         self.deliver(tx.accounts, body);
     }
 
+    /// The account a submission comes from (it gets no push notification for its own message,
+    /// e.g. the copy Delta Chat sends to itself for its other devices); `None` on port 25.
+    fn sender_account(&self) -> Option<AccountId> {
+        if self.mode != Mode::Submission {
+            return None;
+        }
+        let login = self.login.as_deref()?;
+        self.shared.store.account(login).map(|a| a.id)
+    }
+
     /// Asks the driver for the durable write of `body` to `recipients`' INBOX.
     fn deliver(&mut self, recipients: Vec<AccountId>, body: Vec<u8>) {
         self.pending = Some(Pending::Deliver {
             recipients: recipients.clone(),
         });
+        let sender = self.sender_account();
         self.actions
             .push_back(Action::Effect(Effect::Commit(Op::Deliver {
                 recipients,
+                sender,
                 internal_date: i64::try_from(self.now_ms / 1000).unwrap_or(i64::MAX),
                 body,
             })));
@@ -670,6 +682,7 @@ impl Session {
                 enqueue,
                 Op::Deliver {
                     recipients: tx.accounts.clone(),
+                    sender: self.sender_account(),
                     internal_date: now,
                     body: policy::clean_delivery_headers(&outgoing),
                 },

@@ -642,6 +642,7 @@ fn rcpt_quota_full() {
     t.store
         .commit_now(Op::Deliver {
             recipients: vec![bob],
+            sender: None,
             internal_date: 0,
             body: vec![b'x'; 1990],
         })
@@ -650,6 +651,7 @@ fn rcpt_quota_full() {
     while t.shared.store.quota(bob).0 < t.shared.store.quota(bob).1 {
         let r = t.store.commit_now(Op::Deliver {
             recipients: vec![bob],
+            sender: None,
             internal_date: 0,
             body: vec![b'y'; 10],
         });
@@ -1269,6 +1271,7 @@ fn partial_quota_failure_still_250() {
     t.store
         .commit_now(Op::Deliver {
             recipients: vec![alice],
+            sender: None,
             internal_date: 0,
             body: vec![b'x'; 1000],
         })
@@ -1440,6 +1443,7 @@ fn no_input_while_the_origin_check_is_pending() {
     assert!(!body.starts_with(b"DKIM-Signature"));
     t.run(Effect::Commit(Op::Deliver {
         recipients,
+        sender: None,
         internal_date: 0,
         body,
     }));

@@ -5,11 +5,11 @@
 //!
 //! | field | size | content |
 //! |---|---|---|
-//! | magic | 8 | `b"RLYCKPT2"` |
+//! | magic | 8 | `b"RLYCKPT3"` |
 //! | crc | 4 | CRC32C of everything after the header |
 //! | zero | 4 | 0 |
 //! | archive length | 8 | `A` |
-//! | archive | `A` | rkyv archive of [`CpCheckpoint`]: the index, the queue's destinations and their entry counts |
+//! | archive | `A` | rkyv archive of [`CpCheckpoint`]: the index, the queue's destinations and their entry counts, the pending push notifications |
 //! | queue entries | 24 each | per destination, in the archive's order, its entries oldest first: `seq u64, offset u64, segment u32, remaining u32` |
 //!
 //! The queue's entries are a plain table after the archive so that they are written straight
@@ -23,7 +23,9 @@
 //! is used.
 //!
 //! Older layouts still load: `b"RLYCKPT1"` (header as above, then the rkyv archive of
-//! [`CpIndex`] alone) is from before the queue existed and loads with an empty queue. The
+//! [`CpIndex`] alone) is from before the queue existed and loads with an empty queue;
+//! `b"RLYCKPT2"` (as above, the archive a [`CpCheckpointV2`] without the notifications) loads
+//! with no pending notifications. The
 //! layouts are on disk: a new field means a new magic with the old layouts still loaded, never
 //! a changed layout under an old one.
 //!
@@ -40,25 +42,49 @@ use std::path::{Path, PathBuf};
 use super::fault;
 use super::index::{Account, Index, Mailbox};
 use super::log::{io_err, sync_dir, Position};
+use super::notify::{Notifications, PendingNotify};
 use super::queue::{Entry, Queue, QueueBuilder};
 use super::{BodyRef, Error, MessageMeta};
 
 /// The index without the queue ([`CpIndex`]).
 const MAGIC_V1: &[u8; 8] = b"RLYCKPT1";
-/// The index and the queue ([`CpCheckpoint`] and the entry table).
-const MAGIC: &[u8; 8] = b"RLYCKPT2";
+/// The index and the queue ([`CpCheckpointV2`] and the entry table).
+const MAGIC_V2: &[u8; 8] = b"RLYCKPT2";
+/// The index, the queue and the pending notifications ([`CpCheckpoint`] and the entry table).
+const MAGIC: &[u8; 8] = b"RLYCKPT3";
 const HEADER: usize = 16;
 /// Bytes of one queue entry in the table.
 const ENTRY: usize = 24;
 /// Buffer of the reads and writes of a checkpoint.
 const BUFFER: usize = 1 << 16;
 
-/// Archived form of the index with the outbound queue's destinations (`RLYCKPT2`); their
-/// entries follow the archive in the file.
+/// Archived form of the index with the outbound queue's destinations and the pending push
+/// notifications (`RLYCKPT3`); the queue's entries follow the archive in the file.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct CpCheckpoint {
     index: CpIndex,
     queue: CpQueue,
+    notify: CpNotify,
+}
+
+/// `RLYCKPT2`: [`CpCheckpoint`] from before push notifications.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct CpCheckpointV2 {
+    index: CpIndex,
+    queue: CpQueue,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct CpNotify {
+    next_seq: u64,
+    pending: Vec<CpPending>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct CpPending {
+    account: u32,
+    seq: u64,
+    at: i64,
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -125,6 +151,7 @@ impl<R: Read> Read for Crc<R> {
 pub struct Snapshot {
     index: CpIndex,
     queue: Queue,
+    notify: CpNotify,
 }
 
 /// Archived form of the index without the queue (`RLYCKPT1`, and a part of `RLYCKPT2`).
@@ -382,7 +409,7 @@ pub fn load(path: &Path) -> Result<(Index, Position), String> {
     let mut header = [0u8; HEADER];
     r.read_exact(&mut header).map_err(|_| "bad header")?;
     let magic = &header[..8];
-    if (magic != MAGIC && magic != MAGIC_V1) || header[12..] != [0; 4] {
+    if (magic != MAGIC && magic != MAGIC_V2 && magic != MAGIC_V1) || header[12..] != [0; 4] {
         return Err("bad header".into());
     }
     let crc = u32::from_le_bytes(header[8..12].try_into().expect("slice of 4 bytes"));
@@ -408,13 +435,26 @@ pub fn load(path: &Path) -> Result<(Index, Position), String> {
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(archive_len);
         aligned.resize(archive_len, 0);
         r.read_exact(&mut aligned).map_err(|e| e.to_string())?;
-        let cp = rkyv::access::<ArchivedCpCheckpoint, rkyv::rancor::Error>(&aligned)
+        let (cp_index, cp_queue, notify) = if magic == MAGIC_V2 {
+            let cp = rkyv::access::<ArchivedCpCheckpointV2, rkyv::rancor::Error>(&aligned)
+                .map_err(|e| e.to_string())?;
+            (&cp.index, &cp.queue, Notifications::default())
+        } else {
+            let cp = rkyv::access::<ArchivedCpCheckpoint, rkyv::rancor::Error>(&aligned)
+                .map_err(|e| e.to_string())?;
+            let pending = cp.notify.pending.iter().map(|p| PendingNotify {
+                account: p.account.to_native(),
+                seq: p.seq.to_native(),
+                at: p.at.to_native(),
+            });
+            let notify = Notifications::from_parts(cp.notify.next_seq.to_native(), pending);
+            (&cp.index, &cp.queue, notify)
+        };
+        let index = rkyv::deserialize::<CpIndex, rkyv::rancor::Error>(cp_index)
             .map_err(|e| e.to_string())?;
-        let index = rkyv::deserialize::<CpIndex, rkyv::rancor::Error>(&cp.index)
-            .map_err(|e| e.to_string())?;
-        let mut queue = QueueBuilder::new(cp.queue.next_seq.to_native());
+        let mut queue = QueueBuilder::new(cp_queue.next_seq.to_native());
         let mut entry = [0u8; ENTRY];
-        for d in cp.queue.destinations.iter() {
+        for d in cp_queue.destinations.iter() {
             queue.destination(d.slot.to_native(), d.name.as_str().to_owned())?;
             for _ in 0..d.entries.to_native() {
                 r.read_exact(&mut entry).map_err(|e| e.to_string())?;
@@ -427,7 +467,10 @@ pub fn load(path: &Path) -> Result<(Index, Position), String> {
         if r.crc != crc {
             return Err("checksum mismatch".into());
         }
-        from_cp(index, queue.finish()?)
+        from_cp(index, queue.finish()?).map(|(mut index, pos)| {
+            index.notify = notify;
+            (index, pos)
+        })
     }
     .map_err(str::to_owned)?;
     if parse_name(&path.file_name().unwrap_or_default().to_string_lossy()) != Some(pos) {
@@ -446,9 +489,21 @@ pub fn write(dir: &Path, index: &Index, pos: Position) -> Result<Option<Position
 
 /// A copy of `index` at `pos` that can be written by another thread.
 pub fn snapshot(index: &Index, pos: Position) -> Snapshot {
+    let (next_seq, pending) = index.notify.parts();
     Snapshot {
         index: to_cp(index, pos),
         queue: index.queue.clone(),
+        notify: CpNotify {
+            next_seq,
+            pending: pending
+                .into_iter()
+                .map(|p| CpPending {
+                    account: p.account,
+                    seq: p.seq,
+                    at: p.at,
+                })
+                .collect(),
+        },
     }
 }
 
@@ -467,6 +522,7 @@ pub fn write_snapshot(dir: &Path, snap: Snapshot) -> Result<Option<Position>, Er
     let cp = CpCheckpoint {
         queue: queue_to_cp(&snap.queue),
         index: snap.index,
+        notify: snap.notify,
     };
     let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&cp)
         .map_err(|e| Error::Corrupt(format!("cannot serialize checkpoint: {e}")))?;
@@ -593,6 +649,12 @@ mod tests {
         }));
         assert_eq!(index.queue.len(), 3);
         assert_eq!(index.seg_refs.get(&4), Some(&2));
+        index.apply(&Record::NotifyAdd(record::notify_add::NotifyAdd {
+            seq: 41,
+            at: 1_800_000_000,
+            accounts: vec![1],
+        }));
+        assert_eq!(index.notify.len(), 1);
         let dir = tempfile::tempdir().unwrap();
         let pos = Position {
             segment: 3,
@@ -642,6 +704,33 @@ mod tests {
         assert_eq!(old, without_queue);
         assert_eq!(old.queue, Queue::default());
         std::fs::remove_file(&v1).unwrap();
+        // The layout from before push notifications still loads, without pending ones.
+        let v2 = dir.path().join(file_name(Position {
+            segment: 2,
+            offset: 6,
+        }));
+        let archive = rkyv::to_bytes::<rkyv::rancor::Error>(&CpCheckpointV2 {
+            index: to_cp(
+                &without_queue,
+                Position {
+                    segment: 2,
+                    offset: 6,
+                },
+            ),
+            queue: queue_to_cp(&Queue::default()),
+        })
+        .unwrap();
+        let mut rest = (archive.len() as u64).to_le_bytes().to_vec();
+        rest.extend_from_slice(&archive);
+        let mut bytes = MAGIC_V2.to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&rest).to_le_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        bytes.extend_from_slice(&rest);
+        std::fs::write(&v2, &bytes).unwrap();
+        let (old, _) = load(&v2).unwrap();
+        assert_eq!(old, without_queue);
+        assert!(old.notify.is_empty());
+        std::fs::remove_file(&v2).unwrap();
         // Any flipped byte is detected.
         let bytes = std::fs::read(&path).unwrap();
         for i in (0..bytes.len()).step_by(7) {

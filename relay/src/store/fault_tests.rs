@@ -95,6 +95,7 @@ fn eio_fails_the_batch_keeps_reads_and_recovers_without_restart() {
             let lost = format!("lost {point:?} {k}").into_bytes();
             let r = s.commit_blocking(Op::Deliver {
                 recipients: vec![a],
+                sender: None,
                 internal_date: 1,
                 body: lost,
             });
@@ -165,6 +166,7 @@ fn eio_in_a_batch_spanning_segments_is_cut_back_in_both() {
         // 3000 bytes do not fit the rest of the first segment: the batch moves to a new one.
         let r = s.commit_blocking(Op::Deliver {
             recipients: vec![a],
+            sender: None,
             internal_date: 1,
             body: vec![b'X'; 3000],
         });
@@ -207,6 +209,7 @@ fn full_disk_refuses_deliveries_while_expunge_and_flags_use_the_reserve() {
         let body = format!("{:0>700}", acked.len()).into_bytes();
         match s.commit_blocking(Op::Deliver {
             recipients: vec![a],
+            sender: None,
             internal_date: 1,
             body: body.clone(),
         }) {
@@ -255,6 +258,7 @@ fn full_disk_refuses_deliveries_while_expunge_and_flags_use_the_reserve() {
     // Deliveries stay refused: the reserve is not for them.
     let r = s.commit_blocking(Op::Deliver {
         recipients: vec![a],
+        sender: None,
         internal_date: 1,
         body: b"refused".to_vec(),
     });
@@ -470,6 +474,7 @@ fn client(s: &Store, t: usize, a: AccountId, ops: usize, acked: &AtomicUsize) ->
             let body = format!("t{t}-{i}:{}", "x".repeat((next() % 1400) as usize)).into_bytes();
             let uid = match s.commit_blocking(Op::Deliver {
                 recipients: vec![a],
+                sender: None,
                 internal_date: 1,
                 body: body.clone(),
             }) {

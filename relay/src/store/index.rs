@@ -159,6 +159,8 @@ pub struct Index {
     pub seg_refs: BTreeMap<u32, u64>,
     /// The outbound queue.
     pub queue: Queue,
+    /// Pending push notifications.
+    pub notify: super::notify::Notifications,
 }
 
 /// Drop one reference to a body in `segment`.

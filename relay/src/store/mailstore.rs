@@ -8,7 +8,7 @@ use std::pin::Pin;
 
 use super::{
     AccountId, AccountInfo, Body, BodyRef, Error, MailboxId, MailboxInfo, MailboxView, Op,
-    OpResult, QueueDestination, QueueEntry, QueueId, Store,
+    OpResult, PendingNotify, QueueDestination, QueueEntry, QueueId, Store,
 };
 
 /// The future of [`Mailstore::commit`]: resolves once the op is durable (real store) or applied
@@ -59,6 +59,14 @@ pub trait Mailstore: Send + Sync {
     fn queue_entry(&self, id: QueueId) -> Result<QueueEntry, Error>;
     /// A receiver that changes after every commit that adds queue entries.
     fn queue_watch(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Every pending push notification.
+    fn notify_pending(&self) -> Vec<PendingNotify>;
+    /// The pending push notification of `account`.
+    fn notify_get(&self, account: AccountId) -> Option<PendingNotify>;
+    /// A receiver that changes after every commit that adds pending notifications.
+    fn notify_watch(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// The account's live device tokens at `now` (unix seconds), least recently set first.
+    fn device_tokens(&self, account: AccountId, now: i64) -> Vec<String>;
 }
 
 impl Mailstore for Store {
@@ -117,5 +125,17 @@ impl Mailstore for Store {
     }
     fn queue_watch(&self) -> tokio::sync::watch::Receiver<u64> {
         Store::queue_watch(self)
+    }
+    fn notify_pending(&self) -> Vec<PendingNotify> {
+        Store::notify_pending(self)
+    }
+    fn notify_get(&self, account: AccountId) -> Option<PendingNotify> {
+        Store::notify_get(self, account)
+    }
+    fn notify_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        Store::notify_watch(self)
+    }
+    fn device_tokens(&self, account: AccountId, now: i64) -> Vec<String> {
+        Store::device_tokens(self, account, now)
     }
 }

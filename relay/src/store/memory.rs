@@ -29,6 +29,8 @@ struct Inner {
     watchers: Watchers,
     /// The next queue sequence number, bumped after every commit that adds queue entries.
     queue_watch: tokio::sync::watch::Sender<u64>,
+    /// The next notification sequence number, bumped after every commit that adds some.
+    notify_watch: tokio::sync::watch::Sender<u64>,
     max_mailbox_size: u64,
 }
 
@@ -89,6 +91,7 @@ impl MemoryStore {
                 state: Mutex::default(),
                 watchers: Watchers::default(),
                 queue_watch: tokio::sync::watch::Sender::new(Index::default().queue.next_seq()),
+                notify_watch: tokio::sync::watch::Sender::new(0),
                 max_mailbox_size: config.max_mailbox_size,
             }),
         }
@@ -105,6 +108,7 @@ impl MemoryStore {
     pub fn commit_now(&self, op: Op) -> Result<OpResult, Error> {
         let mut state = self.state();
         let next_seq = state.index.queue.next_seq();
+        let notify_seq = state.index.notify.next_seq();
         let mut planning = Planning {
             state: &mut state,
             max_mailbox_size: self.inner.max_mailbox_size,
@@ -118,6 +122,11 @@ impl MemoryStore {
         self.inner.watchers.wake(touched, |a| index.modseq(a));
         if index.queue.next_seq() != next_seq {
             self.inner.queue_watch.send_replace(index.queue.next_seq());
+        }
+        if index.notify.next_seq() != notify_seq {
+            self.inner
+                .notify_watch
+                .send_replace(index.notify.next_seq());
         }
         result
     }
@@ -233,6 +242,23 @@ impl Mailstore for MemoryStore {
     fn queue_watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.queue_watch.subscribe()
     }
+    fn notify_pending(&self) -> Vec<crate::store::PendingNotify> {
+        self.state().index.notify.all()
+    }
+    fn notify_get(&self, account: AccountId) -> Option<crate::store::PendingNotify> {
+        self.state().index.notify.get(account)
+    }
+    fn notify_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.notify_watch.subscribe()
+    }
+    fn device_tokens(&self, account: AccountId, now: i64) -> Vec<String> {
+        let value = self.metadata(
+            account,
+            Some(crate::store::index::INBOX_ID),
+            crate::store::notify::TOKENS_KEY,
+        );
+        crate::store::notify::live(value.as_deref(), now)
+    }
 }
 
 #[cfg(test)]
@@ -338,9 +364,14 @@ mod tests {
             }),
             1 => (acc.clone(), 19_000..19_003u32)
                 .prop_map(|(account, day)| T::Op(Op::SetLastLogin { account, day })),
-            4 => (proptest::collection::vec(acc.clone(), 0..4), 0..1200usize).prop_map(
-                |(recipients, n)| T::Op(Op::Deliver {
+            4 => (
+                proptest::collection::vec(acc.clone(), 0..4),
+                proptest::option::of(acc.clone()),
+                0..1200usize,
+            )
+                .prop_map(|(recipients, sender, n)| T::Op(Op::Deliver {
                     recipients,
+                    sender,
                     internal_date: 5,
                     body: vec![b'd'; n],
                 })
@@ -398,6 +429,20 @@ mod tests {
                     value,
                 })),
             1 => acc.clone().prop_map(|account| T::Op(Op::DeleteAccount { account })),
+            2 => (acc.clone(), proptest::sample::select(vec!["t1", "t2", "t 3", ""]), 0..3i64)
+                .prop_map(|(account, token, t)| T::Op(Op::SetDeviceToken {
+                    account,
+                    token: token.into(),
+                    now: t,
+                })),
+            1 => (acc.clone(), proptest::sample::select(vec!["t1", "t2"])).prop_map(
+                |(account, token)| T::Op(Op::RemoveDeviceToken {
+                    account,
+                    token: token.into(),
+                })
+            ),
+            1 => (acc.clone(), 0..4u64)
+                .prop_map(|(account, seq)| T::Op(Op::NotifyDone { account, seq })),
             3 => enqueue().prop_map(T::Op),
             2 => queue_done().prop_map(T::Op),
             4 => (
@@ -412,6 +457,7 @@ mod tests {
                     queue_done(),
                     (acc, 0..300usize).prop_map(|(a, n)| Op::Deliver {
                         recipients: vec![a],
+                        sender: None,
                         internal_date: 7,
                         body: vec![b'g'; n],
                     }),
@@ -559,6 +605,7 @@ mod tests {
         let r = rt
             .block_on(s.commit(Op::Deliver {
                 recipients: vec![a, b],
+                sender: None,
                 internal_date: 1,
                 body: b"hello".to_vec(),
             }))

@@ -140,6 +140,7 @@ pub mod memory;
 // length).
 #[allow(unsafe_code)]
 mod mmap;
+pub mod notify;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)] // sans-I/O index state
 mod queue;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)] // sans-I/O record format
@@ -156,6 +157,7 @@ mod tests;
 pub use log::Position;
 pub use mailstore::{Commit, Mailstore};
 pub use memory::MemoryStore;
+pub use notify::PendingNotify;
 pub use queue::{QueueDestination, QueueId, MAX_DESTINATIONS, MAX_RECIPIENTS};
 pub use record::GROUP_STOPPED;
 
@@ -506,6 +508,9 @@ pub enum Op {
     Deliver {
         /// Recipient accounts (distinct).
         recipients: Vec<AccountId>,
+        /// The local account that sent the message, if any: it gets no push notification for
+        /// it (every other recipient with a device token does, see `store/notify.rs`).
+        sender: Option<AccountId>,
         /// INTERNALDATE, unix seconds.
         internal_date: i64,
         /// The complete message as it will be served by IMAP.
@@ -633,6 +638,33 @@ pub enum Op {
         /// Indexes into the entry's recipients ([`QueueEntry::recipients`]).
         recipients: Vec<u32>,
     },
+    /// Set a push device token of the account at `now` (unix seconds): added, or refreshed if
+    /// it was there; expired tokens and the least recently set beyond
+    /// [`notify::MAX_TOKENS`] are dropped. `Error::Invalid` for a token
+    /// [`notify::check_token`] refuses.
+    SetDeviceToken {
+        /// Account.
+        account: AccountId,
+        /// The token.
+        token: String,
+        /// Unix seconds.
+        now: i64,
+    },
+    /// Remove a push device token (the notifier answered `410 Gone`); nothing if absent.
+    RemoveDeviceToken {
+        /// Account.
+        account: AccountId,
+        /// The token.
+        token: String,
+    },
+    /// The account's pending notification `seq` was sent (or given up): removed unless a newer
+    /// delivery replaced it.
+    NotifyDone {
+        /// Account.
+        account: AccountId,
+        /// [`PendingNotify::seq`].
+        seq: u64,
+    },
     /// Several ops in one commit (one `fdatasync` covers them all), planned in order, each
     /// seeing the ones before it; answers [`OpResult::Group`] with one result per member. The
     /// first member refused stops the rest: they are not applied and get
@@ -714,6 +746,9 @@ pub(crate) struct Shared {
     /// The queue's watch channel: the next queue sequence number, bumped after every commit
     /// that adds queue entries.
     queue_watch: tokio::sync::watch::Sender<u64>,
+    /// The notifier's watch channel: the next notification sequence number, bumped after every
+    /// commit that adds pending notifications.
+    notify_watch: tokio::sync::watch::Sender<u64>,
     config: StoreConfig,
     stats: Stats,
     /// The writer is failing (I/O error or full disk) and retrying.
@@ -915,6 +950,7 @@ impl Store {
             segments: log.segments(),
             watchers: Watchers::default(),
             queue_watch: tokio::sync::watch::Sender::new(idx.queue.next_seq()),
+            notify_watch: tokio::sync::watch::Sender::new(idx.notify.next_seq()),
             config: config.clone(),
             stats: Stats::default(),
             failing: std::sync::atomic::AtomicBool::new(false),
@@ -1062,6 +1098,27 @@ impl Store {
     /// queue entries: the delivery engine waits on it.
     pub fn queue_watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.shared.queue_watch.subscribe()
+    }
+
+    /// Every pending push notification.
+    pub fn notify_pending(&self) -> Vec<PendingNotify> {
+        self.index().notify.all()
+    }
+
+    /// The pending push notification of `account`.
+    pub fn notify_get(&self, account: AccountId) -> Option<PendingNotify> {
+        self.index().notify.get(account)
+    }
+
+    /// A receiver that changes after every commit that adds pending notifications.
+    pub fn notify_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.shared.notify_watch.subscribe()
+    }
+
+    /// The account's live device tokens at `now` (unix seconds), least recently set first.
+    pub fn device_tokens(&self, account: AccountId, now: i64) -> Vec<String> {
+        let value = self.metadata(account, Some(index::INBOX_ID), notify::TOKENS_KEY);
+        notify::live(value.as_deref(), now)
     }
 
     /// The Body frame whose payload starts at `offset` of `segment` (its length from the frame

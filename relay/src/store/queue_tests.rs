@@ -231,6 +231,7 @@ fn group_commits_members_in_order_once_and_stops_at_the_first_refusal() {
         .commit_blocking(Op::Group(vec![
             Op::Deliver {
                 recipients: vec![a],
+                sender: None,
                 internal_date: 1,
                 body: b"both".to_vec(),
             },
@@ -274,6 +275,7 @@ fn group_commits_members_in_order_once_and_stops_at_the_first_refusal() {
             enqueue_op("a@x", &[("e.example", &["q@e.example"])], b"not applied"),
             Op::Deliver {
                 recipients: vec![a],
+                sender: None,
                 internal_date: 1,
                 body: b"not applied".to_vec(),
             },
@@ -334,6 +336,7 @@ fn queue_watch_changes_when_entries_are_added() {
         let fut = s.commit(Op::Group(vec![
             Op::Deliver {
                 recipients: vec![a],
+                sender: None,
                 internal_date: 1,
                 body: b"y".to_vec(),
             },

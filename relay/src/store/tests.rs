@@ -30,6 +30,7 @@ pub(super) fn deliver(s: &Store, to: &[AccountId], body: &[u8]) -> Vec<Result<u3
     match s
         .commit_blocking(Op::Deliver {
             recipients: to.to_vec(),
+            sender: None,
             internal_date: 1_700_000_100,
             body: body.to_vec(),
         })
@@ -440,6 +441,7 @@ fn watch_changes_after_commit() {
     rt.block_on(async {
         let fut = s.commit(Op::Deliver {
             recipients: vec![b],
+            sender: None,
             internal_date: 0,
             body: b"y".to_vec(),
         });
@@ -1473,4 +1475,84 @@ fn deliver_edge_cases_and_account_deletion() {
         "one body for both copies"
     );
     assert_eq!(s.accounts().len(), 2);
+}
+
+#[test]
+fn device_tokens_and_pending_notifications_survive_replay_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1_700_000_100;
+    let (a, b, c);
+    {
+        let s = Store::open(dir.path(), cfg()).unwrap();
+        a = new_account(&s, "a@x.org");
+        b = new_account(&s, "b@x.org");
+        c = new_account(&s, "c@x.org");
+        let set = |acc, token: &str| {
+            s.commit_blocking(Op::SetDeviceToken {
+                account: acc,
+                token: token.into(),
+                now,
+            })
+        };
+        set(a, "ta1").unwrap();
+        set(a, "ta2").unwrap();
+        set(b, "tb").unwrap();
+        assert!(matches!(set(b, "t b"), Err(Error::Invalid(_))));
+        assert_eq!(s.device_tokens(a, now), vec!["ta1", "ta2"]);
+        // No token, no notification; the local sender gets none for its own message.
+        let w = s.notify_watch();
+        s.commit_blocking(Op::Deliver {
+            recipients: vec![a, b, c],
+            sender: Some(a),
+            internal_date: now,
+            body: b"Subject: x\r\n\r\ny\r\n".to_vec(),
+        })
+        .unwrap();
+        assert!(w.has_changed().unwrap());
+        let mut p = s.notify_pending();
+        p.sort_by_key(|p| p.account);
+        assert_eq!(
+            p,
+            vec![PendingNotify {
+                account: b,
+                seq: 0,
+                at: now
+            }]
+        );
+        // A second delivery replaces b's entry; finishing the first one leaves the second.
+        deliver(&s, &[a, b], b"Subject: 2\r\n\r\n2\r\n");
+        assert_eq!(s.notify_get(b).unwrap().seq, 1);
+        assert_eq!(s.notify_get(a).unwrap().seq, 1);
+        s.commit_blocking(Op::NotifyDone { account: b, seq: 0 })
+            .unwrap();
+        assert_eq!(s.notify_get(b).unwrap().seq, 1);
+        s.commit_blocking(Op::RemoveDeviceToken {
+            account: a,
+            token: "ta1".into(),
+        })
+        .unwrap();
+        assert_eq!(s.device_tokens(a, now), vec!["ta2"]);
+    }
+    for round in 0..2 {
+        let s = reopen(dir.path(), cfg());
+        assert_eq!(s.device_tokens(a, now), vec!["ta2"], "round {round}");
+        assert_eq!(s.device_tokens(b, now), vec!["tb"]);
+        assert_eq!(s.notify_get(b).map(|p| p.seq), Some(1));
+        assert_eq!(s.notify_get(c), None);
+        if round == 0 {
+            assert_eq!(s.notify_get(a).map(|p| p.seq), Some(1));
+            // The second round loads these from a checkpoint instead of replaying.
+            s.commit_blocking(Op::NotifyDone { account: a, seq: 1 })
+                .unwrap();
+            s.commit_blocking(Op::NotifyDone { account: a, seq: 1 })
+                .unwrap();
+            s.checkpoint().unwrap();
+            s.commit_blocking(Op::NotifyDone { account: a, seq: 2 })
+                .unwrap();
+            assert_eq!(s.notify_pending().len(), 1);
+        } else {
+            assert_eq!(s.notify_get(a), None);
+            assert_eq!(s.notify_pending().len(), 1);
+        }
+    }
 }

@@ -350,6 +350,7 @@ impl Writer {
                 .write()
                 .expect("index lock should not be poisoned");
             let before = (index.queue.next_seq(), index.queue.len());
+            let notify_before = index.notify.next_seq();
             for rec in pending.iter() {
                 if let Some(a) = index.apply(rec) {
                     touched.insert(a);
@@ -362,13 +363,21 @@ impl Writer {
                 // that the queue costs its memory once (see `queue.rs`).
                 self.index.queue.share_from(&index.queue);
             }
-            (after.0 != before.0).then_some(after.0)
+            let notify_after = index.notify.next_seq();
+            (
+                (after.0 != before.0).then_some(after.0),
+                (notify_after != notify_before).then_some(notify_after),
+            )
         };
+        let (queued, notified) = queued;
         pending.clear();
         let index = &self.index;
         self.shared.watchers.wake(touched, |a| index.modseq(a));
         if let Some(next) = queued {
             self.shared.queue_watch.send_replace(next);
+        }
+        if let Some(next) = notified {
+            self.shared.notify_watch.send_replace(next);
         }
     }
 

@@ -217,6 +217,7 @@ fn nearly_full_store(data: &Path, room: usize) {
     let filler = s.account("filler00@[127.0.0.1]").unwrap().id;
     s.commit_blocking(Op::Deliver {
         recipients: vec![filler],
+        sender: None,
         internal_date: 1_700_000_000,
         body: big,
     })

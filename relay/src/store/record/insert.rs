@@ -134,6 +134,7 @@ fn body_len(body: &[u8]) -> Result<u32, Error> {
 pub(crate) fn plan_deliver(
     p: &mut impl Planner,
     recipients: Vec<AccountId>,
+    sender: Option<AccountId>,
     internal_date: i64,
     body: &[u8],
 ) -> Result<OpResult, Error> {
@@ -176,6 +177,7 @@ pub(crate) fn plan_deliver(
         results.push(Ok(uid));
     }
     if !entries.is_empty() {
+        let delivered: Vec<AccountId> = entries.iter().map(|e| e.account).collect();
         let body = p.append_body(body)?;
         p.emit(
             Insert {
@@ -185,6 +187,7 @@ pub(crate) fn plan_deliver(
             }
             .into(),
         )?;
+        super::notify_add::plan_for_delivery(p, delivered, sender, internal_date)?;
     }
     Ok(OpResult::Delivered(results))
 }

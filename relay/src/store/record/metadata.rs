@@ -5,7 +5,8 @@
 
 use super::{Kind, Planner};
 use crate::store::format::{DecodeError, Reader, Writer};
-use crate::store::index::Index;
+use crate::store::index::{Index, INBOX_ID};
+use crate::store::notify::{self, TOKENS_KEY};
 use crate::store::{AccountId, Error, MailboxId, OpResult};
 
 /// Largest metadata value accepted (RFC 5464 servers limit it; Dovecot's default is 64 KiB).
@@ -110,6 +111,52 @@ pub(crate) fn plan(
         )?;
     }
     Ok(OpResult::Done)
+}
+
+/// `Op::SetDeviceToken`: the account's token list (`store/notify.rs`) with `token` set at
+/// `now`, planned against the writer's index so that concurrent sets all land.
+pub(crate) fn plan_set_token(
+    p: &mut impl Planner,
+    account: AccountId,
+    token: &str,
+    now: i64,
+) -> Result<OpResult, Error> {
+    notify::check_token(token.as_bytes()).map_err(Error::Invalid)?;
+    let current = tokens_of(p.index(), account)?;
+    let value = notify::encode(&notify::with_token(current, token, now));
+    plan(
+        p,
+        account,
+        Some(INBOX_ID),
+        TOKENS_KEY.to_owned(),
+        Some(value),
+    )
+}
+
+/// `Op::RemoveDeviceToken`: the account's token list without `token` (the entry deleted when
+/// none is left); nothing is written if it was not there.
+pub(crate) fn plan_remove_token(
+    p: &mut impl Planner,
+    account: AccountId,
+    token: &str,
+) -> Result<OpResult, Error> {
+    let mut tokens = tokens_of(p.index(), account)?;
+    let before = tokens.len();
+    tokens.retain(|t| t.value != token);
+    if tokens.len() == before {
+        return Ok(OpResult::Done);
+    }
+    let value = (!tokens.is_empty()).then(|| notify::encode(&tokens));
+    plan(p, account, Some(INBOX_ID), TOKENS_KEY.to_owned(), value)
+}
+
+fn tokens_of(index: &Index, account: AccountId) -> Result<Vec<notify::Token>, Error> {
+    let acc = index.account(account).ok_or(Error::NotFound("account"))?;
+    Ok(acc
+        .metadata
+        .get(&(Some(INBOX_ID), TOKENS_KEY.to_owned()))
+        .map(|v| notify::decode(v))
+        .unwrap_or_default())
 }
 
 #[cfg(test)]

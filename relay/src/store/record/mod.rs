@@ -22,6 +22,11 @@
 //! | 15 | [`metadata`]       | `Op::SetMetadata` |
 //! | 16 | [`queue_add`]      | `Op::Enqueue` |
 //! | 17 | [`queue_done`]     | `Op::QueueDone` |
+//! | 18 | [`notify_add`]     | `Op::Deliver` (recipients with device tokens) |
+//! | 19 | [`notify_done`]    | `Op::NotifyDone` |
+//!
+//! `Op::SetDeviceToken` and `Op::RemoveDeviceToken` write kind 15 (the token list is a metadata
+//! value, see `store/notify.rs`).
 //!
 //! `Op::Group` writes the records of its members, planned one after the other.
 //!
@@ -47,6 +52,8 @@ pub mod mailbox_create;
 pub mod mailbox_delete;
 pub mod mailbox_rename;
 pub mod metadata;
+pub mod notify_add;
+pub mod notify_done;
 pub mod queue_add;
 pub mod queue_done;
 pub mod subscribe;
@@ -178,6 +185,8 @@ registry! {
     15 => Metadata(metadata),
     16 => QueueAdd(queue_add),
     17 => QueueDone(queue_done),
+    18 => NotifyAdd(notify_add),
+    19 => NotifyDone(notify_done),
 }
 
 /// Whether `e` is a failure of the file system (the writer then fails the whole batch) rather
@@ -200,9 +209,10 @@ pub(crate) fn plan(p: &mut impl Planner, op: Op) -> Result<OpResult, Error> {
         Op::DeleteAccount { account } => account_delete::plan(p, account),
         Op::Deliver {
             recipients,
+            sender,
             internal_date,
             body,
-        } => insert::plan_deliver(p, recipients, internal_date, &body),
+        } => insert::plan_deliver(p, recipients, sender, internal_date, &body),
         Op::Append {
             account,
             mailbox,
@@ -255,6 +265,13 @@ pub(crate) fn plan(p: &mut impl Planner, op: Op) -> Result<OpResult, Error> {
             body,
         } => queue_add::plan(p, &sender, created, &destinations, &body),
         Op::QueueDone { id, recipients } => queue_done::plan(p, id, &recipients),
+        Op::SetDeviceToken {
+            account,
+            token,
+            now,
+        } => metadata::plan_set_token(p, account, &token, now),
+        Op::RemoveDeviceToken { account, token } => metadata::plan_remove_token(p, account, &token),
+        Op::NotifyDone { account, seq } => notify_done::plan(p, account, seq),
         Op::Group(ops) => plan_group(p, ops),
     }
 }
@@ -306,7 +323,9 @@ impl Op {
             | Op::DeleteAccount { .. }
             | Op::DeleteMailbox { .. }
             | Op::SetFlags { .. }
-            | Op::QueueDone { .. } => true,
+            | Op::QueueDone { .. }
+            | Op::NotifyDone { .. }
+            | Op::RemoveDeviceToken { .. } => true,
             Op::Group(ops) => !ops.is_empty() && ops.iter().all(Op::frees_space),
             _ => false,
         }
@@ -333,7 +352,12 @@ impl Op {
                     .sum();
                 return (body.len() + sender.len() + strings) as u64 + 128 + 2 * header;
             }
-            Op::Deliver { recipients, .. } => (recipients.len(), 0),
+            // An Insert entry and a NotifyAdd account per recipient.
+            Op::Deliver { recipients, .. } => (2 * recipients.len(), 0),
+            Op::SetDeviceToken { .. } | Op::RemoveDeviceToken { .. } => {
+                let tokens = super::notify::MAX_TOKENS * (super::notify::MAX_TOKEN_LEN + 24);
+                return tokens as u64 + 128 + 2 * header;
+            }
             Op::Append { flags, .. } => (0, flags.len()),
             Op::SetFlags { uids, flags, .. } => (uids.len(), flags.len()),
             Op::Expunge { uids, .. } | Op::Copy { uids, .. } => (uids.len(), 0),
