@@ -247,6 +247,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// The session's current time in unix seconds.
+    pub(super) fn now_unix(&self) -> i64 {
+        i64::try_from(self.now / 1000).unwrap_or(i64::MAX)
+    }
+
     /// A new session. `tls_active` is true on the implicit-TLS port.
     pub fn new(shared: Arc<Shared>, tls_active: bool, now_ms: u64) -> Self {
         let mut s = Self {

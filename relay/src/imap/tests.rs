@@ -892,6 +892,97 @@ fn metadata_roundtrip() {
 }
 
 #[test]
+fn device_tokens_several_per_account_bounded_and_validated() {
+    use crate::store::notify::{MAX_TOKENS, MAX_TOKEN_LEN};
+    let mut t = T::new();
+    t.drive();
+    let acc = t.login("u@x");
+    t.cmd("a SETMETADATA INBOX (/private/devicetoken \"tok1\")")
+        .ok();
+    t.cmd("b SETMETADATA INBOX (/private/DeviceToken \"tok2\")")
+        .ok();
+    // Setting a token again refreshes it instead of adding a copy; NIL changes nothing.
+    t.cmd("c SETMETADATA INBOX (/private/devicetoken \"tok1\")")
+        .ok();
+    t.cmd("d SETMETADATA INBOX (/private/devicetoken NIL)").ok();
+    t.cmd("e GETMETADATA INBOX /private/devicetoken")
+        .ok()
+        .has("(/private/devicetoken \"tok2 tok1\")");
+    let long = "x".repeat(MAX_TOKEN_LEN + 1);
+    for bad in [
+        "\"\"".to_owned(),
+        "\"a b\"".to_owned(),
+        "{3+}\r\na\x01b".to_owned(),
+        "{2+}\r\na\t".to_owned(),
+        format!("{{{}+}}\r\n{long}", long.len()),
+    ] {
+        t.cmd(&format!("f SETMETADATA INBOX (/private/devicetoken {bad})"))
+            .no()
+            .has("Invalid device token");
+    }
+    let mut binary = b"g SETMETADATA INBOX (/private/devicetoken {2+}\r\n".to_vec();
+    binary.extend_from_slice(&[0xc3, 0x28]);
+    binary.extend_from_slice(b")\r\n");
+    t.raw("g", &binary).no();
+    assert_eq!(
+        t.store().device_tokens(acc, (T0 / 1000) as i64),
+        ["tok2", "tok1"]
+    );
+    // Thousands of tokens from one account: the newest MAX_TOKENS are kept.
+    for i in 0..(MAX_TOKENS + 10) {
+        t.now += 1000;
+        t.cmd(&format!(
+            "h SETMETADATA INBOX (/private/devicetoken \"n{i}\")"
+        ))
+        .ok();
+    }
+    let now = (t.now / 1000) as i64;
+    let tokens = t.store().device_tokens(acc, now);
+    assert_eq!(tokens.len(), MAX_TOKENS);
+    assert_eq!(tokens[0], "n10");
+    assert_eq!(tokens[MAX_TOKENS - 1], format!("n{}", MAX_TOKENS + 9));
+    // They do not count against the metadata entry cap beyond their one entry.
+    assert_eq!(t.store().metadata_usage(acc).0, 1);
+    // A delivery to the account asks for a push notification.
+    t.deliver(acc, &msg("m", "x"));
+    assert!(t.store().notify_get(acc).is_some());
+}
+
+#[test]
+fn relay_entries_answer_configured_values_and_are_read_only() {
+    let mut t = T::with(true, |c| {
+        c.privacy_mail = "privacy@x".into();
+        c.iroh_relay = Some("https://iroh.x".into());
+    });
+    t.drive();
+    t.login("u@x");
+    let r = t.cmd(
+        "a GETMETADATA \"\" (/shared/vendor/deltachat/maxsmtprecipients \
+         /shared/vendor/deltachat/irohrelay /shared/admin /shared/vendor/deltachat/nope \
+         /shared/vendor/deltachat/turn)",
+    );
+    r.ok()
+        .has("/shared/vendor/deltachat/maxsmtprecipients \"1000\"")
+        .has("/shared/vendor/deltachat/irohrelay \"https://iroh.x\"")
+        .has("/shared/admin \"mailto:privacy@x\"")
+        .has("/shared/vendor/deltachat/nope NIL");
+    let r = t.cmd("b GETMETADATA \"\" /shared/vendor/deltachat/appversions");
+    r.ok().has("\\\"clientId\\\":\\\"deltachat\\\"");
+    t.cmd("c SETMETADATA \"\" (/shared/admin \"mailto:me@x\")")
+        .no()
+        .has("NOPRIVATE");
+    t.cmd("d SETMETADATA \"\" (/shared/vendor/deltachat/irohrelay \"https://evil\")")
+        .no();
+    // Unset options: NIL.
+    let mut t = T::new();
+    t.drive();
+    t.login("u@x");
+    t.cmd("e GETMETADATA \"\" (/shared/vendor/deltachat/irohrelay /shared/admin)")
+        .ok()
+        .has("(/shared/vendor/deltachat/irohrelay NIL /shared/admin NIL)");
+}
+
+#[test]
 fn changes_by_others_are_reported() {
     let mut t = T::new();
     t.drive();

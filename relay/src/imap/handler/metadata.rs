@@ -1,5 +1,14 @@
 //! GETMETADATA and SETMETADATA (RFC 5464): server entries (mailbox `""`) and per-mailbox ones.
-//! Delta Chat stores its push token and relay hints here.
+//! Delta Chat stores its push token and reads relay hints here (chatmail.md §6.1):
+//!
+//! - `/private/devicetoken` (on any mailbox): SET adds or refreshes one token of the account
+//!   (several devices, several tokens; `Op::SetDeviceToken`, see `store/notify.rs`), GET answers
+//!   the live ones joined by a space; NIL as a value changes nothing (a device cannot know the
+//!   others' tokens, and tokens expire by themselves).
+//! - Read-only server entries, answered by the relay itself: `/shared/admin`
+//!   (`mailto:<privacy_mail>`) and under `/shared/vendor/deltachat/`: `maxsmtprecipients`,
+//!   `irohrelay`, `turn`, `appversions` (see [`relay_entry`]). Other entries come from the store
+//!   (set by the account itself); unknown ones are NIL.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -7,7 +16,57 @@ use super::super::limits::{self, Limit};
 use super::super::response;
 use super::super::session::Session;
 use super::{Commit, Pending};
+use crate::shared::Shared;
+use crate::store::notify::{self, TOKENS_KEY};
 use crate::store::{AccountId, MailboxId, Op};
+
+/// Prefix of the entries Delta Chat reads from the relay.
+const VENDOR: &str = "/shared/vendor/deltachat/";
+
+/// `/shared/vendor/deltachat/turn`: the relay's TURN server and credentials, once it serves
+/// one.
+fn turn_entry(_shared: &Shared, _now: i64) -> Option<Vec<u8>> {
+    None
+}
+
+/// Whether `key` is the device token entry (entry names are case-insensitive, RFC 5464 §3.2).
+fn is_token_key(key: &str) -> bool {
+    key.eq_ignore_ascii_case(TOKENS_KEY)
+}
+
+/// Whether `key` is one of the server entries the relay answers itself.
+fn is_relay_entry(key: &str) -> bool {
+    key.eq_ignore_ascii_case("/shared/admin")
+        || (key.len() > VENDOR.len()
+            && key.is_char_boundary(VENDOR.len())
+            && key[..VENDOR.len()].eq_ignore_ascii_case(VENDOR))
+}
+
+/// The value of a server entry the relay answers itself (`None`: NIL).
+pub(crate) fn relay_entry(shared: &Shared, key: &str, now: i64) -> Option<Vec<u8>> {
+    let config = &shared.config;
+    if key.eq_ignore_ascii_case("/shared/admin") {
+        let mail = config.privacy_mail.trim();
+        return (!mail.is_empty()).then(|| format!("mailto:{mail}").into_bytes());
+    }
+    let name = key.get(VENDOR.len()..)?.to_ascii_lowercase();
+    match name.as_str() {
+        // Delta Chat splits larger recipient lists into several transactions.
+        "maxsmtprecipients" => Some(
+            crate::smtp::session::MAX_RECIPIENTS
+                .to_string()
+                .into_bytes(),
+        ),
+        "irohrelay" => config
+            .iroh_relay
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .map(|u| u.as_bytes().to_vec()),
+        "turn" => turn_entry(shared, now),
+        "appversions" => super::super::appversions::value(&config.data_dir),
+        _ => None,
+    }
+}
 
 impl Session {
     /// The mailbox an entry belongs to: `None` for server entries (`""`), `Err` with the `NO`
@@ -44,8 +103,16 @@ impl Session {
         o.extend_from_slice(b" (");
         let mut longest_skipped = 0u64;
         let mut first = true;
+        let now = self.now_unix();
         for e in entries {
-            let value = self.shared.store.metadata(account, mbox, e);
+            let value = if is_token_key(e) {
+                let tokens = self.shared.store.device_tokens(account, now);
+                (!tokens.is_empty()).then(|| tokens.join(" ").into_bytes())
+            } else if mailbox.is_empty() && is_relay_entry(e) {
+                relay_entry(&self.shared, e, now)
+            } else {
+                self.shared.store.metadata(account, mbox, e)
+            };
             if let (Some(v), Some(max)) = (&value, max_size) {
                 if v.len() as u64 > max {
                     longest_skipped = longest_skipped.max(v.len() as u64);
@@ -86,17 +153,37 @@ impl Session {
             Ok(m) => m,
             Err(text) => return self.tagged(&tag, &text),
         };
+        if mailbox.is_empty() && entries.iter().any(|(k, _)| is_relay_entry(k)) {
+            return self.tagged(
+                &tag,
+                "NO [METADATA NOPRIVATE] This entry is the relay's and cannot be changed",
+            );
+        }
+        let (tokens, entries): (Vec<_>, Vec<_>) =
+            entries.into_iter().partition(|(k, _)| is_token_key(k));
+        for (_, value) in &tokens {
+            if let Some(Err(why)) = value.as_deref().map(notify::check_token) {
+                return self.tagged(&tag, &format!("NO [CANNOT] Invalid device token: {why}"));
+            }
+        }
         if let Err(text) = self.metadata_within_limits(account, mbox, &entries) {
             return self.tagged(&tag, &text);
         }
-        let mut ops: VecDeque<Op> = entries
-            .into_iter()
-            .map(|(key, value)| Op::SetMetadata {
+        let now = self.now_unix();
+        let token_ops = tokens.into_iter().filter_map(|(_, value)| {
+            Some(Op::SetDeviceToken {
+                account,
+                token: String::from_utf8(value?).ok()?,
+                now,
+            })
+        });
+        let mut ops: VecDeque<Op> = token_ops
+            .chain(entries.into_iter().map(|(key, value)| Op::SetMetadata {
                 account,
                 mailbox: mbox,
                 key,
                 value,
-            })
+            }))
             .collect();
         match ops.pop_front() {
             Some(op) => self.commit(op, Pending::SetMetadata { tag, rest: ops }),
