@@ -61,6 +61,9 @@ pub struct Config {
     pub privacy_mail: String,
     /// `iroh_relay`: `None` = unset.
     pub iroh_relay: Option<String>,
+    /// `notification_url`: the push notifier's base URL (POST `<url>/notify`); `None` turns
+    /// push notifications off (the default of `relay dev`, whose users are not phones).
+    pub notification_url: Option<String>,
     /// Relay's own: where the store and keys live.
     pub data_dir: PathBuf,
     /// Relay's own: listen addresses.
@@ -123,6 +126,32 @@ pub enum TlsMode {
     SelfSigned,
     /// Any other domain: certificates from the ACME server (`acme_directory`).
     Acme,
+}
+
+/// The public Delta Chat push notifier, the default of `notification_url`.
+pub const DELTA_CHAT_NOTIFIER: &str = "https://notifications.delta.chat";
+
+/// A notifier URL: `https://...`, or `http://` to a loopback address (a local stand-in);
+/// returned without a trailing `/`.
+fn check_notification_url(v: &str) -> Result<String, Error> {
+    let bad = |why: &'static str| Error::invalid("notification_url", v, why);
+    let uri: hyper::Uri = v.parse().map_err(|_| bad("a URL"))?;
+    let host = uri.host().ok_or_else(|| bad("a URL with a host"))?;
+    if uri.query().is_some() {
+        return Err(bad("a URL without a query"));
+    }
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") => {
+            let h = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                return Err(bad("https://, or http:// to a loopback address only"));
+            }
+        }
+        _ => return Err(bad("an https:// URL")),
+    }
+    Ok(v.trim_end_matches('/').to_owned())
 }
 
 /// Let's Encrypt's production ACME directory, the default of `acme_directory`.
@@ -438,7 +467,14 @@ impl Config {
                 )
             })?,
         };
+        let notification_url = match p.get("notification_url") {
+            None if dev => None,
+            None => Some(DELTA_CHAT_NOTIFIER.to_owned()),
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) => Some(check_notification_url(v.trim())?),
+        };
         let config = Config {
+            notification_url,
             dns_server,
             dns_timeout_secs,
             dkim_selector,
@@ -748,8 +784,16 @@ pub const OPTIONS: &[OptionDoc] = &[
     opt(
         "iroh_relay",
         Example("https://iroh.example.org"),
-        "Unset: the relay serves its own iroh relay at https://<mail_domain>. A URL: advertise\n\
-         that one instead. Empty: advertise none.",
+        "An iroh relay URL to advertise to Delta Chat for realtime apps (IMAP METADATA\n\
+         /shared/vendor/deltachat/irohrelay). Unset or empty: none is advertised and Delta Chat\n\
+         uses its default relays (this relay does not serve one itself).",
+    ),
+    opt(
+        "notification_url",
+        Value(DELTA_CHAT_NOTIFIER),
+        "Push notifier: each new message for an account with device tokens is POSTed as\n\
+         <url>/notify with the token as body. Empty: no push notifications (the default of\n\
+         `relay dev`). http:// is accepted for loopback addresses only.",
     ),
     opt(
         "privacy_mail",
@@ -1274,6 +1318,38 @@ mod tests {
         ip_only.set("dns_server=127.0.0.53").unwrap();
         let c = Config::build(&ip_only, Mode::Serve).unwrap();
         assert_eq!(c.dns_server, Some("127.0.0.53:53".parse().unwrap()));
+    }
+
+    #[test]
+    fn notification_url_defaults_and_checks() {
+        let raw = RawConfig::parse_ini("[params]\nmail_domain = x.org\n").unwrap();
+        let c = Config::build(&raw, Mode::Serve).unwrap();
+        assert_eq!(c.notification_url.as_deref(), Some(DELTA_CHAT_NOTIFIER));
+        assert_eq!(Config::dev(PathBuf::from("/tmp/x")).notification_url, None);
+        for (v, want) in [
+            ("", None),
+            ("https://push.example/", Some("https://push.example")),
+            ("http://127.0.0.1:9000", Some("http://127.0.0.1:9000")),
+            ("http://[::1]:9000/base", Some("http://[::1]:9000/base")),
+            ("http://localhost:1", Some("http://localhost:1")),
+        ] {
+            let mut r = raw.clone();
+            r.set(&format!("notification_url={v}")).unwrap();
+            let c = Config::build(&r, Mode::Serve).unwrap();
+            assert_eq!(c.notification_url.as_deref(), want, "{v}");
+        }
+        for bad in [
+            "http://push.example",
+            "http://10.0.0.1",
+            "ftp://x",
+            "notaurl",
+            "https://x/?q=1",
+        ] {
+            let mut r = raw.clone();
+            r.set(&format!("notification_url={bad}")).unwrap();
+            let e = Config::build(&r, Mode::Serve).unwrap_err().to_string();
+            assert!(e.contains("notification_url"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -20,6 +20,8 @@
 pub mod accounts;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: the admin socket
 pub mod admin;
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: reads the operator's file
+pub mod appversions;
 pub mod auth_cache;
 pub mod config;
 // I/O: outbound connections (SMTP, HTTPS), their timers, the system CA store, the clock for
@@ -40,6 +42,10 @@ pub mod outbound;
 pub mod policy;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: users, ids, file modes
 pub mod privilege;
+// I/O: HTTP(S) client, its timers and the clock of the retry schedule (`push::schedule` is
+// sans-I/O and takes the time passed in).
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+pub mod push;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: kernel maps, XDP loader
 pub mod ratelimit;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: listeners, worker threads

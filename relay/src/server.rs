@@ -430,6 +430,7 @@ pub struct Running {
     store: Store,
     admin: crate::admin::Handle,
     engine: crate::delivery::engine::Engine,
+    notifier: Option<crate::push::Notifier>,
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -455,6 +456,9 @@ impl Running {
         drop(self.admin);
         // Attempts in flight are abandoned; their entries stay queued for the next start.
         self.engine.stop();
+        if let Some(n) = self.notifier {
+            n.stop();
+        }
         let _ = self.stop.send(true);
         for t in self.threads {
             let _ = t.join();
@@ -538,6 +542,8 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
     .context("setting up outbound delivery")?;
     let engine = crate::delivery::engine::Engine::start(shared.clone(), delivery)
         .context("starting the delivery engine")?;
+    let notifier =
+        crate::push::Notifier::start(shared.clone()).context("starting the push notifier")?;
     let certs = tls.certs.clone();
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
@@ -593,6 +599,7 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         store,
         admin,
         engine,
+        notifier,
         threads,
         stop,
     })

@@ -38,6 +38,9 @@ pub struct Shared {
     pub dkim: Option<Arc<crate::dkim::Signer>>,
     /// DKIM key records of incoming mail's signatures (bounded), see [`crate::dkim::verify`].
     pub dkim_keys: crate::dkim::KeyCache,
+    /// The value of METADATA `/shared/vendor/deltachat/appversions`, see
+    /// [`crate::appversions`].
+    pub appversions: Option<Vec<u8>>,
 }
 
 impl Shared {
@@ -60,6 +63,7 @@ impl Shared {
             hash_pool: crate::io::hash_pool::HashPool::per_core(),
             recent: RecentUids::new(),
             dns: crate::dns::resolver(&config),
+            appversions: crate::appversions::value(&config.data_dir),
             config,
             delivery_retry: tokio::sync::watch::Sender::new(String::new()),
             acme_challenges: Default::default(),

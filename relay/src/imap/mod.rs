@@ -13,7 +13,6 @@
 //! state it needs and its dispatch arm in `session.rs`, and the handler (with the completion of
 //! its effect, if it writes) in `handler/<family>.rs`.
 
-pub mod appversions;
 pub mod bodystructure;
 pub mod command;
 pub mod fetch;

@@ -242,8 +242,8 @@ impl Mailstore for MemoryStore {
     fn queue_watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.queue_watch.subscribe()
     }
-    fn notify_pending(&self) -> Vec<crate::store::PendingNotify> {
-        self.state().index.notify.all()
+    fn notify_pending(&self, from: u64) -> Vec<crate::store::PendingNotify> {
+        self.state().index.notify.since(from)
     }
     fn notify_get(&self, account: AccountId) -> Option<crate::store::PendingNotify> {
         self.state().index.notify.get(account)

@@ -1100,9 +1100,9 @@ impl Store {
         self.inner.shared.queue_watch.subscribe()
     }
 
-    /// Every pending push notification.
-    pub fn notify_pending(&self) -> Vec<PendingNotify> {
-        self.index().notify.all()
+    /// The pending push notifications with `seq >= from`, in `seq` order.
+    pub fn notify_pending(&self, from: u64) -> Vec<PendingNotify> {
+        self.index().notify.since(from)
     }
 
     /// The pending push notification of `account`.

@@ -18,7 +18,7 @@
 //! newer entry, so the device is told again. Memory: one small entry per account with undelivered
 //! notifications, whatever the traffic.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::AccountId;
 
@@ -141,6 +141,8 @@ pub struct Notifications {
     next_seq: u64,
     /// Per account: `(seq, at)`.
     pending: HashMap<AccountId, (u64, i64)>,
+    /// The same entries by `(seq, account)`, so the notifier reads only what is new.
+    by_seq: BTreeSet<(u64, AccountId)>,
 }
 
 impl Notifications {
@@ -166,17 +168,25 @@ impl Notifications {
             .map(|&(seq, at)| PendingNotify { account, seq, at })
     }
 
-    /// Every pending notification, in no particular order.
+    /// Every pending notification, in `seq` order.
     pub fn all(&self) -> Vec<PendingNotify> {
-        self.pending
-            .iter()
-            .map(|(&account, &(seq, at))| PendingNotify { account, seq, at })
+        self.since(0)
+    }
+
+    /// The pending notifications with `seq >= from`, in `seq` order.
+    pub fn since(&self, from: u64) -> Vec<PendingNotify> {
+        self.by_seq
+            .range((from, 0)..)
+            .filter_map(|&(_, account)| self.get(account))
             .collect()
     }
 
     /// A delivery at `at` asks to notify `account` (record kind 18).
     pub(crate) fn add(&mut self, account: AccountId, seq: u64, at: i64) {
-        self.pending.insert(account, (seq, at));
+        if let Some((old, _)) = self.pending.insert(account, (seq, at)) {
+            self.by_seq.remove(&(old, account));
+        }
+        self.by_seq.insert((seq, account));
         self.next_seq = self.next_seq.max(seq.saturating_add(1));
     }
 
@@ -185,6 +195,7 @@ impl Notifications {
     pub(crate) fn done(&mut self, account: AccountId, seq: u64) {
         if self.pending.get(&account).is_some_and(|p| p.0 == seq) {
             self.pending.remove(&account);
+            self.by_seq.remove(&(seq, account));
         }
     }
 
@@ -200,7 +211,7 @@ impl Notifications {
     ) -> Self {
         let mut n = Notifications {
             next_seq,
-            pending: HashMap::new(),
+            ..Notifications::default()
         };
         for p in pending {
             n.add(p.account, p.seq, p.at);
@@ -270,8 +281,15 @@ mod tests {
     fn done_removes_only_the_notification_it_sent_for() {
         let mut n = Notifications::default();
         n.add(7, 0, 100);
+        n.add(8, 0, 100);
         n.add(7, 1, 101);
         assert_eq!(n.next_seq(), 2);
+        assert_eq!(
+            n.since(1).iter().map(|p| p.account).collect::<Vec<_>>(),
+            [7]
+        );
+        assert_eq!(n.since(0).len(), 2);
+        n.done(8, 0);
         n.done(7, 0);
         assert_eq!(
             n.get(7).map(|p| p.seq),

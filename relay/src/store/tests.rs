@@ -1509,7 +1509,7 @@ fn device_tokens_and_pending_notifications_survive_replay_and_checkpoints() {
         })
         .unwrap();
         assert!(w.has_changed().unwrap());
-        let mut p = s.notify_pending();
+        let mut p = s.notify_pending(0);
         p.sort_by_key(|p| p.account);
         assert_eq!(
             p,
@@ -1549,10 +1549,10 @@ fn device_tokens_and_pending_notifications_survive_replay_and_checkpoints() {
             s.checkpoint().unwrap();
             s.commit_blocking(Op::NotifyDone { account: a, seq: 2 })
                 .unwrap();
-            assert_eq!(s.notify_pending().len(), 1);
+            assert_eq!(s.notify_pending(0).len(), 1);
         } else {
             assert_eq!(s.notify_get(a), None);
-            assert_eq!(s.notify_pending().len(), 1);
+            assert_eq!(s.notify_pending(0).len(), 1);
         }
     }
 }

@@ -63,7 +63,7 @@ pub(crate) fn relay_entry(shared: &Shared, key: &str, now: i64) -> Option<Vec<u8
             .filter(|u| !u.is_empty())
             .map(|u| u.as_bytes().to_vec()),
         "turn" => turn_entry(shared, now),
-        "appversions" => super::super::appversions::value(&config.data_dir),
+        "appversions" => shared.appversions.clone(),
         _ => None,
     }
 }

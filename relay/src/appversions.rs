@@ -1,7 +1,8 @@
 //! `/shared/vendor/deltachat/appversions`: the newest Delta Chat versions the relay recommends
 //! (chatmail.md §6.1). The operator may replace the default (`appversions.json` next to this
-//! file, compiled in) with `<data_dir>/appversions.json`, read on every lookup so that a new
-//! file takes effect at once. The value is compact one-line JSON.
+//! file, compiled in) with `<data_dir>/appversions.json`, read when the relay starts (a new
+//! file takes effect at the next start). The value is compact one-line JSON, kept in
+//! [`Shared`](crate::shared::Shared) for the IMAP sessions.
 //!
 //! Delta Chat core parses the value into typed structs and drops the whole payload when one
 //! value has the wrong type, so a file that does not have the schema (`clients[]` with

@@ -1,0 +1,254 @@
+//! Push notifications (chatmail.md §6.2): wakes the phones of accounts that got new mail.
+//!
+//! A delivery to an account with device tokens writes a pending notification in the same
+//! commit as the message (`store/notify.rs`), so it costs the delivery no extra `fdatasync`,
+//! survives `kill -9` and never waits for the notifier. This module is the notifier: one
+//! thread with its own tokio runtime (never the connection workers, so a slow or dead notifier
+//! service delays no delivery and no IDLE wake-up) that reads new pending notifications when
+//! the store's [`notify_watch`](crate::store::Mailstore::notify_watch) changes, and POSTs
+//! `<notification_url>/notify` with the raw token as body, one request per token, at most
+//! [`MAX_IN_FLIGHT`] at once over keep-alive connections, each within [`REQUEST_TIMEOUT`]
+//! (the reference's 60 s). What a result means and when to retry is the sans-I/O
+//! [`schedule`]; finished notifications are committed as `Op::NotifyDone`, tokens answered
+//! `410 Gone` removed with `Op::RemoveDeviceToken`.
+//!
+//! Memory: the store keeps one small entry per account with a pending notification; the
+//! schedule one job per (account, token) it works on.
+
+pub mod schedule;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use tokio::task::JoinSet;
+
+use crate::shared::Shared;
+use crate::store::Op;
+use schedule::{Action, Outcome, Schedule, Send};
+
+/// POSTs in flight at most.
+pub const MAX_IN_FLIGHT: usize = 32;
+/// One request and its response (the reference's 60 s).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Response body bytes read (to keep the connection) at most.
+const MAX_RESPONSE_BODY: usize = 16 * 1024;
+
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A running notifier; stopped (its thread joined) when dropped or with [`Notifier::stop`].
+pub struct Notifier {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Notifier {
+    /// Starts the notifier thread if `notification_url` is set.
+    ///
+    /// # Errors
+    /// The thread could not be created.
+    pub fn start(shared: Arc<Shared>) -> std::io::Result<Option<Notifier>> {
+        let Some(base) = shared.config.notification_url.clone() else {
+            return Ok(None);
+        };
+        let url = format!("{base}/notify");
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("notifier".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("notifier runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(run(shared, client(), url, stop_rx));
+            })?;
+        Ok(Some(Notifier {
+            stop,
+            thread: Some(thread),
+        }))
+    }
+
+    /// Stops and waits for the thread (POSTs in flight are abandoned: their notifications stay
+    /// pending in the store and are sent after a restart).
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// The HTTP client: HTTPS with the system's CA certificates, plain HTTP for the loopback
+/// stand-ins `notification_url` allows; keep-alive.
+fn client() -> HttpClient {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+    .unwrap_or_else(|e| {
+        // ring supports the default versions; keep serving without push rather than fail.
+        tracing::error!("notifier TLS set-up: {e}");
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3 with ring")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+    });
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(MAX_IN_FLIGHT)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+/// One POST and what its answer means.
+async fn post(client: HttpClient, url: Arc<str>, token: String) -> Outcome {
+    let req = match hyper::Request::post(&*url).body(Full::new(Bytes::from(token))) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("push: bad request: {e}");
+            return Outcome::Failed;
+        }
+    };
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        // Read a small body so that the connection can carry the next request.
+        let _ = Limited::new(resp.into_body(), MAX_RESPONSE_BODY)
+            .collect()
+            .await;
+        Ok::<u16, String>(status)
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        Ok(Ok(200..=299)) => Outcome::Sent,
+        Ok(Ok(410)) => Outcome::Gone,
+        Ok(Ok(status)) => {
+            tracing::debug!(status, "push: notifier refused, will retry");
+            Outcome::Failed
+        }
+        Ok(Err(e)) => {
+            tracing::debug!("push: notifier unreachable, will retry: {e}");
+            Outcome::Failed
+        }
+        Err(_) => {
+            tracing::debug!("push: no answer within 60 s, will retry");
+            Outcome::Failed
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    crate::io::now_ms()
+}
+
+/// Commit what the schedule decided (in the background: a slow store write holds no POST).
+fn apply(shared: &Arc<Shared>, actions: Vec<Action>) {
+    for a in actions {
+        let op = match a {
+            Action::Done { account, seq } => Op::NotifyDone { account, seq },
+            Action::RemoveToken { account, token } => {
+                tracing::info!(account, "push: token gone (410), removed");
+                Op::RemoveDeviceToken { account, token }
+            }
+        };
+        let commit = shared.store.commit(op);
+        tokio::spawn(async move {
+            if let Err(e) = commit.await {
+                tracing::warn!("push: store update failed: {e}");
+            }
+        });
+    }
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    client: HttpClient,
+    url: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let url: Arc<str> = url.into();
+    let store = shared.store.clone();
+    let mut watch = store.notify_watch();
+    let mut schedule = Schedule::default();
+    let mut in_flight: JoinSet<(Send, Outcome)> = JoinSet::new();
+    // Pending notifications from this `seq` on have not been read yet.
+    let mut unread = 0u64;
+    let mut new_pending = true;
+    loop {
+        let now = now_ms();
+        if new_pending {
+            let next = *watch.borrow_and_update();
+            let now_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
+            let mut actions = Vec::new();
+            for p in store.notify_pending(unread) {
+                let tokens = store.device_tokens(p.account, now_s);
+                actions.extend(schedule.offer(p, tokens, now));
+            }
+            unread = next;
+            apply(&shared, actions);
+            new_pending = false;
+        }
+        for send in schedule.due(now, MAX_IN_FLIGHT - in_flight.len()) {
+            let (client, url) = (client.clone(), url.clone());
+            in_flight.spawn(async move {
+                let outcome = post(client, url, send.token.clone()).await;
+                (send, outcome)
+            });
+        }
+        let sleep = schedule
+            .next_due()
+            .filter(|_| in_flight.len() < MAX_IN_FLIGHT)
+            .map_or(Duration::from_secs(3600), |due| {
+                Duration::from_millis(due.saturating_sub(now))
+            });
+        tokio::select! {
+            _ = stop.changed() => return,
+            changed = watch.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                new_pending = true;
+            }
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                if let Ok((send, outcome)) = done {
+                    let actions = schedule.result(&send, outcome, now_ms());
+                    apply(&shared, actions);
+                }
+            }
+            () = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
