@@ -24,6 +24,7 @@
 mod boot;
 mod client;
 pub mod dns;
+pub mod notifier;
 pub mod pebble;
 pub mod tls;
 

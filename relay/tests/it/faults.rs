@@ -32,6 +32,11 @@ impl Drop for Proc {
 /// Start `relay dev` on `data` with fresh ports, through `wrap` (`None`: directly; else a
 /// shell script that ends in `exec "$@"`).
 pub(crate) fn spawn(data: &Path, io: &str, wrap: Option<&str>) -> Proc {
+    spawn_with(data, io, wrap, &[])
+}
+
+/// [`spawn`] with further `--set` options.
+pub(crate) fn spawn_with(data: &Path, io: &str, wrap: Option<&str>, sets: &[String]) -> Proc {
     let (sub, imaps) = (free_port(), free_port());
     let relay = env!("CARGO_BIN_EXE_relay");
     let mut cmd = match wrap {
@@ -76,6 +81,7 @@ pub(crate) fn spawn(data: &Path, io: &str, wrap: Option<&str>) -> Proc {
             "--set",
             "min_free_disk_space=0",
         ])
+        .args(sets.iter().flat_map(|s| ["--set", s.as_str()]))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
