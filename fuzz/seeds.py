@@ -124,6 +124,10 @@ records = {
     "queue-add": (16, u32(0) + u64(9) + u32(40) + u64(1)
                   + vec([u32(0) + bstr(b"example.net") + b"\x02", u32(1) + bstr(b"[127.0.0.1]") + b"\x01"])),
     "queue-done": (17, u64(1) + u32(0) + u32(0b10)),
+    "device-tokens": (15, u32(1) + b"\x01" + u32(1) + bstr(b"/private/devicetoken")
+                      + b"\x01" + bstr(b"1700000000 openpgp:tok1\n1700000050 tok2\n")),
+    "notify-add": (18, u64(0) + i64(1_700_000_100) + vec([u32(1)])),
+    "notify-done": (19, u32(1) + u64(0)),
 }
 
 
@@ -266,6 +270,12 @@ client = [
     ("too-long-line", b"\x00\x00\x00\x01" + b"220 " + b"\xff\x10\x00" + b"\r\n"),
     ("big-reply", b"\x0f\x01\x00\x01" + OPEN + replies("250 Ok") + replies(*["250 Ok"] * 16)
      + b"".join(b"554-" + b"\xff\x0f\xf0" + b"\r\n" for _ in range(62)) + b"554 end\r\n" + P + replies("250 Ok", "221 Bye")),
+    # The final reply to DATA arriving with the 354 (before the body is written): a protocol
+    # error, not a delivery.
+    ("early-final-reply", b"\x01\x02\x00\x01" + OPEN + replies(
+        "250 2.1.0 Ok", "250 2.1.5 Ok", "550 5.1.1 <r1@example.net>: User unknown")
+     + b"354 End data with <CR><LF>.<CR><LF>\r" + P + b"\n250 2.0.0 Ok: queued as 1\r\n" + P
+     + replies("221 2.0.0 Bye")),
     # An unsolicited reply while idle.
     ("unsolicited", b"\x00\x01\x00\x01" + OPEN + replies("250 Ok", "250 Ok", "354 go") + b"250 Ok\r\n421 bye\r\n" + P),
 ]
