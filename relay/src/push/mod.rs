@@ -32,6 +32,12 @@ use schedule::{Action, Outcome, Schedule, Send};
 
 /// POSTs in flight at most.
 pub const MAX_IN_FLIGHT: usize = 32;
+/// Jobs (account and token) the schedule holds at most; further pending notifications wait in
+/// the store until there is room, so that a long notifier outage with a million pending
+/// notifications costs the notifier no more memory than this many jobs.
+pub const MAX_JOBS: usize = 20_000;
+/// Pending notifications read from the store at a time.
+const READ_BATCH: usize = 1024;
 /// One request and its response (the reference's 60 s).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Response body bytes read (to keep the connection) at most.
@@ -210,16 +216,31 @@ async fn run(
     loop {
         let now = now_ms();
         if new_pending {
-            let next = *watch.borrow_and_update();
+            watch.borrow_and_update();
             let now_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
             let mut actions = Vec::new();
-            for p in store.notify_pending(unread) {
-                let tokens = store.device_tokens(p.account, now_s);
-                actions.extend(schedule.offer(p, tokens, now));
-            }
-            unread = next;
-            apply(&shared, actions);
+            // Read in `seq` order while the schedule has room; what is left waits for the next
+            // round (`new_pending` stays set until everything was read).
             new_pending = false;
+            while schedule.len() < MAX_JOBS {
+                let batch = store.notify_pending(unread, READ_BATCH);
+                let Some(last) = batch.last() else {
+                    break;
+                };
+                unread = last.seq + 1;
+                let full = batch.len() == READ_BATCH;
+                for p in batch {
+                    let tokens = store.device_tokens(p.account, now_s);
+                    actions.extend(schedule.offer(p, tokens, now));
+                }
+                if !full {
+                    break;
+                }
+            }
+            if schedule.len() >= MAX_JOBS {
+                new_pending = !store.notify_pending(unread, 1).is_empty();
+            }
+            apply(&shared, actions);
         }
         for send in schedule.due(now, MAX_IN_FLIGHT - in_flight.len()) {
             let (client, url) = (client.clone(), url.clone());

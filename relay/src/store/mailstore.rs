@@ -59,8 +59,8 @@ pub trait Mailstore: Send + Sync {
     fn queue_entry(&self, id: QueueId) -> Result<QueueEntry, Error>;
     /// A receiver that changes after every commit that adds queue entries.
     fn queue_watch(&self) -> tokio::sync::watch::Receiver<u64>;
-    /// The pending push notifications with `seq >= from`, in `seq` order.
-    fn notify_pending(&self, from: u64) -> Vec<PendingNotify>;
+    /// Up to `limit` pending push notifications with `seq >= from`, in `seq` order.
+    fn notify_pending(&self, from: u64, limit: usize) -> Vec<PendingNotify>;
     /// The pending push notification of `account`.
     fn notify_get(&self, account: AccountId) -> Option<PendingNotify>;
     /// A receiver that changes after every commit that adds pending notifications.
@@ -126,8 +126,8 @@ impl Mailstore for Store {
     fn queue_watch(&self) -> tokio::sync::watch::Receiver<u64> {
         Store::queue_watch(self)
     }
-    fn notify_pending(&self, from: u64) -> Vec<PendingNotify> {
-        Store::notify_pending(self, from)
+    fn notify_pending(&self, from: u64, limit: usize) -> Vec<PendingNotify> {
+        Store::notify_pending(self, from, limit)
     }
     fn notify_get(&self, account: AccountId) -> Option<PendingNotify> {
         Store::notify_get(self, account)

@@ -242,8 +242,8 @@ impl Mailstore for MemoryStore {
     fn queue_watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.queue_watch.subscribe()
     }
-    fn notify_pending(&self, from: u64) -> Vec<crate::store::PendingNotify> {
-        self.state().index.notify.since(from)
+    fn notify_pending(&self, from: u64, limit: usize) -> Vec<crate::store::PendingNotify> {
+        self.state().index.notify.since(from, limit)
     }
     fn notify_get(&self, account: AccountId) -> Option<crate::store::PendingNotify> {
         self.state().index.notify.get(account)

@@ -1100,9 +1100,9 @@ impl Store {
         self.inner.shared.queue_watch.subscribe()
     }
 
-    /// The pending push notifications with `seq >= from`, in `seq` order.
-    pub fn notify_pending(&self, from: u64) -> Vec<PendingNotify> {
-        self.index().notify.since(from)
+    /// Up to `limit` pending push notifications with `seq >= from`, in `seq` order.
+    pub fn notify_pending(&self, from: u64, limit: usize) -> Vec<PendingNotify> {
+        self.index().notify.since(from, limit)
     }
 
     /// The pending push notification of `account`.

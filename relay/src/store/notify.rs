@@ -170,13 +170,14 @@ impl Notifications {
 
     /// Every pending notification, in `seq` order.
     pub fn all(&self) -> Vec<PendingNotify> {
-        self.since(0)
+        self.since(0, usize::MAX)
     }
 
-    /// The pending notifications with `seq >= from`, in `seq` order.
-    pub fn since(&self, from: u64) -> Vec<PendingNotify> {
+    /// Up to `limit` pending notifications with `seq >= from`, in `seq` order.
+    pub fn since(&self, from: u64, limit: usize) -> Vec<PendingNotify> {
         self.by_seq
             .range((from, 0)..)
+            .take(limit)
             .filter_map(|&(_, account)| self.get(account))
             .collect()
     }
@@ -285,10 +286,10 @@ mod tests {
         n.add(7, 1, 101);
         assert_eq!(n.next_seq(), 2);
         assert_eq!(
-            n.since(1).iter().map(|p| p.account).collect::<Vec<_>>(),
+            n.since(1, 10).iter().map(|p| p.account).collect::<Vec<_>>(),
             [7]
         );
-        assert_eq!(n.since(0).len(), 2);
+        assert_eq!(n.since(0, 10).len(), 2);
         n.done(8, 0);
         n.done(7, 0);
         assert_eq!(

@@ -100,10 +100,10 @@ fn each_token_gets_one_post_per_delivery_local_and_from_other_servers() {
         assert_eq!(notifier.tokens(), ["tok-b1"]);
         // Nothing is left pending once the notifier took everything.
         let end = Instant::now() + ARRIVAL;
-        while !relay.store().notify_pending(0).is_empty() && Instant::now() < end {
+        while !relay.store().notify_pending(0, usize::MAX).is_empty() && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(relay.store().notify_pending(0), vec![]);
+        assert_eq!(relay.store().notify_pending(0, usize::MAX), vec![]);
         drop(ai);
     }
 }
@@ -141,7 +141,7 @@ fn a_hanging_notifier_delays_no_delivery_and_no_idle_wake_up() {
         // entry instead of piling up requests.
         assert!(!notifier.tokens().is_empty());
         assert!(notifier.tokens().len() <= 2, "{:?}", notifier.tokens());
-        assert_eq!(relay.store().notify_pending(0).len(), 1);
+        assert_eq!(relay.store().notify_pending(0, usize::MAX).len(), 1);
         drop(notifier);
     }
 }
@@ -180,4 +180,53 @@ fn a_pending_notification_survives_kill_9() {
     let _p = spawn_with(dir.path(), "epoll", None, &sets);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(notifier.tokens(), Vec::<String>::new());
+}
+
+#[test]
+fn thousands_of_pending_notifications_are_read_in_batches_and_all_sent() {
+    use relay::store::Op;
+    let notifier = Notifier::start();
+    let relay = Relay::start(relay_testkit::Backend::Epoll, &[&notifier.relay_option()]);
+    let store = relay.store();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let accounts: Vec<_> = (0..2100)
+        .map(|i| {
+            let id = relay_testkit::create_account(store, &new_addr(&format!("bulk{i}x")), now);
+            store
+                .commit_blocking(Op::SetDeviceToken {
+                    account: id,
+                    token: format!("bulk-{i}"),
+                    now,
+                })
+                .unwrap();
+            id
+        })
+        .collect();
+    // Three deliveries of 700 recipients each: their pending entries are read 1,024 at a
+    // time, so a batch ends in the middle of a delivery's recipients.
+    for chunk in accounts.chunks(700) {
+        store
+            .commit_blocking(Op::Deliver {
+                recipients: chunk.to_vec(),
+                sender: None,
+                internal_date: now,
+                body: b"Subject: x\r\n\r\ny\r\n".to_vec(),
+            })
+            .unwrap();
+    }
+    let got = notifier.wait_for(2100, Duration::from_secs(60));
+    std::thread::sleep(QUIET);
+    let mut tokens = notifier.tokens();
+    tokens.sort();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 2100, "{} POSTs", got.len());
+    assert_eq!(notifier.tokens().len(), 2100, "each token once");
+    let end = Instant::now() + ARRIVAL;
+    while !store.notify_pending(0, usize::MAX).is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(store.notify_pending(0, usize::MAX).is_empty());
 }

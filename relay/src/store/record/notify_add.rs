@@ -2,8 +2,9 @@
 //! (`store/notify.rs`). Written by `Op::Deliver`, after the Insert of the message, for the
 //! recipients that got it, have a live device token and are not its local sender.
 //!
-//! Payload: `seq u64, at i64, vec<account u32>`: every account's pending notification becomes
-//! `(seq, at)`.
+//! Payload: `first_seq u64, at i64, vec<account u32>`: account `k` of the list gets the
+//! pending notification `(first_seq + k, at)`, so every pending entry has its own sequence
+//! number (the notifier reads them in that order, in batches).
 
 use super::{Kind, Planner};
 use crate::store::format::{DecodeError, Reader, Writer};
@@ -14,7 +15,7 @@ use crate::store::{AccountId, Error};
 /// Accounts to notify of a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotifyAdd {
-    /// Sequence number of this delivery's notifications.
+    /// Sequence number of the first account's notification; the others follow one by one.
     pub seq: u64,
     /// Unix seconds of the delivery.
     pub at: i64,
@@ -44,9 +45,11 @@ impl Kind for NotifyAdd {
     }
 
     fn apply(&self, index: &mut Index) -> Option<AccountId> {
-        for &a in &self.accounts {
+        for (k, &a) in self.accounts.iter().enumerate() {
             if index.accounts.contains_key(&a) {
-                index.notify.add(a, self.seq, self.at);
+                index
+                    .notify
+                    .add(a, self.seq.saturating_add(k as u64), self.at);
             }
         }
         None
@@ -78,6 +81,9 @@ pub(crate) fn plan_for_delivery(
         return Ok(());
     }
     let seq = index.notify.next_seq();
+    if seq.checked_add(accounts.len() as u64).is_none() {
+        return Err(Error::Invalid("notification ids exhausted"));
+    }
     p.emit(NotifyAdd { seq, at, accounts }.into())
 }
 
