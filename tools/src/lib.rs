@@ -10,6 +10,7 @@
 pub mod account;
 pub mod imap;
 pub mod mail;
+pub mod notifier;
 pub mod smtp;
 pub mod stats;
 pub mod tls;

@@ -162,6 +162,18 @@ struct RunArgs {
     /// up (1: after every fetch). Each delete is a store commit the receiver waits for.
     #[arg(long, default_value_t = 1)]
     delete_batch: usize,
+    /// Receivers register a push device token (`SETMETADATA INBOX (/private/devicetoken
+    /// "lg-<address>")`) after login, so every delivery to them makes the relay notify.
+    #[arg(long)]
+    device_tokens: bool,
+    /// Further accounts (numbered after the receivers) that log in once, register a device
+    /// token and log out before the run: the relay then holds that many more tokens.
+    #[arg(long, default_value_t = 0)]
+    token_accounts: usize,
+    /// Serve a push notifier stand-in on 127.0.0.1:PORT (start the relay with
+    /// `notification_url = http://127.0.0.1:PORT`) and report end of DATA -> POST latency.
+    #[arg(long, default_value_t = 0)]
+    notifier_port: u16,
 }
 
 #[derive(Args, Clone)]
@@ -340,6 +352,9 @@ struct Run {
     last_delivery_us: AtomicU64,
     ready: AtomicUsize,
     pending: Mutex<HashMap<u64, Mark>>,
+    /// With the notifier stand-in: per device token, the ends of DATA of its account's
+    /// messages.
+    pushed: Option<Mutex<HashMap<String, Vec<Instant>>>>,
     submit: Latency,
     delivery: Latency,
     notify: Latency,
@@ -435,6 +450,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         last_delivery_us: AtomicU64::new(0),
         ready: AtomicUsize::new(0),
         pending: Mutex::new(HashMap::new()),
+        pushed: (a.notifier_port > 0).then(Mutex::default),
         submit: Latency::new(),
         delivery: Latency::new(),
         notify: Latency::new(),
@@ -457,6 +473,26 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         a.duration
     );
 
+    let arrivals = if a.notifier_port > 0 {
+        let addr = SocketAddr::from(([127, 0, 0, 1], a.notifier_port));
+        Some(
+            relay_tools::notifier::serve(addr)
+                .await
+                .with_context(|| format!("notifier stand-in on {addr}"))?,
+        )
+    } else {
+        None
+    };
+    if a.token_accounts > 0 {
+        let extra = accounts(
+            &a.server,
+            Role::Receiver,
+            a.senders + a.receivers,
+            a.token_accounts,
+        )?;
+        register_tokens(&setup, extra).await?;
+    }
+
     // Receivers first: every one in IDLE before the first message goes out.
     let (stop_tx, stop_rx) = watch::channel(false);
     let setup_arc = Arc::new(setup);
@@ -464,7 +500,8 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     for acct in receivers {
         let (run, setup, stop) = (run.clone(), setup_arc.clone(), stop_rx.clone());
         let batch = a.delete_batch.max(1);
-        receiver_tasks.push(tokio::spawn(receiver(run, setup, acct, batch, stop)));
+        let token = a.device_tokens;
+        receiver_tasks.push(tokio::spawn(receiver(run, setup, acct, batch, token, stop)));
     }
     let ready_deadline = Instant::now() + setup_arc.timeout * 3;
     while run.ready.load(Ordering::Relaxed) < a.receivers && Instant::now() < ready_deadline {
@@ -512,6 +549,10 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     while run.delivered.load(Ordering::Relaxed) < expect && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The last POSTs follow the last deliveries closely.
+    if arrivals.is_some() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let _ = stop_tx.send(true);
     for t in receiver_tasks {
         let _ = tokio::time::timeout(plan.setup.timeout, t).await;
@@ -522,6 +563,19 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     let last_delivery = run.last_delivery_us.load(Ordering::Relaxed);
     let deliver_secs = last_delivery.saturating_sub(send_start_us) as f64 / 1e6;
     let per_s = |n: u64, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+    // Push: end of DATA -> POST at the stand-in, per token.
+    let push = match (&arrivals, &run.pushed) {
+        (Some(arrivals), Some(pushed)) => {
+            let arrivals = lock(arrivals).clone();
+            let (lat, unmatched) = relay_tools::notifier::match_latencies(&lock(pushed), &arrivals);
+            let h = Latency::new();
+            for d in lat {
+                h.record(d);
+            }
+            Some((arrivals.len(), unmatched, h))
+        }
+        _ => None,
+    };
     let figures = json!({
         "tool": "loadgen",
         "mode": if a.rate > 0.0 { "rate" } else { "closed-loop" },
@@ -547,6 +601,9 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         "delivery_latency": run.delivery.summary(),
         "errors_total": run.errors.total(),
         "errors": run.errors.summary(),
+        "push_posts": push.as_ref().map(|p| p.0),
+        "push_unmatched": push.as_ref().map(|p| p.1),
+        "push_latency": push.as_ref().map(|p| p.2.summary()),
     });
     println!(
         "sent      {accepted} in {send_secs:.2} s = {:.0} msgs/s (attempted {})",
@@ -563,6 +620,10 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         "delivery  end of DATA -> body fetched: {}",
         run.delivery.line()
     );
+    if let Some((posts, unmatched, h)) = &push {
+        println!("push      end of DATA -> POST:       {}", h.line());
+        println!("push      {posts} POSTs ({unmatched} matched no message)");
+    }
     println!("errors    {}", run.errors.total());
     for l in run.errors.lines() {
         println!("  {l}");
@@ -661,6 +722,12 @@ async fn sender(run: Arc<Run>, plan: Arc<Plan>, me: usize) {
                     run.accepted.fetch_add(1, Ordering::Relaxed);
                 } else {
                     run.on_accepted(seq, s.data_end);
+                    if let Some(pushed) = &run.pushed {
+                        let mut p = lock(pushed);
+                        for r in &rcpts {
+                            p.entry(device_token(r)).or_default().push(s.data_end);
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -675,16 +742,71 @@ async fn sender(run: Arc<Run>, plan: Arc<Plan>, me: usize) {
     }
 }
 
+/// The device token the receivers and token accounts register.
+fn device_token(addr: &str) -> String {
+    format!("lg-{addr}")
+}
+
+/// `SETMETADATA` of the account's device token.
+async fn set_token(c: &mut imap::Client, addr: &str) -> Result<(), relay_tools::Error> {
+    let cmd = format!(
+        "SETMETADATA INBOX (/private/devicetoken {})",
+        imap::quote(&device_token(addr))
+    );
+    c.command("imap SETMETADATA", &cmd, |_| {})
+        .await
+        .map(|_| ())
+}
+
+/// Logs each account in once (creating it), registers its token, logs out; 32 at a time.
+async fn register_tokens(setup: &Setup, accounts: Vec<Account>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let n = accounts.len();
+    let sem = Arc::new(Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for acct in accounts {
+        let permit = sem.clone().acquire_owned().await?;
+        let (imap_target, connector) = (setup.imap.clone(), setup.connector.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let mut c = imap::Client::connect(&imap_target, &connector, None, 16 * 1024).await?;
+            c.login(&acct.addr, &acct.password).await?;
+            set_token(&mut c, &acct.addr).await?;
+            c.logout().await;
+            Ok::<(), relay_tools::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    eprintln!(
+        "loadgen: {n} token accounts registered in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 async fn receiver(
     run: Arc<Run>,
     setup: Arc<Setup>,
     acct: Account,
     delete_batch: usize,
+    token: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut ready = false;
     while !*stop.borrow() {
-        match receive(&run, &setup, &acct, delete_batch, &mut stop, &mut ready).await {
+        match receive(
+            &run,
+            &setup,
+            &acct,
+            delete_batch,
+            token,
+            &mut stop,
+            &mut ready,
+        )
+        .await
+        {
             Ok(()) => return,
             Err(e) => {
                 run.errors.add(&e);
@@ -699,11 +821,15 @@ async fn receive(
     setup: &Setup,
     acct: &Account,
     delete_batch: usize,
+    token: bool,
     stop: &mut watch::Receiver<bool>,
     ready: &mut bool,
 ) -> Result<(), relay_tools::Error> {
     let mut c = imap::Client::connect(&setup.imap, &setup.connector, None, 16 * 1024).await?;
     c.login(&acct.addr, &acct.password).await?;
+    if token {
+        set_token(&mut c, &acct.addr).await?;
+    }
     let sel = c.select_inbox().await?;
     let mut next_uid = if sel.exists > 0 { 1 } else { sel.uid_next };
     let mut fetched = Vec::new();
