@@ -38,6 +38,9 @@ pub struct Shared {
     pub dkim: Option<Arc<crate::dkim::Signer>>,
     /// DKIM key records of incoming mail's signatures (bounded), see [`crate::dkim::verify`].
     pub dkim_keys: crate::dkim::KeyCache,
+    /// TURN's port and secret while it runs (set by `server::start`), for IMAP METADATA
+    /// `/shared/vendor/deltachat/turn` ([`crate::turn::metadata_value`]); `None` = off.
+    pub turn: Option<crate::turn::Published>,
 }
 
 impl Shared {
@@ -66,6 +69,7 @@ impl Shared {
             new_limiter: std::sync::Mutex::new(new_limiter),
             dkim: None,
             dkim_keys: Default::default(),
+            turn: None,
         }
     }
 }
