@@ -19,6 +19,7 @@ mod harness;
 mod imap_limits;
 mod mxdeliv;
 mod throttle;
+mod turn;
 mod web;
 
 use harness::{backends, message, new_addr, Client, Relay, PASSWORD};
