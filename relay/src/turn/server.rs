@@ -11,7 +11,9 @@
 //! itself, passing everything else on. The crate handles one datagram of a listener at a time
 //! (`Server::read_loop` awaits `handle_request` before it reads again), so the username of an
 //! Allocate the front passed on is the one whose relayed socket [`Relays::allocate_conn`] makes
-//! next: the front leaves it in a slot the generator takes. The relayed socket is a
+//! next: the front leaves it in a slot the generator reads (not takes: for EVEN-PORT the crate
+//! calls the generator twice, once to find a port, as coturn's `turnutils_uclient` asks for by
+//! default; the front empties the slot at the next datagram). The relayed socket is a
 //! [`RelayConn`] that holds the allocation's [`Reservation`] and drops datagrams over
 //! `turn_allocation_bandwidth`.
 //!
@@ -484,7 +486,7 @@ impl RelayAddressGenerator for Relays {
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+            .clone()
             .ok_or_else(|| turn::Error::Other("allocation without a screened request".into()))?;
         if use_ipv4 != self.bind_ip.is_ipv4() {
             return Err(turn::Error::Other("address family not served here".into()));

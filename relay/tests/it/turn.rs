@@ -159,6 +159,68 @@ fn an_allocation_relays_at_most_its_bandwidth() {
     });
 }
 
+/// Whether `program` is on PATH.
+fn installed(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// coturn's `turnutils_uclient` (Debian package `coturn`, installed by .ci/run), a client
+/// independent of the server's crate: allocates with the published credentials and sends 10
+/// messages through the relay to `turnutils_peer`, which echoes them back; a wrong password
+/// makes it fail.
+#[test]
+fn coturn_client_allocates_and_relays_with_the_published_credentials() {
+    if !installed("turnutils_uclient") || !installed("turnutils_peer") {
+        eprintln!("skipping: turnutils_uclient is missing (apt-get install coturn)");
+        return;
+    }
+    let relay = Relay::start(Backend::Epoll, &[]);
+    let (_, port, user, pass) = published(&relay);
+    let peer_port = relay_testkit::free_udp_port().to_string();
+    let _peer = Killed(
+        std::process::Command::new("turnutils_peer")
+            .args(["-L", "127.0.0.1", "-p", &peer_port])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let uclient = |password: &str| {
+        let o = std::process::Command::new("timeout")
+            .args(["30", "turnutils_uclient", "-u", &user, "-w", password])
+            .args(["-e", "127.0.0.1", "-r", &peer_port, "-p", &port.to_string()])
+            .args(["-n", "10", "-m", "1", "-l", "100", "127.0.0.1"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text)
+    };
+    let (ok, text) = uclient(&pass);
+    assert!(ok, "{text}");
+    assert!(text.contains("tot_recv_msgs=10"), "{text}");
+    assert!(text.contains("Total lost packets 0 "), "{text}");
+    let (ok, text) = uclient("wrong password");
+    assert!(!ok, "{text}");
+    assert!(text.contains("Cannot complete Allocation"), "{text}");
+}
+
 /// A blocking raw-STUN client on one UDP socket (one 5-tuple: one allocation at most).
 struct Raw {
     socket: UdpSocket,
