@@ -17,9 +17,13 @@
 //! [`RelayConn`] that holds the allocation's [`Reservation`] and drops datagrams over
 //! `turn_allocation_bandwidth`.
 //!
-//! Known limit of the crate: it keeps every nonce it hands out (in a map it prunes only when a
-//! client shows an old one again), so the front limits how many challenges it lets the crate
-//! answer ([`CHALLENGES_PER_SECOND`]).
+//! The crate keeps every nonce it hands out in a map it prunes only when a client shows an old
+//! one again, one per unauthenticated request: a flood of those would grow it without bound. So
+//! the front answers them itself (`401` with the realm and a nonce), with a nonce the crate
+//! issued and still knows: it notes the nonce of the crate's own `401`/`438` answers as they go
+//! out ([`Front::send_to`]) and hands it out for [`NONCE_REUSE`], then lets the next
+//! unauthenticated request through to the crate for a fresh one (at most
+//! [`CHALLENGES_PER_SECOND`] such pass a second).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -29,7 +33,7 @@ use async_trait::async_trait;
 use stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_USERNAME};
 use stun::error_code::{
     ErrorCode, ErrorCodeAttribute, CODE_ALLOC_QUOTA_REACHED, CODE_INSUFFICIENT_CAPACITY,
-    CODE_UNAUTHORIZED,
+    CODE_STALE_NONCE, CODE_UNAUTHORIZED,
 };
 use stun::message::{
     Getter as _, Message, MessageType, Setter, CLASS_ERROR_RESPONSE, CLASS_REQUEST,
@@ -44,7 +48,9 @@ use crate::config::Config;
 
 /// Requests without credentials the crate may answer (each leaves a nonce in its memory) per
 /// second, in all; more are dropped. A client needs one per allocation.
-pub const CHALLENGES_PER_SECOND: u64 = 200;
+pub const CHALLENGES_PER_SECOND: u64 = 20;
+/// How long the front hands out a nonce the crate issued (the crate honours one for an hour).
+pub const NONCE_REUSE: Duration = Duration::from_secs(50 * 60);
 /// How long stopping waits for the crate to close its allocations.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Relayed ports tried per allocation (from a random start in `turn_relay_ports`).
@@ -180,6 +186,8 @@ struct Ctx {
     relay_ports: (u16, u16),
     epoch: Instant,
     challenges: Mutex<Bucket>,
+    /// The nonce of the crate's last `401`/`438` and when it went out (ns since `epoch`).
+    nonce: Mutex<Option<(String, u64)>>,
 }
 
 impl Ctx {
@@ -211,6 +219,7 @@ pub fn start(bound: Bound, config: &Config, secret: Arc<[u8]>) -> std::io::Resul
         relay_ports: t.relay_ports,
         epoch,
         challenges: Mutex::new(Bucket::new(CHALLENGES_PER_SECOND, 0)),
+        nonce: Mutex::new(None),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -332,8 +341,19 @@ impl Front {
             return Verdict::Pass;
         }
         if !msg.contains(ATTR_MESSAGE_INTEGRITY) || !msg.contains(ATTR_USERNAME) {
-            // The crate answers with a nonce it keeps: a limited number a second.
             let now = self.ctx.now_ns();
+            let reuse = u64::try_from(NONCE_REUSE.as_nanos()).unwrap_or(u64::MAX);
+            let known = self
+                .ctx
+                .nonce
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+                .filter(|(_, at)| now.saturating_sub(*at) < reuse);
+            if let Some((nonce, _)) = known {
+                return self.challenge(&msg, nonce);
+            }
+            // The crate answers with a new nonce it keeps (noted on the way out).
             let mut challenges = self
                 .ctx
                 .challenges
@@ -368,6 +388,48 @@ impl Front {
             }
         }
         Verdict::Pass
+    }
+
+    /// `401` with our REALM and `nonce`: the answer to a request without credentials.
+    fn challenge(&self, msg: &Message, nonce: String) -> Verdict {
+        let extra: Vec<Box<dyn Setter>> = vec![
+            Box::new(stun::textattrs::Nonce::new(ATTR_NONCE, nonce)),
+            Box::new(stun::textattrs::Realm::new(
+                stun::attributes::ATTR_REALM,
+                self.ctx.realm.clone(),
+            )),
+        ];
+        reply(msg, CODE_UNAUTHORIZED, "Unauthorized", extra)
+    }
+
+    /// Notes the nonce of an outgoing `401`/`438` of the crate.
+    fn note_nonce(&self, datagram: &[u8]) {
+        // The class bits of the message type (RFC 5389 §6): an error response has both.
+        let error_class = datagram.len() >= 20
+            && datagram[0] & 0x01 != 0
+            && datagram[1] & 0x10 != 0
+            && stun::message::is_message(datagram);
+        if !error_class {
+            return;
+        }
+        let mut msg = Message::new();
+        msg.raw = datagram.to_vec();
+        if msg.decode().is_err() {
+            return;
+        }
+        let mut code = ErrorCodeAttribute::default();
+        let mut nonce = stun::textattrs::Nonce::new(ATTR_NONCE, String::new());
+        if code.get_from(&msg).is_ok()
+            && (code.code == CODE_UNAUTHORIZED || code.code == CODE_STALE_NONCE)
+            && nonce.get_from(&msg).is_ok()
+        {
+            *self
+                .ctx
+                .nonce
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((nonce.text, self.ctx.now_ns()));
+        }
     }
 
     /// `401` with our REALM and the request's NONCE (RFC 5389 §10.2.2).
@@ -441,6 +503,7 @@ impl Conn for Front {
     }
 
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        self.note_nonce(buf);
         Ok(self.socket.send_to(buf, target).await?)
     }
 

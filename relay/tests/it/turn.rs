@@ -435,6 +435,31 @@ fn an_allocation_flood_from_one_source_stops_at_the_caps() {
 }
 
 #[test]
+fn requests_without_credentials_share_one_nonce() {
+    let relay = Relay::start(Backend::Epoll, &[]);
+    let (_, _, user, pass) = published(&relay);
+    // From many sources (ports) and one: the crate issued one nonce, the front hands it out.
+    let first = Raw::new(relay.turn_addr()).challenge();
+    let one = Raw::new(relay.turn_addr());
+    for i in 0..300 {
+        let c = if i % 2 == 0 {
+            Raw::new(relay.turn_addr()).challenge()
+        } else {
+            one.challenge()
+        };
+        assert_eq!(c, first, "request {i}");
+    }
+    // And it works.
+    let answer = one.signed(
+        METHOD_ALLOCATE,
+        vec![Box::new(udp())],
+        (&user, &pass),
+        &first,
+    );
+    assert!(answer.code().is_none(), "{answer:?}");
+}
+
+#[test]
 fn turn_port_0_turns_it_off_and_metadata_says_nothing() {
     let relay = Relay::start(Backend::Epoll, &["turn_port=0"]);
     assert!(relay::turn::metadata_value(relay.shared(), now_unix()).is_none());
