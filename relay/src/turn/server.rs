@@ -6,22 +6,22 @@
 //! # What is wrapped around the crate, and why
 //! `turn` 0.17 has an [`AuthHandler`] (username → key) and a [`RelayAddressGenerator`] (the
 //! relayed socket) but no allocation quotas, no bandwidth limit, and answers bad credentials
-//! `400`. So each listening socket is a [`Front`]: it reads every datagram first and answers
+//! `400`. So each listening socket is a `Front`: it reads every datagram first and answers
 //! `401` (bad credentials), `486` (the username's share is taken) or `508` (the relay is full)
 //! itself, passing everything else on. The crate handles one datagram of a listener at a time
 //! (`Server::read_loop` awaits `handle_request` before it reads again), so the username of an
-//! Allocate the front passed on is the one whose relayed socket [`Relays::allocate_conn`] makes
+//! Allocate the front passed on is the one whose relayed socket `Relays::allocate_conn` makes
 //! next: the front leaves it in a slot the generator reads (not takes: for EVEN-PORT the crate
 //! calls the generator twice, once to find a port, as coturn's `turnutils_uclient` asks for by
 //! default; the front empties the slot at the next datagram). The relayed socket is a
-//! [`RelayConn`] that holds the allocation's [`Reservation`] and drops datagrams over
+//! `RelayConn` that holds the allocation's [`Reservation`] and drops datagrams over
 //! `turn_allocation_bandwidth`.
 //!
 //! The crate keeps every nonce it hands out in a map it prunes only when a client shows an old
 //! one again, one per unauthenticated request: a flood of those would grow it without bound. So
 //! the front answers them itself (`401` with the realm and a nonce), with a nonce the crate
 //! issued and still knows: it notes the nonce of the crate's own `401`/`438` answers as they go
-//! out ([`Front::send_to`]) and hands it out for [`NONCE_REUSE`], then lets the next
+//! out (`Front::send_to`) and hands it out for [`NONCE_REUSE`], then lets the next
 //! unauthenticated request through to the crate for a fresh one (at most
 //! [`CHALLENGES_PER_SECOND`] such pass a second).
 

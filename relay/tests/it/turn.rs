@@ -177,8 +177,8 @@ impl Drop for Killed {
 
 /// coturn's `turnutils_uclient` (Debian package `coturn`, installed by .ci/run), a client
 /// independent of the server's crate: allocates with the published credentials and sends 10
-/// messages a session through the relay to `turnutils_peer`, which echoes them back; a wrong password
-/// makes it fail.
+/// messages a session through the relay to `turnutils_peer`, which echoes them back; a wrong
+/// password makes it fail.
 #[test]
 fn coturn_client_allocates_and_relays_with_the_published_credentials() {
     if !installed("turnutils_uclient") || !installed("turnutils_peer") {
