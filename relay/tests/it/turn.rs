@@ -470,6 +470,24 @@ fn requests_without_credentials_share_one_nonce() {
 }
 
 #[test]
+fn behind_nat_the_external_address_is_announced() {
+    let relay = Relay::start(
+        Backend::Epoll,
+        &[
+            "turn_external_address=203.0.113.7",
+            "turn_relay_ports=61000-61999",
+        ],
+    );
+    let (_, _, user, pass) = published(&relay);
+    let relayed = Raw::new(relay.turn_addr()).allocate(&user, &pass).unwrap();
+    assert_eq!(
+        relayed.ip(),
+        "203.0.113.7".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert!((61000..=61999).contains(&relayed.port()), "{relayed}");
+}
+
+#[test]
 fn turn_port_0_turns_it_off_and_metadata_says_nothing() {
     let relay = Relay::start(Backend::Epoll, &["turn_port=0"]);
     assert!(relay::turn::metadata_value(relay.shared(), now_unix()).is_none());
