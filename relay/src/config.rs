@@ -108,6 +108,9 @@ pub struct Config {
     /// outbound delivery verifies other servers (SMTP STARTTLS, HTTPS `/mxdeliv`); tests with a
     /// local CA.
     pub delivery_ca_file: Option<PathBuf>,
+    /// TURN/STUN on UDP (`turn_port`, `turn_address`, `turn_external_address`,
+    /// `turn_relay_ports` and the allocation caps), see [`crate::turn`].
+    pub turn: crate::turn::TurnConfig,
     /// Every other option as written, for options not interpreted yet (kept so nothing is lost).
     pub extra: BTreeMap<String, String>,
 }
@@ -473,7 +476,9 @@ impl Config {
             Some(v) if v.trim().is_empty() => None,
             Some(v) => Some(check_notification_url(v.trim())?),
         };
+        let turn = turn_config(p, dev)?;
         let config = Config {
+            turn,
             notification_url,
             dns_server,
             dns_timeout_secs,
@@ -541,6 +546,90 @@ impl Config {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+/// The TURN options; `relay dev` serves on UDP 13478 instead of 3478.
+fn turn_config(p: &Parser<'_>, dev: bool) -> Result<crate::turn::TurnConfig, Error> {
+    use crate::turn::TurnConfig;
+    let defaults = TurnConfig::default();
+    let ips = |key: &str| -> Result<Vec<IpAddr>, Error> {
+        let v = p.get(key).unwrap_or_default();
+        v.split([',', ' '])
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<IpAddr>()
+                    .map_err(|_| Error::invalid(key, &v, "comma-separated IP addresses"))
+            })
+            .collect()
+    };
+    let address = ips("turn_address")?;
+    let external_address = match ips("turn_external_address")?.as_slice() {
+        [] => None,
+        [ip] if !ip.is_unspecified() && !ip.is_multicast() => Some(*ip),
+        _ => {
+            return Err(Error::invalid(
+                "turn_external_address",
+                &p.get("turn_external_address").unwrap_or_default(),
+                "one IP address (the one clients reach the relay at)",
+            ))
+        }
+    };
+    if external_address.is_none() && address.iter().any(IpAddr::is_unspecified) {
+        return Err(Error::invalid(
+            "turn_address",
+            &p.get("turn_address").unwrap_or_default(),
+            "addresses of this machine (a wildcard needs turn_external_address, the address \
+             announced to clients)",
+        ));
+    }
+    let relay_ports = match p.get("turn_relay_ports") {
+        None => defaults.relay_ports,
+        Some(v) => parse_port_range(&v).ok_or_else(|| {
+            Error::invalid(
+                "turn_relay_ports",
+                &v,
+                "LOW-HIGH, two ports from 1 to 65535 with LOW not above HIGH",
+            )
+        })?,
+    };
+    let allocation_bandwidth = match p.size("turn_allocation_bandwidth")? {
+        None => defaults.allocation_bandwidth,
+        // Below one full-size datagram a second, nothing would ever pass.
+        Some(n) if n < 1500 => {
+            return Err(Error::invalid(
+                "turn_allocation_bandwidth",
+                &n.to_string(),
+                "bytes a second, at least 1500 (K, M suffixes)",
+            ))
+        }
+        Some(n) => n,
+    };
+    Ok(TurnConfig {
+        port: p.num("turn_port")?.unwrap_or(if dev {
+            crate::turn::DEV_PORT
+        } else {
+            crate::turn::PORT
+        }),
+        address,
+        external_address,
+        relay_ports,
+        max_allocations_per_username: positive(
+            p,
+            "turn_max_allocations_per_username",
+            defaults.max_allocations_per_username,
+        )?,
+        max_allocations: positive(p, "turn_max_allocations", defaults.max_allocations)?,
+        allocation_bandwidth,
+        required: !dev,
+    })
+}
+
+/// `LOW-HIGH` (inclusive, both in 1..=65535, LOW <= HIGH).
+pub fn parse_port_range(v: &str) -> Option<(u16, u16)> {
+    let (low, high) = v.trim().split_once('-')?;
+    let low: u16 = low.trim().parse().ok()?;
+    let high: u16 = high.trim().parse().ok()?;
+    (low >= 1 && low <= high).then_some((low, high))
+}
 
 /// Default of option `user`.
 pub const DEFAULT_USER: &str = "chatmail-relay";
@@ -726,6 +815,44 @@ pub const OPTIONS: &[OptionDoc] = &[
         "http_port",
         Value("80"),
         "Plain HTTP: redirects to HTTPS and answers ACME HTTP-01 challenges.",
+    ),
+    opt(
+        "turn_port",
+        Value("3478"),
+        "TURN/STUN for calls (UDP; `relay dev`: 13478). 0 turns it off.",
+    ),
+    opt(
+        "turn_address",
+        Value(""),
+        "Addresses TURN listens on, comma-separated. Empty: the `listen` addresses, a wildcard\n\
+         there standing for every non-loopback, non-link-local address of the machine.",
+    ),
+    opt(
+        "turn_external_address",
+        Value(""),
+        "Behind NAT: the public IP announced to TURN clients as their relayed address\n\
+         (empty: the address TURN listens on).",
+    ),
+    opt(
+        "turn_relay_ports",
+        Value("49152-65535"),
+        "UDP ports of the relayed addresses (LOW-HIGH), to open in a firewall.",
+    ),
+    opt(
+        "turn_max_allocations_per_username",
+        Value("20"),
+        "TURN allocations one credential may hold at once (over it: 486).",
+    ),
+    opt(
+        "turn_max_allocations",
+        Value("1000"),
+        "TURN allocations in all (one UDP port each; over it: 508).",
+    ),
+    opt(
+        "turn_allocation_bandwidth",
+        Value("1M"),
+        "Bytes a second one TURN allocation may relay, both ways together (K, M suffixes);\n\
+         datagrams over it are dropped.",
     ),
     opt(
         "dns_server",
@@ -1350,6 +1477,98 @@ mod tests {
             let e = Config::build(&r, Mode::Serve).unwrap_err().to_string();
             assert!(e.contains("notification_url"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn turn_options_defaults_and_overrides() {
+        let mut raw = RawConfig::default();
+        raw.set("mail_domain=chat.example.org").unwrap();
+        let c = Config::build(&raw, Mode::Serve).unwrap();
+        assert_eq!(c.turn, crate::turn::TurnConfig::default());
+        assert_eq!(c.turn.port, 3478);
+        assert_eq!(c.turn.relay_ports, (49152, 65535));
+        assert_eq!(c.turn.external_address, None);
+        assert!(c.turn.address.is_empty() && c.turn.required);
+        let dev = Config::dev("d".into());
+        assert_eq!(dev.turn.port, 13478);
+        assert!(
+            !dev.turn.required,
+            "a dev relay runs on without TURN if 13478 is taken"
+        );
+        for kv in [
+            "turn_port=0",
+            "turn_address=10.0.0.5, 2001:db8::5",
+            "turn_external_address=203.0.113.7",
+            "turn_relay_ports=40000-40099",
+            "turn_max_allocations_per_username=3",
+            "turn_max_allocations=50",
+            "turn_allocation_bandwidth=256K",
+        ] {
+            raw.set(kv).unwrap();
+        }
+        assert!(raw.unknown_keys().is_empty());
+        let c = Config::build(&raw, Mode::Serve).unwrap();
+        let t = c.turn;
+        assert_eq!(t.port, 0);
+        assert_eq!(
+            t.address,
+            [
+                "10.0.0.5".parse::<IpAddr>().unwrap(),
+                "2001:db8::5".parse().unwrap()
+            ]
+        );
+        assert_eq!(t.external_address, Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(t.relay_ports, (40000, 40099));
+        assert_eq!((t.max_allocations_per_username, t.max_allocations), (3, 50));
+        assert_eq!(t.allocation_bandwidth, 256 * 1024);
+        // A wildcard listening address is fine once the announced address is given.
+        raw.set("turn_address=0.0.0.0").unwrap();
+        assert!(Config::build(&raw, Mode::Serve).is_ok());
+    }
+
+    #[test]
+    fn bad_turn_values_are_errors_naming_their_key() {
+        for (kv, key) in [
+            ("turn_port=65536", "turn_port"),
+            ("turn_port=udp", "turn_port"),
+            ("turn_address=turn.example.org", "turn_address"),
+            ("turn_address=0.0.0.0", "turn_address"),
+            (
+                "turn_external_address=1.2.3.4, 5.6.7.8",
+                "turn_external_address",
+            ),
+            ("turn_external_address=0.0.0.0", "turn_external_address"),
+            (
+                "turn_external_address=nat.example.org",
+                "turn_external_address",
+            ),
+            ("turn_relay_ports=50000", "turn_relay_ports"),
+            ("turn_relay_ports=60000-50000", "turn_relay_ports"),
+            ("turn_relay_ports=0-100", "turn_relay_ports"),
+            ("turn_relay_ports=50000-70000", "turn_relay_ports"),
+            (
+                "turn_max_allocations_per_username=0",
+                "turn_max_allocations_per_username",
+            ),
+            ("turn_max_allocations=-1", "turn_max_allocations"),
+            ("turn_allocation_bandwidth=100", "turn_allocation_bandwidth"),
+            (
+                "turn_allocation_bandwidth=fast",
+                "turn_allocation_bandwidth",
+            ),
+        ] {
+            let mut raw = RawConfig::default();
+            raw.set("mail_domain=chat.example.org").unwrap();
+            raw.set(kv).unwrap();
+            let e = Config::build(&raw, Mode::Serve).unwrap_err();
+            assert!(
+                matches!(&e, Error::Invalid { key: k, .. } if k == key),
+                "{kv}: {e}"
+            );
+        }
+        assert_eq!(parse_port_range(" 3-3 "), Some((3, 3)));
+        assert_eq!(parse_port_range("1-65535"), Some((1, 65535)));
+        assert_eq!(parse_port_range("-5"), None);
     }
 
     #[test]

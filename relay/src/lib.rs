@@ -58,4 +58,5 @@ pub mod store;
 pub mod throttle;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: certificate files
 pub mod tls;
+pub mod turn;
 pub mod zone;

@@ -431,6 +431,9 @@ fn run(config: Config, io: IoChoice, workers: Option<usize>, dev: bool) -> anyho
     for (kind, addr) in &running.bound {
         out.push_str(&format!("  {kind:?}: {addr}\n"));
     }
+    for addr in running.turn_addrs() {
+        out.push_str(&format!("  Turn (UDP, also STUN): {addr}\n"));
+    }
     say!(
         "relay for {domain} on {} ({workers} workers)\n{out}",
         running.backend

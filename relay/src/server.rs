@@ -15,11 +15,12 @@
 //!    start before anything is bound).
 //! 2. The data directory (`0700`, everything in it narrowed to `0700`/`0600`) and TLS (an
 //!    external key may be readable by root only).
-//! 3. Bind every port, attach the XDP program: the privileged steps.
+//! 3. Bind every port (TURN's UDP sockets too), attach the XDP program: the privileged steps.
 //! 4. As root: hand the data directory tree to the user (`chown`, so a directory left by an
 //!    earlier root-run relay works), then `setgroups`/`setgid`/`setuid`.
-//! 5. Open the store, the DKIM key (created on first start; none for an IP-literal relay) and
-//!    the admin socket as that user, so every file they create is its own.
+//! 5. Open the store, the DKIM key (created on first start; none for an IP-literal relay), the
+//!    TURN secret (created on first start) and the admin socket as that user, so every file
+//!    they create is its own; start TURN on its thread.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -433,9 +434,15 @@ pub struct Running {
     notifier: Option<crate::push::Notifier>,
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
+    turn: Option<crate::turn::server::Handle>,
 }
 
 impl Running {
+    /// The UDP addresses TURN/STUN listens on (none when it is off).
+    pub fn turn_addrs(&self) -> &[SocketAddr] {
+        self.turn.as_ref().map_or(&[], |t| t.addrs())
+    }
+
     /// The shared state (store, config).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
@@ -458,6 +465,9 @@ impl Running {
         self.engine.stop();
         if let Some(n) = self.notifier {
             n.stop();
+        }
+        if let Some(turn) = self.turn {
+            turn.stop();
         }
         let _ = self.stop.send(true);
         for t in self.threads {
@@ -509,6 +519,14 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         bound.push((spec.kind, l.local_addr()?));
         listeners.push((spec.kind, l));
     }
+    let turn_bound = match crate::turn::server::bind(&config) {
+        Ok(b) => b,
+        Err(e) if !config.turn.required => {
+            tracing::warn!("TURN is off: {e:#}");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let (admission, enforcement) = crate::ratelimit::start(&config.ratelimit);
     if let Some(user) = &switch_to {
         user.become_user(&config.data_dir)?;
@@ -529,8 +547,21 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
             crate::dkim::key_path(&config.data_dir, &config.dkim_selector).display()
         )
     })?;
+    let turn = match turn_bound {
+        None => None,
+        Some(bound) => {
+            let secret = crate::turn::secret::load_or_create(&config.data_dir)
+                .context("loading the TURN secret")?;
+            let published = crate::turn::Published::new(config.turn.port, secret.clone());
+            let handle = crate::turn::server::start(bound, &config, secret)
+                .context("starting the TURN server")?;
+            Some((published, handle))
+        }
+    };
+    let (published, turn) = turn.unzip();
     let mut shared = Shared::new(config, Arc::new(store.clone()));
     shared.dkim = dkim.map(Arc::new);
+    shared.turn = published;
     let shared = Arc::new(shared);
     let admin_path = crate::admin::socket_path(&shared.config);
     let admin = crate::admin::spawn(shared.clone(), store.clone(), &admin_path)
@@ -602,6 +633,7 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         notifier,
         threads,
         stop,
+        turn,
     })
 }
 

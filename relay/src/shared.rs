@@ -41,6 +41,9 @@ pub struct Shared {
     /// The value of METADATA `/shared/vendor/deltachat/appversions`, see
     /// [`crate::appversions`].
     pub appversions: Option<Vec<u8>>,
+    /// TURN's port and secret while it runs (set by `server::start`), for IMAP METADATA
+    /// `/shared/vendor/deltachat/turn` ([`crate::turn::metadata_value`]); `None` = off.
+    pub turn: Option<crate::turn::Published>,
 }
 
 impl Shared {
@@ -70,6 +73,7 @@ impl Shared {
             new_limiter: std::sync::Mutex::new(new_limiter),
             dkim: None,
             dkim_keys: Default::default(),
+            turn: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use relay::server::{self, Backend, Kind, Running};
 use relay::shared::Shared;
 use relay::store::Store;
 
-use crate::free_ports;
+use crate::{free_ports, free_udp_port};
 
 /// The backends this machine can run: epoll always, io_uring when the kernel allows it (the
 /// reason is printed when it does not).
@@ -106,11 +106,13 @@ impl Builder {
             }
         };
         let ports = self.same_ports.then(|| free_ports(PORT_KEYS.len()));
+        let turn_port = self.same_ports.then(free_udp_port);
         let mut relay = Relay {
             running: None,
             admin: None,
             data_dir,
             ports,
+            turn_port,
             builder: self,
             _tmp: tmp,
         };
@@ -125,6 +127,7 @@ pub struct Relay {
     admin: Option<relay::admin::Handle>,
     data_dir: PathBuf,
     ports: Option<Vec<u16>>,
+    turn_port: Option<u16>,
     builder: Builder,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -163,6 +166,9 @@ impl Relay {
         for (k, p) in PORT_KEYS.iter().zip(ports) {
             raw.set(&format!("{k}={p}")).unwrap();
         }
+        // TURN is UDP: a free UDP port of its own (an override of turn_port wins).
+        let turn_port = self.turn_port.unwrap_or_else(free_udp_port);
+        raw.set(&format!("turn_port={turn_port}")).unwrap();
         for o in TEST_DEFAULTS
             .iter()
             .copied()
@@ -210,6 +216,18 @@ impl Relay {
             .find(|(k, _)| *k == kind)
             .map(|(_, a)| *a)
             .unwrap()
+    }
+
+    /// The UDP address TURN/STUN listens on.
+    ///
+    /// # Panics
+    /// If TURN is off.
+    pub fn turn_addr(&self) -> SocketAddr {
+        *self
+            .running()
+            .turn_addrs()
+            .first()
+            .expect("TURN is off (turn_port=0)")
     }
 
     /// The port of the listener of `kind`.

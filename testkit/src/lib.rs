@@ -57,6 +57,16 @@ pub fn free_port() -> u16 {
     free_ports(1)[0]
 }
 
+/// A loopback UDP port that was free a moment ago (TURN's `turn_port`: test relays in parallel
+/// must not all take `relay dev`'s 13478).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// `n` distinct loopback ports that were free a moment ago (all held at once while choosing, so
 /// no two are the same).
 pub fn free_ports(n: usize) -> Vec<u16> {

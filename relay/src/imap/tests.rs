@@ -965,7 +965,8 @@ fn relay_entries_answer_configured_values_and_are_read_only() {
         .has("/shared/vendor/deltachat/maxsmtprecipients \"1000\"")
         .has("/shared/vendor/deltachat/irohrelay \"https://iroh.x\"")
         .has("/shared/admin \"mailto:privacy@x\"")
-        .has("/shared/vendor/deltachat/nope NIL");
+        .has("/shared/vendor/deltachat/nope NIL")
+        .has("/shared/vendor/deltachat/turn NIL");
     let r = t.cmd("b GETMETADATA \"\" /shared/vendor/deltachat/appversions");
     r.ok().has("\\\"clientId\\\":\\\"deltachat\\\"");
     t.cmd("c SETMETADATA \"\" (/shared/admin \"mailto:me@x\")")

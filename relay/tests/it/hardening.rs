@@ -407,9 +407,12 @@ fn serve_ini(dir: &Path, data: &Path, ports: Ports, user: &str) -> PathBuf {
     let mut ini = format!(
         "[params]\nmail_domain = 127.0.0.1\nlisten = 127.0.0.1\ndata_dir = {}\nuser = {user}\n\
          max_load_1m = 1000\nmin_free_disk_space = 1M\nmin_available_memory = 1M\n\
-         nocreate_file = {}\n",
+         nocreate_file = {}\nturn_port = {}\n",
         data.display(),
-        dir.join("nocreate").display()
+        dir.join("nocreate").display(),
+        // TURN too (its secret is made after the switch to the user), on a UDP port of its own:
+        // `relay serve` refuses to start when its TURN port is taken.
+        relay_testkit::free_udp_port()
     );
     for s in ports.settings() {
         ini.push_str(&s);
@@ -500,6 +503,7 @@ fn serve_started_as_root_drops_to_its_user_after_binding() {
     assert_eq!(groups, vec![gids[0]], "supplementary groups");
     // Serves on the privileged port it bound as root, and writes its store as the user.
     deliver_one(ports);
+    assert!(data.join("turn/secret").exists(), "the TURN secret");
     for (path, meta) in walk(&data) {
         assert_eq!(meta.uid(), uid, "{} not owned by the user", path.display());
     }

@@ -20,6 +20,7 @@ mod imap_limits;
 mod mxdeliv;
 mod push;
 mod throttle;
+mod turn;
 mod web;
 
 use harness::{backends, message, new_addr, Client, Relay, PASSWORD};

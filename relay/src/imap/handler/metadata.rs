@@ -23,10 +23,10 @@ use crate::store::{AccountId, MailboxId, Op};
 /// Prefix of the entries Delta Chat reads from the relay.
 const VENDOR: &str = "/shared/vendor/deltachat/";
 
-/// `/shared/vendor/deltachat/turn`: the relay's TURN server and credentials, once it serves
-/// one.
-fn turn_entry(_shared: &Shared, _now: i64) -> Option<Vec<u8>> {
-    None
+/// `/shared/vendor/deltachat/turn`: `<domain>:<port>:<expiry>:<password>` while the relay
+/// serves TURN (Delta Chat reads the expiry as the username, TURN REST style).
+fn turn_entry(shared: &Shared, now: i64) -> Option<Vec<u8>> {
+    crate::turn::metadata_value(shared, u64::try_from(now).ok()?).map(String::into_bytes)
 }
 
 /// Whether `key` is the device token entry (entry names are case-insensitive, RFC 5464 §3.2).
