@@ -237,6 +237,23 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+E2E_APPVERSIONS = {
+    "clients": [
+        {
+            "clientId": "deltachat",
+            "sources": [
+                {
+                    "sourceId": "e2e",
+                    "versionInteger": 4000000000,
+                    "versionString": "99.1.2",
+                    "downloadUrl": "https://download.delta.chat/e2e.apk",
+                }
+            ],
+        }
+    ]
+}
+
+
 def start_relay(tmp: Path) -> Server:
     if not RELAY_BIN.exists():
         pytest.exit(f"relay binary {RELAY_BIN} not found (cargo build -p relay --bin relay)", returncode=3)
@@ -245,6 +262,9 @@ def start_relay(tmp: Path) -> Server:
             pytest.exit(f"port {port} on {HOST} is already in use (a leftover relay?)", returncode=3)
     data = tmp / "relay-data"
     data.mkdir()
+    # The operator's app versions file (METADATA /shared/vendor/deltachat/appversions), read at
+    # start: test_relay_metadata.py finds this source through core.
+    (data / "appversions.json").write_text(json.dumps(E2E_APPVERSIONS))
     log = tmp / "relay.log"
     proc = spawn_relay(data, log)
     return Server(

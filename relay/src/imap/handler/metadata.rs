@@ -125,7 +125,15 @@ impl Session {
             first = false;
             response::astring(&mut o, e);
             o.push(b' ');
-            response::nstring(&mut o, value.as_deref());
+            match value.as_deref() {
+                // A quoted string would carry `\"` escapes, which Delta Chat core's IMAP parser
+                // hands on unescaped (the JSON of `appversions` then does not parse): values
+                // with quotes or backslashes go as literals, as Dovecot sends them.
+                Some(v) if v.iter().any(|b| matches!(b, b'"' | b'\\')) => {
+                    response::literal(&mut o, v)
+                }
+                v => response::nstring(&mut o, v),
+            }
         }
         o.extend_from_slice(b")\r\n");
         if !first {
