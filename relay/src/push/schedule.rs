@@ -396,3 +396,53 @@ mod tests {
         assert_eq!(s.next_due(), None);
     }
 }
+
+/// Memory of a million pending notifications (the store's part, once per index copy) and of a
+/// full schedule ([`super::MAX_JOBS`] jobs with 600-byte tokens, the size of Delta Chat's
+/// encrypted tokens). Figures for benches/README.md:
+/// `cargo test --release -p relay --lib push::schedule::bench_memory -- --ignored --nocapture`
+#[cfg(test)]
+#[test]
+#[ignore = "benchmark"]
+#[allow(clippy::unwrap_used, clippy::disallowed_methods)]
+fn bench_memory() {
+    fn rss_anon_kib() -> u64 {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("RssAnon:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    }
+    use crate::store::notify::Notifications;
+    const N: u32 = 1_000_000;
+    let before = rss_anon_kib();
+    let mut n = Notifications::default();
+    for a in 0..N {
+        n.add(a, u64::from(a), 1_800_000_000);
+    }
+    let store_kib = rss_anon_kib() - before;
+    assert_eq!(n.len(), N as usize);
+    let before = rss_anon_kib();
+    let mut s = Schedule::default();
+    let t0 = 1_800_000_000_000;
+    for a in 0..super::MAX_JOBS as u32 {
+        let token = format!("openpgp:{a:08}{}", "x".repeat(583));
+        let p = PendingNotify {
+            account: a,
+            seq: u64::from(a),
+            at: 1_800_000_000,
+        };
+        s.offer(p, vec![token], t0);
+    }
+    let schedule_kib = rss_anon_kib() - before;
+    assert_eq!(s.len(), super::MAX_JOBS);
+    println!(
+        "pending notifications: {N} in {:.1} MiB ({:.0} bytes each, per index copy); \
+         schedule: {} jobs with 600-byte tokens in {:.1} MiB",
+        store_kib as f64 / 1024.0,
+        store_kib as f64 * 1024.0 / f64::from(N),
+        super::MAX_JOBS,
+        schedule_kib as f64 / 1024.0
+    );
+    drop((n, s));
+}
