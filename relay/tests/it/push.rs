@@ -230,3 +230,52 @@ fn thousands_of_pending_notifications_are_read_in_batches_and_all_sent() {
     }
     assert!(store.notify_pending(0, usize::MAX).is_empty());
 }
+
+#[test]
+fn a_notifier_that_answers_garbage_or_is_unreachable_costs_deliveries_nothing() {
+    use std::io::{Read, Write};
+    // A server that answers every request with bytes that are not HTTP, then closes.
+    let garbage = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let garbage_addr = garbage.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for s in garbage.incoming() {
+            let Ok(mut s) = s else { return };
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"\x00\xffSMTP 220 not http at all\r\n\r\n\r\n");
+        }
+    });
+    // And a port nobody listens on.
+    let closed = relay_testkit::free_port();
+    for url in [
+        format!("notification_url=http://{garbage_addr}"),
+        format!("notification_url=http://127.0.0.1:{closed}"),
+    ] {
+        let relay = Relay::start(relay_testkit::Backend::Epoll, &[&url]);
+        let (a, b) = (new_addr("ga"), new_addr("gb"));
+        let mut bi = imap_login(&relay, &b);
+        set_token(&mut bi, "tok-g");
+        let mut send = smtp_login(&relay, &a);
+        for n in 0..5 {
+            let (code, text) = send.submit(&a, &[&b], &message("encrypted.eml.tmpl", &a, &b));
+            assert_eq!(code, 250, "{url} message {n}: {text}");
+        }
+        let (lines, status) = bi.imap("s", "SELECT INBOX");
+        assert!(status.starts_with("s OK"), "{status}");
+        assert!(lines.iter().any(|l| l == "* 5 EXISTS"), "{lines:?}");
+        // The notification stays pending for its retries (8 s later): nothing was lost.
+        let pending = relay.store().notify_pending(0, usize::MAX);
+        assert_eq!(pending.len(), 1, "{url}: {pending:?}");
+    }
+    let end = Instant::now() + ARRIVAL;
+    while hits.load(std::sync::atomic::Ordering::SeqCst) == 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        hits.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the notifier was tried"
+    );
+}
