@@ -7,9 +7,13 @@
 #   setup  $PUSH_TOKENS (10000) accounts log in once and register a device token
 #   on     notification_url = the stand-in; receivers register tokens too: every delivery
 #          notifies. Figures: end of DATA -> POST at the stand-in, end of DATA -> EXISTS
-#   off    notification_url empty (the same receivers, tokens and all): end of DATA -> EXISTS
+#   off    notification_url empty (the same receivers, tokens and all: deliveries still write
+#          their pending notifications, nothing sends them): end of DATA -> EXISTS
+#   none   notification_url set, other senders and receivers without tokens (nothing about push
+#          happens at all): end of DATA -> EXISTS
 # at $PUSH_RATE (1000) msgs/s for $PUSH_DURATION (10) s, 4 senders, $PUSH_RECEIVERS (100) IDLE
-# receivers; $PUSH_ROUNDS (3) rounds alternating on/off; the table gives medians over rounds.
+# receivers; $PUSH_ROUNDS (3) rounds, the order of the modes rotating; the table gives medians
+# over rounds and the median of the per-round ratios.
 #
 #   tools/push-bench.sh
 #   PUSH_RELAY=/path/relay PUSH_LOADGEN=/path/loadgen tools/push-bench.sh   # no cargo
@@ -65,23 +69,29 @@ start_relay() { # start_relay <notification_url or empty>
   done
   log "relay did not start (see $OUT/relay.log)"; exit 1
 }
-common=(--senders 4 --receivers "$RECEIVERS" --device-tokens --rate "$RATE" --duration "$DURATION" --drain 10)
+common=(--senders 4 --receivers "$RECEIVERS" --device-tokens)
+load=(--rate "$RATE" --duration "$DURATION" --drain 10)
 
 : >"$OUT/relay.log"
 start_relay "http://127.0.0.1:$PORT"
 log "registering $TOKENS device tokens"
-"$LOADGEN" "${common[@]}" --token-accounts "$TOKENS" --duration 1 --rate 10 >"$OUT/setup.txt"
+"$LOADGEN" "${common[@]}" --token-accounts "$TOKENS" --duration 1 --rate 10 --drain 5 >"$OUT/setup.txt"
 stop_relay
+orders=("on off none" "off none on" "none on off")
 for r in $(seq "$ROUNDS"); do
-  order="on off"; [ $((r % 2)) -eq 0 ] && order="off on"
-  for mode in $order; do
-    if [ "$mode" = on ]; then
-      start_relay "http://127.0.0.1:$PORT"
-      "$LOADGEN" "${common[@]}" --notifier-port "$PORT" --json "$OUT/on-$r.json" >"$OUT/on-$r.txt"
-    else
-      start_relay ""
-      "$LOADGEN" "${common[@]}" --json "$OUT/off-$r.json" >"$OUT/off-$r.txt"
-    fi
+  for mode in ${orders[$(( (r - 1) % 3 ))]}; do
+    case $mode in
+      on)
+        start_relay "http://127.0.0.1:$PORT"
+        "$LOADGEN" "${common[@]}" "${load[@]}" --notifier-port "$PORT" --json "$OUT/on-$r.json" >"$OUT/on-$r.txt" ;;
+      off)
+        start_relay ""
+        "$LOADGEN" "${common[@]}" "${load[@]}" --json "$OUT/off-$r.json" >"$OUT/off-$r.txt" ;;
+      none)
+        start_relay "http://127.0.0.1:$PORT"
+        "$LOADGEN" --senders 4 --receivers "$RECEIVERS" --first $((TOKENS + 1000)) "${load[@]}" \
+          --json "$OUT/none-$r.json" >"$OUT/none-$r.txt" ;;
+    esac
     stop_relay
     log "round $r $mode: $(grep -E '^(notify|push) ' "$OUT/$mode-$r.txt" | tr -s ' ' | paste -sd';')"
   done
@@ -89,16 +99,20 @@ done
 
 median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) exit; if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 med() { for r in $(seq "$ROUNDS"); do jq -r "($2) // empty" "$OUT/$1-$r.json"; done | median; }
-ratio() { for r in $(seq "$ROUNDS"); do
-  a=$(jq -r "$1" "$OUT/on-$r.json"); b=$(jq -r "$1" "$OUT/off-$r.json")
-  awk "BEGIN{ if ($b > 0) print $a / $b }"; done | median; }
+ratio() { for r in $(seq "$ROUNDS"); do # ratio <mode> <mode> <jq>
+  a=$(jq -r "$3" "$OUT/$1-$r.json"); b=$(jq -r "$3" "$OUT/$2-$r.json")
+  awk "BEGIN{ if ($b > 0) printf \"%.2f\\n\", $a / $b }"; done | median; }
+row() { # row <label> <jq>
+  echo "| $1 | $(med on "$2") | $(med off "$2") | $(med none "$2") | $(ratio on off "$2") | $(ratio on none "$2") |"
+}
 {
-  echo "| figure ($RATE msgs/s, $RECEIVERS receivers, $((TOKENS + RECEIVERS)) tokens, median of $ROUNDS rounds) | push on | push off | on/off |"
-  echo "|---|---|---|---|"
-  echo "| end of DATA -> POST at the notifier, p50 ms | $(med on .push_latency.p50_ms) | - | - |"
-  echo "| end of DATA -> POST at the notifier, p99 ms | $(med on .push_latency.p99_ms) | - | - |"
-  echo "| POSTs / deliveries | $(med on .push_posts) / $(med on .delivered) | - | - |"
-  echo "| end of DATA -> EXISTS, p50 ms | $(med on .notify_latency.p50_ms) | $(med off .notify_latency.p50_ms) | $(ratio .notify_latency.p50_ms) |"
-  echo "| end of DATA -> EXISTS, p99 ms | $(med on .notify_latency.p99_ms) | $(med off .notify_latency.p99_ms) | $(ratio .notify_latency.p99_ms) |"
-  echo "| end of DATA -> 250, p50 ms | $(med on .submit_latency.p50_ms) | $(med off .submit_latency.p50_ms) | $(ratio .submit_latency.p50_ms) |"
+  echo "| $RATE msgs/s, $RECEIVERS receivers, $((TOKENS + RECEIVERS)) tokens, median of $ROUNDS rounds | on | off | none | on/off | on/none |"
+  echo "|---|---|---|---|---|---|"
+  echo "| end of DATA -> POST at the notifier, p50 ms | $(med on .push_latency.p50_ms) | - | - | - | - |"
+  echo "| end of DATA -> POST at the notifier, p99 ms | $(med on .push_latency.p99_ms) | - | - | - | - |"
+  echo "| POSTs (of which for no message of the run) / deliveries | $(med on .push_posts) ($(med on .push_unmatched)) / $(med on .delivered) | - | - | - | - |"
+  row "end of DATA -> EXISTS, p50 ms" .notify_latency.p50_ms
+  row "end of DATA -> EXISTS, p99 ms" .notify_latency.p99_ms
+  row "end of DATA -> 250, p50 ms" .submit_latency.p50_ms
+  row "end of DATA -> 250, p99 ms" .submit_latency.p99_ms
 } | tee "$OUT/table.md"
