@@ -9,8 +9,9 @@
 //! `<notification_url>/notify` with the raw token as body, one request per token, at most
 //! [`MAX_IN_FLIGHT`] at once over keep-alive connections, each within [`REQUEST_TIMEOUT`]
 //! (the reference's 60 s). What a result means and when to retry is the sans-I/O
-//! [`schedule`]; finished notifications are committed as `Op::NotifyDone`, tokens answered
-//! `410 Gone` removed with `Op::RemoveDeviceToken`.
+//! [`schedule`]; finished notifications are committed as `Op::NotifyDone`, up to
+//! [`DONE_GROUP`] in one commit within [`DONE_DELAY_MS`], tokens answered `410 Gone` removed
+//! with `Op::RemoveDeviceToken`. The thread runs at a lower CPU priority (nice 10).
 //!
 //! Memory: the store keeps one small entry per account with a pending notification; the
 //! schedule one job per (account, token) it works on.
@@ -30,6 +31,8 @@ use crate::shared::Shared;
 use crate::store::Op;
 use schedule::{Action, Outcome, Schedule, Send};
 
+/// The notifier thread's nice value (as the hash pool's).
+const NICE: i32 = crate::io::hash_pool::NICE;
 /// POSTs in flight at most.
 pub const MAX_IN_FLIGHT: usize = 32;
 /// Jobs (account and token) the schedule holds at most; further pending notifications wait in
@@ -40,6 +43,12 @@ pub const MAX_JOBS: usize = 20_000;
 const READ_BATCH: usize = 1024;
 /// One request and its response (the reference's 60 s).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Finished notifications are committed together (one `Op::Group`), this many at most ...
+pub const DONE_GROUP: usize = 256;
+/// ... at most this long (ms) after the first of them finished. A crash in between sends those
+/// notifications again after the restart (a second wake-up of a phone, harmless); in exchange
+/// the store writes one commit per group instead of one per POST.
+pub const DONE_DELAY_MS: u64 = 50;
 /// Response body bytes read (to keep the connection) at most.
 const MAX_RESPONSE_BODY: usize = 16 * 1024;
 
@@ -52,11 +61,14 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Starts the notifier thread if `notification_url` is set.
+    /// Starts the notifier thread if `notification_url` is set; HTTPS with `tls`.
     ///
     /// # Errors
     /// The thread could not be created.
-    pub fn start(shared: Arc<Shared>) -> std::io::Result<Option<Notifier>> {
+    pub fn start(
+        shared: Arc<Shared>,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<Option<Notifier>> {
         let Some(base) = shared.config.notification_url.clone() else {
             return Ok(None);
         };
@@ -65,6 +77,13 @@ impl Notifier {
         let thread = std::thread::Builder::new()
             .name("notifier".into())
             .spawn(move || {
+                // Background work: a lower priority for this thread (Linux: the nice value is
+                // per thread, and threads it starts inherit it), so that on a busy machine
+                // deliveries and IDLE wake-ups get the CPU first. Failing to set it changes
+                // nothing but the priority.
+                if let Err(e) = rustix::process::setpriority_process(None, NICE) {
+                    tracing::debug!("notifier thread priority: {e}");
+                }
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -75,7 +94,7 @@ impl Notifier {
                         return;
                     }
                 };
-                rt.block_on(run(shared, client(), url, stop_rx));
+                rt.block_on(run(shared, client(tls), url, stop_rx));
             })?;
         Ok(Some(Notifier {
             stop,
@@ -103,32 +122,17 @@ impl Drop for Notifier {
     }
 }
 
-/// The HTTP client: HTTPS with the system's CA certificates, plain HTTP for the loopback
-/// stand-ins `notification_url` allows; keep-alive.
-fn client() -> HttpClient {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-    .unwrap_or_else(|e| {
-        // ring supports the default versions; keep serving without push rather than fail.
-        tracing::error!("notifier TLS set-up: {e}");
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3 with ring")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth()
-    });
+/// The HTTP client: HTTPS with `tls` (the delivery's verified configuration: the system's CA
+/// certificates and `delivery_ca_file`), plain HTTP for the loopback stand-ins
+/// `notification_url` allows; keep-alive.
+fn client(tls: Arc<rustls::ClientConfig>) -> HttpClient {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(Duration::from_secs(10)));
     http.enforce_http(false);
     http.set_nodelay(true);
+    // hyper-rustls sets ALPN itself (none for HTTP/1.1 only) and refuses a preset list.
+    let mut tls = (*tls).clone();
+    tls.alpn_protocols.clear();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -181,21 +185,61 @@ fn now_ms() -> u64 {
 }
 
 /// Commit what the schedule decided (in the background: a slow store write holds no POST).
-fn apply(shared: &Arc<Shared>, actions: Vec<Action>) {
+/// Carries out the schedule's actions: finished notifications join `finished`, a token
+/// answered `410` is removed at once.
+fn apply(shared: &Arc<Shared>, actions: Vec<Action>, finished: &mut Finished, now: u64) {
     for a in actions {
-        let op = match a {
-            Action::Done { account, seq } => Op::NotifyDone { account, seq },
+        match a {
+            Action::Done { account, seq } => finished.add(Op::NotifyDone { account, seq }, now),
             Action::RemoveToken { account, token } => {
                 tracing::info!(account, "push: token gone (410), removed");
-                Op::RemoveDeviceToken { account, token }
+                commit(shared, Op::RemoveDeviceToken { account, token });
             }
-        };
-        let commit = shared.store.commit(op);
-        tokio::spawn(async move {
-            if let Err(e) = commit.await {
-                tracing::warn!("push: store update failed: {e}");
-            }
-        });
+        }
+        if finished.ops.len() >= DONE_GROUP {
+            finished.flush(shared);
+        }
+    }
+}
+
+/// Commits `op` without waiting for it (a failure is logged; the notification stays pending
+/// and is sent again).
+fn commit(shared: &Arc<Shared>, op: Op) {
+    let commit = shared.store.commit(op);
+    tokio::spawn(async move {
+        if let Err(e) = commit.await {
+            tracing::warn!("push: store update failed: {e}");
+        }
+    });
+}
+
+/// Finished notifications not yet committed ([`DONE_GROUP`], [`DONE_DELAY_MS`]).
+#[derive(Default)]
+struct Finished {
+    ops: Vec<Op>,
+    /// When they are committed at the latest (ms).
+    due: Option<u64>,
+}
+
+impl Finished {
+    fn add(&mut self, op: Op, now: u64) {
+        self.due.get_or_insert(now + DONE_DELAY_MS);
+        self.ops.push(op);
+    }
+
+    fn flush_if_due(&mut self, shared: &Arc<Shared>, now: u64) {
+        if self.due.is_some_and(|due| now >= due) {
+            self.flush(shared);
+        }
+    }
+
+    fn flush(&mut self, shared: &Arc<Shared>) {
+        self.due = None;
+        match std::mem::take(&mut self.ops) {
+            ops if ops.is_empty() => {}
+            mut ops if ops.len() == 1 => commit(shared, ops.remove(0)),
+            ops => commit(shared, Op::Group(ops)),
+        }
     }
 }
 
@@ -213,8 +257,10 @@ async fn run(
     // Pending notifications from this `seq` on have not been read yet.
     let mut unread = 0u64;
     let mut new_pending = true;
+    let mut finished = Finished::default();
     loop {
         let now = now_ms();
+        finished.flush_if_due(&shared, now);
         if new_pending {
             watch.borrow_and_update();
             let now_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
@@ -240,7 +286,7 @@ async fn run(
             if schedule.len() >= MAX_JOBS {
                 new_pending = !store.notify_pending(unread, 1).is_empty();
             }
-            apply(&shared, actions);
+            apply(&shared, actions, &mut finished, now);
         }
         for send in schedule.due(now, MAX_IN_FLIGHT - in_flight.len()) {
             let (client, url) = (client.clone(), url.clone());
@@ -252,21 +298,29 @@ async fn run(
         let sleep = schedule
             .next_due()
             .filter(|_| in_flight.len() < MAX_IN_FLIGHT)
+            .into_iter()
+            .chain(finished.due)
+            .min()
             .map_or(Duration::from_secs(3600), |due| {
                 Duration::from_millis(due.saturating_sub(now))
             });
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                finished.flush(&shared);
+                return;
+            }
             changed = watch.changed() => {
                 if changed.is_err() {
+                    finished.flush(&shared);
                     return;
                 }
                 new_pending = true;
             }
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                 if let Ok((send, outcome)) = done {
-                    let actions = schedule.result(&send, outcome, now_ms());
-                    apply(&shared, actions);
+                    let now = now_ms();
+                    let actions = schedule.result(&send, outcome, now);
+                    apply(&shared, actions, &mut finished, now);
                 }
             }
             () = tokio::time::sleep(sleep) => {}
