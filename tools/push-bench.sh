@@ -69,6 +69,16 @@ start_relay() { # start_relay <notification_url or empty>
   done
   log "relay did not start (see $OUT/relay.log)"; exit 1
 }
+# CPU time (clock ticks, utime + stime) of the relay and of its notifier thread.
+ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+notifier_ticks() {
+  local t n=0
+  for t in /proc/"$PID"/task/*; do
+    [ "$(cat "$t/comm" 2>/dev/null)" = notifier ] && n=$(awk '{print $14 + $15}' "$t/stat")
+  done
+  echo "$n"
+}
+HZ=$(getconf CLK_TCK)
 common=(--senders 4 --receivers "$RECEIVERS" --device-tokens)
 load=(--rate "$RATE" --duration "$DURATION" --drain 10)
 
@@ -80,18 +90,18 @@ stop_relay
 orders=("on off none" "off none on" "none on off")
 for r in $(seq "$ROUNDS"); do
   for mode in ${orders[$(( (r - 1) % 3 ))]}; do
+    if [ "$mode" = off ]; then start_relay ""; else start_relay "http://127.0.0.1:$PORT"; fi
+    t0=$(ticks); n0=$(notifier_ticks)
     case $mode in
       on)
-        start_relay "http://127.0.0.1:$PORT"
         "$LOADGEN" "${common[@]}" "${load[@]}" --notifier-port "$PORT" --json "$OUT/on-$r.json" >"$OUT/on-$r.txt" ;;
       off)
-        start_relay ""
         "$LOADGEN" "${common[@]}" "${load[@]}" --json "$OUT/off-$r.json" >"$OUT/off-$r.txt" ;;
       none)
-        start_relay "http://127.0.0.1:$PORT"
         "$LOADGEN" --senders 4 --receivers "$RECEIVERS" --first $((TOKENS + 1000)) "${load[@]}" \
           --json "$OUT/none-$r.json" >"$OUT/none-$r.txt" ;;
     esac
+    echo "$(( $(ticks) - t0 )) $(( $(notifier_ticks) - n0 ))" >"$OUT/cpu-$mode-$r.txt"
     stop_relay
     log "round $r $mode: $(grep -E '^(notify|push) ' "$OUT/$mode-$r.txt" | tr -s ' ' | paste -sd';')"
   done
@@ -102,6 +112,10 @@ med() { for r in $(seq "$ROUNDS"); do jq -r "($2) // empty" "$OUT/$1-$r.json"; d
 ratio() { for r in $(seq "$ROUNDS"); do # ratio <mode> <mode> <jq>
   a=$(jq -r "$3" "$OUT/$1-$r.json"); b=$(jq -r "$3" "$OUT/$2-$r.json")
   awk "BEGIN{ if ($b > 0) printf \"%.2f\\n\", $a / $b }"; done | median; }
+# cpu <mode> <field 1|2> <per jq>: CPU µs (relay or notifier thread) per unit of the run's <per>.
+cpu() { for r in $(seq "$ROUNDS"); do
+  t=$(cut -d' ' -f"$2" "$OUT/cpu-$1-$r.txt"); n=$(jq -r "$3" "$OUT/$1-$r.json")
+  awk "BEGIN{ if ($n > 0) printf \"%.0f\\n\", $t * 1000000 / $HZ / $n }"; done | median; }
 row() { # row <label> <jq>
   echo "| $1 | $(med on "$2") | $(med off "$2") | $(med none "$2") | $(ratio on off "$2") | $(ratio on none "$2") |"
 }
@@ -115,4 +129,6 @@ row() { # row <label> <jq>
   row "end of DATA -> EXISTS, p99 ms" .notify_latency.p99_ms
   row "end of DATA -> 250, p50 ms" .submit_latency.p50_ms
   row "end of DATA -> 250, p99 ms" .submit_latency.p99_ms
+  echo "| relay CPU per delivered message, µs | $(cpu on 1 .delivered) | $(cpu off 1 .delivered) | $(cpu none 1 .delivered) | - | - |"
+  echo "| notifier thread CPU per POST, µs | $(cpu on 2 .push_posts) | - | - | - | - |"
 } | tee "$OUT/table.md"
