@@ -105,8 +105,8 @@ pub struct Config {
     /// `admin_socket`: the admin socket's path (default `<data_dir>/admin.sock`).
     pub admin_socket: PathBuf,
     /// `delivery_ca_file`: extra CA certificates (PEM) trusted, besides the system's, when
-    /// outbound delivery verifies other servers (SMTP STARTTLS, HTTPS `/mxdeliv`); tests with a
-    /// local CA.
+    /// outbound delivery verifies other servers (SMTP STARTTLS, HTTPS `/mxdeliv`) and the push
+    /// notifier verifies `notification_url`; tests with a local CA.
     pub delivery_ca_file: Option<PathBuf>,
     /// TURN/STUN on UDP (`turn_port`, `turn_address`, `turn_external_address`,
     /// `turn_relay_ports` and the allocation caps), see [`crate::turn`].
@@ -617,6 +617,11 @@ fn turn_config(p: &Parser<'_>, dev: bool) -> Result<crate::turn::TurnConfig, Err
             "turn_max_allocations_per_username",
             defaults.max_allocations_per_username,
         )?,
+        max_allocations_per_source: positive(
+            p,
+            "turn_max_allocations_per_source",
+            defaults.max_allocations_per_source,
+        )?,
         max_allocations: positive(p, "turn_max_allocations", defaults.max_allocations)?,
         allocation_bandwidth,
         required: !dev,
@@ -844,6 +849,11 @@ pub const OPTIONS: &[OptionDoc] = &[
         "TURN allocations one credential may hold at once (over it: 486).",
     ),
     opt(
+        "turn_max_allocations_per_source",
+        Value("100"),
+        "TURN allocations one IPv4 address or IPv6 /64 may hold at once (over it: 486).",
+    ),
+    opt(
         "turn_max_allocations",
         Value("1000"),
         "TURN allocations in all (one UDP port each; over it: 508).",
@@ -901,7 +911,7 @@ pub const OPTIONS: &[OptionDoc] = &[
         "delivery_ca_file",
         Value(""),
         "CA certificates (PEM) trusted besides the system's when delivering to other servers\n\
-         (SMTP STARTTLS, HTTPS /mxdeliv); test CAs.",
+         (SMTP STARTTLS, HTTPS /mxdeliv) and posting to notification_url; test CAs.",
     ),
     opt(
         "maximal_queue_lifetime",
@@ -1501,6 +1511,7 @@ mod tests {
             "turn_external_address=203.0.113.7",
             "turn_relay_ports=40000-40099",
             "turn_max_allocations_per_username=3",
+            "turn_max_allocations_per_source=7",
             "turn_max_allocations=50",
             "turn_allocation_bandwidth=256K",
         ] {
@@ -1519,7 +1530,14 @@ mod tests {
         );
         assert_eq!(t.external_address, Some("203.0.113.7".parse().unwrap()));
         assert_eq!(t.relay_ports, (40000, 40099));
-        assert_eq!((t.max_allocations_per_username, t.max_allocations), (3, 50));
+        assert_eq!(
+            (
+                t.max_allocations_per_username,
+                t.max_allocations_per_source,
+                t.max_allocations
+            ),
+            (3, 7, 50)
+        );
         assert_eq!(t.allocation_bandwidth, 256 * 1024);
         // A wildcard listening address is fine once the announced address is given.
         raw.set("turn_address=0.0.0.0").unwrap();
@@ -1551,6 +1569,10 @@ mod tests {
                 "turn_max_allocations_per_username",
             ),
             ("turn_max_allocations=-1", "turn_max_allocations"),
+            (
+                "turn_max_allocations_per_source=0",
+                "turn_max_allocations_per_source",
+            ),
             ("turn_allocation_bandwidth=100", "turn_allocation_bandwidth"),
             (
                 "turn_allocation_bandwidth=fast",

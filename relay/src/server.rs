@@ -571,10 +571,11 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         shared.dns.clone(),
     )
     .context("setting up outbound delivery")?;
+    let notifier_tls = delivery.https_verified();
     let engine = crate::delivery::engine::Engine::start(shared.clone(), delivery)
         .context("starting the delivery engine")?;
-    let notifier =
-        crate::push::Notifier::start(shared.clone()).context("starting the push notifier")?;
+    let notifier = crate::push::Notifier::start(shared.clone(), notifier_tls)
+        .context("starting the push notifier")?;
     let certs = tls.certs.clone();
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),

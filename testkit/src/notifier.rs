@@ -1,11 +1,12 @@
-//! A stand-in for the Delta Chat push notifier (chatmail.md §6.2) on loopback: plain HTTP/1.1
-//! with keep-alive, as the relay's `notification_url = http://127.0.0.1:<port>` reaches it.
+//! A stand-in for the Delta Chat push notifier (chatmail.md §6.2) on loopback: HTTP/1.1 with
+//! keep-alive, plain (`notification_url = http://127.0.0.1:<port>`) or over TLS with a
+//! certificate the test chose (`https://127.0.0.1:<port>`, as the real notifier is reached).
 //! It records every request (method, path, body) and answers what the test says per token:
 //! a status, or nothing at all (a hanging notifier). Stops with the value.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,17 +38,29 @@ struct Inner {
     requests: Mutex<Vec<Request>>,
     rule: Mutex<Rule>,
     stop: AtomicBool,
+    connections: AtomicUsize,
 }
 
 /// The running stand-in.
 pub struct Notifier {
     addr: SocketAddr,
+    tls: bool,
     inner: Arc<Inner>,
 }
 
 impl Notifier {
-    /// Listens on a free loopback port; answers `200` to everything until told otherwise.
+    /// Listens on a free loopback port over plain HTTP; answers `200` to everything until told
+    /// otherwise.
     pub fn start() -> Notifier {
+        Notifier::listen(None)
+    }
+
+    /// As [`Notifier::start`], over TLS with `config` (a certificate for `127.0.0.1`).
+    pub fn start_tls(config: Arc<rustls::ServerConfig>) -> Notifier {
+        Notifier::listen(Some(config))
+    }
+
+    fn listen(tls: Option<Arc<rustls::ServerConfig>>) -> Notifier {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -55,25 +68,47 @@ impl Notifier {
             requests: Mutex::default(),
             rule: Mutex::new(Box::new(|_| Answer::Status(200))),
             stop: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
         });
         let i = inner.clone();
+        let is_tls = tls.is_some();
         std::thread::spawn(move || {
             while !i.stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((s, _)) => {
+                        i.connections.fetch_add(1, Ordering::SeqCst);
                         let i = i.clone();
-                        std::thread::spawn(move || serve(s, &i));
+                        let tls = tls.clone();
+                        std::thread::spawn(move || {
+                            s.set_nonblocking(false).unwrap();
+                            s.set_read_timeout(Some(Duration::from_millis(100)))
+                                .unwrap();
+                            match tls {
+                                None => serve(s, &i),
+                                Some(config) => {
+                                    // A handshake that fails (an untrusted certificate) ends
+                                    // the connection at the first read.
+                                    let conn = rustls::ServerConnection::new(config).unwrap();
+                                    serve(rustls::StreamOwned::new(conn, s), &i);
+                                }
+                            }
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Notifier { addr, inner }
+        Notifier {
+            addr,
+            tls: is_tls,
+            inner,
+        }
     }
 
     /// The relay option that points at this stand-in.
     pub fn relay_option(&self) -> String {
-        format!("notification_url=http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("notification_url={scheme}://{}", self.addr)
     }
 
     /// Its address.
@@ -112,6 +147,11 @@ impl Notifier {
         }
     }
 
+    /// Connections accepted so far (a failed TLS handshake counts, but sends no request).
+    pub fn connections(&self) -> usize {
+        self.inner.connections.load(Ordering::SeqCst)
+    }
+
     /// Forget the requests so far.
     pub fn clear(&self) {
         self.inner.requests.lock().unwrap().clear();
@@ -124,12 +164,9 @@ impl Drop for Notifier {
     }
 }
 
-/// One keep-alive connection: requests until the client closes or the stand-in stops.
-fn serve(stream: TcpStream, inner: &Inner) {
-    stream
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let mut w = stream.try_clone().unwrap();
+/// One keep-alive connection (its reads time out every 100 ms, to notice a stop): requests
+/// until the client closes or the stand-in stops.
+fn serve(stream: impl Read + Write, inner: &Inner) {
     let mut r = BufReader::new(stream);
     'requests: loop {
         let mut head = Vec::new();
@@ -144,6 +181,7 @@ fn serve(stream: TcpStream, inner: &Inner) {
                     head.push(line.trim_end().to_owned());
                 }
                 Err(_) if inner.stop.load(Ordering::Relaxed) => return,
+                Err(e) if !timed_out(&e) => return,
                 Err(_) if head.is_empty() => continue 'requests,
                 Err(_) => continue,
             }
@@ -164,6 +202,7 @@ fn serve(stream: TcpStream, inner: &Inner) {
                 Ok(0) => return,
                 Ok(n) => got += n,
                 Err(_) if inner.stop.load(Ordering::Relaxed) => return,
+                Err(e) if !timed_out(&e) => return,
                 Err(_) => {}
             }
         }
@@ -180,7 +219,11 @@ fn serve(stream: TcpStream, inner: &Inner) {
                 let reply = format!(
                     "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
                 );
-                if w.write_all(reply.as_bytes()).is_err() {
+                let w = r.get_mut();
+                if w.write_all(reply.as_bytes())
+                    .and_then(|()| w.flush())
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -192,4 +235,12 @@ fn serve(stream: TcpStream, inner: &Inner) {
             }
         }
     }
+}
+
+/// Whether `e` is the read timeout (as opposed to a closed or failed connection).
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }

@@ -239,6 +239,12 @@ impl Delivery {
         })
     }
 
+    /// The verified HTTPS client configuration (the system's CA certificates and
+    /// `delivery_ca_file`), for the process's other HTTPS clients (the push notifier).
+    pub fn https_verified(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        self.tls.https(mx::TlsPolicy::Verify)
+    }
+
     /// The settings in use.
     pub fn config(&self) -> &DeliveryConfig {
         &self.config

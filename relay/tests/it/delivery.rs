@@ -22,6 +22,7 @@ use relay::outbound::schedule::AttemptResult;
 use relay::outbound::smtp_client::ConnError;
 use relay::outbound::{dsn, Outcome};
 use relay::server::{Backend, Kind};
+use relay_testkit::tls::TestCa;
 use relay_testkit::{create_account, free_port, new_addr, Relay};
 
 use crate::harness::message;
@@ -91,50 +92,6 @@ fn inbox_count(relay: &Relay, addr: &str) -> usize {
 
 // ---------------------------------------------------------------------------------------------
 // Certificates and TLS servers
-
-struct TestCa {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-    dir: tempfile::TempDir,
-}
-
-impl TestCa {
-    fn new() -> TestCa {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "delivery test CA");
-        let key = rcgen::KeyPair::generate().unwrap();
-        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), issuer.pem()).unwrap();
-        TestCa { issuer, dir }
-    }
-
-    fn file(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// A server configuration with a certificate for `names` issued by this CA.
-    fn server(&self, names: &[&str], alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
-        let params =
-            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone(), self.issuer.der().clone()], key_der)
-        .unwrap();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // A scripted SMTP server (blocking threads)
@@ -908,7 +865,7 @@ fn certificates_are_verified_against_the_host_name() {
     )
     .unwrap();
     // A broken extra CA file is a setup error naming the file.
-    let bad = ca.dir.path().join("bad.pem");
+    let bad = ca.file().with_file_name("bad.pem");
     std::fs::write(&bad, "not a certificate").unwrap();
     let e = ClientTls::new(Some(&bad)).err().unwrap();
     assert!(e.to_string().contains("bad.pem"), "{e}");

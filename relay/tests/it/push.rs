@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use relay_testkit::notifier::{Answer, Notifier};
+use relay_testkit::tls::TestCa;
 use relay_testkit::Kind;
 
 use crate::faults::{imap, spawn_with};
@@ -278,4 +279,49 @@ fn a_notifier_that_answers_garbage_or_is_unreachable_costs_deliveries_nothing() 
         hits.load(std::sync::atomic::Ordering::SeqCst) >= 1,
         "the notifier was tried"
     );
+}
+
+#[test]
+fn an_https_notifier_is_verified_with_the_system_and_delivery_ca_file_certificates() {
+    // The real notifier is HTTPS: the relay verifies its certificate against the system's CA
+    // certificates plus `delivery_ca_file` (here the test's CA).
+    let ca = TestCa::new();
+    let trusted = Notifier::start_tls(ca.server(&["127.0.0.1"], &[]));
+    let ca_option = format!("delivery_ca_file={}", ca.file().display());
+    let relay = Relay::start(
+        relay_testkit::Backend::Epoll,
+        &[&trusted.relay_option(), &ca_option],
+    );
+    let (a, b) = (new_addr("sa"), new_addr("sb"));
+    let mut bi = imap_login(&relay, &b);
+    set_token(&mut bi, "tok-tls");
+    let mut send = smtp_login(&relay, &a);
+    let (code, text) = send.submit(&a, &[&b], &message("encrypted.eml.tmpl", &a, &b));
+    assert_eq!(code, 250, "{text}");
+    trusted.wait_for(1, ARRIVAL);
+    std::thread::sleep(QUIET);
+    assert_eq!(trusted.tokens(), ["tok-tls"]);
+    drop(relay);
+
+    // A notifier whose certificate no trusted CA issued gets a handshake but no token; the
+    // notification stays pending for its retry.
+    let other = TestCa::new();
+    let untrusted = Notifier::start_tls(other.server(&["127.0.0.1"], &[]));
+    let relay = Relay::start(
+        relay_testkit::Backend::Epoll,
+        &[&untrusted.relay_option(), &ca_option],
+    );
+    let mut bi = imap_login(&relay, &b);
+    set_token(&mut bi, "tok-tls");
+    let mut send = smtp_login(&relay, &a);
+    let (code, text) = send.submit(&a, &[&b], &message("encrypted.eml.tmpl", &a, &b));
+    assert_eq!(code, 250, "{text}");
+    let end = Instant::now() + ARRIVAL;
+    while untrusted.connections() == 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(QUIET);
+    assert!(untrusted.connections() >= 1, "the notifier was tried");
+    assert_eq!(untrusted.tokens(), Vec::<String>::new());
+    assert_eq!(relay.store().notify_pending(0, usize::MAX).len(), 1);
 }
