@@ -1,8 +1,12 @@
-//! The TURN limits the crate lacks: allocations per credential and in all ([`Gate`]), bytes a
-//! second per allocation ([`Bucket`]). No I/O, no clock: time enters as nanoseconds.
+//! The TURN limits the crate lacks: allocations per credential, per source and in all
+//! ([`Gate`]), bytes a second per allocation ([`Bucket`]). No I/O, no clock: time enters as
+//! nanoseconds.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+
+use relay_ebpf_common::PrefixKey;
 
 /// Why an Allocate is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -11,31 +15,57 @@ pub enum Quota {
     /// Reached`, RFC 5766 §6.2).
     #[error("allocation quota of the username reached")]
     Username,
+    /// The client's source (IPv4 address, IPv6 /64) holds `turn_max_allocations_per_source`
+    /// (answered `486` too): anyone can fetch fresh credentials every second, so the per-username
+    /// cap alone would let one host take every allocation.
+    #[error("allocation quota of the source address reached")]
+    Source,
     /// The relay holds `turn_max_allocations` (answered `508 Insufficient Capacity`).
     #[error("no capacity for another allocation")]
     Total,
 }
 
-/// Counts live allocations per username and in all.
+/// Counts live allocations per username, per source and in all.
 #[derive(Debug)]
 pub struct Gate {
-    per_username: u32,
-    total: u32,
+    limits: Limits,
     state: Mutex<Counts>,
+}
+
+/// The caps of a [`Gate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Allocations of one username at once.
+    pub per_username: u32,
+    /// Allocations of one source (IPv4 address, IPv6 /64) at once.
+    pub per_source: u32,
+    /// Allocations in all.
+    pub total: u32,
 }
 
 #[derive(Debug, Default)]
 struct Counts {
     by_username: HashMap<String, u32>,
+    by_source: HashMap<PrefixKey, u32>,
     total: u32,
 }
 
+/// Takes one from `map[key]`, removing the entry at zero (so that the maps hold only live
+/// allocations' keys).
+fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
 impl Gate {
-    /// At most `per_username` allocations of one username and `total` in all.
-    pub fn new(per_username: u32, total: u32) -> Gate {
+    /// A gate with these caps.
+    pub fn new(limits: Limits) -> Gate {
         Gate {
-            per_username,
-            total,
+            limits,
             state: Mutex::default(),
         }
     }
@@ -46,36 +76,42 @@ impl Gate {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether `username` may allocate one more now.
+    /// Whether `username` may allocate one more from `source` now.
     ///
     /// # Errors
     /// The cap it would exceed.
-    pub fn admits(&self, username: &str) -> Result<(), Quota> {
-        Self::check(&self.counts(), self.per_username, self.total, username)
+    pub fn admits(&self, username: &str, source: IpAddr) -> Result<(), Quota> {
+        self.check(&self.counts(), username, PrefixKey::from_ip(source))
     }
 
-    fn check(c: &Counts, per_username: u32, total: u32, username: &str) -> Result<(), Quota> {
-        if c.by_username.get(username).copied().unwrap_or(0) >= per_username {
+    fn check(&self, c: &Counts, username: &str, source: PrefixKey) -> Result<(), Quota> {
+        if c.by_username.get(username).copied().unwrap_or(0) >= self.limits.per_username {
             Err(Quota::Username)
-        } else if c.total >= total {
+        } else if c.by_source.get(&source).copied().unwrap_or(0) >= self.limits.per_source {
+            Err(Quota::Source)
+        } else if c.total >= self.limits.total {
             Err(Quota::Total)
         } else {
             Ok(())
         }
     }
 
-    /// Counts an allocation of `username` until the returned reservation is dropped.
+    /// Counts an allocation of `username` from `source` until the returned reservation is
+    /// dropped.
     ///
     /// # Errors
     /// The cap it would exceed.
-    pub fn reserve(self: &Arc<Self>, username: &str) -> Result<Reservation, Quota> {
+    pub fn reserve(self: &Arc<Self>, username: &str, source: IpAddr) -> Result<Reservation, Quota> {
+        let source = PrefixKey::from_ip(source);
         let mut c = self.counts();
-        Self::check(&c, self.per_username, self.total, username)?;
+        self.check(&c, username, source)?;
         *c.by_username.entry(username.to_owned()).or_insert(0) += 1;
+        *c.by_source.entry(source).or_insert(0) += 1;
         c.total += 1;
         Ok(Reservation {
             gate: self.clone(),
             username: username.to_owned(),
+            source,
         })
     }
 
@@ -90,18 +126,15 @@ impl Gate {
 pub struct Reservation {
     gate: Arc<Gate>,
     username: String,
+    source: PrefixKey,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         let mut c = self.gate.counts();
         c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.by_username.get_mut(&self.username) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                c.by_username.remove(&self.username);
-            }
-        }
+        release(&mut c.by_username, &self.username);
+        release(&mut c.by_source, &self.source);
     }
 }
 
@@ -146,23 +179,61 @@ impl Bucket {
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn caps_per_username_and_in_all_and_slots_come_back() {
-        let gate = Arc::new(Gate::new(2, 3));
-        let a1 = gate.reserve("a").unwrap();
-        let _a2 = gate.reserve("a").unwrap();
-        assert_eq!(gate.admits("a"), Err(Quota::Username));
-        assert_eq!(gate.reserve("a").unwrap_err(), Quota::Username);
-        let _b1 = gate.reserve("b").unwrap();
+        let gate = Arc::new(Gate::new(Limits {
+            per_username: 2,
+            per_source: 10,
+            total: 3,
+        }));
+        let x = ip("192.0.2.1");
+        let a1 = gate.reserve("a", x).unwrap();
+        let _a2 = gate.reserve("a", x).unwrap();
+        assert_eq!(gate.admits("a", x), Err(Quota::Username));
+        assert_eq!(gate.reserve("a", x).unwrap_err(), Quota::Username);
+        let _b1 = gate.reserve("b", x).unwrap();
         // "b" is under its own cap, but the relay is full.
-        assert_eq!(gate.admits("b"), Err(Quota::Total));
-        assert_eq!(gate.reserve("c").unwrap_err(), Quota::Total);
+        assert_eq!(gate.admits("b", x), Err(Quota::Total));
+        assert_eq!(gate.reserve("c", x).unwrap_err(), Quota::Total);
         assert_eq!(gate.total(), 3);
         drop(a1);
         assert_eq!(gate.total(), 2);
-        assert_eq!(gate.admits("a"), Ok(()));
-        let _c1 = gate.reserve("c").unwrap();
-        assert_eq!(gate.admits("a"), Err(Quota::Total));
+        assert_eq!(gate.admits("a", x), Ok(()));
+        let _c1 = gate.reserve("c", x).unwrap();
+        assert_eq!(gate.admits("a", x), Err(Quota::Total));
+    }
+
+    #[test]
+    fn caps_per_source_with_fresh_usernames_ipv6_by_64() {
+        let gate = Arc::new(Gate::new(Limits {
+            per_username: 10,
+            per_source: 2,
+            total: 100,
+        }));
+        // Fresh credentials (one a second, as anyone can fetch) do not lift the source's cap.
+        let held: Vec<_> = ["1", "2"]
+            .iter()
+            .map(|u| gate.reserve(u, ip("192.0.2.1")).unwrap())
+            .collect();
+        assert_eq!(
+            gate.reserve("3", ip("192.0.2.1")).unwrap_err(),
+            Quota::Source
+        );
+        assert_eq!(gate.admits("3", ip("::ffff:192.0.2.1")), Err(Quota::Source));
+        let _other = gate.reserve("3", ip("192.0.2.2")).unwrap();
+        // IPv6: one /64 is one source.
+        let _v6 = gate.reserve("4", ip("2001:db8:0:1::1")).unwrap();
+        let _v6b = gate.reserve("5", ip("2001:db8:0:1:ffff::9")).unwrap();
+        assert_eq!(gate.admits("6", ip("2001:db8:0:1::77")), Err(Quota::Source));
+        assert_eq!(gate.admits("6", ip("2001:db8:0:2::1")), Ok(()));
+        // A released allocation gives the source its slot back; the map forgets empty sources.
+        drop(held);
+        assert_eq!(gate.admits("3", ip("192.0.2.1")), Ok(()));
+        assert_eq!(gate.counts().by_source.len(), 2);
     }
 
     #[test]

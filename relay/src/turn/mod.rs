@@ -53,6 +53,8 @@ pub struct TurnConfig {
     pub relay_ports: (u16, u16),
     /// `turn_max_allocations_per_username`.
     pub max_allocations_per_username: u32,
+    /// `turn_max_allocations_per_source`: per IPv4 address or IPv6 /64.
+    pub max_allocations_per_source: u32,
     /// `turn_max_allocations`: in all.
     pub max_allocations: u32,
     /// `turn_allocation_bandwidth`: bytes a second one allocation relays, both ways together.
@@ -73,6 +75,9 @@ impl Default for TurnConfig {
             // Credentials are per second, not per user: users who ask in the same second share
             // one. A call takes one or two allocations (IPv4, IPv6).
             max_allocations_per_username: 20,
+            // Anyone can fetch fresh credentials every second: this keeps one host from taking
+            // every allocation. Generous for CGNAT, where one address carries many phones.
+            max_allocations_per_source: 100,
             // One UDP socket each.
             max_allocations: 1000,
             // 8 Mbit/s: a video call with room to spare.

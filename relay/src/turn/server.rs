@@ -43,7 +43,7 @@ use turn::auth::AuthHandler;
 use turn::relay::RelayAddressGenerator;
 use webrtc_util::Conn;
 
-use super::gate::{Bucket, Gate, Quota, Reservation};
+use super::gate::{Bucket, Gate, Limits, Quota, Reservation};
 use crate::config::Config;
 
 /// Requests without credentials the crate may answer (each leaves a nonce in its memory) per
@@ -213,7 +213,11 @@ pub fn start(bound: Bound, config: &Config, secret: Arc<[u8]>) -> std::io::Resul
     let ctx = Arc::new(Ctx {
         secret,
         realm: config.mail_domain.clone(),
-        gate: Arc::new(Gate::new(t.max_allocations_per_username, t.max_allocations)),
+        gate: Arc::new(Gate::new(Limits {
+            per_username: t.max_allocations_per_username,
+            per_source: t.max_allocations_per_source,
+            total: t.max_allocations,
+        })),
         bandwidth: t.allocation_bandwidth,
         external: t.external_address,
         relay_ports: t.relay_ports,
@@ -316,18 +320,18 @@ struct Front {
     socket: Arc<tokio::net::UdpSocket>,
     ctx: Arc<Ctx>,
     /// The username of the Allocate passed on last, for [`Relays::allocate_conn`].
-    pending: Arc<Mutex<Option<String>>>,
+    pending: Arc<Mutex<Option<(String, IpAddr)>>>,
 }
 
 impl Front {
-    fn set_pending(&self, username: Option<String>) {
+    fn set_pending(&self, username: Option<(String, IpAddr)>) {
         *self
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = username;
     }
 
-    fn screen(&self, datagram: &[u8]) -> Verdict {
+    fn screen(&self, datagram: &[u8], from: IpAddr) -> Verdict {
         self.set_pending(None);
         if !stun::message::is_message(datagram) {
             return Verdict::Pass; // ChannelData
@@ -374,12 +378,12 @@ impl Front {
                 }
             };
         if msg.typ.method == METHOD_ALLOCATE {
-            match self.ctx.gate.admits(&username) {
-                Ok(()) => self.set_pending(Some(username)),
+            match self.ctx.gate.admits(&username, from) {
+                Ok(()) => self.set_pending(Some((username, from))),
                 Err(q) => {
                     tracing::debug!("TURN allocate refused: {q}");
                     let code = match q {
-                        Quota::Username => CODE_ALLOC_QUOTA_REACHED,
+                        Quota::Username | Quota::Source => CODE_ALLOC_QUOTA_REACHED,
                         Quota::Total => CODE_INSUFFICIENT_CAPACITY,
                     };
                     let integrity = stun::integrity::MessageIntegrity(key);
@@ -488,7 +492,7 @@ impl Conn for Front {
                     continue;
                 }
             };
-            match self.screen(&buf[..n]) {
+            match self.screen(&buf[..n], from.ip()) {
                 Verdict::Pass => return Ok((n, from)),
                 Verdict::Reply(bytes) => {
                     let _ = self.socket.send_to(&bytes, from).await;
@@ -531,7 +535,7 @@ struct Relays {
     bind_ip: IpAddr,
     announce: IpAddr,
     ctx: Arc<Ctx>,
-    pending: Arc<Mutex<Option<String>>>,
+    pending: Arc<Mutex<Option<(String, IpAddr)>>>,
 }
 
 #[async_trait]
@@ -545,7 +549,7 @@ impl RelayAddressGenerator for Relays {
         use_ipv4: bool,
         requested_port: u16,
     ) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), turn::Error> {
-        let username = self
+        let (username, source) = self
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -558,7 +562,7 @@ impl RelayAddressGenerator for Relays {
         let reservation = self
             .ctx
             .gate
-            .reserve(&username)
+            .reserve(&username, source)
             .map_err(|q| turn::Error::Other(q.to_string()))?;
         let (low, high) = self.ctx.relay_ports;
         let span = u32::from(high - low) + 1;

@@ -454,6 +454,34 @@ fn an_allocation_flood_from_one_source_stops_at_the_caps() {
 }
 
 #[test]
+fn fresh_credentials_do_not_lift_the_cap_of_one_source() {
+    // Any account can fetch new credentials every second; one address still holds at most
+    // turn_max_allocations_per_source allocations, whatever usernames it shows.
+    let relay = Relay::start(
+        Backend::Epoll,
+        &[
+            "turn_max_allocations_per_username=20",
+            "turn_max_allocations_per_source=4",
+            "turn_max_allocations=100",
+        ],
+    );
+    let server = relay.turn_addr();
+    let secret = secret_of(&relay);
+    let now = now_unix();
+    let clients: Vec<Raw> = (0..6).map(|_| Raw::new(server)).collect();
+    let results: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (user, pass) = relay::turn::credentials(&secret, now + i as u64);
+            r.allocate(&user, &pass)
+        })
+        .collect();
+    assert!(results[..4].iter().all(Result::is_ok), "{results:?}");
+    assert!(results[4..].iter().all(|r| *r == Err(486)), "{results:?}");
+}
+
+#[test]
 fn requests_without_credentials_share_one_nonce() {
     let relay = Relay::start(Backend::Epoll, &[]);
     let (_, _, user, pass) = published(&relay);
