@@ -14,6 +14,7 @@ use relay::store::{AccountId, Op, OpResult, Store, StoreConfig};
 fn open(dir: &std::path::Path, fsync: bool) -> (Store, AccountId) {
     let config = StoreConfig {
         max_mailbox_size: u64::MAX / 4,
+        max_mailbox_messages: u64::MAX,
         fsync,
         ..StoreConfig::default()
     };

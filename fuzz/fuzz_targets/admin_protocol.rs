@@ -28,6 +28,7 @@ const DAY: i64 = 86_400;
 fn store_config() -> StoreConfig {
     StoreConfig {
         max_mailbox_size: 1 << 20,
+        max_mailbox_messages: 100_000,
         segment_size: 1 << 20,
         fsync: false,
     }

@@ -34,6 +34,7 @@ struct Setup {
 fn config() -> StoreConfig {
     StoreConfig {
         max_mailbox_size: 1 << 20,
+        max_mailbox_messages: 100_000,
         segment_size: 1 << 16,
         fsync: false,
     }

@@ -100,6 +100,7 @@ impl AnonPeak {
 fn config() -> StoreConfig {
     StoreConfig {
         max_mailbox_size: u64::MAX,
+        max_mailbox_messages: u64::MAX,
         ..StoreConfig::default()
     }
 }

@@ -19,6 +19,8 @@ pub struct Config {
     pub max_user_send_burst_size: u32,
     /// `max_mailbox_size` in bytes.
     pub max_mailbox_size: u64,
+    /// `max_mailbox_messages`: stored messages per account, all mailboxes together.
+    pub max_mailbox_messages: u64,
     /// `max_message_size` in bytes.
     pub max_message_size: u64,
     /// `delete_mails_after` in days.
@@ -497,6 +499,7 @@ impl Config {
             max_user_send_burst_size: positive(p, "max_user_send_burst_size", 10)?,
             max_mailbox_size: p.size("max_mailbox_size")?.unwrap_or(500 * MIB),
             max_message_size: p.size("max_message_size")?.unwrap_or(31_457_280),
+            max_mailbox_messages: u64::from(positive(p, "max_mailbox_messages", 100_000)?),
             delete_mails_after: p.num("delete_mails_after")?.unwrap_or(20),
             delete_large_after: p.num("delete_large_after")?.unwrap_or(7),
             delete_inactive_users_after: p.num("delete_inactive_users_after")?.unwrap_or(90),
@@ -705,6 +708,12 @@ pub const OPTIONS: &[OptionDoc] = &[
         "max_mailbox_size",
         Value("500M"),
         "Storage per account (K, M, G suffixes).",
+    ),
+    opt(
+        "max_mailbox_messages",
+        Value("100000"),
+        "Messages one account may store, all folders together (each costs the in-memory\n\
+         index about 100 bytes whatever its size; over it: 552 5.2.2, NO [OVERQUOTA]).",
     ),
     // Accounts.
     opt(
@@ -1282,6 +1291,7 @@ mod tests {
         assert_eq!(c.max_mailbox_size, 1024 * MIB);
         assert_eq!(c.max_message_size, 31_457_280);
         assert_eq!(c.max_user_send_per_minute, 60);
+        assert_eq!(c.max_mailbox_messages, 100_000);
         assert_eq!(c.max_user_send_burst_size, 10);
         assert_eq!(c.username_min_length, 9);
         assert_eq!(c.password_min_length, 9);

@@ -536,6 +536,7 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         &config.data_dir.join("store"),
         StoreConfig {
             max_mailbox_size: config.max_mailbox_size,
+            max_mailbox_messages: config.max_mailbox_messages,
             ..StoreConfig::default()
         },
     )

@@ -38,6 +38,7 @@ fn env_with(max_mailbox_size: u64) -> Env {
         &dir.path().join("store"),
         StoreConfig {
             max_mailbox_size,
+            max_mailbox_messages: 100_000,
             segment_size: 1 << 20,
             fsync: true,
         },

@@ -110,6 +110,7 @@ fn shared_in(dir: &Path, edit: impl FnOnce(&mut Config)) -> (Arc<Shared>, Memory
     edit(&mut config);
     let store = MemoryStore::new(&StoreConfig {
         max_mailbox_size: config.max_mailbox_size,
+        max_mailbox_messages: config.max_mailbox_messages,
         ..StoreConfig::default()
     });
     (
@@ -780,6 +781,29 @@ fn copy_move_expunge_with_uidplus() {
     t.cmd("p UID MOVE 99 Archive")
         .bad()
         .has("No mailbox selected");
+}
+
+#[test]
+fn append_and_copy_stop_at_the_message_count_cap() {
+    let mut t = T::with(true, |c| c.max_mailbox_messages = 2);
+    t.drive();
+    t.login("u@x");
+    t.cmd("a SELECT INBOX").ok();
+    for tag in ["b", "c"] {
+        t.raw(
+            tag,
+            format!("{tag} APPEND INBOX {{1+}}\r\nx\r\n").as_bytes(),
+        )
+        .ok();
+    }
+    t.raw("d", b"d APPEND INBOX {1+}\r\nx\r\n")
+        .no()
+        .has("d NO [OVERQUOTA]");
+    t.cmd("e CREATE Other").ok();
+    t.cmd("f UID COPY 1 Other").no().has("[OVERQUOTA]");
+    // MOVE adds no message; the session goes on.
+    t.cmd("g UID MOVE 1 Other").ok();
+    t.cmd("h STATUS Other (MESSAGES)").ok().has("MESSAGES 1");
 }
 
 #[test]

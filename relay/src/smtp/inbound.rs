@@ -42,7 +42,7 @@ pub fn check_recipient(shared: &Shared, to: &str) -> Result<AccountInfo, Reply> 
         return Err(reply::user_unknown(to));
     };
     let (used, limit) = shared.store.quota(account.id);
-    if used >= limit {
+    if used >= limit || account.messages >= shared.config.max_mailbox_messages {
         return Err(reply::recipient_over_quota(to));
     }
     Ok(account)

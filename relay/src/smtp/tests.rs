@@ -112,6 +112,7 @@ fn shared_in(
     let mut config = Config::dev(dir.to_path_buf());
     let mut store_config = StoreConfig {
         max_mailbox_size: config.max_mailbox_size,
+        max_mailbox_messages: config.max_mailbox_messages,
         ..StoreConfig::default()
     };
     tweak(&mut config, &mut store_config);
@@ -661,6 +662,31 @@ fn rcpt_quota_full() {
     }
     let (used, limit) = t.shared.store.quota(bob);
     assert!(used >= limit, "mailbox filled: {used}/{limit}");
+    t.line("EHLO other.example").code(250);
+    t.line("MAIL FROM:<x@[192.0.2.1]>").code(250);
+    t.line(&format!("RCPT TO:<{BOB}>"))
+        .code(552)
+        .text("5.2.2 <bob@[127.0.0.1]>: Quota exceeded (mailbox for user is full)");
+}
+
+#[test]
+fn rcpt_message_count_full() {
+    let mut t = T::with(Mode::Mx, true, |config, store| {
+        config.max_mailbox_messages = 2;
+        store.max_mailbox_messages = 2;
+    });
+    let bob = t.account(BOB);
+    for _ in 0..2 {
+        t.store
+            .commit_now(Op::Deliver {
+                recipients: vec![bob],
+                sender: None,
+                internal_date: 0,
+                body: b"x".to_vec(),
+            })
+            .unwrap();
+    }
+    // Two bytes of 500 MB used, but two messages of two.
     t.line("EHLO other.example").code(250);
     t.line("MAIL FROM:<x@[192.0.2.1]>").code(250);
     t.line(&format!("RCPT TO:<{BOB}>"))

@@ -32,6 +32,7 @@ struct Inner {
     /// The next notification sequence number, bumped after every commit that adds some.
     notify_watch: tokio::sync::watch::Sender<u64>,
     max_mailbox_size: u64,
+    max_mailbox_messages: u64,
 }
 
 #[derive(Default)]
@@ -46,6 +47,7 @@ struct State {
 struct Planning<'a> {
     state: &'a mut State,
     max_mailbox_size: u64,
+    max_mailbox_messages: u64,
     /// Accounts whose watchers wake after the op.
     touched: BTreeSet<AccountId>,
 }
@@ -57,6 +59,10 @@ impl Planner for Planning<'_> {
 
     fn max_mailbox_size(&self) -> u64 {
         self.max_mailbox_size
+    }
+
+    fn max_mailbox_messages(&self) -> u64 {
+        self.max_mailbox_messages
     }
 
     fn append_body(&mut self, body: &[u8]) -> Result<BodyRef, Error> {
@@ -84,7 +90,7 @@ impl Planner for Planning<'_> {
 }
 
 impl MemoryStore {
-    /// An empty store; of `config` only `max_mailbox_size` matters.
+    /// An empty store; of `config` only the per-account caps matter.
     pub fn new(config: &StoreConfig) -> MemoryStore {
         MemoryStore {
             inner: Arc::new(Inner {
@@ -93,6 +99,7 @@ impl MemoryStore {
                 queue_watch: tokio::sync::watch::Sender::new(Index::default().queue.next_seq()),
                 notify_watch: tokio::sync::watch::Sender::new(0),
                 max_mailbox_size: config.max_mailbox_size,
+                max_mailbox_messages: config.max_mailbox_messages,
             }),
         }
     }
@@ -112,6 +119,7 @@ impl MemoryStore {
         let mut planning = Planning {
             state: &mut state,
             max_mailbox_size: self.inner.max_mailbox_size,
+            max_mailbox_messages: self.inner.max_mailbox_messages,
             touched: BTreeSet::new(),
         };
         let result = record::plan(&mut planning, op);

@@ -194,7 +194,8 @@ pub enum Error {
     /// The thing to create exists already.
     #[error("{0} exists already")]
     Exists(&'static str),
-    /// The account's quota does not allow the write (`552 5.2.2`, IMAP `NO [OVERQUOTA]`).
+    /// The account's quota (`max_mailbox_size` bytes, `max_mailbox_messages` messages) does not
+    /// allow the write (`552 5.2.2`, IMAP `NO [OVERQUOTA]`).
     #[error("quota exceeded")]
     OverQuota,
     /// The request itself is invalid (e.g. a bad mailbox name, too many keywords).
@@ -216,6 +217,10 @@ pub enum Error {
 pub struct StoreConfig {
     /// Per-account quota in bytes (`max_mailbox_size`).
     pub max_mailbox_size: u64,
+    /// Per-account cap on stored messages, all mailboxes together (`max_mailbox_messages`):
+    /// each costs the in-memory index about a hundred bytes whatever its size, so the byte quota
+    /// alone would let one account of an open sign-up relay fill memory with tiny messages.
+    pub max_mailbox_messages: u64,
     /// Size at which a segment file is sealed and a new one started.
     pub segment_size: u64,
     /// Whether to `fdatasync` before completing commits. Always true outside benchmarks that
@@ -227,6 +232,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             max_mailbox_size: 500 * 1024 * 1024,
+            max_mailbox_messages: 100_000,
             segment_size: 64 * 1024 * 1024,
             fsync: true,
         }

@@ -7,6 +7,7 @@ use super::*;
 pub(super) fn cfg() -> StoreConfig {
     StoreConfig {
         max_mailbox_size: 1 << 20,
+        max_mailbox_messages: 100_000,
         segment_size: 1 << 16,
         fsync: true,
     }
@@ -123,6 +124,68 @@ fn second_open_is_locked() {
         Err(Error::Closed)
     ));
     assert!(other.account_by_id(a).is_some(), "reads work after close");
+}
+
+#[test]
+fn message_count_cap_refuses_deliveries_appends_and_copies_until_messages_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.max_mailbox_messages = 3;
+    let s = reopen(dir.path(), c.clone());
+    let a = new_account(&s, "a@x");
+    let b = new_account(&s, "b@x");
+    assert_eq!(deliver(&s, &[a], b"1"), vec![Ok(1)]);
+    // One op with a twice: the second copy is the third message, still within the cap.
+    assert_eq!(deliver(&s, &[a, a], b"2"), vec![Ok(2), Ok(3)]);
+    // Tiny messages, plenty of byte quota: the count refuses a only.
+    assert_eq!(
+        deliver(&s, &[a, b], b"4"),
+        vec![Err(DeliverError::OverQuota), Ok(1)]
+    );
+    let append = |s: &Store| {
+        s.commit_blocking(Op::Append {
+            account: a,
+            mailbox: index::INBOX_ID,
+            flags: vec![],
+            internal_date: 0,
+            body: b"x".to_vec(),
+        })
+    };
+    assert!(matches!(append(&s), Err(Error::OverQuota)));
+    let other = match s
+        .commit_blocking(Op::CreateMailbox {
+            account: a,
+            name: "Other".into(),
+        })
+        .unwrap()
+    {
+        OpResult::MailboxCreated(id) => id,
+        r => panic!("{r:?}"),
+    };
+    let copy = |s: &Store, remove_source| {
+        s.commit_blocking(Op::Copy {
+            account: a,
+            from: index::INBOX_ID,
+            to: other,
+            uids: vec![1],
+            remove_source,
+        })
+    };
+    assert!(matches!(copy(&s, false), Err(Error::OverQuota)));
+    // MOVE adds no message.
+    assert!(matches!(copy(&s, true), Ok(OpResult::Copied { .. })));
+    assert_eq!(s.account_by_id(a).unwrap().messages, 3);
+    // Expunging one makes room for one, also after a restart (the count is the index's).
+    s.commit_blocking(Op::Expunge {
+        account: a,
+        mailbox: index::INBOX_ID,
+        uids: vec![2],
+    })
+    .unwrap();
+    drop(s);
+    let s = reopen(dir.path(), c);
+    assert!(matches!(append(&s), Ok(OpResult::Appended { .. })));
+    assert!(matches!(append(&s), Err(Error::OverQuota)));
 }
 
 #[test]
@@ -672,6 +735,7 @@ fn crash_child(dir: &Path) {
 pub(super) fn cfg_unlimited() -> StoreConfig {
     StoreConfig {
         max_mailbox_size: u64::MAX,
+        max_mailbox_messages: u64::MAX,
         segment_size: 256 * 1024,
         fsync: true,
     }
@@ -1158,6 +1222,7 @@ fn bench_group_commit() {
 
     let c = StoreConfig {
         max_mailbox_size: u64::MAX,
+        max_mailbox_messages: u64::MAX,
         ..StoreConfig::default()
     };
     let s = Store::open(&dir.path().join("store"), c).unwrap();
@@ -1312,6 +1377,7 @@ fn bench_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let c = StoreConfig {
         max_mailbox_size: u64::MAX,
+        max_mailbox_messages: u64::MAX,
         ..StoreConfig::default()
     };
     let s = reopen(dir.path(), c.clone());

@@ -458,6 +458,7 @@ impl Writer {
             log: &mut self.log,
             index: &mut self.index,
             max_mailbox_size: self.config.max_mailbox_size,
+            max_mailbox_messages: self.config.max_mailbox_messages,
             pending,
         };
         record::plan(&mut planning, op)
@@ -470,6 +471,7 @@ struct Planning<'a> {
     log: &'a mut Log,
     index: &'a mut Index,
     max_mailbox_size: u64,
+    max_mailbox_messages: u64,
     pending: &'a mut Vec<Record>,
 }
 
@@ -480,6 +482,10 @@ impl Planner for Planning<'_> {
 
     fn max_mailbox_size(&self) -> u64 {
         self.max_mailbox_size
+    }
+
+    fn max_mailbox_messages(&self) -> u64 {
+        self.max_mailbox_messages
     }
 
     fn append_body(&mut self, body: &[u8]) -> Result<BodyRef, Error> {

@@ -210,6 +210,7 @@ fn nearly_full_store(data: &Path, room: usize) {
     use relay::store::{Op, Store, StoreConfig};
     let config = StoreConfig {
         max_mailbox_size: u64::MAX,
+        max_mailbox_messages: u64::MAX,
         ..StoreConfig::default()
     };
     let s = Store::open(&data.join("store"), config.clone()).unwrap();

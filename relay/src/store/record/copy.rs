@@ -139,7 +139,8 @@ pub(crate) fn plan(
         }
     }
     let uid_validity = dst.uid_validity;
-    if !remove_source && acc.bytes_used + bytes > max {
+    let messages = acc.messages + pairs.len() as u64;
+    if !remove_source && (acc.bytes_used + bytes > max || messages > p.max_mailbox_messages()) {
         return Err(Error::OverQuota);
     }
     if !pairs.is_empty() {

@@ -139,6 +139,7 @@ pub(crate) fn plan_deliver(
     body: &[u8],
 ) -> Result<OpResult, Error> {
     let max = p.max_mailbox_size();
+    let max_messages = p.max_mailbox_messages();
     let size = body_len(body)?;
     let mut results = Vec::with_capacity(recipients.len());
     let mut entries = Vec::new();
@@ -155,7 +156,9 @@ pub(crate) fn plan_deliver(
             continue;
         };
         let ex = extra.entry(r).or_default();
-        if acc.bytes_used + ex.0 + u64::from(size) > max {
+        if acc.bytes_used + ex.0 + u64::from(size) > max
+            || acc.messages + u64::from(ex.1) >= max_messages
+        {
             results.push(Err(DeliverError::OverQuota));
             continue;
         }
@@ -209,7 +212,7 @@ pub(crate) fn plan_append(
         .mailboxes
         .get(&mailbox)
         .ok_or(Error::NotFound("mailbox"))?;
-    if acc.bytes_used + u64::from(size) > max {
+    if acc.bytes_used + u64::from(size) > max || acc.messages >= p.max_mailbox_messages() {
         return Err(Error::OverQuota);
     }
     let (bits, new_keywords) = resolve_flags(index, account, flags, true)?;

@@ -80,6 +80,8 @@ pub(crate) trait Planner {
     fn index(&self) -> &Index;
     /// Per-account quota in bytes.
     fn max_mailbox_size(&self) -> u64;
+    /// Per-account cap on stored messages.
+    fn max_mailbox_messages(&self) -> u64;
     /// Store a message body; index records refer to it by the returned reference.
     fn append_body(&mut self, body: &[u8]) -> Result<BodyRef, Error>;
     /// Write `rec` and apply it to [`Planner::index`].
