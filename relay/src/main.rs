@@ -418,6 +418,7 @@ fn run(config: Config, io: IoChoice, workers: Option<usize>, dev: bool) -> anyho
     });
     let domain = config.address_domain();
     let data_dir = config.data_dir.clone();
+    let stop = StopSignals::install()?;
     let running = server::start(config, backend, workers)?;
     tracing::info!(backend = %running.backend, workers, "relay started for {domain}");
     let port = |k: Kind| {
@@ -465,7 +466,7 @@ fn run(config: Config, io: IoChoice, workers: Option<usize>, dev: bool) -> anyho
     } else {
         None
     };
-    wait_for_signal()?;
+    stop.wait();
     if let Some(child) = echo.as_mut() {
         let _ = child.kill();
         let _ = child.wait();
@@ -522,16 +523,38 @@ fn start_echo(data: &std::path::Path, imaps: u16, submissions: u16) -> Option<st
     }
 }
 
-fn wait_for_signal() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
-        }
-    })?;
-    Ok(())
+/// SIGTERM and SIGINT, caught from before the listeners open: a stop signal that comes while
+/// the relay is still printing its invite (or starting the echo bot) shuts it down cleanly
+/// instead of killing it with the store unchecked.
+struct StopSignals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (term, int) = {
+            let _in_rt = rt.enter();
+            (
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            )
+        };
+        Ok(StopSignals { rt, term, int })
+    }
+
+    /// Waits for either (one that came already counts).
+    fn wait(mut self) {
+        self.rt.block_on(async {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
+            }
+        });
+    }
 }

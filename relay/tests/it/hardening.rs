@@ -232,6 +232,26 @@ fn files_under_a_fresh_data_dir_are_private_whatever_the_umask() {
 }
 
 #[test]
+fn sigterm_the_moment_the_ports_open_is_a_clean_stop() {
+    // SIGTERM and SIGINT are caught from before the listeners open: a stop that comes while the
+    // relay still prints its invite is a shutdown with a checkpoint (exit 0), not a kill.
+    for round in 0..5 {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let ports = Ports::free();
+        let p = Proc::start_listening(Command::new(RELAY).args(ports.dev_args(&data)), ports.imaps);
+        let status = p.stop();
+        assert!(status.success(), "round {round}: {status}");
+        assert!(
+            walk(&data)
+                .iter()
+                .any(|(p, _)| p.starts_with(data.join("store/index")) && p.is_file()),
+            "round {round}: no checkpoint written"
+        );
+    }
+}
+
+#[test]
 fn existing_files_with_wide_modes_are_narrowed_on_start() {
     let mut relay = Relay::start(Backend::Epoll, &[]);
     relay.stop();
