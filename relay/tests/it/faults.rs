@@ -1,6 +1,7 @@
 //! The real `relay` binary under faults: a full disk (a small tmpfs in a private mount
-//! namespace) during a burst of deliveries, and `kill -9` cycles under concurrent load on both
-//! I/O backends. After each, every message a client got `250` for is stored.
+//! namespace) during a burst of deliveries, a restart on that full disk after `kill -9`, and
+//! `kill -9` cycles under concurrent load on both I/O backends. After each, every message a
+//! client got `250` for is stored.
 //!
 //! `KILL_CYCLES=N` runs the kill test with N cycles per backend (`tools/kill-cycles.sh`).
 
@@ -37,11 +38,30 @@ pub(crate) fn spawn(data: &Path, io: &str, wrap: Option<&str>) -> Proc {
 
 /// [`spawn`] with further `--set` options.
 pub(crate) fn spawn_with(data: &Path, io: &str, wrap: Option<&str>, sets: &[String]) -> Proc {
+    start(data, io, wrap.map_or(Wrap::Direct, Wrap::Unshare), sets)
+}
+
+/// How the relay process is started.
+enum Wrap<'a> {
+    /// Directly.
+    Direct,
+    /// In a new private mount namespace, by a shell script that ends in `exec "$@"`.
+    Unshare(&'a str),
+    /// In the mount namespace of this process (`nsenter`, which then becomes the relay).
+    Enter(u32),
+}
+
+fn start(data: &Path, io: &str, wrap: Wrap<'_>, sets: &[String]) -> Proc {
     let (sub, imaps) = (free_port(), free_port());
     let relay = env!("CARGO_BIN_EXE_relay");
     let mut cmd = match wrap {
-        None => Command::new(relay),
-        Some(script) => {
+        Wrap::Direct => Command::new(relay),
+        Wrap::Enter(pid) => {
+            let mut c = Command::new("nsenter");
+            c.args(["-t", &pid.to_string(), "-m", "--", relay]);
+            c
+        }
+        Wrap::Unshare(script) => {
             let mut c = Command::new("unshare");
             c.args([
                 "-m",
@@ -370,6 +390,95 @@ fn full_disk_refuses_with_452_keeps_every_acknowledged_message_and_recovers_with
     drop(reader);
     let _ = p.child.kill();
     let _ = p.child.wait();
+}
+
+#[test]
+fn a_relay_killed_on_a_full_disk_starts_again_on_it_and_writes_once_space_returns() {
+    if let Err(why) = can_unshare_mount() {
+        eprintln!(
+            "SKIPPED full-disk restart test: cannot mount a tmpfs in a private mount namespace: {why}"
+        );
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (src, mnt) = (work.path().join("src"), work.path().join("mnt"));
+    std::fs::create_dir(&mnt).unwrap();
+    nearly_full_store(&src, 160 * 1024);
+    // The tmpfs lives in a namespace held by a process of its own, so that relays can die and
+    // start again on it.
+    let script = format!(
+        "mount -t tmpfs -o size=140m tmpfs '{m}'; cp -a '{s}/.' '{m}/'; echo ready; exec sleep 600",
+        m = mnt.display(),
+        s = src.display()
+    );
+    let mut holder = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-ec", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let ns = holder.id();
+    let inside =
+        |path: &Path| Path::new(&format!("/proc/{ns}/root")).join(path.strip_prefix("/").unwrap());
+    let mut p = start(&mnt, "epoll", Wrap::Enter(ns), &[]);
+    let (a, b) = (new_addr("ra"), new_addr("rb"));
+    drop(imap(&p, &b));
+    let filler = inside(&mnt.join("filler"));
+    assert!(fill(&filler) > 50 << 20);
+    // Deliveries until the disk refuses one; then kill -9.
+    let mut acked = BTreeSet::new();
+    let mut c = Client::tls(p.submissions);
+    c.reply();
+    c.smtp_login(&a, PASSWORD);
+    loop {
+        let body = message("encrypted.eml.tmpl", &a, &b);
+        let (code, text) = c.submit(&a, &[&b], &body);
+        if code != 250 {
+            assert_eq!(code, 452, "{text}");
+            break;
+        }
+        acked.insert(message_id(&body));
+        assert!(acked.len() < 5000, "no refusal on a full disk");
+    }
+    assert!(acked.len() > 20, "only {} acknowledged", acked.len());
+    drop(c);
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+    // Started again on the full disk: it serves every acknowledged message and refuses new
+    // ones with a temporary error.
+    let p = start(&mnt, "epoll", Wrap::Enter(ns), &[]);
+    let mut reader = imap(&p, &b);
+    assert_eq!(stored_ids(&mut reader), acked);
+    let mut c = Client::tls(p.submissions);
+    c.reply();
+    c.smtp_login(&a, PASSWORD);
+    let (code, text) = c.submit(&a, &[&b], &message("encrypted.eml.tmpl", &a, &b));
+    assert_eq!(code, 452, "{text}");
+    // Space returns: deliveries go on without another restart.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = message("encrypted.eml.tmpl", &a, &b);
+        let (code, text) = c.submit(&a, &[&b], &body);
+        if code == 250 {
+            acked.insert(message_id(&body));
+            break;
+        }
+        assert_eq!(code, 452, "{text}");
+        assert!(
+            Instant::now() < deadline,
+            "deliveries never resumed: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(stored_ids(&mut reader), acked);
+    drop((reader, c, p));
+    let _ = holder.kill();
+    let _ = holder.wait();
 }
 
 /// `kill -9` at random moments while many sessions submit, restart, check; repeated.
