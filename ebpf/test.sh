@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The eBPF build and its tests: installs the toolchain (idempotent, ~1 min the first time, instant
-# after), builds the relay with feature `ebpf` (which builds and embeds ebpf/program), then runs
+# after), checks the relay with feature `ebpf` (which builds and embeds ebpf/program), then runs
 # the rate-limit tests with the feature on:
 #   - ebpf/common: the admission algorithm (host, property tests),
 #   - ratelimit::tests: the userspace twin,
@@ -24,7 +24,12 @@ cargo clippy -p relay --features ebpf --lib --bins --profile test --locked -- -D
 (cd ebpf/program && RUSTC_BOOTSTRAP=1 cargo clippy --locked --release \
     --target bpfel-unknown-none -Z build-std=core -- -D warnings)
 cargo test -p relay-ebpf-common --features user --locked
-# The end-to-end test uses the real relay (`relay dev`) as the listener when RELAY_BIN is set.
-cargo build -p relay --features ebpf --locked --bin relay
-RELAY_BIN="$PWD/target/debug/relay" \
+# The end-to-end test puts the XDP program (loaded by the test) in front of the real relay
+# (`relay dev`) as the listener. The relay binary itself needs no `ebpf` feature for that: use
+# RELAY_BIN when the caller built one (tools/test-all.sh does), else build the plain one.
+if [ -z "${RELAY_BIN:-}" ]; then
+    cargo build -p relay --locked --bin relay
+    RELAY_BIN="$PWD/target/debug/relay"
+fi
+RELAY_BIN="$RELAY_BIN" \
     cargo test -p relay --features ebpf --locked --lib ratelimit -- --nocapture
