@@ -112,6 +112,47 @@ pub fn open_private(options: &mut OpenOptions, path: &Path) -> io::Result<File> 
     Ok(file)
 }
 
+/// Creates `path` (`0600`) holding `data` unless it exists, so that a crash leaves no file or a
+/// whole one and two processes creating it at once agree on one: the data goes to a temporary
+/// file beside it, is `fsync`ed and hard-linked to `path` (a link fails if the name exists),
+/// then the folder is `fsync`ed. `Ok(false)`: `path` existed already (another process was
+/// quicker) and is left as it is: read it.
+///
+/// # Errors
+/// Writing the temporary file, linking or syncing failed; the message names the step and file.
+pub fn create_private_once(path: &Path, data: &[u8]) -> io::Result<bool> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let step = |what: &str, p: &Path| {
+        let p = p.display().to_string();
+        let what = what.to_owned();
+        move |e: io::Error| io::Error::new(e.kind(), format!("{what} {p}: {e}"))
+    };
+    let written = (|| {
+        let mut f = open_private(
+            OpenOptions::new().write(true).create(true).truncate(true),
+            &tmp,
+        )?;
+        f.write_all(data)?;
+        f.sync_all()
+    })();
+    written.map_err(step("writing", &tmp))?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(step("syncing", dir))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(step("creating", path)(e)),
+    }
+}
+
 /// Whether a Unix-socket peer with this uid may talk to the relay: root, or the relay's own
 /// (effective) user.
 pub fn is_trusted_uid(uid: u32) -> bool {

@@ -6,7 +6,6 @@
 //! key or a whole one, and two processes creating it at once agree on the one that was linked
 //! first.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::key::{DkimKey, Error};
@@ -46,32 +45,14 @@ pub fn load_or_create(data_dir: &Path, selector: &str) -> Result<DkimKey, Error>
     }
     let key = DkimKey::generate(&mut rand::rngs::OsRng)?;
     let pem = key.to_pkcs1_pem()?;
-    let tmp = dir.join(format!(".{selector}.private.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut f = crate::privilege::open_private(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true),
-            &tmp,
-        )?;
-        f.write_all(pem.as_bytes())?;
-        f.sync_all()
-    })();
-    written.map_err(io("writing", &tmp))?;
-    // A hard link fails if the name exists: another process was quicker, and its key wins.
-    let linked = std::fs::hard_link(&tmp, &path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            std::fs::File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("syncing", &dir))?;
-            tracing::info!(path = %path.display(), "created a new DKIM key");
-            Ok(key)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path),
-        Err(e) => Err(io("creating", &path)(e)),
+    // If another process was quicker, its key wins.
+    if crate::privilege::create_private_once(&path, pem.as_bytes())
+        .map_err(io("creating", &path))?
+    {
+        tracing::info!(path = %path.display(), "created a new DKIM key");
+        Ok(key)
+    } else {
+        read(&path)
     }
 }
 

@@ -3,7 +3,7 @@
 //! temporary file, `fsync`ed, then linked to its name, so a crash leaves none or a whole one and
 //! two processes agree on the first.
 
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,34 +30,12 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Arc<[u8]>> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     let secret: [u8; LEN] = rand::random();
-    let tmp = dir.join(format!(".secret.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut f = crate::privilege::open_private(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true),
-            &tmp,
-        )?;
-        f.write_all(&secret)?;
-        f.sync_all()
-    })();
-    written.with_context(|| format!("writing {}", tmp.display()))?;
-    // A hard link fails if the name exists: another process was quicker, and its secret wins.
-    let linked = std::fs::hard_link(&tmp, &path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            std::fs::File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .with_context(|| format!("syncing {}", dir.display()))?;
-            tracing::info!(path = %path.display(), "created the TURN secret");
-            Ok(Arc::from(secret.as_slice()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            read(&path).with_context(|| format!("reading {}", path.display()))
-        }
-        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    // If another process was quicker, its secret wins.
+    if crate::privilege::create_private_once(&path, &secret)? {
+        tracing::info!(path = %path.display(), "created the TURN secret");
+        Ok(Arc::from(secret.as_slice()))
+    } else {
+        read(&path).with_context(|| format!("reading {}", path.display()))
     }
 }
 
