@@ -30,6 +30,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{summarize, Attempt, Delivery, Message};
+use crate::io::background::Background;
 use crate::outbound::dsn::{self, FailedRecipient};
 use crate::outbound::schedule::{AttemptResult, RetryPolicy, Scheduler, DEFAULT_MAX_IN_FLIGHT};
 use crate::outbound::{reply_text, Outcome};
@@ -46,10 +47,7 @@ pub const BATCH: usize = 32;
 pub const PARALLEL: usize = 4;
 
 /// A running engine; stopped (its thread joined) when dropped or with [`Engine::stop`].
-pub struct Engine {
-    stop: tokio::sync::watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+pub struct Engine(Background);
 
 impl Engine {
     /// Starts the engine thread over `shared.store`.
@@ -57,49 +55,30 @@ impl Engine {
     /// # Errors
     /// The delivery set-up (extra CA file) or the thread could not be created.
     pub fn start(shared: Arc<Shared>, delivery: Delivery) -> std::io::Result<Engine> {
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let thread = std::thread::Builder::new()
-            .name("delivery".into())
-            .spawn(move || {
-                // Signing runs on the blocking pool: one thread per core at most.
-                let cores = std::thread::available_parallelism().map_or(1, usize::from);
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .max_blocking_threads(cores)
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!("delivery runtime: {e}");
-                        return;
-                    }
-                };
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&rt, run(shared, Rc::new(delivery), stop_rx));
-            })?;
-        Ok(Engine {
-            stop,
-            thread: Some(thread),
+        Background::spawn("delivery", move |stop_rx| {
+            // Signing runs on the blocking pool: one thread per core at most.
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .max_blocking_threads(cores)
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("delivery runtime: {e}");
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, run(shared, Rc::new(delivery), stop_rx));
         })
+        .map(Engine)
     }
 
     /// Stops taking new work and waits for the thread (attempts in flight are abandoned: their
     /// entries stay queued and are tried again after a restart).
-    pub fn stop(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        self.halt();
+    pub fn stop(self) {
+        self.0.stop();
     }
 }
 

@@ -23,6 +23,7 @@
 //! `* BYE`), so it holds in their sans-I/O tests too. A login refused because the hashing queue is full gets its
 //! temporary failure after a second, so a flood cannot spin on instant answers.
 
+pub mod background;
 pub mod epoll;
 pub mod hash_pool;
 pub mod log;

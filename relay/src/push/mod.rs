@@ -27,6 +27,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use tokio::task::JoinSet;
 
+use crate::io::background::Background;
 use crate::shared::Shared;
 use crate::store::Op;
 use schedule::{Action, Outcome, Schedule, Send};
@@ -55,10 +56,7 @@ const MAX_RESPONSE_BODY: usize = 16 * 1024;
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A running notifier; stopped (its thread joined) when dropped or with [`Notifier::stop`].
-pub struct Notifier {
-    stop: tokio::sync::watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+pub struct Notifier(Background);
 
 impl Notifier {
     /// Starts the notifier thread if `notification_url` is set; HTTPS with `tls`.
@@ -73,52 +71,33 @@ impl Notifier {
             return Ok(None);
         };
         let url = format!("{base}/notify");
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let thread = std::thread::Builder::new()
-            .name("notifier".into())
-            .spawn(move || {
-                // Background work: a lower priority for this thread (Linux: the nice value is
-                // per thread, and threads it starts inherit it), so that on a busy machine
-                // deliveries and IDLE wake-ups get the CPU first. Failing to set it changes
-                // nothing but the priority.
-                if let Err(e) = rustix::process::setpriority_process(None, NICE) {
-                    tracing::debug!("notifier thread priority: {e}");
+        Background::spawn("notifier", move |stop_rx| {
+            // Background work: a lower priority for this thread (Linux: the nice value is
+            // per thread, and threads it starts inherit it), so that on a busy machine
+            // deliveries and IDLE wake-ups get the CPU first. Failing to set it changes
+            // nothing but the priority.
+            if let Err(e) = rustix::process::setpriority_process(None, NICE) {
+                tracing::debug!("notifier thread priority: {e}");
+            }
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("notifier runtime: {e}");
+                    return;
                 }
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!("notifier runtime: {e}");
-                        return;
-                    }
-                };
-                rt.block_on(run(shared, client(tls), url, stop_rx));
-            })?;
-        Ok(Some(Notifier {
-            stop,
-            thread: Some(thread),
-        }))
+            };
+            rt.block_on(run(shared, client(tls), url, stop_rx));
+        })
+        .map(|b| Some(Notifier(b)))
     }
 
     /// Stops and waits for the thread (POSTs in flight are abandoned: their notifications stay
     /// pending in the store and are sent after a restart).
-    pub fn stop(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Notifier {
-    fn drop(&mut self) {
-        self.halt();
+    pub fn stop(self) {
+        self.0.stop();
     }
 }
 
