@@ -57,9 +57,18 @@ grep -q "test result: ok" target/rust-tests.log
 # The binaries of the eBPF end-to-end test and of the Delta Chat tests: the ones `cargo test`
 # just built for the integration tests (building them again with `cargo build -p ...` would
 # compile the relay once more: other features unify without the dev-dependencies).
-for bin in relay test-dns; do
+for bin in relay test-dns expire echo; do
     [ -x "target/debug/$bin" ] || { echo "target/debug/$bin missing after cargo test" >&2; exit 1; }
 done
+
+# The Debian package of those binaries, installed and started as its systemd unit would
+# (dist/test-package.sh; root only: it installs on this machine, and purges after).
+if [ "$(id -u)" = 0 ]; then
+    step "debian package and systemd units"
+    RELAY_TEST_NO_SKIP=1 bash dist/test-package.sh
+else
+    echo "SKIPPED: package test (dpkg -i needs root; CI runs as root)"
+fi
 
 if [ "${#features[@]}" -gt 0 ]; then
     step "ebpf program lints"

@@ -80,9 +80,12 @@ fn init_writes_a_loadable_config_and_refuses_to_overwrite_without_force() {
     assert!(std::fs::read_to_string(&ini)
         .unwrap()
         .contains("kept.example"));
+    // (`--data`: without it the key would go to the default data_dir, /var/lib/chatmail-relay.)
     let (code, _, err) = run(relay()
         .args(["init", "other.example", "--force", "--config"])
-        .arg(&ini));
+        .arg(&ini)
+        .arg("--data")
+        .arg(&data));
     assert_eq!(code, 0, "{err}");
     assert!(std::fs::read_to_string(&ini)
         .unwrap()
