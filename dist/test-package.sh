@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tests the Debian package and its systemd units on this machine (dist/debian/README.md):
+# Tests the Debian package and its systemd units on this machine (dist/README.md):
 #   1. the units: `systemd-analyze security --offline=yes` rates chatmail-relay.service "OK";
 #   2. a .deb built with cargo-deb from the binaries already built (RELAY_PROFILE, default `dev`:
 #      the ones `cargo test` built, with feature `ebpf` under tools/test-all.sh);

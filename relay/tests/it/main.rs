@@ -8,6 +8,7 @@
 
 mod certs;
 mod cli;
+mod container;
 mod crash;
 mod delivery;
 mod dkim;
