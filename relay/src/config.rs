@@ -51,6 +51,13 @@ pub struct Config {
     /// `new_limit_burst` (default 5): requests one source may make to `/new` at once. Load
     /// benchmarks lift the limit with a burst no run exhausts (`tools/http-compare.sh`: 10^9).
     pub new_limit_burst: u32,
+    /// `http_head_timeout` in seconds (default 20, as nginx's `client_header_timeout` is in
+    /// spirit): an HTTP request head must arrive within it (also closes idle keep-alive
+    /// connections and slowloris clients).
+    pub http_head_timeout_secs: u64,
+    /// `http_body_timeout` in seconds (default 60, the reference's): a request body must arrive
+    /// within it, else `408`.
+    pub http_body_timeout_secs: u64,
     /// `tls_external_cert_and_key`: certificate and key paths.
     pub tls_external_cert_and_key: Option<(PathBuf, PathBuf)>,
     /// Where the served certificate comes from (derived: chatmail.md §1.9).
@@ -521,6 +528,8 @@ impl Config {
                 "new_limit_burst",
                 crate::http::limiter::NEW_BURST as u32, // 5
             )?,
+            http_head_timeout_secs: positive(p, "http_head_timeout", 20)?.into(),
+            http_body_timeout_secs: positive(p, "http_body_timeout", 60)?.into(),
             ratelimit,
             tls_external_cert_and_key,
             tls_mode,
@@ -981,6 +990,17 @@ pub const OPTIONS: &[OptionDoc] = &[
         "Requests one source may make to /new at once. Load benchmarks lift the limit with a\n\
          burst no run exhausts.",
     ),
+    opt(
+        "http_head_timeout",
+        Value("20"),
+        "Seconds an HTTP request head may take to arrive (also how long an idle keep-alive\n\
+         connection stays open).",
+    ),
+    opt(
+        "http_body_timeout",
+        Value("60"),
+        "Seconds an HTTP request body may take to arrive (over it 408), as the reference's.",
+    ),
 ];
 
 /// Whether [`Config::build`] reads `key`.
@@ -1348,6 +1368,33 @@ mod tests {
         .unwrap();
         assert_eq!(c.ports.imap, 20143);
         assert_eq!(c.max_user_send_burst_size, 3);
+    }
+
+    #[test]
+    fn http_timeouts_default_to_20_and_60_seconds() {
+        let dev = || Mode::Dev {
+            data_dir: "d".into(),
+        };
+        let c = Config::dev("d".into());
+        assert_eq!(
+            (c.http_head_timeout_secs, c.http_body_timeout_secs),
+            (20, 60)
+        );
+        let mut raw = RawConfig::default();
+        raw.set("http_head_timeout=4").unwrap();
+        raw.set("http_body_timeout=3").unwrap();
+        let c = Config::build(&raw, dev()).unwrap();
+        assert_eq!((c.http_head_timeout_secs, c.http_body_timeout_secs), (4, 3));
+        assert!(raw.unknown_keys().is_empty());
+        for bad in ["http_head_timeout=0", "http_body_timeout=x"] {
+            let mut raw = RawConfig::default();
+            raw.set(bad).unwrap();
+            let e = Config::build(&raw, dev()).unwrap_err();
+            assert!(
+                e.to_string().contains(bad.split('=').next().unwrap()),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -10,11 +10,11 @@
 //!
 //! # Limits (what one connection may cost)
 //! - Request head: [`MAX_HEAD`] bytes (hyper's read buffer; more is `431`), read within
-//!   [`HEAD_TIMEOUT`] of the connection becoming ready for a request — which also closes idle
+//!   `http_head_timeout` (20 s) of the connection becoming ready for a request — which also closes idle
 //!   keep-alive connections and slowloris clients.
 //! - Request body: per route ([`site::body_cap`]); a declared length over it is `413` before a
 //!   byte of it is read, a body that grows past it is `413` too; the whole body must arrive
-//!   within [`BODY_TIMEOUT`] (`408`).
+//!   within `http_body_timeout` (60 s, the reference's; `408`).
 //! - [`MAX_REQUESTS`] requests per connection, then `Connection: close`.
 //! - The duplex pipe holds at most [`PIPE_BUFFER`] bytes each way; the TLS layer buffers at most
 //!   one record beyond that.
@@ -57,10 +57,6 @@ use crate::shared::Shared;
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a request (the recipients of a `/mxdeliv` request, and some).
 pub const MAX_HEADERS: usize = crate::smtp::session::MAX_RECIPIENTS + 32;
-/// A request head must arrive within this time of the connection being ready for one.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(20);
-/// A request body must arrive completely within this time (the reference's 60 s).
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Requests served on one connection before it is closed (nginx's `keepalive_requests`).
 pub const MAX_REQUESTS: u32 = 1000;
 /// Bytes the in-memory pipe between the socket pumps and hyper holds each way.
@@ -146,6 +142,9 @@ pub async fn serve<C: Conn>(conn: &C, established: Option<Established>, ctx: Con
 }
 
 async fn bridge<C: Conn>(conn: &C, pipe: Pipeline, plain: Vec<u8>, ctx: Context) -> io::Result<()> {
+    let config = &ctx.shared.config;
+    let head_timeout = Duration::from_secs(config.http_head_timeout_secs);
+    let body_timeout = Duration::from_secs(config.http_body_timeout_secs);
     let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
     let (mut from_hyper, mut to_hyper) = tokio::io::split(ours);
     let requests = Rc::new(std::cell::Cell::new(0u32));
@@ -165,7 +164,7 @@ async fn bridge<C: Conn>(conn: &C, pipe: Pipeline, plain: Vec<u8>, ctx: Context)
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
+        .header_read_timeout(head_timeout)
         .max_buf_size(MAX_HEAD)
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
@@ -247,7 +246,7 @@ async fn bridge<C: Conn>(conn: &C, pipe: Pipeline, plain: Vec<u8>, ctx: Context)
         r = &mut inbound => match r {
             // The client stopped sending: let hyper finish what it has (bounded by the write
             // timeout of the socket), then stop.
-            Ok(()) => match tokio::time::timeout(BODY_TIMEOUT, &mut outbound).await {
+            Ok(()) => match tokio::time::timeout(body_timeout, &mut outbound).await {
                 Ok(r) => r,
                 Err(_) => Ok(()),
             },
@@ -280,7 +279,8 @@ async fn handle(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> 
         return plain_response(site::too_large(req.uri().path()));
     }
     let (parts, body) = req.into_parts();
-    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, cap).collect()).await;
+    let body_timeout = Duration::from_secs(ctx.shared.config.http_body_timeout_secs);
+    let collected = tokio::time::timeout(body_timeout, Limited::new(body, cap).collect()).await;
     let body = match collected {
         Err(_) => {
             return plain_response(site::status_text(
