@@ -113,6 +113,7 @@ impl Builder {
             data_dir,
             ports,
             turn_port,
+            booted: false,
             builder: self,
             _tmp: tmp,
         };
@@ -128,6 +129,8 @@ pub struct Relay {
     data_dir: PathBuf,
     ports: Option<Vec<u16>>,
     turn_port: Option<u16>,
+    /// Whether it has started once (a restart keeps its ports).
+    booted: bool,
     builder: Builder,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -158,6 +161,37 @@ impl Relay {
     /// If it is running.
     pub fn boot(&mut self) {
         assert!(self.running.is_none(), "the relay is running");
+        // `free_ports` picks ports that were free a moment ago; another process (tests run
+        // beside each other) may take one before the relay binds it. The first start then
+        // picks again; a restart keeps its ports, as clients expect.
+        let mut attempts = 0;
+        let running = loop {
+            let config = self.config();
+            match server::start(config, self.builder.backend, 2) {
+                Ok(running) => break running,
+                Err(e) if !self.booted && attempts < 5 && format!("{e:#}").contains("in use") => {
+                    attempts += 1;
+                    if self.ports.is_some() {
+                        self.ports = Some(free_ports(PORT_KEYS.len()));
+                        self.turn_port = Some(free_udp_port());
+                    }
+                }
+                Err(e) => panic!("starting the relay: {e:#}"),
+            }
+        };
+        self.booted = true;
+        if let Some(path) = &self.builder.admin_socket {
+            self.admin = Some(
+                relay::admin::spawn(running.shared().clone(), running.store().clone(), path)
+                    .unwrap(),
+            );
+        }
+        self.running = Some(running);
+    }
+
+    /// The configuration of the next boot: the ports (the fixed ones, or free ones picked
+    /// now), the test defaults, then the builder's overrides.
+    fn config(&self) -> Config {
         let mut raw = RawConfig::default();
         let ports = self
             .ports
@@ -179,15 +213,7 @@ impl Relay {
         let mode = Mode::Dev {
             data_dir: self.data_dir.clone(),
         };
-        let config = Config::build(&raw, mode).unwrap();
-        let running = server::start(config, self.builder.backend, 2).unwrap();
-        if let Some(path) = &self.builder.admin_socket {
-            self.admin = Some(
-                relay::admin::spawn(running.shared().clone(), running.store().clone(), path)
-                    .unwrap(),
-            );
-        }
-        self.running = Some(running);
+        Config::build(&raw, mode).unwrap()
     }
 
     /// Stops the relay (its admin socket first); a no-op if it is not running.
