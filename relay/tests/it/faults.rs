@@ -80,13 +80,13 @@ fn start(data: &Path, io: &str, wrap: Wrap<'_>, sets: &[String]) -> Proc {
         .arg(data)
         .args([
             "--set",
-            "smtp_port=0",
+            "mx_port=0",
             "--set",
-            "submission_port=0",
+            "smtp_port=0",
             "--set",
             "imap_port=0",
             "--set",
-            &format!("submissions_port={sub}"),
+            &format!("smtps_port={sub}"),
             "--set",
             &format!("imaps_port={imaps}"),
             "--set",
