@@ -156,7 +156,7 @@ pub(crate) fn imap(p: &Proc, addr: &str) -> Client {
 }
 
 /// Message-IDs in the INBOX of the logged-in client.
-fn stored_ids(c: &mut Client) -> BTreeSet<String> {
+pub(crate) fn stored_ids(c: &mut Client) -> BTreeSet<String> {
     let (lines, status) = c.imap("s", "SELECT INBOX");
     assert!(status.starts_with("s OK"), "{status}");
     if lines.iter().any(|l| l == "* 0 EXISTS") {

@@ -18,6 +18,7 @@ mod hardening;
 mod harness;
 mod imap_limits;
 mod mxdeliv;
+mod ops;
 mod push;
 mod throttle;
 mod turn;
