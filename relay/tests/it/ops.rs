@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use relay::store::{Op, Store, StoreConfig};
 use sha2::Digest as _;
 
-use crate::faults::{imap, spawn, stored_ids};
+use crate::faults::{imap, spawn, spawn_with, stored_ids};
 use crate::harness::{message, new_addr, Client, PASSWORD};
 
 fn relay() -> Command {
@@ -39,7 +39,13 @@ fn unix_now() -> i64 {
 #[test]
 fn status_reports_a_running_relay_and_says_when_none_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let p = spawn(dir.path(), "epoll", None);
+    // An old port name beside its new one: read with a warning, which status shows.
+    let p = spawn_with(
+        dir.path(),
+        "epoll",
+        None,
+        &["submission_port=0".to_owned()],
+    );
     // Two accounts, made by their first login; one IMAP connection stays open.
     let (a, b) = (new_addr("sa"), new_addr("sb"));
     drop(imap(&p, &a));
@@ -65,7 +71,12 @@ fn status_reports_a_running_relay_and_says_when_none_runs() {
         "{s:#}"
     );
     assert_eq!(s["certificate"]["names"][0], "127.0.0.1");
-    assert!(s["last_errors"].is_array(), "{s:#}");
+    let warned = s["last_errors"].as_array().unwrap().iter().any(|e| {
+        e["level"] == "WARN"
+            && e["message"]
+                == "option submission_port is ignored: smtp_port is set (remove submission_port)"
+    });
+    assert!(warned, "{s:#}");
     // The text form says the same for people.
     let (code, out, err) = run(relay().args(["status", "--data"]).arg(dir.path()));
     assert_eq!(code, 0, "{err}");
@@ -89,6 +100,10 @@ fn status_reports_a_running_relay_and_says_when_none_runs() {
         assert_eq!(err.lines().count(), 1, "one line: {err}");
         assert!(err.contains("the relay is not running"), "{err}");
         assert!(err.contains("admin.sock"), "{err}");
+        let copy = empty.path().join("copy");
+        let (code, _, err) = run(relay().arg("backup").arg(&copy).arg("--data").arg(data));
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("the relay is not running"), "{err}");
     }
 }
 
