@@ -157,6 +157,14 @@ pub fn verify(dir: &Path) -> Result<CheckReport, Error> {
         }
     }
     let first_seq = seqs.first().copied();
+    // Whether the log holds every segment from `start` to its end: a replay from there sees
+    // every record. (Segments before a checkpoint that hold no live body are removed, and a
+    // backup copies only those with live bodies, so earlier gaps are normal.)
+    let missing_from = |start: u32| -> Option<u32> {
+        let last = *seqs.last()?;
+        (start..=last).find(|s| seqs.binary_search(s).is_err())
+    };
+    let whole_from = |start: u32| missing_from(start).is_none();
     let replay = |mut idx: Index, from: Position| -> Index {
         for s in &scanned {
             for (pos, rec) in &s.records {
@@ -172,21 +180,20 @@ pub fn verify(dir: &Path) -> Result<CheckReport, Error> {
     let (index, other) = match loaded.next() {
         Some((idx, at)) => {
             report.checkpoint = Some(at);
-            if first_seq.is_some_and(|f| f > at.segment) {
+            if let Some(m) = missing_from(at.segment) {
                 report.problems.push(format!(
-                    "segments before {} are missing but the checkpoint needs the log from {}:{}",
-                    first_seq.unwrap_or_default(),
+                    "segment {} is missing: the index needs the log from the checkpoint at {}:{}",
+                    segment_path(&log_dir, m).display(),
                     at.segment,
                     at.offset
                 ));
             }
             let built = replay(idx, at);
-            let other = if first_seq == Some(0) {
+            let other = if first_seq == Some(0) && whole_from(0) {
                 report.compared_with = "full replay";
                 Some(replay(Index::default(), Position::default()))
-            } else if let Some((older, older_at)) = loaded
-                .next()
-                .filter(|(_, a)| first_seq.is_some_and(|f| f <= a.segment))
+            } else if let Some((older, older_at)) =
+                loaded.next().filter(|(_, a)| whole_from(a.segment))
             {
                 report.compared_with = "older checkpoint";
                 Some(replay(older, older_at))
@@ -197,11 +204,11 @@ pub fn verify(dir: &Path) -> Result<CheckReport, Error> {
             (built, other)
         }
         None => {
-            if first_seq.is_some_and(|f| f > 0) {
+            if let Some(m) = missing_from(0) {
                 report.problems.push(format!(
-                    "no readable checkpoint and the log starts at segment {}: the index \
-                     cannot be rebuilt",
-                    first_seq.unwrap_or_default()
+                    "no readable checkpoint and segment {} is missing: the index cannot be \
+                     rebuilt",
+                    segment_path(&log_dir, m).display()
                 ));
             }
             report.compared_with = "nothing";

@@ -40,12 +40,7 @@ fn unix_now() -> i64 {
 fn status_reports_a_running_relay_and_says_when_none_runs() {
     let dir = tempfile::tempdir().unwrap();
     // An old port name beside its new one: read with a warning, which status shows.
-    let p = spawn_with(
-        dir.path(),
-        "epoll",
-        None,
-        &["submission_port=0".to_owned()],
-    );
+    let p = spawn_with(dir.path(), "epoll", None, &["submission_port=0".to_owned()]);
     // Two accounts, made by their first login; one IMAP connection stays open.
     let (a, b) = (new_addr("sa"), new_addr("sb"));
     drop(imap(&p, &a));
@@ -214,9 +209,20 @@ fn a_store_backup_with_sealed_segments_opens_and_checks_while_writes_go_on() {
     let data = dir.path().join("live");
     let store = small_segments(&data);
     let a = relay_testkit::create_account(&store, &new_addr("ba"), 1_700_000_000);
+    // Segments that hold only a deleted account's messages: no live body, so the backup skips
+    // them and the copy's log has gaps.
+    let gone = relay_testkit::create_account(&store, &new_addr("bg"), 1_700_000_000);
     for n in 0..40 {
         store.commit_blocking(deliver(a, n)).unwrap();
+        if n == 20 {
+            for k in 0..40 {
+                store.commit_blocking(deliver(gone, 1000 + k)).unwrap();
+            }
+        }
     }
+    store
+        .commit_blocking(Op::DeleteAccount { account: gone })
+        .unwrap();
     // A writer keeps committing while the backup runs.
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(Mutex::new(0usize));
@@ -244,6 +250,19 @@ fn a_store_backup_with_sealed_segments_opens_and_checks_while_writes_go_on() {
     writer.join().unwrap();
     assert!(report.segments >= 3, "{report:?}");
     assert!(report.messages >= acked_before as u64, "{report:?}");
+    let mut copied: Vec<u32> = std::fs::read_dir(copy.join("store/log"))
+        .unwrap()
+        .map(|e| {
+            e.unwrap().file_name().to_str().unwrap()[..20]
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    copied.sort_unstable();
+    assert!(
+        copied.windows(2).any(|w| w[1] > w[0] + 1),
+        "segments without live bodies are not copied: {copied:?}"
+    );
     let (code, out, err) = run(relay().args(["check", "--data"]).arg(&copy));
     assert_eq!(code, 0, "{out}{err}");
     // The copy opens as it is and holds every message committed before the backup.
@@ -263,6 +282,17 @@ fn a_store_backup_with_sealed_segments_opens_and_checks_while_writes_go_on() {
         store.messages(a).len() > msgs.len(),
         "the live store went on"
     );
+    drop(opened);
+    // The live store after two checkpoints: segments without live bodies removed, the log
+    // has gaps; check compares the newest checkpoint with the older one plus the log.
+    store.checkpoint().unwrap();
+    store.commit_blocking(deliver(a, 100_000)).unwrap();
+    store.checkpoint().unwrap();
+    store.close();
+    drop(store);
+    let (code, out, err) = run(relay().args(["check", "--data"]).arg(&data));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("compared with older checkpoint"), "{out}");
 }
 
 /// Every file of `dir` is `0600`, every directory `0700`.
