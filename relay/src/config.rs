@@ -803,9 +803,9 @@ pub const OPTIONS: &[OptionDoc] = &[
     opt(
         "smtp_port",
         Value("587"),
-        "Submission with STARTTLS (the name before 2026 was submission_port; an ini that sets\n\
-         smtp_port together with submission_port or submissions_port and no mx_port is read\n\
-         the old way: smtp_port is port 25 there).",
+        "Submission with STARTTLS (formerly submission_port; smtp_port was port 25 then, so an\n\
+         ini that sets smtp_port together with submission_port or submissions_port and no\n\
+         mx_port is read the old way: its smtp_port is port 25, with a warning to rename it).",
     ),
     opt(
         "smtps_port",

@@ -476,7 +476,13 @@ fn backup(shared: &Shared, store: &Store, dir: &str) -> Result<Value, Error> {
             .map_err(|e| internal(&e))?;
     }
     let started = Instant::now();
-    let report = store.backup(&dir.join("store")).map_err(|e| internal(&e))?;
+    let report = store.backup(&dir.join("store")).map_err(|e| Error {
+        code: "internal",
+        message: format!(
+            "backup into {}: {e} (what was written there is incomplete: remove it)",
+            dir.display()
+        ),
+    })?;
     let dkim = copy_private_files(&shared.config.data_dir.join("dkim"), &dir.join("dkim"))
         .map_err(|e| internal(&e))?;
     let elapsed = started.elapsed();
