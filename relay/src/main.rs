@@ -546,11 +546,10 @@ fn status(config: &Config, json: bool) -> ExitCode {
     );
     let mut total = 0;
     let mut by_port = Vec::new();
-    if let Some(m) = a["connections"].as_object() {
-        for (k, v) in m {
-            total += n(v);
-            by_port.push(format!("{k} {}", n(v)));
-        }
+    for k in relay::admin::status::LISTENERS {
+        let v = &a["connections"][k];
+        total += n(v);
+        by_port.push(format!("{k} {}", n(v)));
     }
     say!("connections: {total} open ({})", by_port.join(", "));
     say!("accounts: {}", n(&a["accounts"]));
