@@ -184,7 +184,7 @@ start_relay() { # start_relay <a|b|la|lb>
   # Without a DNS server (literal pairs) lookups still stay here: nothing listens on port 9.
   "$RELAY" dev --io "$IO" --data "$TMP/$r" \
     --set "listen=$ip" --set "mail_domain=$domain" --set "dns_server=${dns_addr:-127.0.0.1:9}" \
-    --set smtp_port=25 --set submission_port=587 --set submissions_port=465 \
+    --set mx_port=25 --set smtp_port=587 --set smtps_port=465 \
     --set imap_port=143 --set imaps_port=993 --set https_port=443 --set http_port=80 \
     --set max_user_send_per_minute=100000000 --set max_user_send_burst_size=100000000 \
     --set max_imap_connections=200000 --set max_smtp_connections=100000 \

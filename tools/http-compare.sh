@@ -112,8 +112,8 @@ start_relay() { # start_relay epoll|uring
   listening "${p}443" && { log "port ${p}443 is taken"; return 1; }
   mkdir -p "$work/relay-$io"
   "$RELAY" dev --io "$io" --data "$work/relay-$io" \
-    --set https_port="${p}443" --set http_port="${p}080" --set smtp_port="${p}025" \
-    --set submission_port="${p}587" --set submissions_port="${p}465" \
+    --set https_port="${p}443" --set http_port="${p}080" --set mx_port="${p}025" \
+    --set smtp_port="${p}587" --set smtps_port="${p}465" \
     --set imap_port="${p}143" --set imaps_port="${p}993" \
     --set new_limit_burst="$NEW_BURST" \
     --set max_smtp_connections=100000 \

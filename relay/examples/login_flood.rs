@@ -118,9 +118,9 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut raw = RawConfig::default();
     for k in [
+        "mx_port",
         "smtp_port",
-        "submission_port",
-        "submissions_port",
+        "smtps_port",
         "imap_port",
         "imaps_port",
     ] {

@@ -192,11 +192,11 @@ pub fn parse_duration_secs(v: &str) -> Option<u64> {
 /// Listening ports; 0 disables a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ports {
-    /// SMTP from other relays (STARTTLS).
+    /// SMTP from other relays (STARTTLS): option `mx_port`.
     pub smtp: u16,
-    /// Submission with STARTTLS.
+    /// Submission with STARTTLS: option `smtp_port` (formerly `submission_port`).
     pub submission: u16,
-    /// Submission with implicit TLS.
+    /// Submission with implicit TLS: option `smtps_port` (formerly `submissions_port`).
     pub submissions: u16,
     /// IMAP with STARTTLS.
     pub imap: u16,
@@ -294,19 +294,7 @@ impl Config {
         };
         let data_dir = p.path("data_dir")?.unwrap_or(default_data);
         let ports_default = if dev { Ports::DEV } else { Ports::STANDARD };
-        let ports = Ports {
-            smtp: p.num("smtp_port")?.unwrap_or(ports_default.smtp),
-            submission: p
-                .num("submission_port")?
-                .unwrap_or(ports_default.submission),
-            submissions: p
-                .num("submissions_port")?
-                .unwrap_or(ports_default.submissions),
-            imap: p.num("imap_port")?.unwrap_or(ports_default.imap),
-            imaps: p.num("imaps_port")?.unwrap_or(ports_default.imaps),
-            https: p.num("https_port")?.unwrap_or(ports_default.https),
-            http: p.num("http_port")?.unwrap_or(ports_default.http),
-        };
+        let ports = port_options(p, ports_default)?;
         let disable_ipv6 = p.boolean("disable_ipv6")?.unwrap_or(dev);
         let listen = match p.get("listen") {
             Some(v) => v
@@ -817,15 +805,21 @@ pub const OPTIONS: &[OptionDoc] = &[
     ),
     opt("disable_ipv6", Value("false"), "Listen on IPv4 only."),
     opt(
-        "smtp_port",
+        "mx_port",
         Value("25"),
         "SMTP from other relays (STARTTLS). 0 disables a port.",
     ),
-    opt("submission_port", Value("587"), "Submission with STARTTLS."),
     opt(
-        "submissions_port",
+        "smtp_port",
+        Value("587"),
+        "Submission with STARTTLS (formerly submission_port; smtp_port was port 25 then, so an\n\
+         ini that sets smtp_port together with submission_port or submissions_port and no\n\
+         mx_port is read the old way: its smtp_port is port 25, with a warning to rename it).",
+    ),
+    opt(
+        "smtps_port",
         Value("465"),
-        "Submission with implicit TLS.",
+        "Submission with implicit TLS (formerly submissions_port).",
     ),
     opt("imap_port", Value("143"), "IMAP with STARTTLS."),
     opt("imaps_port", Value("993"), "IMAP with implicit TLS."),
@@ -1032,6 +1026,89 @@ pub const KNOWN_OTHER: &[&str] = &[
 /// Options the reference removed; setting them has no effect.
 const REMOVED: &[&str] = &["passthrough_senders", "passthrough_recipients"];
 
+/// Old names of port options, still read (with a warning): `(old, new)`.
+pub const RENAMED_PORTS: &[(&str, &str)] = &[
+    ("submission_port", "smtp_port"),
+    ("submissions_port", "smtps_port"),
+];
+
+/// Whether `raw` is an old-style ini for the port keys: it sets `smtp_port` together with an
+/// old name (`submission_port` or `submissions_port`) and no `mx_port`. There `smtp_port` is
+/// read as it was meant when it was written: port 25 (SMTP from other relays).
+pub fn old_style_ports(raw: &RawConfig) -> bool {
+    let has = |k: &str| raw.values.contains_key(k);
+    has("smtp_port") && !has("mx_port") && RENAMED_PORTS.iter().any(|(old, _)| has(old))
+}
+
+/// The listener ports from the port keys (see [`port_warnings`] for the renames).
+fn port_options(p: &Parser<'_>, default: Ports) -> Result<Ports, Error> {
+    let old_style = old_style_ports(p.raw);
+    // The old names are read straight from the raw values: they are not options of their own.
+    let old = |key: &str| -> Result<Option<u16>, Error> {
+        p.raw
+            .values
+            .get(key)
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .map_err(|_| Error::invalid(key, v, "a non-negative integer"))
+            })
+            .transpose()
+    };
+    let mx = p.num::<u16>("mx_port")?;
+    let smtp = p.num::<u16>("smtp_port")?;
+    let smtps = p.num::<u16>("smtps_port")?;
+    let submission = old("submission_port")?;
+    let submissions = old("submissions_port")?;
+    let (mx, submission) = if old_style {
+        (smtp, submission)
+    } else {
+        (mx, smtp.or(submission))
+    };
+    Ok(Ports {
+        smtp: mx.unwrap_or(default.smtp),
+        submission: submission.unwrap_or(default.submission),
+        submissions: smtps.or(submissions).unwrap_or(default.submissions),
+        imap: p.num("imap_port")?.unwrap_or(default.imap),
+        imaps: p.num("imaps_port")?.unwrap_or(default.imaps),
+        https: p.num("https_port")?.unwrap_or(default.https),
+        http: p.num("http_port")?.unwrap_or(default.http),
+    })
+}
+
+/// What to tell the operator about the port keys of `raw`: old names in use (read, to be
+/// renamed), an old-style `smtp_port` read as port 25, and old names a new name overrides.
+pub fn port_warnings(raw: &RawConfig) -> Vec<String> {
+    let has = |k: &str| raw.values.contains_key(k);
+    let mut out = Vec::new();
+    if old_style_ports(raw) {
+        out.push(
+            "option smtp_port is read as port 25 (SMTP from other relays) because this file \
+             also sets submission_port or submissions_port and no mx_port: rename smtp_port to \
+             mx_port (smtp_port now means submission, port 587)"
+                .to_owned(),
+        );
+    }
+    for (old, new) in RENAMED_PORTS {
+        if !has(old) {
+            continue;
+        }
+        let overridden = if *new == "smtp_port" {
+            has(new) && !old_style_ports(raw)
+        } else {
+            has(new)
+        };
+        if overridden {
+            out.push(format!(
+                "option {old} is ignored: {new} is set (remove {old})"
+            ));
+        } else {
+            out.push(format!("option {old} is an old name: rename it to {new}"));
+        }
+    }
+    out
+}
+
 /// Which defaults apply.
 #[derive(Debug, Clone)]
 pub enum Mode {
@@ -1117,7 +1194,11 @@ impl RawConfig {
         self.values
             .keys()
             .map(String::as_str)
-            .filter(|k| !is_interpreted(k) && !KNOWN_OTHER.contains(k))
+            .filter(|k| {
+                !is_interpreted(k)
+                    && !KNOWN_OTHER.contains(k)
+                    && !RENAMED_PORTS.iter().any(|(old, _)| old == k)
+            })
             .collect()
     }
 }
@@ -1250,8 +1331,11 @@ pub fn parse_size(v: &str) -> Option<u64> {
     num.trim().parse::<u64>().ok()?.checked_mul(mult)
 }
 
-/// Warns about keys that are unknown or removed (not fatal).
+/// Warns about keys that are unknown, removed or renamed (not fatal).
 pub fn warn_unknown(raw: &RawConfig) {
+    for w in port_warnings(raw) {
+        tracing::warn!("{w}");
+    }
     for k in raw.unknown_keys() {
         if REMOVED.contains(&k) {
             tracing::warn!("option {k} has no effect (removed in the reference relay 1.11)");
@@ -1285,9 +1369,90 @@ mod tests {
             documented_once(),
             "an option is listed twice"
         );
-        for k in KNOWN_OTHER.iter().chain(REMOVED) {
+        for k in KNOWN_OTHER
+            .iter()
+            .chain(REMOVED)
+            .chain(RENAMED_PORTS.iter().map(|(old, _)| old))
+        {
             assert!(!is_interpreted(k), "{k} is both read and ignored");
         }
+    }
+
+    fn ports_of(ini: &str) -> (Ports, Vec<String>, Vec<String>) {
+        let raw = RawConfig::parse_ini(&format!("[params]\nmail_domain = x.org\n{ini}")).unwrap();
+        let c = Config::build(&raw, Mode::Serve).unwrap();
+        let unknown = raw.unknown_keys().into_iter().map(str::to_owned).collect();
+        (c.ports, port_warnings(&raw), unknown)
+    }
+
+    #[test]
+    fn port_keys_new_names() {
+        let (p, warnings, unknown) = ports_of(
+            "mx_port = 2525\nsmtp_port = 2587\nsmtps_port = 2465\nimap_port = 2143\n\
+             imaps_port = 2993\n",
+        );
+        assert_eq!(
+            (p.smtp, p.submission, p.submissions, p.imap, p.imaps),
+            (2525, 2587, 2465, 2143, 2993)
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(unknown.is_empty(), "{unknown:?}");
+        // smtp_port alone is the new meaning: submission.
+        let (p, warnings, _) = ports_of("smtp_port = 2587\n");
+        assert_eq!((p.smtp, p.submission), (25, 2587));
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn port_keys_old_names_are_read_with_a_warning() {
+        let (p, warnings, unknown) = ports_of("submission_port = 2587\nsubmissions_port = 2465\n");
+        assert_eq!((p.smtp, p.submission, p.submissions), (25, 2587, 2465));
+        assert_eq!(
+            warnings,
+            vec![
+                "option submission_port is an old name: rename it to smtp_port",
+                "option submissions_port is an old name: rename it to smtps_port",
+            ]
+        );
+        assert!(unknown.is_empty(), "old names are not unknown: {unknown:?}");
+        // A new name wins over its old one, and says so.
+        let (p, warnings, _) = ports_of("smtps_port = 3465\nsubmissions_port = 2465\n");
+        assert_eq!(p.submissions, 3465);
+        assert_eq!(
+            warnings,
+            vec!["option submissions_port is ignored: smtps_port is set (remove submissions_port)"]
+        );
+        // A bad value under an old name names the old key.
+        let raw =
+            RawConfig::parse_ini("[params]\nmail_domain = x.org\nsubmission_port = x\n").unwrap();
+        let e = Config::build(&raw, Mode::Serve).unwrap_err();
+        assert!(e.to_string().contains("submission_port"), "{e}");
+    }
+
+    #[test]
+    fn port_keys_old_style_smtp_port_is_port_25() {
+        // Written before the rename: smtp_port with an old name and no mx_port means port 25.
+        let (p, warnings, _) = ports_of("smtp_port = 2525\nsubmission_port = 2587\n");
+        assert_eq!((p.smtp, p.submission, p.submissions), (2525, 2587, 465));
+        assert!(
+            warnings[0].starts_with("option smtp_port is read as port 25")
+                && warnings[0].contains("rename smtp_port to mx_port"),
+            "{warnings:?}"
+        );
+        assert_eq!(
+            warnings[1],
+            "option submission_port is an old name: rename it to smtp_port"
+        );
+        let (p, _, _) = ports_of("smtp_port = 2525\nsubmissions_port = 2465\n");
+        assert_eq!((p.smtp, p.submission, p.submissions), (2525, 587, 2465));
+        // With mx_port the file is new-style: smtp_port is submission, the old name yields.
+        let (p, warnings, _) =
+            ports_of("mx_port = 2525\nsmtp_port = 3587\nsubmission_port = 2587\n");
+        assert_eq!((p.smtp, p.submission), (2525, 3587));
+        assert_eq!(
+            warnings,
+            vec!["option submission_port is ignored: smtp_port is set (remove submission_port)"]
+        );
     }
 
     fn documented_once() -> usize {

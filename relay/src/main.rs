@@ -79,6 +79,30 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Show the running relay's state (over its admin socket): version, uptime, backend,
+    /// rate limiting, connections, accounts, queue, store size, certificate, last errors.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Have the running relay write a consistent copy of its store into DIR (which must not
+    /// exist or be empty); `relay serve`/`relay dev --data DIR` opens the copy as it is.
+    Backup {
+        /// The data directory of the copy.
+        dir: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Verify a stopped relay's store without changing it: every record's checksum, the
+    /// checkpoints against the log; exit status 0 when clean, 1 when damaged, 2 when it cannot
+    /// be checked (a running relay holds it).
+    Check {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Run a production relay from a chatmail.ini.
     Serve {
         /// The chatmail.ini (`[params]` section).
@@ -94,6 +118,33 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+}
+
+/// Which relay an operator command is about: its chatmail.ini (as `serve`) or the data
+/// directory of a `relay dev` relay.
+#[derive(clap::Args)]
+struct Target {
+    /// The chatmail.ini (`[params]` section); the default when neither this nor --data is
+    /// given is ./chatmail.ini.
+    #[arg(long, conflicts_with = "data")]
+    config: Option<PathBuf>,
+    /// The data directory of a `relay dev` relay.
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+impl Target {
+    /// The relay's configuration; a failure is reported and becomes exit status 2.
+    fn load(self) -> Result<Config, ExitCode> {
+        let (raw, mode) = match (self.config, self.data) {
+            (_, Some(data_dir)) => (RawConfig::default(), Mode::Dev { data_dir }),
+            (config, None) => {
+                let path = config.unwrap_or_else(|| PathBuf::from("chatmail.ini"));
+                (read_ini(&path)?, Mode::Serve)
+            }
+        };
+        Config::build(&raw, mode).map_err(|e| config_error(&e))
+    }
 }
 
 /// Writes a line to stdout; a closed or full stdout loses the line, never the relay
@@ -118,15 +169,21 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Log lines go through a bounded queue to a writer thread: a failing or stalled stderr drops
     // lines (counted) instead of stopping or slowing the relay.
+    // Beside the log lines, the last warnings and errors are kept for `relay status`.
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let log = relay::io::log::LossyWriter::stderr().ok();
+    let ring = relay::admin::status::RecentEvents;
     match &log {
-        Some(w) => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(w.clone())
+        Some(w) => tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(w.clone()))
+            .with(ring)
             .init(),
-        None => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::sink)
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink))
+            .with(ring)
             .init(),
     }
     let code = run_cli();
@@ -167,6 +224,24 @@ fn run_cli() -> ExitCode {
                 Err(e) => return config_error(&e),
             };
             return dns(&config, &ip, check);
+        }
+        Command::Status { target, json } => {
+            return match target.load() {
+                Ok(config) => status(&config, json),
+                Err(code) => code,
+            }
+        }
+        Command::Backup { dir, target } => {
+            return match target.load() {
+                Ok(config) => backup(&config, &dir),
+                Err(code) => code,
+            }
+        }
+        Command::Check { target } => {
+            return match target.load() {
+                Ok(config) => check(&config),
+                Err(code) => code,
+            }
         }
         Command::Admin { socket, command } => {
             return match relay::admin::run(command, &socket) {
@@ -395,6 +470,244 @@ fn dns(config: &Config, ip: &[std::net::IpAddr], check: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         say!("{failed} required record(s) missing or wrong");
+        ExitCode::FAILURE
+    }
+}
+
+/// Sends one request to the running relay of `config`; a relay that is not running (no socket,
+/// or nothing accepting on it) is a one-line message and exit status 1, as is a refusal.
+fn ask(config: &Config, request: &serde_json::Value) -> Result<serde_json::Value, ExitCode> {
+    let socket = relay::admin::socket_path(config);
+    match relay::admin::client::request(&socket, request) {
+        Ok(answer) if answer["ok"] == serde_json::json!(true) => Ok(answer),
+        Ok(answer) => {
+            report!(
+                "error: the relay refused ({}): {}",
+                answer["code"].as_str().unwrap_or("?"),
+                answer["error"].as_str().unwrap_or("no message")
+            );
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) if relay::admin::client::is_not_running(&e) => {
+            report!(
+                "error: the relay is not running (nothing serves its admin socket {}: {})",
+                socket.display(),
+                e.root_cause()
+            );
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            report!("error: {e:#}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of unix seconds.
+fn utc(secs: i64) -> String {
+    let day = secs.div_euclid(86_400);
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{} {:02}:{:02}:{:02} UTC",
+        relay::admin::client::day_to_date(day),
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// `relay status`.
+fn status(config: &Config, json: bool) -> ExitCode {
+    let a = match ask(config, &serde_json::json!({"op": "status"})) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    if json {
+        say!("{}", serde_json::to_string_pretty(&a).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+    let up = n(&a["uptime_seconds"]);
+    say!(
+        "relay {} for {}: running for {}d {:02}:{:02}:{:02} (since {})",
+        s(&a["version"]),
+        s(&a["domain"]),
+        up / 86_400,
+        up / 3600 % 24,
+        up / 60 % 60,
+        up % 60,
+        utc(a["started"].as_i64().unwrap_or(0))
+    );
+    say!(
+        "I/O backend: {}; rate limiting: {}",
+        s(&a["io_backend"]),
+        s(&a["rate_limit"])
+    );
+    let mut total = 0;
+    let mut by_port = Vec::new();
+    for k in relay::admin::status::LISTENERS {
+        let v = &a["connections"][k];
+        total += n(v);
+        by_port.push(format!("{k} {}", n(v)));
+    }
+    say!("connections: {total} open ({})", by_port.join(", "));
+    say!("accounts: {}", n(&a["accounts"]));
+    say!(
+        "outbound queue: {} entries for {} destinations",
+        n(&a["queue"]["entries"]),
+        n(&a["queue"]["destinations"])
+    );
+    let st = &a["store"];
+    say!(
+        "store: {} bytes in {} segments, {} messages{}",
+        n(&st["bytes"]),
+        n(&st["segments"]),
+        n(&st["messages"]),
+        if st["writes_failing"] == serde_json::json!(true) {
+            " (WRITES FAILING: see the log)"
+        } else {
+            ""
+        }
+    );
+    let cert = &a["certificate"];
+    if cert.is_null() {
+        say!("certificate: none");
+    } else {
+        let names: Vec<String> = cert["names"]
+            .as_array()
+            .map(|v| v.iter().map(&s).collect())
+            .unwrap_or_default();
+        say!(
+            "certificate: {} expires {} (in {} days)",
+            names.join(", "),
+            utc(cert["not_after"].as_i64().unwrap_or(0)),
+            cert["expires_in_days"].as_i64().unwrap_or(0)
+        );
+    }
+    let empty = Vec::new();
+    let events = a["last_errors"].as_array().unwrap_or(&empty);
+    if events.is_empty() {
+        say!("last errors: none");
+    } else {
+        say!("last errors ({}, oldest first):", events.len());
+        for e in events {
+            say!(
+                "  {} {:5} {}: {}",
+                utc(e["at"].as_i64().unwrap_or(0)),
+                s(&e["level"]),
+                s(&e["target"]),
+                s(&e["message"])
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `relay backup DIR`: the running relay writes the copy.
+fn backup(config: &Config, dir: &std::path::Path) -> ExitCode {
+    let dir = match std::path::absolute(dir) {
+        Ok(d) => d,
+        Err(e) => {
+            report!("error: {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+        report!(
+            "error: {} is not empty (the backup goes into a new or empty directory)",
+            dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let a = match ask(
+        config,
+        &serde_json::json!({"op": "backup", "dir": dir.display().to_string()}),
+    ) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    say!(
+        "backup in {}: {} accounts, {} messages, {} queued; {} segments, {} bytes, up to log \
+         position {}; {:.0} ms ({:.1} ms of it in the store's writer)",
+        dir.display(),
+        a["accounts"],
+        a["messages"],
+        a["queued"],
+        a["segments"],
+        a["bytes"],
+        a["position"].as_str().unwrap_or("?"),
+        a["elapsed_ms"].as_f64().unwrap_or(0.0),
+        a["writer_held_ms"].as_f64().unwrap_or(0.0)
+    );
+    say!(
+        "start a relay on it with `relay dev --data {}` (or data_dir in a chatmail.ini); check \
+         it with `relay check --data {}`",
+        dir.display(),
+        dir.display()
+    );
+    ExitCode::SUCCESS
+}
+
+/// `relay check`: verifies the stopped store; 0 clean, 1 damaged, 2 not checked.
+fn check(config: &Config) -> ExitCode {
+    let dir = config.data_dir.join("store");
+    let r = match relay::store::check::verify(&dir) {
+        Ok(r) => r,
+        Err(relay::store::Error::Locked(_)) => {
+            report!(
+                "error: the store {} is in use by a running relay: stop it first (or check a \
+                 copy made with `relay backup`)",
+                dir.display()
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            report!("error: cannot check {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    say!("store {}", dir.display());
+    say!(
+        "  log: {} segments ({} sealed), {} bytes, {} frames with valid checksums ({} records, \
+         {} message bodies)",
+        r.segments,
+        r.sealed,
+        r.bytes,
+        r.frames,
+        r.records,
+        r.bodies
+    );
+    say!(
+        "  checkpoints: {} ({} readable); index from {}, compared with {}",
+        r.checkpoints,
+        r.checkpoints_ok,
+        r.checkpoint.map_or_else(
+            || "a full replay".to_owned(),
+            |p| format!(
+                "the checkpoint at {}:{} and the log after it",
+                p.segment, p.offset
+            )
+        ),
+        r.compared_with
+    );
+    say!(
+        "  index: {} accounts, {} messages, {} queued",
+        r.accounts,
+        r.messages,
+        r.queued
+    );
+    for n in &r.notes {
+        say!("  note: {n}");
+    }
+    for p in &r.problems {
+        say!("  PROBLEM: {p}");
+    }
+    if r.problems.is_empty() {
+        say!("clean");
+        ExitCode::SUCCESS
+    } else {
+        say!("{} problem(s)", r.problems.len());
         ExitCode::FAILURE
     }
 }

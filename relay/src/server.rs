@@ -115,6 +115,20 @@ impl Kind {
     fn is_smtp(self) -> bool {
         matches!(self, Kind::Mx | Kind::Submission | Kind::Submissions)
     }
+
+    /// Its place in [`crate::admin::status::LISTENERS`] (the connection counts of `relay
+    /// status`).
+    fn status_index(self) -> usize {
+        match self {
+            Kind::Mx => 0,
+            Kind::Submission => 1,
+            Kind::Submissions => 2,
+            Kind::Imap => 3,
+            Kind::Imaps => 4,
+            Kind::Https => 5,
+            Kind::Http => 6,
+        }
+    }
 }
 
 /// Connection counters for the configured limits.
@@ -144,6 +158,9 @@ fn take_slot(counter: &Arc<AtomicU32>, max: u32) -> Option<Slot> {
 struct Admitted {
     _slot: Slot,
     _source: crate::ratelimit::SourceSlot,
+    /// Counted for `relay status` under its listener (IMAP and submission over the HTTPS
+    /// port under `imaps` and `submissions`).
+    _counted: crate::admin::status::Counted,
 }
 
 /// The outcome of admission at accept time.
@@ -359,6 +376,7 @@ impl Ctx {
             Some(slot) => Admission::Admitted(Admitted {
                 _slot: slot,
                 _source: source,
+                _counted: self.shared.live.connections.enter(kind.status_index()),
             }),
             None => Admission::Close,
         }
@@ -563,6 +581,24 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
     let mut shared = Shared::new(config, Arc::new(store.clone()));
     shared.dkim = dkim.map(Arc::new);
     shared.turn = published;
+    {
+        let live = &shared.live;
+        live.started.store(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0)),
+            Ordering::Relaxed,
+        );
+        let _ = live.backend.set(backend.to_string());
+        let _ = live.rate_limit.set(
+            match enforcement {
+                crate::ratelimit::Enforcement::Kernel => "kernel (XDP)",
+                crate::ratelimit::Enforcement::Userspace => "userspace",
+            }
+            .to_owned(),
+        );
+        let _ = live.certs.set(tls.certs.clone());
+    }
     let shared = Arc::new(shared);
     let admin_path = crate::admin::socket_path(&shared.config);
     let admin = crate::admin::spawn(shared.clone(), store.clone(), &admin_path)

@@ -24,9 +24,9 @@ pub fn backends() -> Vec<Backend> {
 
 /// The port keys of the listeners, in the order ports are given to them.
 const PORT_KEYS: [&str; 7] = [
+    "mx_port",
     "smtp_port",
-    "submission_port",
-    "submissions_port",
+    "smtps_port",
     "imap_port",
     "imaps_port",
     "https_port",
@@ -69,9 +69,9 @@ impl Builder {
         for kv in [
             format!("listen={ip}"),
             format!("mail_domain={domain}"),
-            "smtp_port=25".into(),
-            "submission_port=587".into(),
-            "submissions_port=465".into(),
+            "mx_port=25".into(),
+            "smtp_port=587".into(),
+            "smtps_port=465".into(),
             "imap_port=143".into(),
             "imaps_port=993".into(),
             "https_port=443".into(),

@@ -191,6 +191,19 @@ pub fn request(socket: &Path, request: &Value) -> anyhow::Result<Value> {
     serde_json::from_str(&answer).with_context(|| format!("bad answer: {answer:?}"))
 }
 
+/// Whether `e` (from [`request`]) means no relay serves the socket: it is missing, or nothing
+/// accepts connections on it.
+pub fn is_not_running(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            )
+        })
+}
+
 /// Runs one `relay admin` command against the socket at `socket` and prints the result.
 ///
 /// # Errors

@@ -21,6 +21,8 @@
 //! | request | answer |
 //! |---|---|
 //! | `{"op":"config"}` | `domain`, `mail_domain`, `max_mailbox_size`, `delete_mails_after`, `delete_large_after`, `delete_inactive_users_after`, `large_message_bytes`, `quota_target_bytes`, `password_min_length`, `ports{smtp,submission,submissions,imap,imaps}` |
+//! | `{"op":"status"}` | `version`, `domain`, `started`, `uptime_seconds`, `io_backend`, `rate_limit`, `connections{mx,submission,submissions,imap,imaps,https,http}` (open now), `accounts`, `queue{entries,destinations}`, `store{bytes,segments,messages,writes_failing}`, `certificate{names,not_after,expires_in_days}`, `last_errors: [{at, level, target, message}]` (the last 16 warnings and errors) |
+//! | `{"op":"backup","dir":D}` | `dir`, `position`, `segments`, `bytes`, `accounts`, `messages`, `queued`, `dkim_keys`, `writer_held_ms`, `elapsed_ms`: a consistent copy of the store in `D/store` (and the DKIM keys in `D/dkim`) that `relay serve`/`relay dev --data D` opens as it is; `D` absolute, absent or empty (`exists` error otherwise) |
 //! | `{"op":"list_accounts"}` | `accounts: [{addr, created, last_login_day, bytes_used, messages}]` |
 //! | `{"op":"create_account","name":N,"password":P}` | `addr`, `created`; `exists` error if it exists. The sign-up name rules do not apply. |
 //! | `{"op":"delete_account","name":N}` | `addr`, `deleted`, `messages`, `bytes`; `not_found` error if missing |
@@ -58,6 +60,7 @@ use crate::store::Store;
 
 pub mod client;
 pub mod protocol;
+pub mod status;
 
 #[cfg(test)]
 mod tests;

@@ -132,6 +132,15 @@ pub enum Request {
         /// The destination (domain or `[ip]`); all if absent.
         destination: Option<String>,
     },
+    /// The running relay: version, uptime, backend, rate-limit mode, connections, accounts,
+    /// queue, store size, certificate, last warnings and errors.
+    Status {},
+    /// Write a consistent copy of the store into `dir` (absolute; must not exist or be empty),
+    /// which `relay serve`/`relay dev --data DIR` opens as it is.
+    Backup {
+        /// The data directory of the copy.
+        dir: String,
+    },
     /// Drop a queued entry without delivering it (no bounce).
     QueueDrop {
         /// The entry's id as `queue` lists it (`<seq>.<slot>`).
@@ -204,6 +213,8 @@ pub fn handle(shared: &Shared, store: &Store, req: Request, now: i64) -> Result<
     let config = &shared.config;
     match req {
         Request::Config {} => Ok(config_response(config)),
+        Request::Status {} => Ok(status_response(shared, store, now)),
+        Request::Backup { dir } => backup(shared, store, &dir),
         Request::ListAccounts {} => {
             let accounts: Vec<Value> = store.accounts().iter().map(account_json).collect();
             Ok(json!({ "accounts": accounts }))
@@ -383,6 +394,146 @@ fn queue_list(store: &Store, destination: Option<&str>, limit: usize, now: i64) 
         "destinations": destinations,
         "entries": entries,
     })
+}
+
+fn status_response(shared: &Shared, store: &Store, now: i64) -> Value {
+    let live = &shared.live;
+    let started = live.started.load(std::sync::atomic::Ordering::Relaxed);
+    let connections: serde_json::Map<String, Value> = live
+        .connections
+        .snapshot()
+        .into_iter()
+        .map(|(k, n)| (k.to_owned(), json!(n)))
+        .collect();
+    let size = store.size();
+    let certificate = live.certs.get().map(|c| {
+        let cert = c.current();
+        json!({
+            "names": cert.names(),
+            "not_after": cert.not_after(),
+            "expires_in_days": (cert.not_after() - now).div_euclid(86_400),
+        })
+    });
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "domain": shared.config.address_domain(),
+        "started": started,
+        "uptime_seconds": if started > 0 { now.saturating_sub(started).max(0) } else { 0 },
+        "io_backend": live.backend.get(),
+        "rate_limit": live.rate_limit.get(),
+        "connections": connections,
+        "accounts": size.accounts,
+        "queue": {
+            "entries": store.queue_len(),
+            "destinations": store.queue_destinations().len(),
+        },
+        "store": {
+            "bytes": size.bytes,
+            "segments": size.segments,
+            "messages": size.messages,
+            "writes_failing": store.writes_failing(),
+        },
+        "certificate": certificate,
+        "last_errors": super::status::recent_events(),
+    })
+}
+
+/// `backup`: checks `dir` (absolute; absent, or an empty directory), makes it `0700`, has the
+/// store write its copy into `dir/store` and copies the DKIM keys into `dir/dkim`.
+fn backup(shared: &Shared, store: &Store, dir: &str) -> Result<Value, Error> {
+    let dir = std::path::Path::new(dir);
+    if !dir.is_absolute() {
+        return Err(Error::bad(format!(
+            "backup directory {} is not an absolute path",
+            dir.display()
+        )));
+    }
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error {
+                    code: "exists",
+                    message: format!("backup directory {} is not empty", dir.display()),
+                });
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::bad(format!(
+                "backup directory {}: {e}",
+                dir.display()
+            )))
+        }
+    }
+    let internal = |e: &dyn std::fmt::Display| Error {
+        code: "internal",
+        message: format!("backup into {}: {e}", dir.display()),
+    };
+    crate::privilege::private_dir(dir).map_err(|e| internal(&e))?;
+    if let Some(parent) = dir.parent() {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| internal(&e))?;
+    }
+    let started = Instant::now();
+    let report = store.backup(&dir.join("store")).map_err(|e| Error {
+        code: "internal",
+        message: format!(
+            "backup into {}: {e} (what was written there is incomplete: remove it)",
+            dir.display()
+        ),
+    })?;
+    let dkim = copy_private_files(&shared.config.data_dir.join("dkim"), &dir.join("dkim"))
+        .map_err(|e| internal(&e))?;
+    let elapsed = started.elapsed();
+    tracing::info!(
+        dir = %dir.display(),
+        bytes = report.bytes,
+        segments = report.segments,
+        ms = elapsed.as_millis() as u64,
+        "admin: backup written"
+    );
+    Ok(json!({
+        "dir": dir.display().to_string(),
+        "position": format!("{}:{}", report.position.segment, report.position.offset),
+        "segments": report.segments,
+        "bytes": report.bytes,
+        "accounts": report.accounts,
+        "messages": report.messages,
+        "queued": report.queued,
+        "dkim_keys": dkim,
+        "writer_held_ms": report.writer_held.as_secs_f64() * 1000.0,
+        "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
+    }))
+}
+
+/// Copies the regular files of `from` (if it exists) into `to` (`0700`), each `0600` and
+/// fsynced; returns how many.
+fn copy_private_files(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<usize> {
+    let entries = match std::fs::read_dir(from) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    crate::privilege::private_dir(to)?;
+    let mut n = 0;
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path())?;
+        let path = to.join(entry.file_name());
+        let mut f = crate::privilege::open_private(
+            std::fs::File::options().write(true).create_new(true),
+            &path,
+        )?;
+        std::io::Write::write_all(&mut f, &bytes)?;
+        f.sync_all()?;
+        n += 1;
+    }
+    std::fs::File::open(to)?.sync_all()?;
+    Ok(n)
 }
 
 fn config_response(config: &Config) -> Value {

@@ -575,3 +575,71 @@ fn queue_lists_retries_and_drops() {
     e.err(json!({"op":"queue_drop","id":a.to_string()}), "not_found");
     e.err(json!({"op":"queue_drop","id":"nonsense"}), "bad_request");
 }
+
+#[test]
+fn status_counts_accounts_messages_and_store_size() {
+    let e = env();
+    let a = e.account("alice", NOW);
+    e.account("bob", NOW);
+    e.deliver(a, 10, 1000);
+    let r = e.ok(json!({"op": "status"}));
+    assert_eq!(r["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(r["accounts"], 2);
+    assert_eq!(r["store"]["messages"], 1);
+    assert_eq!(r["store"]["segments"], 1);
+    assert_eq!(
+        r["store"]["bytes"],
+        1 << 20,
+        "the active segment, preallocated"
+    );
+    assert_eq!(r["queue"]["entries"], 0);
+    // Not started by `server::start`: no start time, backend or certificate.
+    assert_eq!(r["uptime_seconds"], 0);
+    assert!(
+        r["io_backend"].is_null() && r["certificate"].is_null(),
+        "{r}"
+    );
+    for listener in status::LISTENERS {
+        assert_eq!(r["connections"][listener], 0, "{r}");
+    }
+}
+
+#[test]
+fn backup_refuses_bad_directories_and_writes_a_copy_that_opens() {
+    let e = env();
+    let a = e.account("alice", NOW);
+    let uid = e.deliver(a, 10, 1000);
+    e.err(
+        json!({"op": "backup", "dir": "relative/dir"}),
+        "bad_request",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("x"), b"x").unwrap();
+    e.err(
+        json!({"op": "backup", "dir": full.display().to_string()}),
+        "exists",
+    );
+    assert_eq!(std::fs::read(full.join("x")).unwrap(), b"x", "left alone");
+    // An existing empty directory is fine, and so is a new one.
+    for copy in [dir.path().join("empty"), dir.path().join("new/deeper")] {
+        if copy.ends_with("empty") {
+            std::fs::create_dir(&copy).unwrap();
+        }
+        let r = e.ok(json!({"op": "backup", "dir": copy.display().to_string()}));
+        assert_eq!(r["accounts"], 1, "{r}");
+        assert_eq!(r["messages"], 1, "{r}");
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let opened = Store::open(&copy.join("store"), StoreConfig::default()).unwrap();
+        let acct = opened.account(&format!("alice@{DOMAIN}")).unwrap();
+        let view = opened.mailbox_view(acct.id, "INBOX").unwrap();
+        assert_eq!(view.messages.len(), 1);
+        assert_eq!(view.messages[0].uid, uid);
+        assert_eq!(
+            &*opened.read(view.messages[0].body).unwrap(),
+            &[b'x'; 1000][..]
+        );
+    }
+}

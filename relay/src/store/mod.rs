@@ -37,14 +37,16 @@
 //! `unsafe`), `index` (in-memory state and its read views, changed only by applying records),
 //! `queue` (the outbound queue's part of the index: compact entries per destination, shared
 //! between the index's two copies),
-//! `writer` (group commit, watchers), `checkpoint` (rkyv snapshots of the index), `mailstore`
+//! `writer` (group commit, watchers), `checkpoint` (rkyv snapshots of the index), `backup` (a
+//! consistent copy of the open store), `check` (offline verification of a stopped one), `mailstore`
 //! (the [`Mailstore`] trait sessions use), `memory` ([`MemoryStore`], the same planning and
 //! index code without a disk, for session tests).
 //!
 //! Files and directories are created in these places only: `Store::open` (the store directory
 //! and `lock`), `log::Log::recover` (the log directory), `log::new_segment` (segments),
 //! `log::Log::restore_reserve` (the space reserve) and `checkpoint::write_snapshot` (the index
-//! directory and checkpoints). A new directory's entry is synced in its parent. The record kinds and the
+//! directory and checkpoints), and in a backup's directory `backup::write` (the copy's store
+//! and log directories and segments). A new directory's entry is synced in its parent. The record kinds and the
 //! in-memory store create none.
 //!
 //! # How to add a record kind
@@ -127,6 +129,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 
+pub mod backup;
+pub mod check;
 mod checkpoint;
 mod fault;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)] // sans-I/O record format
@@ -824,6 +828,19 @@ pub struct StoreStats {
     pub failed_batches: u64,
 }
 
+/// The size of an open store ([`Store::size`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreSize {
+    /// Segment files mapped (sealed ones and the active one).
+    pub segments: usize,
+    /// Their bytes on disk (segments are preallocated: the active one counts in full).
+    pub bytes: u64,
+    /// Accounts.
+    pub accounts: u64,
+    /// Messages in all accounts.
+    pub messages: u64,
+}
+
 /// The object behind every `Store` clone; dropping the last one stops the writer.
 struct Inner {
     shared: Arc<Shared>,
@@ -1223,6 +1240,41 @@ impl Store {
         let (done, rx) = mpsc::sync_channel(1);
         self.inner.send(writer::Msg::Checkpoint(done))?;
         rx.recv().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Writes a consistent copy of the store into `dest` (a directory that must not hold a
+    /// store; created `0700`) that [`Store::open`] opens as it is: the segments holding live
+    /// bodies, the active segment up to the last synced batch, and a checkpoint at that point
+    /// (see `backup.rs`). The writer only takes the snapshot; the copying runs on this thread
+    /// while commits go on. Blocks the thread.
+    ///
+    /// # Errors
+    /// The store is closed, or a file of the copy cannot be written.
+    pub fn backup(&self, dest: &Path) -> Result<backup::BackupReport, Error> {
+        let (done, rx) = mpsc::sync_channel(1);
+        self.inner.send(writer::Msg::Backup(done))?;
+        let point = rx.recv().unwrap_or(Err(Error::Closed))?;
+        backup::write(point, dest)
+    }
+
+    /// The size of the store: segment files and their bytes, accounts and messages.
+    pub fn size(&self) -> StoreSize {
+        let (segments, bytes) = {
+            let segs = self
+                .inner
+                .shared
+                .segments
+                .read()
+                .expect("segment map lock should not be poisoned");
+            (segs.len(), segs.values().map(|m| m.len() as u64).sum())
+        };
+        let index = self.index();
+        StoreSize {
+            segments,
+            bytes,
+            accounts: index.accounts.len() as u64,
+            messages: index.accounts.values().map(|a| a.messages).sum(),
+        }
     }
 
     /// Stop the store for every handle: queued writes complete, a checkpoint is written, the

@@ -75,6 +75,8 @@ pub enum Msg {
     Op(Op, oneshot::Sender<Result<OpResult, Error>>),
     /// Write a checkpoint now.
     Checkpoint(mpsc::SyncSender<Result<(), Error>>),
+    /// The consistent point of a backup (`backup.rs`), taken between batches.
+    Backup(mpsc::SyncSender<Result<super::backup::Point, Error>>),
 }
 
 /// What a background checkpoint thread returns: its position, and the previous checkpoint's.
@@ -85,7 +87,7 @@ impl Msg {
     fn body_len(&self) -> usize {
         match self {
             Msg::Op(op, _) => op.body_len(),
-            Msg::Checkpoint(_) => 0,
+            Msg::Checkpoint(_) | Msg::Backup(_) => 0,
         }
     }
 }
@@ -206,6 +208,7 @@ impl Writer {
     fn batch(&mut self, batch: Vec<Msg>, pending: &mut Vec<Record>) {
         let mut completions = Vec::new();
         let mut checkpoints = Vec::new();
+        let mut backups = Vec::new();
         let mut fatal: Option<Error> = self.log.ready().err();
         let mut refused: Option<Error> = None;
         if fatal.is_none() {
@@ -239,6 +242,7 @@ impl Writer {
                     completions.push((done, res));
                 }
                 Msg::Checkpoint(done) => checkpoints.push(done),
+                Msg::Backup(done) => backups.push(done),
             }
         }
         self.log.freeing = false;
@@ -266,6 +270,9 @@ impl Writer {
             for done in checkpoints {
                 let _ = done.send(Err(copy_io(&e)));
             }
+            for done in backups {
+                let _ = done.send(Err(copy_io(&e)));
+            }
             return;
         }
         self.publish(pending);
@@ -290,6 +297,42 @@ impl Writer {
         self.finish_background(false);
         for done in checkpoints {
             let _ = done.send(self.checkpoint());
+        }
+        for done in backups {
+            let _ = done.send(Ok(self.backup_point()));
+        }
+    }
+
+    /// The consistent point of a backup, at a batch boundary (the private index equals the
+    /// shared one, everything before `log.position()` is synced): a snapshot of the index (the
+    /// accounts flattened, the queue shared), the position, and the maps of the segments that
+    /// hold its bodies plus the active one. This is all the writer does for a backup; the
+    /// copying happens on the caller's thread.
+    fn backup_point(&mut self) -> super::backup::Point {
+        let started = Instant::now();
+        let pos = self.log.position();
+        let snapshot = checkpoint::snapshot(&self.index, pos);
+        let maps = {
+            let segs = self
+                .shared
+                .segments
+                .read()
+                .expect("segment map lock should not be poisoned");
+            segs.iter()
+                .filter(|(s, _)| {
+                    **s == pos.segment || (**s < pos.segment && self.index.seg_refs.contains_key(s))
+                })
+                .map(|(s, m)| (*s, m.clone()))
+                .collect()
+        };
+        super::backup::Point {
+            snapshot,
+            position: pos,
+            maps,
+            accounts: self.index.accounts.len() as u64,
+            messages: self.index.accounts.values().map(|a| a.messages).sum(),
+            queued: self.index.queue.len(),
+            held: started.elapsed(),
         }
     }
 

@@ -345,9 +345,9 @@ TEST_DNS_BIN = Path(os.environ.get("TEST_DNS_BIN") or REPO_ROOT / "target/debug/
 # next one of RELAY_IO_BACKENDS), so that mail crosses from one backend to the other both ways.
 PAIR_IO = (os.environ.get("RELAY_IO_PAIR") or f"{RELAY_IO} {RELAY_IO}").split()
 STANDARD_PORTS = {
-    "smtp_port": 25,
-    "submission_port": 587,
-    "submissions_port": 465,
+    "mx_port": 25,
+    "smtp_port": 587,
+    "smtps_port": 465,
     "imap_port": 143,
     "imaps_port": 993,
     "https_port": 443,

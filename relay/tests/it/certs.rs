@@ -354,7 +354,7 @@ fn serve_in_acme_mode_issues_at_start_and_reuses_the_saved_certificate() {
         &ini,
         format!(
             "[params]\nmail_domain = acme.test\ndata_dir = {}\nuser = root\nlisten = 127.0.0.1\n\
-             smtp_port = 0\nsubmission_port = 0\nsubmissions_port = 0\nimap_port = 0\n\
+             mx_port = 0\nsmtp_port = 0\nsmtps_port = 0\nimap_port = 0\n\
              imaps_port = {imaps}\nhttps_port = 0\nhttp_port = {http}\nacme_directory = {}\n\
              acme_ca_file = {}\nturn_port = 0\n",
             data.path().join("data").display(),

@@ -112,7 +112,7 @@ fn dev_prints_the_invite_link_and_its_qr_code() {
     let mut child = relay()
         .args(["dev", "--io", "epoll", "--data"])
         .arg(dir.path())
-        .args(["--set", "smtp_port=0", "--set", "submission_port=0"])
+        .args(["--set", "mx_port=0", "--set", "smtp_port=0"])
         .args([
             "--set",
             "imap_port=0",
@@ -121,7 +121,7 @@ fn dev_prints_the_invite_link_and_its_qr_code() {
             "--set",
             "http_port=0",
         ])
-        .args(["--set", &format!("submissions_port={}", free_port())])
+        .args(["--set", &format!("smtps_port={}", free_port())])
         .args(["--set", &format!("imaps_port={}", free_port())])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -80,13 +80,13 @@ fn start(data: &Path, io: &str, wrap: Wrap<'_>, sets: &[String]) -> Proc {
         .arg(data)
         .args([
             "--set",
-            "smtp_port=0",
+            "mx_port=0",
             "--set",
-            "submission_port=0",
+            "smtp_port=0",
             "--set",
             "imap_port=0",
             "--set",
-            &format!("submissions_port={sub}"),
+            &format!("smtps_port={sub}"),
             "--set",
             &format!("imaps_port={imaps}"),
             "--set",
@@ -156,7 +156,7 @@ pub(crate) fn imap(p: &Proc, addr: &str) -> Client {
 }
 
 /// Message-IDs in the INBOX of the logged-in client.
-fn stored_ids(c: &mut Client) -> BTreeSet<String> {
+pub(crate) fn stored_ids(c: &mut Client) -> BTreeSet<String> {
     let (lines, status) = c.imap("s", "SELECT INBOX");
     assert!(status.starts_with("s OK"), "{status}");
     if lines.iter().any(|l| l == "* 0 EXISTS") {

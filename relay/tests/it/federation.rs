@@ -136,7 +136,7 @@ fn delivery_over_https_only_and_over_smtp_only() {
     // B without port 25: only HTTPS /mxdeliv can reach it; C without 443: only SMTP.
     let (ip_a, ip_b, ip_c) = (loopback_ip(), loopback_ip(), loopback_ip());
     let a = relay_on(backend, ip_a, &ip_a.to_string(), &[]);
-    let b = relay_on(backend, ip_b, &ip_b.to_string(), &["smtp_port=0"]);
+    let b = relay_on(backend, ip_b, &ip_b.to_string(), &["mx_port=0"]);
     let c = relay_on(backend, ip_c, &ip_c.to_string(), &["https_port=0"]);
     let (alice, _) = account(&a, "alice0002");
     let (bob, bob_id) = account(&b, "bob000002");

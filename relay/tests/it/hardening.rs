@@ -45,9 +45,9 @@ impl Ports {
 
     fn settings(&self) -> Vec<String> {
         vec![
-            format!("smtp_port={}", self.smtp),
-            format!("submission_port={}", self.submission),
-            format!("submissions_port={}", self.submissions),
+            format!("mx_port={}", self.smtp),
+            format!("smtp_port={}", self.submission),
+            format!("smtps_port={}", self.submissions),
             format!("imap_port={}", self.imap),
             format!("imaps_port={}", self.imaps),
             "https_port=0".into(),

@@ -209,9 +209,9 @@ fn a_thousand_unauthenticated_huge_appends_keep_the_relay_small() {
         dir.path().display().to_string(),
     ];
     for s in [
+        format!("mx_port={}", free_port()),
         format!("smtp_port={}", free_port()),
-        format!("submission_port={}", free_port()),
-        format!("submissions_port={}", free_port()),
+        format!("smtps_port={}", free_port()),
         format!("imap_port={imap}"),
         format!("imaps_port={imaps}"),
         "https_port=0".into(),

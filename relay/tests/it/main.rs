@@ -19,6 +19,7 @@ mod hardening;
 mod harness;
 mod imap_limits;
 mod mxdeliv;
+mod ops;
 mod push;
 mod throttle;
 mod turn;
