@@ -64,13 +64,13 @@ fn io_auto_under_a_seccomp_profile_without_io_uring_picks_epoll() {
     let (submissions, imaps) = (free_port(), free_port());
     let data = dir.path().to_str().unwrap().to_owned();
     let sets = [
+        "mx_port=0".to_owned(),
         "smtp_port=0".to_owned(),
-        "submission_port=0".to_owned(),
         "imap_port=0".to_owned(),
         "https_port=0".to_owned(),
         "http_port=0".to_owned(),
         "turn_port=0".to_owned(),
-        format!("submissions_port={submissions}"),
+        format!("smtps_port={submissions}"),
         format!("imaps_port={imaps}"),
     ];
     let mut relay_args = vec![
