@@ -67,7 +67,9 @@ log "built $deb ($(du -h "$deb" | cut -f1))"
 
 ns="relay-pkg-$$"
 pid=
+tree_root=
 cleanup() {
+    [ -n "$tree_root" ] && rm -rf "$tree_root"
     [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
     ip netns del "$ns" 2>/dev/null || true
     dpkg --purge chatmail-relay >/dev/null 2>&1 || true
@@ -98,10 +100,31 @@ fi
 [ -L /etc/systemd/system/multi-user.target.wants/chatmail-relay.service ] \
     || fail "chatmail-relay.service is not enabled"
 
-# 4. Start the installed relay as its unit does, in a network namespace of its own. The one
-# edit an operator makes anyway on a busy test machine: account creation is refused above a
-# load average of max_load_1m (this machine may be compiling).
-echo "max_load_1m = 1000" >> /etc/chatmail-relay/chatmail.ini
+# 4. Moving from a cmdeploy relay: a reference mailbox tree (one account with its
+# {SHA512-CRYPT} password, a seen message, a device token) imported into the installed relay's
+# store, as the relay's user, before the first start.
+tree_root=$(mktemp -d /tmp/relay-pkg-tree.XXXXXX)
+olddir="$tree_root/mail/[127.0.0.1]/olduser01@[127.0.0.1]"
+mkdir -p "$olddir/cur" "$olddir/new" "$olddir/tmp"
+printf '{SHA512-CRYPT}%s\n' "$(openssl passwd -6 -salt pkgtest01 'old-password-123')" > "$olddir/password"
+touch "$olddir/enforceE2EEincoming"
+printf '{"devicetoken": {"pkg-test-token": %s}}' "$(date +%s)" > "$olddir/metadata.json"
+msg=relay/testdata/mail/dc-encrypted.eml
+cp "$msg" "$olddir/cur/1700000000.M1P1.oldhost,S=$(stat -c %s "$msg"):2,S"
+chmod -R a+rX "$tree_root"
+as_relay=(setpriv --reuid=chatmail-relay --regid=chatmail-relay --init-groups)
+"${as_relay[@]}" /usr/bin/chatmail-relay import "$tree_root/mail/[127.0.0.1]" \
+    --config /etc/chatmail-relay/chatmail.ini > target/debian/import.log 2>&1 \
+    || { cat target/debian/import.log >&2; fail "relay import"; }
+grep -qi 'accounts' target/debian/import.log || { cat target/debian/import.log >&2; fail "no import summary"; }
+
+# 5. Start the installed relay as its unit does, in a network namespace of its own. The edits an
+# operator makes anyway: account creation is refused above a load average of max_load_1m (this
+# machine may be compiling), and the metrics listener is off until it is given an address.
+cat >> /etc/chatmail-relay/chatmail.ini <<'INI'
+max_load_1m = 1000
+metrics_address = 127.0.0.1:9090
+INI
 unit=/lib/systemd/system/chatmail-relay.service
 caps=$(sed -n 's/^AmbientCapabilities=//p' $unit | tr 'A-Z' 'a-z' | sed 's/cap_/+/g; s/ /,/g')
 exec_start=$(sed -n 's/^ExecStart=//p' $unit)
@@ -158,7 +181,26 @@ for _ in range(50):
     time.sleep(0.1)
 assert data[0].split(), "the submitted message did not arrive"
 imap.logout()
+
+# The imported account: its old password, its message with the flag it had, its device token.
+old = imaplib.IMAP4_SSL("127.0.0.1", 993, ssl_context=ctx)
+old.login("olduser01@[127.0.0.1]", "old-password-123")
+old.select("INBOX")
+typ, data = old.fetch("1", "(FLAGS)")
+assert typ == "OK" and b"\\Seen" in data[0], data
+typ, data = old.xatom("GETMETADATA", "INBOX", "/private/devicetoken")
+assert typ == "OK", data
+meta = old.untagged_responses.get("METADATA", [])
+assert any(b"pkg-test-token" in m for m in meta if isinstance(m, bytes)), meta
+old.logout()
 PY
+
+# What it says about itself: `relay status` over the admin socket (a file path, so from outside
+# the namespace), as root, which the socket's peer check admits beside the relay's user.
+/usr/bin/chatmail-relay status --config /etc/chatmail-relay/chatmail.ini > target/debian/status.txt \
+    || fail "relay status: exit $?"
+grep -qx 'accounts: 2' target/debian/status.txt \
+    || { cat target/debian/status.txt >&2; fail "relay status does not count the 2 accounts"; }
 
 # The unit's identity and capabilities, as the kernel sees them.
 uid=$(id -u chatmail-relay)
@@ -176,7 +218,7 @@ if grep -q ' ERROR ' target/debian/relay.log; then
 fi
 [ -n "$(ls -A /var/lib/chatmail-relay)" ] || fail "the relay wrote no store in its StateDirectory"
 
-# 5. Purge.
+# 6. Purge.
 dpkg --purge chatmail-relay >/dev/null
 [ ! -e /usr/bin/chatmail-relay ] || fail "purge left /usr/bin/chatmail-relay"
 [ ! -e /etc/chatmail-relay/chatmail.ini ] || fail "purge left the ini"
