@@ -17,6 +17,7 @@ mod federation;
 mod hardening;
 mod harness;
 mod imap_limits;
+mod import;
 mod mxdeliv;
 mod push;
 mod throttle;
