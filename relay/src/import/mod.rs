@@ -192,7 +192,7 @@ mod reason {
         "messages over the account's quota or message cap (skipped)";
     pub(super) const REFUSED: &str = "messages the store refused (skipped)";
     pub(super) const DISABLED: &str =
-        "accounts with a password hash other than {SHA512-CRYPT} (imported disabled: set a new password hash to enable)";
+        "accounts with a password hash other than {SHA512-CRYPT} (imported disabled: no password logs in, the messages are kept)";
     pub(super) const NO_PASSWORD: &str =
         "directories with an @ but no readable password file (skipped: not an account)";
     pub(super) const OTHER_DOMAIN: &str = "accounts of another domain than this relay's (skipped)";

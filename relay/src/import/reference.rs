@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use crate::accounts::HASH_PREFIX;
 use crate::store::notify::{check_token, TOKEN_LIFETIME};
 
-/// The prefix put before a hash this relay cannot check: the account is imported, but no
-/// password verifies against it until the operator sets a new hash (`relay admin`), and the
-/// original stays readable after the prefix.
+/// The prefix put before a hash this relay cannot check: the account and its messages are
+/// imported, but no password verifies against it (as at the reference, where an operator
+/// blocks a user by editing the `password` file); the original stays readable after the
+/// prefix.
 pub const DISABLED_PREFIX: &str = "{IMPORT-DISABLED}";
 
 /// An account's `password` file.

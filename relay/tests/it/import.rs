@@ -445,3 +445,36 @@ fn import_killed_and_run_again_ends_with_each_message_once() {
         .collect();
     assert_eq!(count(&data), want);
 }
+
+/// Messages beyond an account's caps are reported, the rest imported; a run with the caps
+/// raised imports the rest.
+#[test]
+fn messages_over_the_account_caps_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("mail");
+    let data = tmp.path().join("data");
+    let hash = relay::accounts::hash_password("pw-pw-pw-pw").unwrap();
+    let dir = account(&root, "full", &hash, 20_000);
+    for i in 0..5 {
+        put(
+            &dir,
+            "cur",
+            1_700_000_000 + i64::from(i),
+            i,
+            &message(&format!("m{i}")),
+            Some("S"),
+        );
+    }
+    let (src, d) = (root.to_str().unwrap(), data.to_str().unwrap());
+    let (ok, out, err) = import(&[src, "--data", d, "--set", "max_mailbox_messages=3"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains(", 3 messages"), "{out}");
+    assert!(
+        out.contains("2 × messages over the account's quota or message cap (skipped)"),
+        "{out}"
+    );
+    let (ok, out, err) = import(&[src, "--data", d]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains(", 2 messages"), "{out}");
+    assert!(out.contains("earlier run: 1 accounts, 3 messages"), "{out}");
+}
