@@ -318,7 +318,7 @@ pub fn run(config: &Config, ours: &RawConfig, opts: &Options) -> Result<Summary,
             progress.set_message(addr.clone());
             import_account(addr, dir, config, opts, &mut sink, &mut sum, &progress)?;
             sink.settle_all(&mut sum, &progress);
-            tracing::info!(account = %addr, "account imported");
+            tracing::debug!(account = %addr, "account imported");
         }
         Ok::<(), Error>(())
     })();

@@ -390,7 +390,7 @@ fn import_killed_and_run_again_ends_with_each_message_once() {
             "--data",
             data.to_str().unwrap(),
         ])
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "relay::import=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
