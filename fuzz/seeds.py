@@ -128,6 +128,7 @@ records = {
                       + b"\x01" + bstr(b"1700000000 openpgp:tok1\n1700000050 tok2\n")),
     "notify-add": (18, u64(0) + i64(1_700_000_100) + vec([u32(1)])),
     "notify-done": (19, u32(1) + u64(0)),
+    "uid-next": (20, u32(1) + u32(2) + u32(4242)),
 }
 
 

@@ -35,6 +35,8 @@ pub mod expire;
 pub mod header;
 pub mod http;
 pub mod imap;
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: reads the old relay's files
+pub mod import;
 pub mod ini;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: sockets, timers, threads
 pub mod io;

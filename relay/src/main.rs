@@ -103,6 +103,32 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Import a reference (cmdeploy) relay's accounts, messages, device tokens, DKIM key and
+    /// chatmail.ini options into this relay's data; run it with the relay stopped. A second
+    /// run imports nothing twice.
+    Import {
+        /// The reference's mailboxes directory, /home/vmail/mail/<mail_domain> (or a copy).
+        mailboxes_dir: PathBuf,
+        /// This relay's chatmail.ini (`[params]` section).
+        #[arg(long, conflicts_with = "data", required_unless_present = "data")]
+        config: Option<PathBuf>,
+        /// The data directory of a `relay dev` relay.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// The reference's chatmail.ini, to print the options to carry over
+        /// [default: /usr/local/lib/chatmaild/chatmail.ini]
+        #[arg(long)]
+        ini: Option<PathBuf>,
+        /// The reference's DKIM private key [default: /etc/dkimkeys/opendkim.private]
+        #[arg(long)]
+        dkim_key: Option<PathBuf>,
+        /// Read everything and report what would be imported; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Override a configuration option (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Run a production relay from a chatmail.ini.
     Serve {
         /// The chatmail.ini (`[params]` section).
@@ -242,6 +268,52 @@ fn run_cli() -> ExitCode {
                 Ok(config) => check(&config),
                 Err(code) => code,
             }
+        }
+        Command::Import {
+            mailboxes_dir,
+            config,
+            data,
+            ini,
+            dkim_key,
+            dry_run,
+            set,
+        } => {
+            let (raw, mode) = match (config, data) {
+                (_, Some(data_dir)) => (RawConfig::default(), Mode::Dev { data_dir }),
+                (config, None) => {
+                    let path = config.unwrap_or_else(|| PathBuf::from("chatmail.ini"));
+                    match read_ini(&path) {
+                        Ok(raw) => (raw, Mode::Serve),
+                        Err(code) => return code,
+                    }
+                }
+            };
+            let (raw, config) = match overrides(raw, &set)
+                .and_then(|raw| Config::build(&raw, mode).map(|c| (raw, c)))
+            {
+                Ok(c) => c,
+                Err(e) => return config_error(&e),
+            };
+            let opts = relay::import::Options {
+                source: mailboxes_dir,
+                dkim_key,
+                ini,
+                dry_run,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                now: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
+            };
+            return match relay::import::run(&config, &raw, &opts) {
+                Ok(summary) => {
+                    say!("{}", summary.render().trim_end());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    report!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Command::Admin { socket, command } => {
             return match relay::admin::run(command, &socket) {

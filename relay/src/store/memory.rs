@@ -393,6 +393,33 @@ mod tests {
                     body: vec![b'a'; n],
                 })
             ),
+            1 => (proptest::sample::select(ADDRS.to_vec()), 0..3u32, 19_000..19_002u32).prop_map(
+                |(a, v, day)| T::Op(Op::ImportAccount {
+                    addr: a.into(),
+                    password_hash: "h".into(),
+                    created: 1_700_000_000,
+                    inbox_uid_validity: v * 1000,
+                    last_login_day: day,
+                })
+            ),
+            1 => (acc.clone(), name.clone(), 0..3u32, 0..12u32).prop_map(
+                |(account, name, v, uid_next)| T::Op(Op::ImportMailbox {
+                    account,
+                    name,
+                    uid_validity: v * 1000,
+                    uid_next,
+                })
+            ),
+            2 => (acc.clone(), mb.clone(), 0..8u32, flags(), 0..500usize).prop_map(
+                |(account, mailbox, uid, flags, n)| T::Op(Op::ImportMessage {
+                    account,
+                    mailbox,
+                    uid,
+                    flags,
+                    internal_date: 8,
+                    body: vec![b'i'; n],
+                })
+            ),
             3 => (acc.clone(), mb.clone(), uids(), 0..3usize, flags(), proptest::option::of(0..6u64))
                 .prop_map(|(account, mailbox, uids, mode, flags, unchanged_since)| {
                     T::Op(Op::SetFlags {

@@ -675,6 +675,54 @@ pub enum Op {
         /// [`PendingNotify::seq`].
         seq: u64,
     },
+    /// `relay import`: an account as another server had it, with its password hash as stored
+    /// there (no `enforce_e2ee_incoming` choice: this relay enforces it for every account).
+    /// Writes its creation with the INBOX's UIDVALIDITY and, when `last_login_day` differs
+    /// from the creation day, its last login. Answers [`OpResult::AccountCreated`];
+    /// `Error::Exists` if the address exists.
+    ImportAccount {
+        /// Lowercase address.
+        addr: String,
+        /// The stored hash (`{SHA512-CRYPT}$6$...`, or one that never verifies).
+        password_hash: String,
+        /// Unix seconds.
+        created: i64,
+        /// UIDVALIDITY of the INBOX; 0 lets the store choose.
+        inbox_uid_validity: u32,
+        /// Unix day of the last login.
+        last_login_day: u32,
+    },
+    /// `relay import`: a mailbox as another server had it: created with `uid_validity` (0 lets
+    /// the store choose) unless it exists, then its UIDNEXT raised to `uid_next` (kind 20,
+    /// `record/uid_next.rs`). Answers [`OpResult::MailboxCreated`] with the id, also of a
+    /// mailbox that existed; `Error::Exists` if it exists with another (non-zero) UIDVALIDITY.
+    ImportMailbox {
+        /// Account.
+        account: AccountId,
+        /// Name (`INBOX` for the inbox, which exists with its account).
+        name: String,
+        /// UIDVALIDITY; 0: any.
+        uid_validity: u32,
+        /// UIDNEXT the mailbox had.
+        uid_next: u32,
+    },
+    /// `relay import`: one message with the UID it had (0: the mailbox's next). Answers
+    /// [`OpResult::Appended`]; `Error::Exists` if the mailbox holds that UID already (so an
+    /// import run again adds nothing twice), `Error::OverQuota` as `Append`.
+    ImportMessage {
+        /// Account.
+        account: AccountId,
+        /// Mailbox.
+        mailbox: MailboxId,
+        /// UID; 0: the mailbox's UIDNEXT.
+        uid: u32,
+        /// Flags.
+        flags: Vec<Flag>,
+        /// INTERNALDATE, unix seconds.
+        internal_date: i64,
+        /// Message bytes.
+        body: Vec<u8>,
+    },
     /// Several ops in one commit (one `fdatasync` covers them all), planned in order, each
     /// seeing the ones before it; answers [`OpResult::Group`] with one result per member. The
     /// first member refused stops the rest: they are not applied and get

@@ -1623,3 +1623,108 @@ fn device_tokens_and_pending_notifications_survive_replay_and_checkpoints() {
         }
     }
 }
+
+/// `relay import`'s ops: UIDVALIDITY, UIDNEXT and UIDs as the old server had them, the same
+/// UID refused a second time, everything there after a reopen (replayed and from a checkpoint).
+#[test]
+fn import_keeps_uids_uidvalidity_and_refuses_a_uid_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), cfg()).unwrap();
+    let a = match s
+        .commit_blocking(Op::ImportAccount {
+            addr: "old@x".into(),
+            password_hash: "{SHA512-CRYPT}$6$x".into(),
+            created: 1_800_000_000,
+            inbox_uid_validity: 1_600_000_000,
+            last_login_day: 20_000,
+        })
+        .unwrap()
+    {
+        OpResult::AccountCreated(id) => id,
+        r => panic!("unexpected {r:?}"),
+    };
+    assert!(matches!(
+        s.commit_blocking(Op::ImportAccount {
+            addr: "old@x".into(),
+            password_hash: "h".into(),
+            created: 0,
+            inbox_uid_validity: 0,
+            last_login_day: 0,
+        }),
+        Err(Error::Exists(_))
+    ));
+    let import_mailbox = |name: &str, uid_validity, uid_next| {
+        s.commit_blocking(Op::ImportMailbox {
+            account: a,
+            name: name.into(),
+            uid_validity,
+            uid_next,
+        })
+    };
+    let Ok(OpResult::MailboxCreated(inbox_id)) = import_mailbox("INBOX", 1_600_000_000, 40) else {
+        panic!("INBOX")
+    };
+    assert_eq!(inbox_id, index::INBOX_ID);
+    let Ok(OpResult::MailboxCreated(dc)) = import_mailbox("DeltaChat", 1_600_000_007, 3) else {
+        panic!("DeltaChat")
+    };
+    assert!(matches!(
+        import_mailbox("DeltaChat", 1_600_000_008, 3),
+        Err(Error::Exists(_))
+    ));
+    let msg = |mailbox, uid, flags: Vec<Flag>| Op::ImportMessage {
+        account: a,
+        mailbox,
+        uid,
+        flags,
+        internal_date: 1_700_000_000,
+        body: format!("Subject: {uid}\r\n\r\nx\r\n").into_bytes(),
+    };
+    for (mb, uid, flags) in [
+        (inbox_id, 7, vec![Flag::Seen]),
+        (
+            inbox_id,
+            3,
+            vec![Flag::Flagged, Flag::Keyword("$MDNSent".into())],
+        ),
+        (dc, 1, vec![]),
+    ] {
+        s.commit_blocking(msg(mb, uid, flags)).unwrap();
+    }
+    assert!(matches!(
+        s.commit_blocking(msg(inbox_id, 7, vec![])),
+        Err(Error::Exists("message"))
+    ));
+    let check = |s: &Store| {
+        let acc = s.account("old@x").unwrap();
+        assert_eq!(acc.last_login_day, 20_000);
+        let v = s.mailbox_view(a, "INBOX").unwrap();
+        assert_eq!(v.uid_validity, 1_600_000_000);
+        assert_eq!(v.uid_next, 40);
+        assert_eq!(v.messages.iter().map(|m| m.uid).collect::<Vec<_>>(), [3, 7]);
+        assert_eq!(v.messages[1].flags, flag_bits::SEEN);
+        assert_eq!(
+            v.messages[0].flags,
+            flag_bits::FLAGGED | 1 << flag_bits::KEYWORD_SHIFT
+        );
+        let v = s.mailbox_view(a, "DeltaChat").unwrap();
+        assert_eq!((v.uid_validity, v.uid_next), (1_600_000_007, 3));
+        // A new message gets a UID the old server never gave.
+        assert_eq!(v.messages.len(), 1);
+    };
+    check(&s);
+    s.close();
+    drop(s);
+    // Replayed from the log after removing the checkpoints.
+    let _ = std::fs::remove_dir_all(dir.path().join("index"));
+    let s = reopen(dir.path(), cfg());
+    check(&s);
+    assert_eq!(
+        deliver(&s, &[a], b"Subject: new\r\n\r\nx\r\n"),
+        vec![Ok(40)]
+    );
+    s.close();
+    drop(s);
+    let s = reopen(dir.path(), cfg());
+    assert_eq!(inbox(&s, a).uid_next, 41);
+}

@@ -18,6 +18,7 @@ mod federation;
 mod hardening;
 mod harness;
 mod imap_limits;
+mod import;
 mod mxdeliv;
 mod ops;
 mod push;

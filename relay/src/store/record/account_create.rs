@@ -106,6 +106,45 @@ pub(crate) fn plan(
     Ok(OpResult::AccountCreated(id))
 }
 
+/// `Op::ImportAccount`: the account with the given INBOX UIDVALIDITY (0: as `plan` chooses),
+/// then its last-login day when that is not the creation day.
+pub(crate) fn plan_import(
+    p: &mut impl Planner,
+    addr: String,
+    password_hash: String,
+    created: i64,
+    inbox_uid_validity: u32,
+    last_login_day: u32,
+) -> Result<OpResult, Error> {
+    let addr = addr.to_lowercase();
+    if addr.is_empty() || addr.len() > 320 || addr.chars().any(char::is_control) {
+        return Err(Error::Invalid("bad address"));
+    }
+    let index = p.index();
+    if index.by_addr.contains_key(&addr) {
+        return Err(Error::Exists("account"));
+    }
+    let id = index.next_account_id.max(1);
+    let inbox_uid_validity = if inbox_uid_validity == 0 {
+        let now32 = u32::try_from(created.max(0)).unwrap_or(u32::MAX);
+        index.last_uid_validity.saturating_add(1).max(now32)
+    } else {
+        inbox_uid_validity
+    };
+    p.emit(
+        AccountCreate {
+            id,
+            addr,
+            password_hash,
+            created,
+            inbox_uid_validity,
+        }
+        .into(),
+    )?;
+    super::last_login::plan(p, id, last_login_day)?;
+    Ok(OpResult::AccountCreated(id))
+}
+
 #[cfg(test)]
 pub(crate) mod test_data {
     //! Values of this kind for the codec tests in `format`.

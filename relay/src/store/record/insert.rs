@@ -241,6 +241,59 @@ pub(crate) fn plan_append(
     Ok(OpResult::Appended { uid_validity, uid })
 }
 
+/// `Op::ImportMessage`: as `Op::Append`, with the UID the message had (0: the mailbox's
+/// next). A UID the mailbox holds is refused (`Error::Exists`), so an import run twice adds
+/// nothing twice.
+pub(crate) fn plan_import(
+    p: &mut impl Planner,
+    account: AccountId,
+    mailbox: MailboxId,
+    uid: u32,
+    flags: &[Flag],
+    internal_date: i64,
+    body: &[u8],
+) -> Result<OpResult, Error> {
+    let max = p.max_mailbox_size();
+    let size = body_len(body)?;
+    let index = p.index();
+    let acc = index.account(account).ok_or(Error::NotFound("account"))?;
+    let mb = acc
+        .mailboxes
+        .get(&mailbox)
+        .ok_or(Error::NotFound("mailbox"))?;
+    let uid = if uid == 0 { mb.uid_next } else { uid };
+    if uid == u32::MAX {
+        return Err(Error::Invalid("UIDs exhausted"));
+    }
+    if mb.find(uid).is_some() {
+        return Err(Error::Exists("message"));
+    }
+    if acc.bytes_used + u64::from(size) > max || acc.messages >= p.max_mailbox_messages() {
+        return Err(Error::OverQuota);
+    }
+    let (bits, new_keywords) = resolve_flags(index, account, flags, true)?;
+    let (modseq, uid_validity) = (acc.modseq + 1, mb.uid_validity);
+    for name in new_keywords {
+        p.emit(Keyword { account, name }.into())?;
+    }
+    let body = p.append_body(body)?;
+    p.emit(
+        Insert {
+            body,
+            internal_date,
+            entries: vec![InsertEntry {
+                account,
+                mailbox,
+                uid,
+                modseq,
+                flags: bits,
+            }],
+        }
+        .into(),
+    )?;
+    Ok(OpResult::Appended { uid_validity, uid })
+}
+
 #[cfg(test)]
 pub(crate) mod test_data {
     //! Values of this kind for the codec tests in `format`.

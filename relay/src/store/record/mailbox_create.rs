@@ -78,6 +78,46 @@ pub(crate) fn plan(
     Ok(OpResult::MailboxCreated(id))
 }
 
+/// `Op::ImportMailbox`: the mailbox with `uid_validity` (0: as `plan` chooses) unless it
+/// exists (with the same UIDVALIDITY, or `uid_validity` 0), then its UIDNEXT raised.
+pub(crate) fn plan_import(
+    p: &mut impl Planner,
+    account: AccountId,
+    name: String,
+    uid_validity: u32,
+    uid_next: u32,
+) -> Result<OpResult, Error> {
+    let index = p.index();
+    let acc = index.account(account).ok_or(Error::NotFound("account"))?;
+    let id = match acc.mailbox_by_name(&name) {
+        Some(mb) if uid_validity != 0 && mb.uid_validity != uid_validity => {
+            return Err(Error::Exists("mailbox with another UIDVALIDITY"))
+        }
+        Some(mb) => mb.id,
+        None => {
+            check_mailbox_name(&name)?;
+            let id = acc.next_mailbox_id;
+            let uid_validity = if uid_validity == 0 {
+                index.last_uid_validity.saturating_add(1)
+            } else {
+                uid_validity
+            };
+            p.emit(
+                MailboxCreate {
+                    account,
+                    id,
+                    name,
+                    uid_validity,
+                }
+                .into(),
+            )?;
+            id
+        }
+    };
+    super::uid_next::plan(p, account, id, uid_next.min(u32::MAX - 1))?;
+    Ok(OpResult::MailboxCreated(id))
+}
+
 /// A mailbox name the store accepts: `/`-separated non-empty parts, no control characters, no
 /// LIST wildcards.
 pub fn check_mailbox_name(name: &str) -> Result<(), Error> {

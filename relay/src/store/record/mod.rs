@@ -24,9 +24,13 @@
 //! | 17 | [`queue_done`]     | `Op::QueueDone` |
 //! | 18 | [`notify_add`]     | `Op::Deliver` (recipients with device tokens) |
 //! | 19 | [`notify_done`]    | `Op::NotifyDone` |
+//! | 20 | [`uid_next`]       | `Op::ImportMailbox` |
 //!
 //! `Op::SetDeviceToken` and `Op::RemoveDeviceToken` write kind 15 (the token list is a metadata
 //! value, see `store/notify.rs`).
+//!
+//! //! `Op::ImportAccount` writes kinds 3 and 5, `Op::ImportMailbox` kinds 6 and 20,
+//! `Op::ImportMessage` kinds 10 and 11 (`relay import`, `src/import/`).
 //!
 //! `Op::Group` writes the records of its members, planned one after the other.
 //!
@@ -57,6 +61,7 @@ pub mod notify_done;
 pub mod queue_add;
 pub mod queue_done;
 pub mod subscribe;
+pub mod uid_next;
 
 pub use insert::InsertEntry;
 
@@ -189,6 +194,7 @@ registry! {
     17 => QueueDone(queue_done),
     18 => NotifyAdd(notify_add),
     19 => NotifyDone(notify_done),
+    20 => UidNext(uid_next),
 }
 
 /// Whether `e` is a failure of the file system (the writer then fails the whole batch) rather
@@ -274,6 +280,34 @@ pub(crate) fn plan(p: &mut impl Planner, op: Op) -> Result<OpResult, Error> {
         } => metadata::plan_set_token(p, account, &token, now),
         Op::RemoveDeviceToken { account, token } => metadata::plan_remove_token(p, account, &token),
         Op::NotifyDone { account, seq } => notify_done::plan(p, account, seq),
+        Op::ImportAccount {
+            addr,
+            password_hash,
+            created,
+            inbox_uid_validity,
+            last_login_day,
+        } => account_create::plan_import(
+            p,
+            addr,
+            password_hash,
+            created,
+            inbox_uid_validity,
+            last_login_day,
+        ),
+        Op::ImportMailbox {
+            account,
+            name,
+            uid_validity,
+            uid_next,
+        } => mailbox_create::plan_import(p, account, name, uid_validity, uid_next),
+        Op::ImportMessage {
+            account,
+            mailbox,
+            uid,
+            flags,
+            internal_date,
+            body,
+        } => insert::plan_import(p, account, mailbox, uid, &flags, internal_date, &body),
         Op::Group(ops) => plan_group(p, ops),
     }
 }
@@ -307,9 +341,10 @@ impl Op {
     /// Message bytes the op will write (bounds the size of a group commit).
     pub(crate) fn body_len(&self) -> usize {
         match self {
-            Op::Deliver { body, .. } | Op::Append { body, .. } | Op::Enqueue { body, .. } => {
-                body.len()
-            }
+            Op::Deliver { body, .. }
+            | Op::Append { body, .. }
+            | Op::ImportMessage { body, .. }
+            | Op::Enqueue { body, .. } => body.len(),
             Op::Group(ops) => ops.iter().map(Op::body_len).sum(),
             _ => 0,
         }
@@ -360,7 +395,7 @@ impl Op {
                 let tokens = super::notify::MAX_TOKENS * (super::notify::MAX_TOKEN_LEN + 24);
                 return tokens as u64 + 128 + 2 * header;
             }
-            Op::Append { flags, .. } => (0, flags.len()),
+            Op::Append { flags, .. } | Op::ImportMessage { flags, .. } => (0, flags.len()),
             Op::SetFlags { uids, flags, .. } => (uids.len(), flags.len()),
             Op::Expunge { uids, .. } | Op::Copy { uids, .. } => (uids.len(), 0),
             _ => (0, 0),
