@@ -119,9 +119,12 @@ fn main() -> ExitCode {
     // Log lines go through a bounded queue to a writer thread: a failing or stalled stderr drops
     // lines (counted) instead of stopping or slowing the relay.
     let log = relay::io::log::LossyWriter::stderr().ok();
+    // Colours only for a person at a terminal; journald and files get plain lines.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match &log {
         Some(w) => tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(ansi)
             .with_writer(w.clone())
             .init(),
         None => tracing_subscriber::fmt()
@@ -434,6 +437,9 @@ fn run(config: Config, io: IoChoice, workers: Option<usize>, dev: bool) -> anyho
     }
     for addr in running.turn_addrs() {
         out.push_str(&format!("  Turn (UDP, also STUN): {addr}\n"));
+    }
+    if let Some(addr) = running.metrics_addr() {
+        out.push_str(&format!("  Metrics: http://{addr}/metrics\n"));
     }
     say!(
         "relay for {domain} on {} ({workers} workers)\n{out}",

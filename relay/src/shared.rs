@@ -44,6 +44,8 @@ pub struct Shared {
     /// TURN's port and secret while it runs (set by `server::start`), for IMAP METADATA
     /// `/shared/vendor/deltachat/turn` ([`crate::turn::metadata_value`]); `None` = off.
     pub turn: Option<crate::turn::Published>,
+    /// The relay's event counters (`/metrics`), see [`crate::metrics`].
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
@@ -74,6 +76,7 @@ impl Shared {
             dkim: None,
             dkim_keys: Default::default(),
             turn: None,
+            metrics: Arc::default(),
         }
     }
 }
