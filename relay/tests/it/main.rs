@@ -17,6 +17,8 @@ mod federation;
 mod hardening;
 mod harness;
 mod imap_limits;
+mod logs;
+mod metrics;
 mod mxdeliv;
 mod push;
 mod throttle;
