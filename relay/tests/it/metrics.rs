@@ -34,7 +34,7 @@ fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 }
 
 /// Every sample of a scrape: `name{labels}` → value.
-fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
+pub(crate) fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
     let (status, body) = get(addr, "/metrics").expect("no answer to /metrics");
     assert_eq!(status, 200, "{body}");
     body.lines()
