@@ -28,14 +28,15 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// The listener thread's nice value.
 const NICE: i32 = 10;
 
-/// The running listener; dropping it leaves the thread running until [`Listener::stop`].
+/// The running listener; [`Listener::stop`] (or dropping it) stops and joins its thread.
 pub struct Listener {
     addr: SocketAddr,
     thread: crate::io::background::Background,
 }
 
 impl Listener {
-    /// Binds `addr` (the caller does it while still privileged: see [`bind`]) and serves on it.
+    /// Serves on `listener` (bound by [`bind`] with the relay's other ports, before it drops
+    /// root).
     ///
     /// # Errors
     /// The thread or its runtime could not be started.
