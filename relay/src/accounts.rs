@@ -246,6 +246,7 @@ async fn create(
     }
     if let Err(why) = Resources::read(config).check(config) {
         tracing::warn!("registration rejected: {why}");
+        shared.metrics.registration_rejected();
         return Err(LoginError::TryLater(why));
     }
     let pw = password.to_owned();
@@ -258,6 +259,7 @@ async fn create(
     match shared.store.commit(op).await {
         Ok(OpResult::AccountCreated(id)) => {
             tracing::info!("Created address: {addr}");
+            shared.metrics.account_created(addr);
             shared.auth_cache.insert(id, &hash, password);
             Ok(id)
         }

@@ -120,6 +120,13 @@ pub struct Config {
     /// TURN/STUN on UDP (`turn_port`, `turn_address`, `turn_external_address`,
     /// `turn_relay_ports` and the allocation caps), see [`crate::turn`].
     pub turn: crate::turn::TurnConfig,
+    /// `metrics_address` (the reference's `mtail_address` is read as an alias): where the plain
+    /// HTTP listener of `GET /metrics` (Prometheus text) listens; `None` (empty, the default)
+    /// turns it off. A bare IP listens on [`METRICS_PORT`], the reference's mtail port.
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// `log_client_ips` (default false): whether log lines name clients' IP addresses; when
+    /// false they say [`crate::redact::HIDDEN`] instead.
+    pub log_client_ips: bool,
     /// Every other option as written, for options not interpreted yet (kept so nothing is lost).
     pub extra: BTreeMap<String, String>,
 }
@@ -164,6 +171,37 @@ fn check_notification_url(v: &str) -> Result<String, Error> {
         _ => return Err(bad("an https:// URL")),
     }
     Ok(v.trim_end_matches('/').to_owned())
+}
+
+/// The port of a `metrics_address` given as a bare IP: the reference's mtail port.
+pub const METRICS_PORT: u16 = 3903;
+
+/// Option names read as another option when that one is not set: (alias, option).
+pub const ALIASES: &[(&str, &str)] = &[("mtail_address", "metrics_address")];
+
+/// `metrics_address`: `ip:port`, or an IP for [`METRICS_PORT`]; empty is off.
+fn metrics_address(p: &Parser<'_>) -> Result<Option<std::net::SocketAddr>, Error> {
+    let (key, value) = match p.get("metrics_address") {
+        Some(v) => ("metrics_address", v),
+        // Read without asking: an alias is not an option of its own.
+        None => match p.raw.values.get("mtail_address") {
+            Some(v) => ("mtail_address", v.clone()),
+            None => return Ok(None),
+        },
+    };
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse::<std::net::SocketAddr>()
+        .or_else(|_| {
+            v.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .map(|ip| (ip, METRICS_PORT).into())
+        })
+        .map(Some)
+        .map_err(|_| Error::invalid(key, v, "ip:port (or an IP for port 3903), or empty for off"))
 }
 
 /// Let's Encrypt's production ACME directory, the default of `acme_directory`.
@@ -475,6 +513,8 @@ impl Config {
         };
         let turn = turn_config(p, dev)?;
         let config = Config {
+            metrics_address: metrics_address(p)?,
+            log_client_ips: p.boolean("log_client_ips")?.unwrap_or(false),
             turn,
             notification_url,
             dns_server,
@@ -537,7 +577,7 @@ impl Config {
             extra: raw
                 .values
                 .iter()
-                .filter(|(k, _)| !is_interpreted(k))
+                .filter(|(k, _)| !is_interpreted(k) && !is_alias(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
@@ -955,6 +995,20 @@ pub const OPTIONS: &[OptionDoc] = &[
         "A directory whose files override or add to the built-in web pages; a directory that\n\
          does not exist turns the web pages off.",
     ),
+    // Operations.
+    opt(
+        "metrics_address",
+        Value(""),
+        "Where GET /metrics (Prometheus text, plain HTTP) listens: ip:port, or an IP for port\n\
+         3903. Keep it on loopback or a private network. Empty: off. The reference's\n\
+         mtail_address is read as this option.",
+    ),
+    opt(
+        "log_client_ips",
+        Value("false"),
+        "Write clients' IP addresses into log lines (for debugging); otherwise they read\n\
+         `hidden`.",
+    ),
     // The process.
     opt(
         "data_dir",
@@ -997,6 +1051,11 @@ pub const OPTIONS: &[OptionDoc] = &[
     ),
 ];
 
+/// Whether `key` is another name of an option [`Config::build`] reads.
+fn is_alias(key: &str) -> bool {
+    ALIASES.iter().any(|(alias, _)| *alias == key)
+}
+
 /// Whether [`Config::build`] reads `key`.
 fn is_interpreted(key: &str) -> bool {
     OPTIONS.iter().any(|o| o.name == key)
@@ -1005,7 +1064,6 @@ fn is_interpreted(key: &str) -> bool {
 /// Options of the reference that are accepted and kept (in [`Config::extra`]) but not acted on by
 /// the relay itself, because they configure parts it replaces or parts that come later.
 pub const KNOWN_OTHER: &[&str] = &[
-    "mtail_address",
     "imap_rawlog",
     "privacy_postal",
     "privacy_pdo",
@@ -1196,6 +1254,7 @@ impl RawConfig {
             .map(String::as_str)
             .filter(|k| {
                 !is_interpreted(k)
+                    && !is_alias(k)
                     && !KNOWN_OTHER.contains(k)
                     && !RENAMED_PORTS.iter().any(|(old, _)| old == k)
             })
@@ -1677,6 +1736,54 @@ mod tests {
         ip_only.set("dns_server=127.0.0.53").unwrap();
         let c = Config::build(&ip_only, Mode::Serve).unwrap();
         assert_eq!(c.dns_server, Some("127.0.0.53:53".parse().unwrap()));
+    }
+
+    #[test]
+    fn metrics_address_is_off_by_default_and_mtail_address_is_its_alias() {
+        let build = |pairs: &[&str]| {
+            let mut r = RawConfig::default();
+            r.set("mail_domain=chat.example.org").unwrap();
+            for kv in pairs {
+                r.set(kv).unwrap();
+            }
+            Config::build(&r, Mode::Serve)
+        };
+        let c = build(&[]).unwrap();
+        assert_eq!(c.metrics_address, None);
+        assert!(!c.log_client_ips);
+        let addr = |pairs: &[&str]| build(pairs).unwrap().metrics_address.map(|a| a.to_string());
+        assert_eq!(addr(&["metrics_address="]), None);
+        assert_eq!(
+            addr(&["metrics_address=127.0.0.1:9090"]).as_deref(),
+            Some("127.0.0.1:9090")
+        );
+        assert_eq!(
+            addr(&["metrics_address=127.0.0.1"]).as_deref(),
+            Some("127.0.0.1:3903")
+        );
+        assert_eq!(
+            addr(&["metrics_address=::1"]).as_deref(),
+            Some("[::1]:3903")
+        );
+        // The reference's key, and the relay's own winning over it.
+        assert_eq!(
+            addr(&["mtail_address=10.0.0.2"]).as_deref(),
+            Some("10.0.0.2:3903")
+        );
+        assert_eq!(
+            addr(&["mtail_address=10.0.0.2", "metrics_address=127.0.0.1:9100"]).as_deref(),
+            Some("127.0.0.1:9100")
+        );
+        let e = build(&["mtail_address=nowhere"]).unwrap_err().to_string();
+        assert!(e.contains("mtail_address"), "{e}");
+        let e = build(&["metrics_address=1.2.3.4:99999"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics_address"), "{e}");
+        let mut r = RawConfig::default();
+        r.set("mtail_address=127.0.0.1").unwrap();
+        assert!(r.unknown_keys().is_empty(), "{:?}", r.unknown_keys());
+        assert!(build(&["log_client_ips=true"]).unwrap().log_client_ips);
     }
 
     #[test]

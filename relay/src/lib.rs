@@ -40,6 +40,7 @@ pub mod import;
 pub mod ini;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: sockets, timers, threads
 pub mod io;
+pub mod metrics;
 pub mod outbound;
 pub mod policy;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: users, ids, file modes
@@ -50,6 +51,7 @@ pub mod privilege;
 pub mod push;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: kernel maps, XDP loader
 pub mod ratelimit;
+pub mod redact;
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // I/O: listeners, worker threads
 pub mod server;
 pub mod session;

@@ -200,10 +200,16 @@ fn main() -> ExitCode {
     use tracing_subscriber::util::SubscriberInitExt as _;
     let log = relay::io::log::LossyWriter::stderr().ok();
     let ring = relay::admin::status::RecentEvents;
+    // Colours only for a person at a terminal; journald and files get plain lines.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match &log {
         Some(w) => tracing_subscriber::registry()
             .with(filter)
-            .with(tracing_subscriber::fmt::layer().with_writer(w.clone()))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(w.clone()),
+            )
             .with(ring)
             .init(),
         None => tracing_subscriber::registry()
@@ -618,7 +624,7 @@ fn status(config: &Config, json: bool) -> ExitCode {
     );
     let mut total = 0;
     let mut by_port = Vec::new();
-    for k in relay::admin::status::LISTENERS {
+    for k in relay::metrics::PORT_NAMES {
         let v = &a["connections"][k];
         total += n(v);
         by_port.push(format!("{k} {}", n(v)));
@@ -819,6 +825,9 @@ fn run(config: Config, io: IoChoice, workers: Option<usize>, dev: bool) -> anyho
     }
     for addr in running.turn_addrs() {
         out.push_str(&format!("  Turn (UDP, also STUN): {addr}\n"));
+    }
+    if let Some(addr) = running.metrics_addr() {
+        out.push_str(&format!("  Metrics: http://{addr}/metrics\n"));
     }
     say!(
         "relay for {domain} on {} ({workers} workers)\n{out}",

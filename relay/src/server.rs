@@ -116,17 +116,17 @@ impl Kind {
         matches!(self, Kind::Mx | Kind::Submission | Kind::Submissions)
     }
 
-    /// Its place in [`crate::admin::status::LISTENERS`] (the connection counts of `relay
-    /// status`).
-    fn status_index(self) -> usize {
+    /// The `port` label of the metrics.
+    fn metrics_port(self) -> crate::metrics::Port {
+        use crate::metrics::Port;
         match self {
-            Kind::Mx => 0,
-            Kind::Submission => 1,
-            Kind::Submissions => 2,
-            Kind::Imap => 3,
-            Kind::Imaps => 4,
-            Kind::Https => 5,
-            Kind::Http => 6,
+            Kind::Mx => Port::Mx,
+            Kind::Submission => Port::Submission,
+            Kind::Submissions => Port::Submissions,
+            Kind::Imap => Port::Imap,
+            Kind::Imaps => Port::Imaps,
+            Kind::Https => Port::Https,
+            Kind::Http => Port::Http,
         }
     }
 }
@@ -154,13 +154,12 @@ fn take_slot(counter: &Arc<AtomicU32>, max: u32) -> Option<Slot> {
     (prev < max).then_some(slot)
 }
 
-/// Held for a connection's life: releases its global slot and per-source slot.
+/// Held for a connection's life: releases its global slot and per-source slot, and counts it
+/// as open in the metrics.
 struct Admitted {
     _slot: Slot,
     _source: crate::ratelimit::SourceSlot,
-    /// Counted for `relay status` under its listener (IMAP and submission over the HTTPS
-    /// port under `imaps` and `submissions`).
-    _counted: crate::admin::status::Counted,
+    _open: crate::metrics::Open,
 }
 
 /// The outcome of admission at accept time.
@@ -249,7 +248,7 @@ impl Session for Refusal {
 /// Everything a worker thread needs.
 struct Ctx {
     shared: Arc<Shared>,
-    admission: crate::ratelimit::Admission,
+    admission: Arc<crate::ratelimit::Admission>,
     epoch: std::time::Instant,
     tls: TlsConfigs,
     counters: Counters,
@@ -327,24 +326,34 @@ impl Ctx {
     /// enforces it in the kernel: it passes some traffic without judging), the per-source SMTP
     /// and IMAP caps, and the global connection limits.
     fn admit(&self, kind: Kind, peer: IpAddr) -> Admission {
-        if !self.admit_rate(peer) {
+        if !self.admit_rate(kind, peer) {
             return Admission::Close;
         }
         self.enter(kind, peer)
     }
 
     /// The per-source new-connection rate alone.
-    fn admit_rate(&self, peer: IpAddr) -> bool {
+    fn admit_rate(&self, kind: Kind, peer: IpAddr) -> bool {
         let now_ns = self.epoch.elapsed().as_nanos() as u64;
-        self.admission.admit(peer, now_ns)
+        let admitted = self.admission.admit(peer, now_ns);
+        if !admitted {
+            self.shared
+                .metrics
+                .refused(kind.metrics_port(), crate::metrics::Refusal::Rate);
+        }
+        admitted
     }
 
     /// The per-source and global caps of `kind` (`Https` and `Http` count as HTTP: an HTTPS
-    /// connection is HTTP until its ALPN says otherwise).
+    /// connection is HTTP until its ALPN says otherwise). Counted in the metrics under `kind`.
     fn enter(&self, kind: Kind, peer: IpAddr) -> Admission {
+        use crate::metrics::Refusal;
+        let port = kind.metrics_port();
+        let metrics = &self.shared.metrics;
         let config = &self.shared.config;
         let (source, slot) = if matches!(kind, Kind::Https | Kind::Http) {
             let Some(source) = self.admission.enter_http(peer) else {
+                metrics.refused(port, Refusal::Source);
                 return Admission::Close;
             };
             // As many as the SMTP listeners together: relays deliver over /mxdeliv.
@@ -355,6 +364,7 @@ impl Ctx {
             (source, slot)
         } else if kind.is_smtp() {
             let Some(source) = self.admission.enter_smtp(peer) else {
+                metrics.refused(port, Refusal::Source);
                 return Admission::Close;
             };
             // Each SMTP listener may hold max_smtp_connections (as Postfix's maxproc per service).
@@ -365,6 +375,7 @@ impl Ctx {
             (source, slot)
         } else {
             let Some(source) = self.admission.enter_imap(peer) else {
+                metrics.refused(port, Refusal::Source);
                 return Admission::ImapSourceFull;
             };
             (
@@ -376,9 +387,12 @@ impl Ctx {
             Some(slot) => Admission::Admitted(Admitted {
                 _slot: slot,
                 _source: source,
-                _counted: self.shared.live.connections.enter(kind.status_index()),
+                _open: metrics.connection(port),
             }),
-            None => Admission::Close,
+            None => {
+                metrics.refused(port, Refusal::Limit);
+                Admission::Close
+            }
         }
     }
 }
@@ -453,9 +467,17 @@ pub struct Running {
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: tokio::sync::watch::Sender<bool>,
     turn: Option<crate::turn::server::Handle>,
+    metrics: Option<crate::metrics::http::Listener>,
 }
 
 impl Running {
+    /// Where `GET /metrics` is served (`None`: `metrics_address` is off).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .map(crate::metrics::http::Listener::addr)
+    }
+
     /// The UDP addresses TURN/STUN listens on (none when it is off).
     pub fn turn_addrs(&self) -> &[SocketAddr] {
         self.turn.as_ref().map_or(&[], |t| t.addrs())
@@ -478,6 +500,9 @@ impl Running {
 
     /// Stops accepting, waits for the workers, checkpoints the store.
     pub fn shutdown(self) {
+        if let Some(m) = self.metrics {
+            m.stop();
+        }
         drop(self.admin);
         // Attempts in flight are abandoned; their entries stay queued for the next start.
         self.engine.stop();
@@ -545,7 +570,19 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         }
         Err(e) => return Err(e),
     };
+    let metrics_listener = match config.metrics_address {
+        Some(addr) => Some(crate::metrics::http::bind(addr).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                anyhow::anyhow!("metrics_address {addr}: address in use")
+            } else {
+                anyhow::Error::new(e).context(format!("binding metrics_address {addr}"))
+            }
+        })?),
+        None => None,
+    };
+    crate::redact::set_log_client_ips(config.log_client_ips);
     let (admission, enforcement) = crate::ratelimit::start(&config.ratelimit);
+    let admission = Arc::new(admission);
     if let Some(user) = &switch_to {
         user.become_user(&config.data_dir)?;
         tracing::info!(uid = user.uid(), "running as user {}", user.name);
@@ -613,6 +650,20 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
         .context("starting the delivery engine")?;
     let notifier = crate::push::Notifier::start(shared.clone(), notifier_tls)
         .context("starting the push notifier")?;
+    let metrics = match metrics_listener {
+        Some(listener) => Some(
+            crate::metrics::http::Listener::start(
+                listener,
+                crate::metrics::Exposition::new(crate::metrics::Sources {
+                    metrics: shared.metrics.clone(),
+                    store: store.clone(),
+                    admission: admission.clone(),
+                }),
+            )
+            .context("starting the metrics listener")?,
+        ),
+        None => None,
+    };
     let certs = tls.certs.clone();
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
@@ -661,6 +712,7 @@ pub fn start(config: Config, backend: Backend, workers: usize) -> anyhow::Result
     threads.extend(certificates);
     tracing::debug!(?enforcement, "connection rate limiting");
     Ok(Running {
+        metrics,
         certs,
         backend,
         bound,
@@ -749,7 +801,7 @@ async fn serve(ctx: &Arc<Ctx>, kind: Kind, conn: impl io::Conn, peer: SocketAddr
         Admission::Admitted(a) => a,
         Admission::Close => return,
         Admission::ImapSourceFull => {
-            tracing::info!(source = %ip, "imap: too many connections from the source");
+            tracing::info!(source = %crate::redact::ip(ip), "imap: too many connections from the source");
             let clock = io::SessionClock::start();
             let refusal = Refusal::new(IMAP_SOURCE_FULL, kind.implicit_tls(), clock.now_ms());
             let start = ctx.start_for(kind);
@@ -787,7 +839,7 @@ async fn serve(ctx: &Arc<Ctx>, kind: Kind, conn: impl io::Conn, peer: SocketAddr
 /// submission if its ALPN asks for them (with their caps, and IMAP's `* BYE` when the source
 /// holds its share), else served as HTTPS.
 async fn serve_https(ctx: &Arc<Ctx>, conn: impl io::Conn, ip: IpAddr, port: u16) {
-    if !ctx.admit_rate(ip) {
+    if !ctx.admit_rate(Kind::Https, ip) {
         return;
     }
     let Admission::Admitted(handshaking) = ctx.enter(Kind::Https, ip) else {
@@ -826,7 +878,7 @@ async fn serve_https(ctx: &Arc<Ctx>, conn: impl io::Conn, ip: IpAddr, port: u16)
         ),
         Admission::Close => return,
         Admission::ImapSourceFull => {
-            tracing::info!(source = %ip, "imap: too many connections from the source");
+            tracing::info!(source = %crate::redact::ip(ip), "imap: too many connections from the source");
             let refusal = Refusal::new(IMAP_SOURCE_FULL, false, clock.now_ms());
             io::drive_established(
                 &conn,

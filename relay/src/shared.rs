@@ -46,6 +46,8 @@ pub struct Shared {
     pub turn: Option<crate::turn::Published>,
     /// What `relay status` reports besides the store (set by `server::start`).
     pub live: crate::admin::status::Live,
+    /// The relay's event counters (`/metrics`), see [`crate::metrics`].
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
@@ -77,6 +79,7 @@ impl Shared {
             dkim_keys: Default::default(),
             turn: None,
             live: Default::default(),
+            metrics: Arc::default(),
         }
     }
 }

@@ -244,6 +244,11 @@ impl Relay {
             .unwrap()
     }
 
+    /// Where `GET /metrics` is served (`None` without option `metrics_address`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.running().metrics_addr()
+    }
+
     /// The UDP address TURN/STUN listens on.
     ///
     /// # Panics

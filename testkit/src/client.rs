@@ -75,6 +75,15 @@ impl Client {
         }
     }
 
+    /// TLS from the first byte over a TCP connection the caller made (e.g. bound to a chosen
+    /// source address), accepting the self-signed certificate.
+    pub fn tls_over(tcp: TcpStream) -> Client {
+        tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        Client {
+            reader: BufReader::new(tls_wrap(tcp)),
+        }
+    }
+
     /// Connects with TLS offering the ALPN protocols `alpn` (the HTTPS port picks IMAP,
     /// submission or HTTP by them); the negotiated one is [`Client::alpn`].
     pub fn tls_alpn(addr: SocketAddr, alpn: &[&[u8]]) -> Client {

@@ -399,9 +399,9 @@ fn queue_list(store: &Store, destination: Option<&str>, limit: usize, now: i64) 
 fn status_response(shared: &Shared, store: &Store, now: i64) -> Value {
     let live = &shared.live;
     let started = live.started.load(std::sync::atomic::Ordering::Relaxed);
-    let connections: serde_json::Map<String, Value> = live
-        .connections
-        .snapshot()
+    let connections: serde_json::Map<String, Value> = shared
+        .metrics
+        .open_connections()
         .into_iter()
         .map(|(k, n)| (k.to_owned(), json!(n)))
         .collect();

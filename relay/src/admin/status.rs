@@ -1,6 +1,7 @@
-//! What `relay status` reports that the store does not know: when the relay started, its I/O
-//! backend and rate-limit mode, open connections per listener, the served certificate, and the
-//! last warnings and errors it logged.
+//! What `relay status` reports that neither the store nor the metrics know: when the relay
+//! started, its I/O backend and rate-limit mode, the served certificate, and the last warnings
+//! and errors it logged. (Open connections per listener are the metrics' gauges,
+//! [`crate::metrics::Metrics::open_connections`].)
 //!
 //! [`Live`] is held by [`crate::shared::Shared`] and filled in by `server::start`; the admin
 //! socket's `status` request reads it. The last events are a bounded ring
@@ -8,7 +9,7 @@
 //! a tracing layer the binary installs beside its log output.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
@@ -17,47 +18,6 @@ use serde::Serialize;
 pub const LAST_EVENTS: usize = 16;
 /// Characters kept of each event's text.
 pub const EVENT_CHARS: usize = 300;
-
-/// The listeners, in the order of [`Live::connections`]: the names `relay status` shows.
-pub const LISTENERS: [&str; 7] = [
-    "mx",
-    "submission",
-    "submissions",
-    "imap",
-    "imaps",
-    "https",
-    "http",
-];
-
-/// Open connections per listener (index into [`LISTENERS`]).
-#[derive(Debug, Default)]
-pub struct Connections([AtomicU32; 7]);
-
-impl Connections {
-    /// Counts a connection on listener `i` until the returned guard is dropped.
-    pub fn enter(self: &Arc<Self>, i: usize) -> Counted {
-        self.0[i].fetch_add(1, Relaxed);
-        Counted(self.clone(), i)
-    }
-
-    /// `(listener, open connections)`.
-    pub fn snapshot(&self) -> Vec<(&'static str, u32)> {
-        LISTENERS
-            .iter()
-            .zip(&self.0)
-            .map(|(n, c)| (*n, c.load(Relaxed)))
-            .collect()
-    }
-}
-
-/// One counted connection.
-pub struct Counted(Arc<Connections>, usize);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0 .0[self.1].fetch_sub(1, Relaxed);
-    }
-}
 
 /// The running relay's state for `relay status`.
 #[derive(Debug, Default)]
@@ -70,8 +30,6 @@ pub struct Live {
     pub rate_limit: OnceLock<String>,
     /// The served certificate.
     pub certs: OnceLock<Arc<crate::tls::CertStore>>,
-    /// Open connections per listener.
-    pub connections: Arc<Connections>,
 }
 
 /// One logged warning or error.

@@ -599,7 +599,7 @@ fn status_counts_accounts_messages_and_store_size() {
         r["io_backend"].is_null() && r["certificate"].is_null(),
         "{r}"
     );
-    for listener in status::LISTENERS {
+    for listener in crate::metrics::PORT_NAMES {
         assert_eq!(r["connections"][listener], 0, "{r}");
     }
 }

@@ -268,6 +268,7 @@ impl Ctx {
                 let signed = tokio::task::spawn_blocking(move || signer.sign(&unsigned, now)).await;
                 match signed {
                     Ok(Ok(mut header)) => {
+                        self.shared.metrics.dkim_signed();
                         header.extend_from_slice(&raw);
                         Bytes::from(header)
                     }
@@ -306,7 +307,17 @@ impl Ctx {
         let pending: Vec<(u32, &str)> = entry.pending().collect();
         let mut done = Vec::new();
         let mut failed = Vec::new();
+        let metrics = &self.shared.metrics;
         for ((index, rcpt), outcome) in pending.iter().zip(&attempt.outcomes) {
+            metrics.remote(
+                match outcome {
+                    Outcome::Delivered => crate::metrics::Remote::Delivered,
+                    Outcome::Permanent(_) => crate::metrics::Remote::Bounced,
+                    Outcome::Temporary(_) if expired => crate::metrics::Remote::Bounced,
+                    Outcome::Temporary(_) => crate::metrics::Remote::Deferred,
+                },
+                1,
+            );
             match outcome {
                 Outcome::Delivered => done.push(*index),
                 Outcome::Permanent(reply) => {
@@ -344,7 +355,10 @@ impl Ctx {
         } else {
             Op::Group(ops)
         };
-        match self.shared.store.commit(op).await {
+        let result = self.shared.store.commit(op).await;
+        // A bounce to a local sender is a delivery to its INBOX.
+        self.shared.metrics.store_result(&result);
+        match result {
             Ok(OpResult::Group(results)) => {
                 for r in results {
                     if let Err(e) = r {

@@ -319,11 +319,24 @@ async fn handle(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> 
 /// `POST /mxdeliv` (see [`super::mxdeliv`]): the checks of port 25 in the same order, the
 /// origin verification, the durable write; one SMTP reply mapped to the HTTP answer.
 async fn mxdeliv(ctx: &Context, headers: &hyper::HeaderMap, body: Bytes) -> Response<Bytes> {
+    let reply = mxdeliv_reply(ctx, headers, body).await;
+    ctx.shared
+        .metrics
+        .message(crate::metrics::Path::Mxdeliv, reply.code);
+    super::mxdeliv::respond(&reply)
+}
+
+/// The SMTP reply [`mxdeliv`] answers with.
+async fn mxdeliv_reply(
+    ctx: &Context,
+    headers: &hyper::HeaderMap,
+    body: Bytes,
+) -> crate::smtp::reply::Reply {
     use crate::smtp::inbound;
     let shared = &ctx.shared;
     let envelope = match super::mxdeliv::envelope(headers) {
         Ok(e) => e,
-        Err(reply) => return super::mxdeliv::respond(&reply),
+        Err(reply) => return reply,
     };
     let mut accounts = Vec::with_capacity(envelope.recipients.len());
     let mut addrs = Vec::with_capacity(envelope.recipients.len());
@@ -335,7 +348,7 @@ async fn mxdeliv(ctx: &Context, headers: &hyper::HeaderMap, body: Bytes) -> Resp
                     addrs.push(account.addr);
                 }
             }
-            Err(reply) => return super::mxdeliv::respond(&reply),
+            Err(reply) => return reply,
         }
     }
     let policy_envelope = crate::policy::Envelope {
@@ -344,12 +357,12 @@ async fn mxdeliv(ctx: &Context, headers: &hyper::HeaderMap, body: Bytes) -> Resp
     };
     let incoming = match inbound::check_message(shared, &policy_envelope, &body) {
         Ok(i) => i,
-        Err(reply) => return super::mxdeliv::respond(&reply),
+        Err(reply) => return reply,
     };
     if inbound::needs_origin_check(&incoming) {
         let verdict = crate::dkim::verify_origin(shared, &body, incoming.from_domain()).await;
         if let Some((code, text)) = verdict.reply() {
-            return super::mxdeliv::respond(&crate::smtp::reply::Reply::new(code, text));
+            return crate::smtp::reply::Reply::new(code, text);
         }
     }
     let now = i64::try_from((ctx.now_ms)() / 1000).unwrap_or(i64::MAX);
@@ -360,7 +373,8 @@ async fn mxdeliv(ctx: &Context, headers: &hyper::HeaderMap, body: Bytes) -> Resp
         body: crate::policy::clean_delivery_headers(&body),
     };
     let result = shared.store.commit(op).await;
-    super::mxdeliv::respond(&inbound::delivery_reply(&accounts, result))
+    shared.metrics.store_result(&result);
+    inbound::delivery_reply(&accounts, result)
 }
 
 fn plain_response(resp: Response<Bytes>) -> Response<Full<Bytes>> {

@@ -67,6 +67,8 @@ pub(super) struct Idle {
     pub(super) tag: String,
     /// When the next `* OK Still here` is due (unix ms).
     pub(super) ping_at: u64,
+    /// Counts the session in the IDLE gauge of the metrics while it idles.
+    pub(super) _counted: crate::metrics::Open,
 }
 
 /// The session's protocol state (RFC 3501 §3 and the waits inside it). Each variant carries the

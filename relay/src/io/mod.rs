@@ -167,6 +167,11 @@ async fn run_effect(shared: &Shared, effect: Effect, peer: IpAddr) -> EffectResu
     match effect {
         Effect::Login { user, password } => {
             let result = crate::accounts::login(shared, peer, &user, &password.0, now_ms()).await;
+            match &result {
+                Ok(_) => shared.metrics.login_ok(),
+                Err(LoginError::Failed) => shared.metrics.login_failed(),
+                Err(LoginError::TryLater(_) | LoginError::Internal) => shared.metrics.login_later(),
+            }
             if result == Err(LoginError::Failed) {
                 let verdict = shared
                     .login_throttle
@@ -175,7 +180,7 @@ async fn run_effect(shared: &Shared, effect: Effect, peer: IpAddr) -> EffectResu
                     .failed(peer, &user, monotonic_ms());
                 let shown: String = user.chars().take(LOG_USER_MAX).collect();
                 tracing::info!(
-                    source = %peer,
+                    source = %crate::redact::ip(peer),
                     user = ?shown,
                     source_failures = verdict.source_failures,
                     account_over_budget = verdict.account_over_budget,
@@ -186,12 +191,16 @@ async fn run_effect(shared: &Shared, effect: Effect, peer: IpAddr) -> EffectResu
             } else if result == Err(LoginError::TryLater(crate::accounts::HASH_QUEUE_FULL)) {
                 // Nothing was checked; holding the temporary failure keeps a flood that fills
                 // the queue from spinning on instant answers.
-                tracing::info!(source = %peer, "login refused: hashing queue full");
+                tracing::info!(source = %crate::redact::ip(peer), "login refused: hashing queue full");
                 tokio::time::sleep(BUSY_DELAY).await;
             }
             EffectResult::Login(result)
         }
-        Effect::Commit(op) => EffectResult::Commit(shared.store.commit(op).await),
+        Effect::Commit(op) => {
+            let result = shared.store.commit(op).await;
+            shared.metrics.store_result(&result);
+            EffectResult::Commit(result)
+        }
         Effect::VerifyOrigin {
             message,
             from_domain,

@@ -297,6 +297,11 @@ async fn run(
             }
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                 if let Ok((send, outcome)) = done {
+                    shared.metrics.push(match outcome {
+                        Outcome::Sent => crate::metrics::PushResult::Sent,
+                        Outcome::Gone => crate::metrics::PushResult::Gone,
+                        Outcome::Failed => crate::metrics::PushResult::Failed,
+                    });
                     let now = now_ms();
                     let actions = schedule.result(&send, outcome, now);
                     apply(&shared, actions, &mut finished, now);

@@ -43,6 +43,7 @@ pub fn check_recipient(shared: &Shared, to: &str) -> Result<AccountInfo, Reply> 
     };
     let (used, limit) = shared.store.quota(account.id);
     if used >= limit || account.messages >= shared.config.max_mailbox_messages {
+        shared.metrics.quota_exceeded();
         return Err(reply::recipient_over_quota(to));
     }
     Ok(account)

@@ -201,12 +201,23 @@ impl Session {
         reply.encode(&mut self.out);
     }
 
+    /// The reply that settles a message (end of DATA, or a refusal that ends its transaction),
+    /// counted by its code in the relay's metrics.
+    fn message_reply(&mut self, reply: Reply) {
+        let path = match self.mode {
+            Mode::Submission => crate::metrics::Path::Submission,
+            Mode::Mx => crate::metrics::Path::Mx,
+        };
+        self.shared.metrics.message(path, reply.code);
+        self.reply(reply);
+    }
+
     /// A failed command: reply and count it; too many close the session.
     fn fail(&mut self, reply: Reply) {
         self.reply(reply);
         self.errors += 1;
         if self.errors >= MAX_ERRORS && !self.closed {
-            tracing::info!(peer = %self.peer, "smtp: too many errors, closing");
+            tracing::info!(peer = %crate::redact::ip(self.peer), "smtp: too many errors, closing");
             let bye = reply::too_many_errors(self.domain());
             self.close_with(bye);
         }
@@ -216,7 +227,7 @@ impl Session {
     fn auth_failed(&mut self) {
         self.fail(reply::auth_failed());
         if self.auth_failures.record() && !self.closed {
-            tracing::info!(peer = %self.peer, "smtp: too many failed authentication attempts");
+            tracing::info!(peer = %crate::redact::ip(self.peer), "smtp: too many failed authentication attempts");
             let bye = Reply::new(
                 421,
                 format!(
@@ -309,7 +320,7 @@ impl Session {
     }
 
     fn bare_lf(&mut self) {
-        tracing::info!(peer = %self.peer, "smtp: bare LF received, closing");
+        tracing::info!(peer = %crate::redact::ip(self.peer), "smtp: bare LF received, closing");
         self.tx = None;
         let reply = reply::bare_lf(self.domain());
         self.close_with(reply);
@@ -492,7 +503,11 @@ impl Session {
             }
             if let Err(message) = self.shared.send_limiter.check_at(&mail_from, self.now_ms) {
                 // chatmail.md §3.4: refuse and close the connection.
-                return self.close_with(reply::rate_limited(from, &message));
+                let reply = reply::rate_limited(from, &message);
+                self.shared
+                    .metrics
+                    .message(crate::metrics::Path::Submission, reply.code);
+                return self.close_with(reply);
             }
         }
         self.tx = Some(Transaction {
@@ -585,7 +600,7 @@ impl Session {
             return self.reply(reply::need_mail());
         };
         if rx.is_too_large() {
-            return self.reply(reply::message_too_large());
+            return self.message_reply(reply::message_too_large());
         }
         let raw = rx.into_body();
         // Every recipient, local and remote (the Autocrypt Setup Message rule counts them all).
@@ -602,7 +617,7 @@ impl Session {
         if self.mode == Mode::Submission && !tx.remote.is_empty() {
             return match policy::check_outgoing(&envelope, &raw) {
                 Ok(()) => self.submit(tx, &raw),
-                Err(reject) => self.reply(Reply::new(reject.code, reject.text)),
+                Err(reject) => self.message_reply(Reply::new(reject.code, reject.text)),
             };
         }
         let verdict = match self.mode {
@@ -625,13 +640,13 @@ impl Session {
                         return;
                     }
                     Ok(_) => Ok(policy::clean_delivery_headers(&raw)),
-                    Err(reply) => return self.reply(reply),
+                    Err(reply) => return self.message_reply(reply),
                 }
             }
         };
         let body = match verdict {
             Ok(body) => body,
-            Err(reject) => return self.reply(Reply::new(reject.code, reject.text)),
+            Err(reject) => return self.message_reply(Reply::new(reject.code, reject.text)),
         };
         self.deliver(tx.accounts, body);
     }
@@ -704,23 +719,25 @@ impl Session {
                     Some(Err(e)) => Err(e),
                     other => {
                         tracing::error!(?other, "smtp: unexpected store result for Enqueue");
-                        return self.reply(reply::store_failed());
+                        return self.message_reply(reply::store_failed());
                     }
                 };
                 (queued, delivered)
             }
             Ok(other) => {
                 tracing::error!(?other, "smtp: unexpected store result for a submission");
-                return self.reply(reply::store_failed());
+                return self.message_reply(reply::store_failed());
             }
             Err(e) => (Err(e), None),
         };
         let ids = match queued {
             Ok(ids) => ids,
-            Err(store::Error::NoSpace { .. }) => return self.reply(reply::insufficient_storage()),
+            Err(store::Error::NoSpace { .. }) => {
+                return self.message_reply(reply::insufficient_storage())
+            }
             Err(error) => {
                 tracing::error!(%error, "smtp: queueing failed");
-                return self.reply(reply::store_failed());
+                return self.message_reply(reply::store_failed());
             }
         };
         // The queue has the message: the transaction is accepted. A local copy that could not
@@ -740,7 +757,7 @@ impl Session {
             None => {}
         }
         let id = ids.first().map_or_else(String::new, ToString::to_string);
-        self.reply(reply::queued(&id));
+        self.message_reply(reply::queued(&id));
     }
 
     /// The origin of an incoming message was verified: deliver it, or refuse (`554`/`451`).
@@ -752,13 +769,13 @@ impl Session {
     ) {
         match verdict.reply() {
             None => self.deliver(recipients, policy::clean_delivery_headers(message)),
-            Some((code, text)) => self.reply(Reply::new(code, text)),
+            Some((code, text)) => self.message_reply(Reply::new(code, text)),
         }
     }
 
     fn deliver_done(&mut self, recipients: &[AccountId], result: Result<OpResult, store::Error>) {
         let reply = super::inbound::delivery_reply(recipients, result);
-        self.reply(reply);
+        self.message_reply(reply);
     }
 }
 

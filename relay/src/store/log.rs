@@ -145,6 +145,8 @@ pub struct Log {
     pub appended: u64,
     /// `fdatasync` calls on segments since open.
     pub syncs: u64,
+    /// How long the last commit's `fdatasync` took (taken by the writer for its histogram).
+    pub last_sync: Option<std::time::Duration>,
     /// Start of the current batch.
     mark: Mark,
     /// A failed batch is not cut back yet: nothing may be appended before [`Log::ready`].
@@ -339,6 +341,7 @@ impl Log {
             segments,
             appended: 0,
             syncs: 0,
+            last_sync: None,
             rollback_needed: false,
             spare: None,
             reserve_path: dir.parent().unwrap_or(dir).join(RESERVE_FILE),
@@ -486,9 +489,11 @@ impl Log {
 
     fn sync_active(&mut self) -> Result<(), Error> {
         if self.fsync {
+            let start = std::time::Instant::now();
             fault::check(fault::Point::Sync, &self.active.path)
                 .and_then(|()| self.active.file.sync_data())
                 .map_err(io_err("fsync segment", &self.active.path))?;
+            self.last_sync = Some(start.elapsed());
             fault::synced(&self.active.path);
             self.syncs += 1;
         }

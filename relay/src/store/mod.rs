@@ -859,6 +859,8 @@ struct Stats {
     fsyncs: AtomicU64,
     bytes_written: AtomicU64,
     failed_batches: AtomicU64,
+    /// How long each group commit's `fdatasync` took.
+    fsync: crate::metrics::Histogram,
 }
 
 /// Writer counters since the store was opened (metrics, benchmarks).
@@ -1274,6 +1276,22 @@ impl Store {
             bytes_written: s.bytes_written.load(Relaxed),
             failed_batches: s.failed_batches.load(Relaxed),
         }
+    }
+
+    /// The latency of the `fdatasync` of each group commit since open.
+    pub fn fsync_latency(&self) -> &crate::metrics::Histogram {
+        &self.inner.shared.stats.fsync
+    }
+
+    /// Log segments mapped now, and their bytes (preallocated size).
+    pub fn segment_usage(&self) -> (usize, u64) {
+        let segs = self
+            .inner
+            .shared
+            .segments
+            .read()
+            .expect("segment map lock should not be poisoned");
+        (segs.len(), segs.values().map(|m| m.len() as u64).sum())
     }
 
     /// Whether writes are currently failing (I/O error or full disk); the writer retries by

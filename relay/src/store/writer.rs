@@ -281,6 +281,9 @@ impl Writer {
             st.batches.fetch_add(1, Relaxed);
             st.ops.fetch_add(completions.len() as u64, Relaxed);
             st.fsyncs.store(self.log.syncs, Relaxed);
+            if let Some(d) = self.log.last_sync.take() {
+                st.fsync.observe(d);
+            }
             st.bytes_written.store(self.log.appended, Relaxed);
         }
         if let Some(e) = refused {

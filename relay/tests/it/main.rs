@@ -19,6 +19,8 @@ mod hardening;
 mod harness;
 mod imap_limits;
 mod import;
+mod logs;
+mod metrics;
 mod mxdeliv;
 mod ops;
 mod push;

@@ -54,7 +54,10 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 fn each_token_gets_one_post_per_delivery_local_and_from_other_servers() {
     for backend in backends() {
         let notifier = Notifier::start();
-        let relay = Relay::start(backend, &[&notifier.relay_option()]);
+        let relay = Relay::start(
+            backend,
+            &[&notifier.relay_option(), "metrics_address=127.0.0.1:0"],
+        );
         let (a, b) = (new_addr("pa"), new_addr("pb"));
         let mut ai = imap_login(&relay, &a);
         let mut bi = imap_login(&relay, &b);
@@ -105,6 +108,14 @@ fn each_token_gets_one_post_per_delivery_local_and_from_other_servers() {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(relay.store().notify_pending(0, usize::MAX), vec![]);
+        // The metrics saw every answer: 2 + 2 + 1 + 1 sent, one 410.
+        let m = super::metrics::scrape(relay.metrics_addr().unwrap());
+        let push = |r: &str| m[&format!("chatmail_push_notifications_total{{result=\"{r}\"}}")];
+        assert_eq!(
+            (push("sent"), push("gone"), push("failed")),
+            (6.0, 1.0, 0.0)
+        );
+        assert_eq!(m["chatmail_messages_accepted_total{path=\"mx\"}"], 3.0);
         drop(ai);
     }
 }

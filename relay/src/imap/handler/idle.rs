@@ -13,6 +13,7 @@ impl Session {
         let idle = Idle {
             tag,
             ping_at: self.now + IDLE_PING_MS,
+            _counted: self.shared.metrics.idle(),
         };
         self.state = match std::mem::replace(&mut self.state, State::Logout) {
             State::Authenticated(a) => State::Idle(a, None, idle),
