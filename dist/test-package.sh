@@ -5,12 +5,16 @@
 #      the ones `cargo test` built, with feature `ebpf` under tools/test-all.sh);
 #   3. `dpkg -i`: the user, the 0700 data directory, the ini from `chatmail-relay init`, the units
 #      (`systemd-analyze verify` on the installed ones), the timer enabled;
-#   4. the installed relay started as the unit starts it (user chatmail-relay, the unit's
-#      capabilities as ambient ones, no new privileges, the installed ini) inside a network
-#      namespace of its own, so it binds the standard ports without meeting anything on the
-#      machine and sends nothing out; an account created by an IMAPS login, a message submitted
-#      on port 465 and read back, then a clean stop (SIGTERM, exit 0);
-#   5. `dpkg --purge`: binary and ini gone, the store kept (then removed here, with the user).
+#   4. `chatmail-relay import` of a cmdeploy-shaped mailbox tree (an account with its
+#      {SHA512-CRYPT} password, a seen message, a device token), as the relay's user;
+#   5. the installed relay started as the unit starts it (user chatmail-relay, the unit's
+#      capabilities as ambient ones, no new privileges, the installed ini plus
+#      metrics_address) inside a network namespace of its own, so it binds the standard ports
+#      without meeting anything on the machine and sends nothing out; an account created by an
+#      IMAPS login, a message submitted on port 465 and read back; the imported account logs in
+#      with its old password and finds its message \Seen and its token; /metrics shows exactly
+#      that traffic; `chatmail-relay status` counts both accounts; a clean stop (SIGTERM, exit 0);
+#   6. `dpkg --purge`: binary and ini gone, the store kept (then removed here, with the user).
 # PID 1 need not be systemd (dpkg and systemd-analyze work without it).
 #
 # Needs root, dpkg, cargo-deb, iproute2, setpriv, python3. Without them it prints SKIPPED and
@@ -193,6 +197,22 @@ assert typ == "OK", data
 meta = old.untagged_responses.get("METADATA", [])
 assert any(b"pkg-test-token" in m for m in meta if isinstance(m, bytes)), meta
 old.logout()
+
+# The metrics (metrics_address): exactly this traffic. The imported account was not "created".
+import urllib.request
+text = urllib.request.urlopen("http://127.0.0.1:9090/metrics", timeout=10).read().decode()
+values = {}
+for line in text.splitlines():
+    if line and not line.startswith("#"):
+        name, _, value = line.rpartition(" ")
+        values[name] = float(value)
+expect = {
+    "chatmail_accounts_created_total": 1,
+    'chatmail_messages_accepted_total{path="submission"}': 1,
+    'chatmail_deliveries_total{where="local",result="delivered"}': 1,
+}
+for name, want in expect.items():
+    assert values.get(name) == want, (name, values.get(name), text)
 PY
 
 # What it says about itself: `relay status` over the admin socket (a file path, so from outside
