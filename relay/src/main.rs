@@ -162,15 +162,28 @@ struct Target {
 impl Target {
     /// The relay's configuration; a failure is reported and becomes exit status 2.
     fn load(self) -> Result<Config, ExitCode> {
-        let (raw, mode) = match (self.config, self.data) {
-            (_, Some(data_dir)) => (RawConfig::default(), Mode::Dev { data_dir }),
-            (config, None) => {
-                let path = config.unwrap_or_else(|| PathBuf::from("chatmail.ini"));
-                (read_ini(&path)?, Mode::Serve)
-            }
-        };
+        let (raw, mode) = raw_config(self.config, self.data, &[])?;
         Config::build(&raw, mode).map_err(|e| config_error(&e))
     }
+}
+
+/// The options of `--config PATH` (as `serve`; default ./chatmail.ini) or `--data DIR` (as
+/// `dev`), with the `--set` overrides, and the mode they are read in; a failure is reported and
+/// becomes exit status 2.
+fn raw_config(
+    config: Option<PathBuf>,
+    data: Option<PathBuf>,
+    set: &[String],
+) -> Result<(RawConfig, Mode), ExitCode> {
+    let (raw, mode) = match (config, data) {
+        (_, Some(data_dir)) => (RawConfig::default(), Mode::Dev { data_dir }),
+        (config, None) => {
+            let path = config.unwrap_or_else(|| PathBuf::from("chatmail.ini"));
+            (read_ini(&path)?, Mode::Serve)
+        }
+    };
+    let raw = overrides(raw, set).map_err(|e| config_error(&e))?;
+    Ok((raw, mode))
 }
 
 /// Writes a line to stdout; a closed or full stdout loses the line, never the relay
@@ -241,19 +254,12 @@ fn run_cli() -> ExitCode {
             ip,
             check,
         } => {
-            let (raw, mode) = match (config, data) {
-                (_, Some(data_dir)) => (RawConfig::default(), Mode::Dev { data_dir }),
-                (config, None) => {
-                    let path = config.unwrap_or_else(|| PathBuf::from("chatmail.ini"));
-                    match read_ini(&path) {
-                        Ok(raw) => (raw, Mode::Serve),
-                        Err(code) => return code,
-                    }
-                }
-            };
-            let config = match overrides(raw, &set).and_then(|raw| Config::build(&raw, mode)) {
-                Ok(c) => c,
-                Err(e) => return config_error(&e),
+            let config = match raw_config(config, data, &set) {
+                Ok((raw, mode)) => match Config::build(&raw, mode) {
+                    Ok(c) => c,
+                    Err(e) => return config_error(&e),
+                },
+                Err(code) => return code,
             };
             return dns(&config, &ip, check);
         }
@@ -284,19 +290,11 @@ fn run_cli() -> ExitCode {
             dry_run,
             set,
         } => {
-            let (raw, mode) = match (config, data) {
-                (_, Some(data_dir)) => (RawConfig::default(), Mode::Dev { data_dir }),
-                (config, None) => {
-                    let path = config.unwrap_or_else(|| PathBuf::from("chatmail.ini"));
-                    match read_ini(&path) {
-                        Ok(raw) => (raw, Mode::Serve),
-                        Err(code) => return code,
-                    }
-                }
+            let (raw, mode) = match raw_config(config, data, &set) {
+                Ok(x) => x,
+                Err(code) => return code,
             };
-            let (raw, config) = match overrides(raw, &set)
-                .and_then(|raw| Config::build(&raw, mode).map(|c| (raw, c)))
-            {
+            let config = match Config::build(&raw, mode) {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };

@@ -432,10 +432,13 @@ fn listen_specs(config: &Config) -> Vec<ListenSpec> {
     specs
 }
 
-/// The one listening socket of a port. `SO_REUSEADDR` (restart over `TIME_WAIT` connections) but
-/// no `SO_REUSEPORT`: a second listener on the port, in this process or another, gets
-/// `EADDRINUSE`.
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// The one listening socket of a port, with room for `backlog` connections not yet accepted.
+/// `SO_REUSEADDR` (restart over `TIME_WAIT` connections) but no `SO_REUSEPORT`: a second
+/// listener on the port, in this process or another, gets `EADDRINUSE`. Non-blocking.
+pub(crate) fn bind_listener(
+    addr: SocketAddr,
+    backlog: i32,
+) -> std::io::Result<std::net::TcpListener> {
     let domain = if addr.is_ipv6() {
         socket2::Domain::IPV6
     } else {
@@ -448,7 +451,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
-    s.listen(4096)?;
+    s.listen(backlog)?;
     Ok(s.into())
 }
 
@@ -524,7 +527,7 @@ impl Running {
 
 /// Binds `spec`; a port taken by another process is reported by its number.
 fn bind_spec(spec: &ListenSpec) -> anyhow::Result<std::net::TcpListener> {
-    bind(spec.addr).map_err(|e| {
+    bind_listener(spec.addr, 4096).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             anyhow::anyhow!(
                 "port {} ({:?}) on {}: address in use (another relay or mail server is \

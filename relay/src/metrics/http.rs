@@ -81,20 +81,7 @@ impl Listener {
 /// # Errors
 /// The address is taken or not local.
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let domain = if addr.is_ipv6() {
-        socket2::Domain::IPV6
-    } else {
-        socket2::Domain::IPV4
-    };
-    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(128)?;
-    Ok(s.into())
+    crate::server::bind_listener(addr, 128)
 }
 
 async fn serve(

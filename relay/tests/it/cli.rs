@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use crate::harness::free_port;
 
-fn relay() -> Command {
+/// The relay binary as a command.
+pub(crate) fn relay() -> Command {
     Command::new(env!("CARGO_BIN_EXE_relay"))
 }
 
-fn run(cmd: &mut Command) -> (i32, String, String) {
+/// Runs `cmd` to its end: exit status, stdout, stderr.
+pub(crate) fn run(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,21 +12,9 @@ use std::time::{Duration, Instant};
 use relay::store::{Op, Store, StoreConfig};
 use sha2::Digest as _;
 
+use crate::cli::{relay, run};
 use crate::faults::{imap, spawn, spawn_with, stored_ids};
 use crate::harness::{message, new_addr, Client, PASSWORD};
-
-fn relay() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_relay"))
-}
-
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now()

@@ -195,7 +195,8 @@ pub(crate) fn plan_deliver(
     Ok(OpResult::Delivered(results))
 }
 
-/// `Op::Append`: new keywords first, then the body and its entry.
+/// `Op::Append`: new keywords first, then the body and its entry, at the mailbox's next UID
+/// (an import's planning with no UID of its own).
 pub(crate) fn plan_append(
     p: &mut impl Planner,
     account: AccountId,
@@ -204,46 +205,12 @@ pub(crate) fn plan_append(
     internal_date: i64,
     body: &[u8],
 ) -> Result<OpResult, Error> {
-    let max = p.max_mailbox_size();
-    let size = body_len(body)?;
-    let index = p.index();
-    let acc = index.account(account).ok_or(Error::NotFound("account"))?;
-    let mb = acc
-        .mailboxes
-        .get(&mailbox)
-        .ok_or(Error::NotFound("mailbox"))?;
-    if acc.bytes_used + u64::from(size) > max || acc.messages >= p.max_mailbox_messages() {
-        return Err(Error::OverQuota);
-    }
-    let (bits, new_keywords) = resolve_flags(index, account, flags, true)?;
-    let (uid, modseq, uid_validity) = (mb.uid_next, acc.modseq + 1, mb.uid_validity);
-    if uid == u32::MAX {
-        return Err(Error::Invalid("UIDs exhausted"));
-    }
-    for name in new_keywords {
-        p.emit(Keyword { account, name }.into())?;
-    }
-    let body = p.append_body(body)?;
-    p.emit(
-        Insert {
-            body,
-            internal_date,
-            entries: vec![InsertEntry {
-                account,
-                mailbox,
-                uid,
-                modseq,
-                flags: bits,
-            }],
-        }
-        .into(),
-    )?;
-    Ok(OpResult::Appended { uid_validity, uid })
+    plan_import(p, account, mailbox, 0, flags, internal_date, body)
 }
 
-/// `Op::ImportMessage`: as `Op::Append`, with the UID the message had (0: the mailbox's
-/// next). A UID the mailbox holds is refused (`Error::Exists`), so an import run twice adds
-/// nothing twice.
+/// `Op::ImportMessage`: new keywords first, then the body and its entry, with the UID the
+/// message had (0: the mailbox's next, as `Op::Append`). A UID the mailbox holds is refused
+/// (`Error::Exists`), so an import run twice adds nothing twice.
 pub(crate) fn plan_import(
     p: &mut impl Planner,
     account: AccountId,
