@@ -84,15 +84,17 @@ fn io_auto_under_a_seccomp_profile_without_io_uring_picks_epoll() {
     for s in sets {
         relay_args.extend(["--set".to_owned(), s]);
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads", "1"])
-        .env(EXEC_VAR, relay_args.join("\u{1f}"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args([TEST_NAME, "--exact", "--nocapture", "--test-threads", "1"])
+            .env(EXEC_VAR, relay_args.join("\u{1f}"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
@@ -108,7 +110,6 @@ fn io_auto_under_a_seccomp_profile_without_io_uring_picks_epoll() {
     let started = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(line) = rx.recv_timeout(left) else {
-            let _ = child.kill();
             panic!("no start line within 30 s:\n{}", log.join("\n"));
         };
         let line = strip_ansi(&line);
@@ -151,13 +152,21 @@ fn io_auto_under_a_seccomp_profile_without_io_uring_picks_epoll() {
     assert_eq!(lines.len(), 1, "{lines:?}");
 
     // The filter was really there: the relay process runs under seccomp filter mode.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
     assert!(
         status
             .lines()
             .any(|l| l.split_whitespace().eq(["Seccomp:", "2"])),
         "{status}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// The relay, killed and reaped however the test ends (a failed assertion included).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
