@@ -82,27 +82,7 @@ pub(crate) fn plan(
     password_hash: String,
     now: i64,
 ) -> Result<OpResult, Error> {
-    let addr = addr.to_lowercase();
-    if addr.is_empty() || addr.len() > 320 || addr.chars().any(char::is_control) {
-        return Err(Error::Invalid("bad address"));
-    }
-    let index = p.index();
-    if index.by_addr.contains_key(&addr) {
-        return Err(Error::Exists("account"));
-    }
-    let id = index.next_account_id.max(1);
-    let now32 = u32::try_from(now.max(0)).unwrap_or(u32::MAX);
-    let inbox_uid_validity = index.last_uid_validity.saturating_add(1).max(now32);
-    p.emit(
-        AccountCreate {
-            id,
-            addr,
-            password_hash,
-            created: now,
-            inbox_uid_validity,
-        }
-        .into(),
-    )?;
+    let id = plan_create(p, addr, password_hash, now, 0)?;
     Ok(OpResult::AccountCreated(id))
 }
 
@@ -116,6 +96,20 @@ pub(crate) fn plan_import(
     inbox_uid_validity: u32,
     last_login_day: u32,
 ) -> Result<OpResult, Error> {
+    let id = plan_create(p, addr, password_hash, created, inbox_uid_validity)?;
+    super::last_login::plan(p, id, last_login_day)?;
+    Ok(OpResult::AccountCreated(id))
+}
+
+/// The checks and the record of both: a valid address no account has, the next account id, and
+/// the INBOX UIDVALIDITY given (0: after every one handed out so far, and at least `created`).
+fn plan_create(
+    p: &mut impl Planner,
+    addr: String,
+    password_hash: String,
+    created: i64,
+    inbox_uid_validity: u32,
+) -> Result<AccountId, Error> {
     let addr = addr.to_lowercase();
     if addr.is_empty() || addr.len() > 320 || addr.chars().any(char::is_control) {
         return Err(Error::Invalid("bad address"));
@@ -141,8 +135,7 @@ pub(crate) fn plan_import(
         }
         .into(),
     )?;
-    super::last_login::plan(p, id, last_login_day)?;
-    Ok(OpResult::AccountCreated(id))
+    Ok(id)
 }
 
 #[cfg(test)]
