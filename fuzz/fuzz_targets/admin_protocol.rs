@@ -60,6 +60,8 @@ struct Env {
     /// The store behind `shared`, kept for reading its whole state.
     store: Option<Store>,
     shared: Option<Shared>,
+    /// The folder `store` works in (`work-a` or `work-b` under `root`).
+    work: Option<PathBuf>,
     baseline: String,
 }
 
@@ -96,6 +98,7 @@ impl Env {
             root,
             store: None,
             shared: None,
+            work: None,
             baseline: String::new(),
         };
         env.reset();
@@ -111,19 +114,33 @@ impl Env {
         self.shared.as_ref().expect("store open")
     }
 
-    /// Back to the template state.
+    /// Back to the template state: a fresh copy of the template in the other of two work
+    /// folders, swapped into the one `Shared` (built once: building it loads the system's CA
+    /// certificates for the DNS resolver, about a second under ASan when unoptimized), then the
+    /// old copy removed once nothing holds it.
     fn reset(&mut self) {
-        drop(self.shared.take());
-        drop(self.store.take());
-        let work = self.root.join("work");
+        let old = self.work.take();
+        let work = self.root.join(match old.as_deref().and_then(Path::file_name) {
+            Some(name) if name == "work-a" => "work-b",
+            _ => "work-a",
+        });
         let _ = std::fs::remove_dir_all(&work);
         copy_dir(&self.root.join("template"), &work);
         let store = Store::open(&work, store_config()).expect("open work store");
-        self.shared = Some(Shared::new(
-            Config::dev(self.root.clone()),
-            Arc::new(store.clone()),
-        ));
+        match self.shared.as_mut() {
+            Some(shared) => shared.store = Arc::new(store.clone()),
+            None => {
+                self.shared = Some(Shared::new(
+                    Config::dev(self.root.clone()),
+                    Arc::new(store.clone()),
+                ));
+            }
+        }
         self.store = Some(store);
+        if let Some(old) = old {
+            let _ = std::fs::remove_dir_all(old);
+        }
+        self.work = Some(work);
     }
 }
 
