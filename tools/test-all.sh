@@ -92,6 +92,8 @@ if [ -x fuzz/run.sh ]; then
     # Unoptimized (FUZZ_DEV=1): every seed and a few seconds of mutations per target, at half
     # the build time; fuzz/README.md records the long optimized runs.
     if ! FUZZ_DEV="${FUZZ_DEV:-1}" bash fuzz/run.sh "${FUZZ_SECONDS:-5}" > target/fuzz.log 2>&1; then
+        # Which target failed and why (the tail alone shows only the last target's output).
+        grep -E "^fuzz: .* FAILED|^==[0-9]+==ERROR|ERROR: libFuzzer|panicked at|^SUMMARY|Test unit written|^Done [0-9]+ runs|^fuzz: running" target/fuzz.log || true
         tail -60 target/fuzz.log
         exit 1
     fi
