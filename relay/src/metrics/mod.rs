@@ -668,6 +668,12 @@ impl Sources {
             "Group commits undone after an I/O error or a full disk.",
             stats.failed_batches,
         )?;
+        counter(
+            enc,
+            "chatmail_store_compactions",
+            "Old log segments whose live messages were copied out so that they can be removed.",
+            stats.compactions,
+        )?;
         gauge(
             enc,
             "chatmail_store_writes_failing",

@@ -79,6 +79,16 @@ impl Planner for Planning<'_> {
         })
     }
 
+    fn copy_body(&mut self, body: BodyRef) -> Result<BodyRef, Error> {
+        let bytes = self
+            .state
+            .bodies
+            .get(&body.segment)
+            .cloned()
+            .ok_or(Error::NotFound("body"))?;
+        self.append_body(&bytes)
+    }
+
     fn emit(&mut self, rec: Record) -> Result<(), Error> {
         // The writer's publish step, on the only index there is.
         if let Some(a) = self.state.index.apply(&rec) {

@@ -120,6 +120,13 @@
 //!   deliveries and enqueues are refused while only the reserve is left, and the reserve is
 //!   taken back first when space returns. Space is given back to the file system only when old
 //!   segments are removed after checkpoints, and a checkpoint needs room for its file.
+//! - *Compaction* (`record/body_move.rs`): after a checkpoint the writer may copy the message
+//!   bodies of one old segment whose live bodies fill at most a quarter of it into the active
+//!   segment, in a batch of its own, and point their entries at the copies (kind 21); the old
+//!   segment then has no live body and goes at a later checkpoint like any other. A crash
+//!   before that batch is durable leaves copies nothing refers to (gone with their segment);
+//!   after it, replay applies the move. A segment holding a queued message's body is never
+//!   compacted. Readers are unaffected (see the kind's module).
 //! - *Memory*: the index exists twice (shared and the writer's copy). The queue's entries are
 //!   shared between the two (`queue.rs`): about 24 bytes per queued message in all.
 
@@ -723,6 +730,20 @@ pub enum Op {
         /// Message bytes.
         body: Vec<u8>,
     },
+    /// Copy the message bodies of an old segment into the active one and point their entries
+    /// at the copies (record kind 21, `record/body_move.rs`), so that the segment can be removed
+    /// after the next checkpoints. The writer submits it itself (after a checkpoint, for a
+    /// segment mostly free of live bodies); `Error::Invalid` if a queued message's body is in the
+    /// segment. `live` and `entries` are what the writer counted when it chose the segment: the
+    /// bytes to copy and the entries to point elsewhere (they bound the space made room for).
+    Compact {
+        /// The segment.
+        segment: u32,
+        /// Bytes of live bodies in it.
+        live: u64,
+        /// Message entries referring to them.
+        entries: u64,
+    },
     /// Several ops in one commit (one `fdatasync` covers them all), planned in order, each
     /// seeing the ones before it; answers [`OpResult::Group`] with one result per member. The
     /// first member refused stops the rest: they are not applied and get
@@ -859,6 +880,7 @@ struct Stats {
     fsyncs: AtomicU64,
     bytes_written: AtomicU64,
     failed_batches: AtomicU64,
+    compactions: AtomicU64,
     /// How long each group commit's `fdatasync` took.
     fsync: crate::metrics::Histogram,
 }
@@ -876,6 +898,8 @@ pub struct StoreStats {
     pub bytes_written: u64,
     /// Batches undone after an I/O error or a full disk.
     pub failed_batches: u64,
+    /// Segments whose live message bodies were moved out (compaction, `Op::Compact`).
+    pub compactions: u64,
 }
 
 /// The size of an open store ([`Store::size`]).
@@ -1275,6 +1299,7 @@ impl Store {
             fsyncs: s.fsyncs.load(Relaxed),
             bytes_written: s.bytes_written.load(Relaxed),
             failed_batches: s.failed_batches.load(Relaxed),
+            compactions: s.compactions.load(Relaxed),
         }
     }
 

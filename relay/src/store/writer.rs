@@ -53,6 +53,12 @@ const MAX_BATCH_OPS: usize = 4096;
 /// Message bytes after which a batch stops taking more ops (bounds the batch buffer).
 const MAX_BATCH_BYTES: usize = 32 << 20;
 
+/// Share of a segment (percent of `segment_size`) that live message bodies may fill at most for
+/// the writer to move them out after a checkpoint (compaction, `record/body_move.rs`). A
+/// quarter: the copy costs at most a quarter of a segment's writes and frees at least three
+/// quarters of it.
+const COMPACT_LIVE_PERCENT: u64 = 25;
+
 /// First wait between probes while failing; doubled up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// Longest wait between probes while failing.
@@ -108,6 +114,9 @@ pub struct Writer {
     /// A checkpoint being written by another thread: its position and outcome.
     background: Option<std::thread::JoinHandle<BackgroundResult>>,
     health: Health,
+    /// A compaction chosen after the last checkpoint, run as a batch of its own after the
+    /// current one.
+    compaction: Option<Op>,
 }
 
 fn copy_io(e: &Error) -> Error {
@@ -147,6 +156,7 @@ impl Writer {
             replayed,
             background: None,
             health: Health::Healthy,
+            compaction: None,
         }
     }
 
@@ -191,6 +201,9 @@ impl Writer {
                 self.probe();
             }
             self.batch(batch, &mut pending);
+            if let Some(op) = self.compaction.take() {
+                self.compact(op, &mut pending);
+            }
         }
         self.finish_background(true);
         // At shutdown: checkpoint if anything was written since the last one, or if this open
@@ -484,8 +497,10 @@ impl Writer {
         }
     }
 
-    /// Delete segments before the previous checkpoint that hold no live body.
+    /// Delete segments before the previous checkpoint that hold no live body, after choosing a
+    /// segment to compact if one is worth it.
     fn remove_segments(&mut self, previous: Option<Position>) -> Result<(), Error> {
+        self.compaction = self.choose_compaction();
         let Some(previous) = previous else {
             return Ok(());
         };
@@ -495,6 +510,66 @@ impl Writer {
             .remove_unused(previous.segment, |s| refs.contains_key(&s))?;
         tracing::debug!(?previous, removed, "old segments removed");
         Ok(())
+    }
+
+    /// The old segment whose live message bodies are the smallest share of it, if that share
+    /// is at most [`COMPACT_LIVE_PERCENT`] and no queued message is in it. One pass over the
+    /// index's messages (bodies a COPY shares are counted per entry: the share is overrated,
+    /// never underrated).
+    fn choose_compaction(&self) -> Option<Op> {
+        let active = self.log.position().segment;
+        let mut live: std::collections::BTreeMap<u32, (u64, u64)> = Default::default();
+        for acc in self.index.accounts.values() {
+            for mb in acc.mailboxes.values() {
+                for m in mb.messages.iter().filter(|m| m.body.segment < active) {
+                    let e = live.entry(m.body.segment).or_default();
+                    e.0 += u64::from(m.body.len);
+                    e.1 += 1;
+                }
+            }
+        }
+        let limit = self
+            .config
+            .segment_size
+            .saturating_mul(COMPACT_LIVE_PERCENT)
+            / 100;
+        live.into_iter()
+            .filter(|(seg, (bytes, entries))| {
+                *bytes <= limit && self.index.seg_refs.get(seg) == Some(entries)
+            })
+            .min_by_key(|(_, (bytes, _))| *bytes)
+            .map(|(segment, (live, entries))| Op::Compact {
+                segment,
+                live,
+                entries,
+            })
+    }
+
+    /// Run a compaction as a batch of its own (nobody waits for it; its outcome is logged).
+    fn compact(&mut self, op: Op, pending: &mut Vec<Record>) {
+        let Op::Compact {
+            segment,
+            live,
+            entries,
+        } = op
+        else {
+            return;
+        };
+        let (done, mut outcome) = oneshot::channel();
+        self.batch(vec![Msg::Op(op, done)], pending);
+        match outcome.try_recv() {
+            Ok(Ok(_)) => {
+                self.shared.stats.compactions.fetch_add(1, Relaxed);
+                tracing::info!(
+                    segment,
+                    live,
+                    entries,
+                    "segment compacted: its live messages copied, it goes at a later checkpoint"
+                );
+            }
+            Ok(Err(e)) => tracing::debug!(segment, error = %e, "segment compaction not done"),
+            Err(_) => {}
+        }
     }
 
     /// Validate `op`, place its records and apply them to the private index (the planning
@@ -536,6 +611,28 @@ impl Planner for Planning<'_> {
 
     fn append_body(&mut self, body: &[u8]) -> Result<BodyRef, Error> {
         self.log.append_body(body)
+    }
+
+    /// Only bodies of segments before the active one: those are written and mapped whole
+    /// (the active segment's newest bytes may still be in the batch buffer).
+    fn copy_body(&mut self, body: BodyRef) -> Result<BodyRef, Error> {
+        if body.segment >= self.log.position().segment {
+            return Err(Error::Invalid("body in the active segment"));
+        }
+        let map = self
+            .log
+            .segments()
+            .read()
+            .expect("segment map lock should not be poisoned")
+            .get(&body.segment)
+            .cloned()
+            .ok_or(Error::NotFound("segment"))?;
+        let start = usize::try_from(body.offset).map_err(|_| Error::NotFound("body"))?;
+        let bytes = start
+            .checked_add(body.len as usize)
+            .and_then(|end| map.get(start..end))
+            .ok_or(Error::NotFound("body"))?;
+        self.log.append_body(bytes)
     }
 
     fn emit(&mut self, rec: Record) -> Result<(), Error> {

@@ -25,6 +25,7 @@
 //! | 18 | [`notify_add`]     | `Op::Deliver` (recipients with device tokens) |
 //! | 19 | [`notify_done`]    | `Op::NotifyDone` |
 //! | 20 | [`uid_next`]       | `Op::ImportMailbox` |
+//! | 21 | [`body_move`]      | `Op::Compact` (the writer, after a checkpoint) |
 //!
 //! `Op::SetDeviceToken` and `Op::RemoveDeviceToken` write kind 15 (the token list is a metadata
 //! value, see `store/notify.rs`).
@@ -46,6 +47,7 @@ use super::{AccountId, BodyRef, Error, Op, OpResult};
 
 pub mod account_create;
 pub mod account_delete;
+pub mod body_move;
 pub mod copy;
 pub mod expunge;
 pub mod flags;
@@ -89,6 +91,8 @@ pub(crate) trait Planner {
     fn max_mailbox_messages(&self) -> u64;
     /// Store a message body; index records refer to it by the returned reference.
     fn append_body(&mut self, body: &[u8]) -> Result<BodyRef, Error>;
+    /// Store a copy of a stored body (compaction); the copy's reference.
+    fn copy_body(&mut self, body: BodyRef) -> Result<BodyRef, Error>;
     /// Write `rec` and apply it to [`Planner::index`].
     fn emit(&mut self, rec: Record) -> Result<(), Error>;
 }
@@ -195,6 +199,7 @@ registry! {
     18 => NotifyAdd(notify_add),
     19 => NotifyDone(notify_done),
     20 => UidNext(uid_next),
+    21 => BodyMove(body_move),
 }
 
 /// Whether `e` is a failure of the file system (the writer then fails the whole batch) rather
@@ -308,6 +313,7 @@ pub(crate) fn plan(p: &mut impl Planner, op: Op) -> Result<OpResult, Error> {
             internal_date,
             body,
         } => insert::plan_import(p, account, mailbox, uid, &flags, internal_date, &body),
+        Op::Compact { segment, .. } => body_move::plan(p, segment),
         Op::Group(ops) => plan_group(p, ops),
     }
 }
@@ -375,6 +381,10 @@ impl Op {
         let header = super::format::HEADER_LEN as u64;
         let (items, flags) = match self {
             Op::Group(ops) => return ops.iter().map(Op::space_bound).sum(),
+            // The copies (each in a frame) and the move records.
+            Op::Compact { live, entries, .. } => {
+                return live + (header + 24) * entries + 128 + 2 * header;
+            }
             Op::Enqueue {
                 sender,
                 destinations,
