@@ -120,13 +120,14 @@
 //!   deliveries and enqueues are refused while only the reserve is left, and the reserve is
 //!   taken back first when space returns. Space is given back to the file system only when old
 //!   segments are removed after checkpoints, and a checkpoint needs room for its file.
-//! - *Compaction* (`record/body_move.rs`): after a checkpoint the writer may copy the message
-//!   bodies of one old segment whose live bodies fill at most a quarter of it into the active
-//!   segment, in a batch of its own, and point their entries at the copies (kind 21); the old
-//!   segment then has no live body and goes at a later checkpoint like any other. A crash
-//!   before that batch is durable leaves copies nothing refers to (gone with their segment);
-//!   after it, replay applies the move. A segment holding a queued message's body is never
-//!   compacted. Readers are unaffected (see the kind's module).
+//! - *Compaction* (`record/body_move.rs`): after a checkpoint the writer may choose one old
+//!   segment whose live bodies fill at most a quarter of it and copy them into the active
+//!   segment, a step of at most 1 MiB per batch of its own between the others' batches, each
+//!   step pointing its entries at the copies (kind 21); the old segment then has no live body
+//!   and goes at a later checkpoint like any other. A crash before a step is durable leaves
+//!   copies nothing refers to (gone with their segment); after it, replay applies the move.
+//!   A segment holding a queued message's body is never chosen. Readers are unaffected (see
+//!   the kind's module).
 //! - *Memory*: the index exists twice (shared and the writer's copy). The queue's entries are
 //!   shared between the two (`queue.rs`): about 24 bytes per queued message in all.
 
@@ -730,19 +731,16 @@ pub enum Op {
         /// Message bytes.
         body: Vec<u8>,
     },
-    /// Copy the message bodies of an old segment into the active one and point their entries
-    /// at the copies (record kind 21, `record/body_move.rs`), so that the segment can be removed
-    /// after the next checkpoints. The writer submits it itself (after a checkpoint, for a
-    /// segment mostly free of live bodies); `Error::Invalid` if a queued message's body is in the
-    /// segment. `live` and `entries` are what the writer counted when it chose the segment: the
-    /// bytes to copy and the entries to point elsewhere (they bound the space made room for).
+    /// Copy the given message bodies of an old segment into the active one and point the
+    /// entries referring to them at the copies (record kind 21, `record/body_move.rs`): one
+    /// step of a compaction, which the writer runs itself, a few at a time, for a segment whose
+    /// live bodies fill a small part of it (`writer.rs`); once all are moved the segment goes
+    /// at a later checkpoint.
     Compact {
         /// The segment.
         segment: u32,
-        /// Bytes of live bodies in it.
-        live: u64,
-        /// Message entries referring to them.
-        entries: u64,
+        /// The bodies to move: offset in the segment and length.
+        bodies: Vec<(u64, u32)>,
     },
     /// Several ops in one commit (one `fdatasync` covers them all), planned in order, each
     /// seeing the ones before it; answers [`OpResult::Group`] with one result per member. The

@@ -1,8 +1,8 @@
 //! Kind 21, BodyMove: message bodies copied out of an old segment into the active one
 //! (compaction), each index entry pointing at its copy from then on. Written by `Op::Compact`,
-//! which the writer submits after a checkpoint for a segment whose live bodies are a small part
-//! of it (`writer.rs`): with no entry left in it, the segment is removed after the following
-//! checkpoints like any segment whose messages were all expunged. Without it, one unread message
+//! which the writer runs in steps after a checkpoint for a segment whose live bodies are a
+//! small part of it (`writer.rs`): with no entry left in it, the segment is removed after the
+//! following checkpoints like any segment whose messages were all expunged. Without it, one unread message
 //! (or one a client never deletes) keeps a whole segment on disk until it expires.
 //!
 //! Payload: `from_segment u32, vec<from_offset u64, len u32, to_segment u32, to_offset u64>`.
@@ -10,12 +10,12 @@
 //! Readers are safe without any help: a session takes a fresh view of its mailbox for each
 //! FETCH or SEARCH (so it sees the new reference at its next command), a [`Body`] already read
 //! holds its segment's map, and the old segment stays on disk (and mapped) until a later checkpoint
-//! covers the move. Queued messages are never moved: a segment that holds a queue entry's body is left
-//! alone (the queue empties within days on its own).
+//! covers the move. Queued messages are never moved: the writer leaves a segment that holds a queue
+//! entry's body alone (the queue empties within days on its own).
 //!
 //! [`Body`]: crate::store::Body
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use super::{Kind, Planner};
 use crate::store::format::{DecodeError, Reader, Writer};
@@ -110,35 +110,16 @@ impl Kind for BodyMove {
     }
 }
 
-/// What moving `segment`'s bodies would copy: the distinct message bodies in it by offset (with
-/// their lengths), and the number of message entries referring to them. `None` when a queue
-/// entry refers to a body in it too (or nothing does).
-pub(crate) fn live_bodies(index: &Index, segment: u32) -> Option<(BTreeMap<u64, u32>, u64)> {
-    let refs = *index.seg_refs.get(&segment)?;
-    let mut bodies = BTreeMap::new();
-    let mut entries = 0u64;
-    for acc in index.accounts.values() {
-        for mb in acc.mailboxes.values() {
-            for m in mb.messages.iter().filter(|m| m.body.segment == segment) {
-                entries += 1;
-                bodies.insert(m.body.offset, m.body.len);
-            }
-        }
-    }
-    (entries == refs).then_some((bodies, entries))
-}
-
-/// `Op::Compact`: copy every message body of `segment` and emit the moves. Nothing happens
-/// when nothing refers to the segment; a segment holding a queued message is refused
-/// (`Error::Invalid`) before anything is placed.
-pub(crate) fn plan(p: &mut impl Planner, segment: u32) -> Result<OpResult, Error> {
-    if !p.index().seg_refs.contains_key(&segment) {
-        return Ok(OpResult::Done);
-    }
-    let (bodies, _) =
-        live_bodies(p.index(), segment).ok_or(Error::Invalid("segment holds queued messages"))?;
+/// `Op::Compact`: copy the given bodies of `segment` and emit the moves. A body no entry
+/// refers to any more (expunged since the writer listed it) is copied all the same: its copy
+/// is never referred to and goes with its segment.
+pub(crate) fn plan(
+    p: &mut impl Planner,
+    segment: u32,
+    bodies: &[(u64, u32)],
+) -> Result<OpResult, Error> {
     let mut moves = Vec::with_capacity(bodies.len());
-    for (offset, len) in bodies {
+    for &(offset, len) in bodies {
         let to = p.copy_body(BodyRef {
             segment,
             offset,

@@ -313,7 +313,7 @@ pub(crate) fn plan(p: &mut impl Planner, op: Op) -> Result<OpResult, Error> {
             internal_date,
             body,
         } => insert::plan_import(p, account, mailbox, uid, &flags, internal_date, &body),
-        Op::Compact { segment, .. } => body_move::plan(p, segment),
+        Op::Compact { segment, bodies } => body_move::plan(p, segment, &bodies),
         Op::Group(ops) => plan_group(p, ops),
     }
 }
@@ -351,6 +351,7 @@ impl Op {
             | Op::Append { body, .. }
             | Op::ImportMessage { body, .. }
             | Op::Enqueue { body, .. } => body.len(),
+            Op::Compact { bodies, .. } => bodies.iter().map(|(_, len)| *len as usize).sum(),
             Op::Group(ops) => ops.iter().map(Op::body_len).sum(),
             _ => 0,
         }
@@ -382,8 +383,9 @@ impl Op {
         let (items, flags) = match self {
             Op::Group(ops) => return ops.iter().map(Op::space_bound).sum(),
             // The copies (each in a frame) and the move records.
-            Op::Compact { live, entries, .. } => {
-                return live + (header + 24) * entries + 128 + 2 * header;
+            Op::Compact { bodies, .. } => {
+                let bytes: u64 = bodies.iter().map(|(_, len)| u64::from(*len)).sum();
+                return bytes + (header + 24) * bodies.len() as u64 + 128 + 2 * header;
             }
             Op::Enqueue {
                 sender,
