@@ -1,9 +1,10 @@
-//! The gate's previous implementation, kept as a test oracle: a straightforward line-by-line
-//! armor decoder (streaming base64, bytewise CRC24 table). The fast code in [`super::armor`]
-//! must give the same result (data or error) on every input; the property tests below compare
-//! them.
+//! The gate's previous implementations, kept as test oracles: a straightforward line-by-line
+//! armor decoder (streaming base64, bytewise CRC24 table) and a line-by-line multipart split.
+//! The fast code in [`super::armor`] and [`super::mime`] must give the same result (data or
+//! error) on every input; the property tests below compare them.
 
 use super::armor::ArmorError;
+use super::mime::{delimiter, Delim};
 
 const BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
 const END: &[u8] = b"-----END PGP MESSAGE-----";
@@ -206,6 +207,49 @@ const CRC24_TABLE: [u32; 256] = {
     t
 };
 
+/// Split a multipart body at lines `--boundary` (RFC 2046 §5.1.1; trailing whitespace after the
+/// delimiter allowed). The preamble and the epilogue are ignored. The line break before a
+/// delimiter belongs to the delimiter. `None` without a close delimiter `--boundary--` or with
+/// more than `max` children.
+pub fn split_multipart<'a>(body: &'a [u8], boundary: &[u8], max: usize) -> Option<Vec<&'a [u8]>> {
+    let mut parts = Vec::new();
+    // Start of the current part's content, once the first delimiter was seen.
+    let mut start: Option<usize> = None;
+    let mut pos = 0;
+    // End of the content before the current line (without the line break before it).
+    let mut prev_content_end = 0;
+    while pos <= body.len() {
+        let line_end = match body[pos..].iter().position(|&b| b == b'\n') {
+            Some(i) => pos + i + 1,
+            None => body.len(),
+        };
+        let line = &body[pos..line_end];
+        if let Some(kind) = delimiter(line, boundary) {
+            if let Some(s) = start {
+                parts.push(body.get(s..prev_content_end.max(s))?);
+                if parts.len() > max {
+                    return None;
+                }
+            }
+            if kind == Delim::Close {
+                return Some(parts);
+            }
+            start = Some(line_end);
+        }
+        if line_end == body.len() {
+            break;
+        }
+        // Content before the next line ends before this line's break.
+        prev_content_end = if line.ends_with(b"\r\n") {
+            line_end - 2
+        } else {
+            line_end - 1
+        };
+        pos = line_end;
+    }
+    None
+}
+
 /// Armor-like text: a valid armor of random data (line width, line endings, CRC line, blank
 /// lines and `Version:` header chosen at random), then up to four edits with characters that
 /// matter to the decoder (alphabet, `=`, line breaks, space, `-`, junk), or a cut.
@@ -272,6 +316,15 @@ fn armor_like() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
         )
 }
 
+/// Multipart-like bodies for boundary `b`: random sequences of delimiter-ish tokens.
+fn multipart_like() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let tokens: &[&[u8]] = &[
+        b"--b", b"--b--", b"--bx", b"\r\n", b"\n", b"\r", b"x", b" ", b"\t", b"-", b"b", b"--",
+    ];
+    prop::collection::vec(prop::sample::select(tokens), 0..40).prop_map(|t| t.concat())
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
 
@@ -305,5 +358,15 @@ proptest::proptest! {
     #[test]
     fn crc24_matches_reference(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
         proptest::prop_assert_eq!(super::armor::crc24(&data), crc24(&data));
+    }
+
+    /// The memmem multipart split gives the reference's parts on every body.
+    #[test]
+    fn multipart_split_matches_reference(body in multipart_like(), max in 0usize..4) {
+        proptest::prop_assert_eq!(
+            super::mime::split_multipart(&body, b"b", max),
+            split_multipart(&body, b"b", max),
+            "{:?}", String::from_utf8_lossy(&body)
+        );
     }
 }
