@@ -1,9 +1,10 @@
 //! ASCII armor and OpenPGP packet-sequence check for the body of the `application/octet-stream`
 //! part of a `multipart/encrypted` message.
 //!
-//! One pass over the armor text (base64 decoded by hand, line by line, with the optional `=XXXX`
-//! CRC24 line parsed and verified), then one pass over the packet headers. It never decrypts,
-//! never allocates more than the decoded size and never panics: every index is checked.
+//! One pass over the armor lines (the base64 text gathered, the optional `=XXXX` CRC24 line
+//! parsed), one in-place base64 decode (base64-simd), the CRC24 (the `crc` crate's slice-by-16
+//! tables), then one pass over the packet headers. It never decrypts, allocates one buffer of
+//! the armor's size, and never panics: every index is checked.
 
 /// Why an armored payload was refused (for logs and tests; the SMTP reply is always 523).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +67,7 @@ impl<'a> Iterator for Lines<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        let (line, rest) = match self.rest.iter().position(|&b| b == b'\n') {
+        let (line, rest) = match memchr::memchr(b'\n', self.rest) {
             Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
             None => (self.rest, &self.rest[self.rest.len()..]),
         };
@@ -84,6 +85,12 @@ pub fn check_armored(body: &[u8], outgoing: bool) -> Result<(), ArmorError> {
 }
 
 /// Decode the armor to the binary OpenPGP data, verifying the CRC24 line when present.
+///
+/// The base64 lines are copied, without their line breaks, into one buffer that is then decoded
+/// in place: base64 quanta may span lines, and the decoder never cared where a line broke, so
+/// the concatenation is checked exactly as the lines were. One allocation (the returned data).
+/// When the framing is wrong, a base64 error in the lines before the wrong one is reported
+/// first, as a line-by-line decoder would.
 pub fn decode_armor(body: &[u8], outgoing: bool) -> Result<Vec<u8>, ArmorError> {
     let mut lines = Lines { rest: body }.peekable();
     if lines.next() != Some(BEGIN) {
@@ -98,14 +105,14 @@ pub fn decode_armor(body: &[u8], outgoing: bool) -> Result<Vec<u8>, ArmorError> 
         }
     }
 
-    let mut decoder = Base64::with_capacity(body.len() / 4 * 3);
+    let mut text = Vec::with_capacity(body.len());
     let mut crc: Option<u32> = None;
     let mut ended = false;
     for line in lines {
         if ended {
             // Only blank lines may follow END.
             if !line.is_empty() {
-                return Err(ArmorError::NoEnd);
+                return Err(framing_error(&text, ArmorError::NoEnd));
             }
             continue;
         }
@@ -118,24 +125,33 @@ pub fn decode_armor(body: &[u8], outgoing: bool) -> Result<Vec<u8>, ArmorError> 
         }
         if crc.is_some() {
             // Something other than END or a blank line after the CRC line.
-            return Err(ArmorError::BadCrcLine);
+            return Err(framing_error(&text, ArmorError::BadCrcLine));
         }
         if line[0] == b'=' {
-            crc = Some(parse_crc_line(line)?);
+            crc = Some(parse_crc_line(line).map_err(|e| framing_error(&text, e))?);
             continue;
         }
-        decoder.push_line(line)?;
+        text.extend_from_slice(line);
     }
     if !ended {
-        return Err(ArmorError::NoEnd);
+        return Err(framing_error(&text, ArmorError::NoEnd));
     }
-    let data = decoder.finish()?;
+    decode_base64_in_place(&mut text).map_err(|_| ArmorError::BadBase64)?;
     if let Some(expected) = crc {
-        if crc24(&data) != expected {
+        if crc24(&text) != expected {
             return Err(ArmorError::CrcMismatch);
         }
     }
-    Ok(data)
+    Ok(text)
+}
+
+/// The error for a framing problem found after the base64 `text` so far: a bad character in
+/// that text comes first in the input, so it wins.
+fn framing_error(text: &[u8], framing: ArmorError) -> ArmorError {
+    match decode_base64_in_place(&mut text.to_vec()) {
+        Err(Base64Error::Invalid) => ArmorError::BadBase64,
+        Ok(()) | Err(Base64Error::Incomplete) => framing,
+    }
 }
 
 /// `=XXXX`: exactly four base64 characters (no padding) encoding the 24-bit CRC.
@@ -167,98 +183,65 @@ const B64: [u8; 256] = {
     t
 };
 
-/// Streaming standard-base64 decoder across lines; padding is required and only at the end.
-struct Base64 {
-    out: Vec<u8>,
-    acc: u32,
-    n: u8,
-    /// Number of `=` seen; after the first, only more `=` may follow.
-    pad: u8,
+/// Why a base64 text was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Base64Error {
+    /// A character outside the alphabet, a character after padding, or padding where a
+    /// quantum cannot end: wrong whatever follows.
+    Invalid,
+    /// The text ends inside a quantum (missing characters or padding).
+    Incomplete,
 }
 
-impl Base64 {
-    fn with_capacity(cap: usize) -> Self {
-        Base64 {
-            out: Vec::with_capacity(cap),
-            acc: 0,
-            n: 0,
-            pad: 0,
+/// Decode standard base64 (RFC 4648 §4) in place, leaving the decoded bytes in `buf`. Padding
+/// is required and only at the end (`xx==`, `xxx=`); the unused bits of the last quantum are
+/// not checked, as before. The whole quanta go to base64-simd (SIMD, runtime-detected); the
+/// last partial quantum and its padding are checked here.
+fn decode_base64_in_place(buf: &mut Vec<u8>) -> Result<(), Base64Error> {
+    let pad = buf.iter().rev().take_while(|&&b| b == b'=').count();
+    let chars = buf.len() - pad;
+    let whole = chars / 4 * 4;
+    let tail = &buf[whole..chars];
+    let mut acc: u32 = 0;
+    for &ch in tail {
+        let v = B64[usize::from(ch)];
+        if v >= 64 {
+            return Err(Base64Error::Invalid);
         }
+        acc = (acc << 6) | u32::from(v);
     }
-
-    fn push_line(&mut self, line: &[u8]) -> Result<(), ArmorError> {
-        for &ch in line {
-            let v = B64[usize::from(ch)];
-            if v < 64 {
-                if self.pad > 0 {
-                    return Err(ArmorError::BadBase64);
-                }
-                self.acc = (self.acc << 6) | u32::from(v);
-                self.n += 1;
-                if self.n == 4 {
-                    let [_, a, b, c] = self.acc.to_be_bytes();
-                    self.out.extend_from_slice(&[a, b, c]);
-                    self.acc = 0;
-                    self.n = 0;
-                }
-            } else if v == 64 {
-                // `xx==` or `xxx=`: padding only in the last two positions of a quantum.
-                self.pad += 1;
-                if self.n + self.pad > 4 || self.n < 2 {
-                    return Err(ArmorError::BadBase64);
-                }
-            } else {
-                return Err(ArmorError::BadBase64);
-            }
+    let n = tail.len();
+    if pad > 0 && (n < 2 || n + pad > 4) {
+        return Err(Base64Error::Invalid);
+    }
+    // NO_PAD: a `=` inside the whole quanta is an invalid character, never padding there.
+    let decoded = base64_simd::STANDARD_NO_PAD
+        .decode_inplace(&mut buf[..whole])
+        .map_err(|_| Base64Error::Invalid)?
+        .len();
+    buf.truncate(decoded);
+    match (n, pad) {
+        (0, 0) => {}
+        (2, 2) => {
+            let [_, _, _, a] = (acc >> 4).to_be_bytes();
+            buf.push(a);
         }
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<Vec<u8>, ArmorError> {
-        match (self.n, self.pad) {
-            (0, 0) => {}
-            (2, 2) => {
-                let [_, _, _, a] = (self.acc >> 4).to_be_bytes();
-                self.out.push(a);
-            }
-            (3, 1) => {
-                let [_, _, a, b] = (self.acc >> 2).to_be_bytes();
-                self.out.extend_from_slice(&[a, b]);
-            }
-            _ => return Err(ArmorError::BadBase64),
+        (3, 1) => {
+            let [_, _, a, b] = (acc >> 2).to_be_bytes();
+            buf.extend_from_slice(&[a, b]);
         }
-        Ok(self.out)
+        _ => return Err(Base64Error::Incomplete),
     }
+    Ok(())
 }
 
-/// CRC24 of RFC 9580 §6.1 (init 0xB704CE, polynomial 0x1864CFB).
+/// CRC24 of RFC 9580 §6.1 (init 0xB704CE, polynomial 0x1864CFB), slice-by-16 tables.
 pub fn crc24(data: &[u8]) -> u32 {
-    let mut crc: u32 = 0x00B7_04CE;
-    for &b in data {
-        let idx = ((crc >> 16) as u8) ^ b;
-        crc = (crc << 8) ^ CRC24_TABLE[usize::from(idx)];
-    }
-    crc & 0x00FF_FFFF
+    CRC24.checksum(data)
 }
 
-const CRC24_TABLE: [u32; 256] = {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = (i as u32) << 16;
-        let mut k = 0;
-        while k < 8 {
-            crc <<= 1;
-            if crc & 0x0100_0000 != 0 {
-                crc ^= 0x0186_4CFB;
-            }
-            k += 1;
-        }
-        t[i] = crc & 0x00FF_FFFF;
-        i += 1;
-    }
-    t
-};
+static CRC24: crc::Crc<u32, crc::Table<16>> =
+    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_24_OPENPGP);
 
 const TAG_PKESK: u8 = 1;
 const TAG_SKESK: u8 = 3;
@@ -415,6 +398,146 @@ mod tests {
         // CRC24 of the empty input is the init value; of "123456789" the check value.
         assert_eq!(crc24(b""), 0xB704CE);
         assert_eq!(crc24(b"123456789"), 0x21CF02);
+        // Across the 16-byte blocks of the sliced tables (values from a bitwise CRC24).
+        assert_eq!(crc24(b"a"), 0xF25713);
+        assert_eq!(crc24(&(0..=255).collect::<Vec<u8>>()), 0x5BBD34);
+        assert_eq!(crc24(&[0xff; 1000]), 0x14CD91);
+    }
+
+    fn decode(text: &[u8]) -> Result<Vec<u8>, Base64Error> {
+        let mut buf = text.to_vec();
+        decode_base64_in_place(&mut buf).map(|()| buf)
+    }
+
+    #[test]
+    fn base64_padding_rules() {
+        assert_eq!(decode(b""), Ok(vec![]));
+        assert_eq!(decode(b"QQ=="), Ok(b"A".to_vec()));
+        assert_eq!(decode(b"QUI="), Ok(b"AB".to_vec()));
+        assert_eq!(decode(b"QUJD"), Ok(b"ABC".to_vec()));
+        // Unused bits of the last quantum are not checked (`R` leaves 0001 over).
+        assert_eq!(decode(b"QR=="), Ok(b"A".to_vec()));
+        // Missing padding or characters: the text ends inside a quantum.
+        for t in [&b"Q"[..], b"QQ", b"QUI", b"QQ=", b"QUJDQ"] {
+            assert_eq!(decode(t), Err(Base64Error::Incomplete), "{t:?}");
+        }
+        // Padding where no quantum can end, too much of it, or data after it.
+        for t in [
+            &b"="[..],
+            b"Q===",
+            b"QQ===",
+            b"QUI==",
+            b"QQ==QUJD",
+            b"QUI=QQ==",
+            b"QUJD=QUJD",
+        ] {
+            assert_eq!(decode(t), Err(Base64Error::Invalid), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn base64_invalid_characters_anywhere() {
+        // Long enough for the SIMD loop (32 characters a step) and the scalar rest.
+        let data: Vec<u8> = (0..=255).collect();
+        let enc = b64(&data).into_bytes();
+        assert_eq!(decode(&enc), Ok(data));
+        for i in 0..enc.len() {
+            for bad in [b' ', b'\r', b'\n', b'-', b'.', 0x80, 0] {
+                let mut t = enc.clone();
+                t[i] = bad;
+                assert_eq!(decode(&t), Err(Base64Error::Invalid), "{bad} at {i}");
+            }
+        }
+    }
+
+    /// Armor text with these base64 lines between BEGIN and END.
+    fn armor_lines(lines: &[&str]) -> Vec<u8> {
+        let mut s = String::from("-----BEGIN PGP MESSAGE-----\r\n\r\n");
+        for l in lines {
+            s.push_str(l);
+            s.push_str("\r\n");
+        }
+        s.push_str("-----END PGP MESSAGE-----\r\n");
+        s.into_bytes()
+    }
+
+    #[test]
+    fn quanta_and_padding_may_span_lines() {
+        assert_eq!(
+            decode_armor(&armor_lines(&["QU", "I="]), true),
+            Ok(b"AB".to_vec())
+        );
+        // A line starting with `=` is the CRC line, so padding cannot start a line.
+        assert_eq!(
+            decode_armor(&armor_lines(&["QQ=", "="]), true),
+            Err(ArmorError::BadCrcLine)
+        );
+        assert_eq!(
+            decode_armor(&armor_lines(&["Q", "", "UJD"]), true),
+            Ok(b"ABC".to_vec())
+        );
+        // Whitespace inside a line is not a line break.
+        assert_eq!(
+            decode_armor(&armor_lines(&["QU JD"]), true),
+            Err(ArmorError::BadBase64)
+        );
+        assert_eq!(
+            decode_armor(&armor_lines(&["QU\rJD"]), true),
+            Err(ArmorError::BadBase64)
+        );
+        // Padding in the middle of the text.
+        assert_eq!(
+            decode_armor(&armor_lines(&["QQ==", "QUJD"]), true),
+            Err(ArmorError::BadBase64)
+        );
+    }
+
+    #[test]
+    fn earlier_base64_error_wins_over_later_framing() {
+        // A bad character before a bad CRC line: the character is reported.
+        let bad_char = armor_lines(&["QU!D", "=abc"]);
+        assert_eq!(decode_armor(&bad_char, true), Err(ArmorError::BadBase64));
+        // Valid (even if incomplete) text before it: the CRC line is.
+        let bad_crc = armor_lines(&["QUJ", "=abc"]);
+        assert_eq!(decode_armor(&bad_crc, true), Err(ArmorError::BadCrcLine));
+        // Text after the CRC line.
+        let after_crc = armor_lines(&["QUJD", "=AAAA", "QUJD"]);
+        assert_eq!(decode_armor(&after_crc, true), Err(ArmorError::BadCrcLine));
+        // Missing END after incomplete text: NoEnd; after a bad character: BadBase64.
+        assert_eq!(
+            decode_armor(b"-----BEGIN PGP MESSAGE-----\r\nQUJ\r\n", true),
+            Err(ArmorError::NoEnd)
+        );
+        assert_eq!(
+            decode_armor(b"-----BEGIN PGP MESSAGE-----\r\nQU*D\r\n", true),
+            Err(ArmorError::BadBase64)
+        );
+        // Text after END.
+        let mut after_end = armor_lines(&["QUJD"]);
+        after_end.extend_from_slice(b"\r\nQUJD\r\n");
+        assert_eq!(decode_armor(&after_end, true), Err(ArmorError::NoEnd));
+    }
+
+    #[test]
+    fn large_armor_round_trips() {
+        let mut x: u32 = 0x1234_5678;
+        let data: Vec<u8> = (0..100_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        for crc in [true, false] {
+            let a = armor(&data, crc, "");
+            assert_eq!(decode_armor(&a, true).as_deref(), Ok(&data[..]));
+        }
+        // One flipped data bit is caught by the CRC.
+        let mut a = armor(&data, true, "");
+        let i = a.len() / 2;
+        a[i] = if a[i] == b'A' { b'B' } else { b'A' };
+        assert_eq!(decode_armor(&a, true), Err(ArmorError::CrcMismatch));
     }
 
     #[test]

@@ -29,7 +29,7 @@ static PARSER: LazyLock<MessageParser> = LazyLock::new(|| {
 pub fn split_header(raw: &[u8]) -> (&[u8], &[u8]) {
     let mut pos = 0;
     while pos < raw.len() {
-        let line_end = match raw[pos..].iter().position(|&b| b == b'\n') {
+        let line_end = match memchr::memchr(b'\n', &raw[pos..]) {
             Some(i) => pos + i + 1,
             None => raw.len(),
         };
@@ -197,22 +197,39 @@ impl<'a> Entity<'a> {
 /// delimiter allowed). The preamble and the epilogue are ignored. The line break before a
 /// delimiter belongs to the delimiter. `None` without a close delimiter `--boundary--` or with
 /// more than `max` children.
+///
+/// `--boundary` is searched for (memchr's SIMD `memmem`) rather than every line being compared:
+/// only a match at a line start can be a delimiter, and the search goes on from the next line.
 pub fn split_multipart<'a>(body: &'a [u8], boundary: &[u8], max: usize) -> Option<Vec<&'a [u8]>> {
+    let mut needle = Vec::with_capacity(boundary.len() + 2);
+    needle.extend_from_slice(b"--");
+    needle.extend_from_slice(boundary);
+    let finder = memchr::memmem::Finder::new(&needle);
     let mut parts = Vec::new();
     // Start of the current part's content, once the first delimiter was seen.
     let mut start: Option<usize> = None;
-    let mut pos = 0;
-    // End of the content before the current line (without the line break before it).
-    let mut prev_content_end = 0;
-    while pos <= body.len() {
-        let line_end = match body[pos..].iter().position(|&b| b == b'\n') {
+    let mut from = 0;
+    while let Some(found) = finder.find(&body[from..]) {
+        let pos = from + found;
+        let line_end = match memchr::memchr(b'\n', &body[pos..]) {
             Some(i) => pos + i + 1,
             None => body.len(),
         };
-        let line = &body[pos..line_end];
-        if let Some(kind) = delimiter(line, boundary) {
+        let at_line_start = pos == 0 || body[pos - 1] == b'\n';
+        let kind = if at_line_start {
+            delimiter(&body[pos..line_end], boundary)
+        } else {
+            None
+        };
+        if let Some(kind) = kind {
             if let Some(s) = start {
-                parts.push(body.get(s..prev_content_end.max(s))?);
+                // The part ends before the line break that ends the previous line.
+                let content_end = if body[..pos].ends_with(b"\r\n") {
+                    pos - 2
+                } else {
+                    pos.saturating_sub(1)
+                };
+                parts.push(body.get(s..content_end.max(s))?);
                 if parts.len() > max {
                     return None;
                 }
@@ -222,27 +239,19 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &[u8], max: usize) -> Optio
             }
             start = Some(line_end);
         }
-        if line_end == body.len() {
-            break;
-        }
-        // Content before the next line ends before this line's break.
-        prev_content_end = if line.ends_with(b"\r\n") {
-            line_end - 2
-        } else {
-            line_end - 1
-        };
-        pos = line_end;
+        // The next delimiter can only start on a later line.
+        from = line_end;
     }
     None
 }
 
 #[derive(PartialEq)]
-enum Delim {
+pub(super) enum Delim {
     Part,
     Close,
 }
 
-fn delimiter(line: &[u8], boundary: &[u8]) -> Option<Delim> {
+pub(super) fn delimiter(line: &[u8], boundary: &[u8]) -> Option<Delim> {
     let rest = line.strip_prefix(b"--")?.strip_prefix(boundary)?;
     let (kind, rest) = match rest.strip_prefix(b"--") {
         Some(r) => (Delim::Close, r),
@@ -292,5 +301,23 @@ mod tests {
         );
         // Empty part list.
         assert_eq!(split_multipart(b"--b--\r\n", b"b", 2), Some(vec![]));
+        // `--b` inside a line is content; so is a line `--b--x`.
+        let body = b"--b\r\nx--b\r\n x --b--\r\n--b--x\r\n--b--";
+        assert_eq!(
+            split_multipart(body, b"b", 5).unwrap(),
+            vec![&b"x--b\r\n x --b--\r\n--b--x"[..]]
+        );
+        // The line break before a delimiter is LF, CRLF, or an empty line's LF.
+        let body = b"--b\none\n--b\r\ntwo\r\n--b\n\n--b--";
+        assert_eq!(
+            split_multipart(body, b"b", 5).unwrap(),
+            vec![&b"one"[..], b"two", b""]
+        );
+        // A lone CR is no line break: neither `--b` on the first line is a delimiter, and the
+        // close delimiter ends a multipart without parts.
+        assert_eq!(
+            split_multipart(b"--b\rx\r--b\n--b--", b"b", 5),
+            Some(vec![])
+        );
     }
 }

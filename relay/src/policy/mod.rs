@@ -47,6 +47,8 @@ pub mod headers;
 mod limiter;
 pub mod mime;
 #[cfg(test)]
+mod reference;
+#[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may unwrap
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests read the corpus
 mod tests;
