@@ -120,9 +120,9 @@
 //!   deliveries and enqueues are refused while only the reserve is left, and the reserve is
 //!   taken back first when space returns. Space is given back to the file system only when old
 //!   segments are removed after checkpoints, and a checkpoint needs room for its file.
-//! - *Compaction* (`record/body_move.rs`): after a checkpoint the writer may choose one old
-//!   segment whose live bodies fill at most a quarter of it and copy them into the active
-//!   segment, a step of at most 1 MiB per batch of its own between the others' batches, each
+//! - *Compaction* (`record/body_move.rs`): after a checkpoint the writer chooses, one after
+//!   the other, each old segment whose live bodies fill at most a quarter of it and copies them
+//!   into the active segment, a step of at most 1 MiB per batch of its own between the others' batches, each
 //!   step pointing its entries at the copies (kind 21); the old segment then has no live body
 //!   and goes at a later checkpoint like any other. A crash before a step is durable leaves
 //!   copies nothing refers to (gone with their segment); after it, replay applies the move.

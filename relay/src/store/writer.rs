@@ -577,8 +577,9 @@ impl Writer {
     }
 
     /// Move the next [`COMPACT_STEP_BYTES`] of the compaction in progress, as a batch of its
-    /// own (nobody waits for it; its outcome is logged). On a refusal or an I/O error the
-    /// compaction is dropped; a later checkpoint chooses again.
+    /// own (nobody waits for it; its outcome is logged), and choose the next segment when it is
+    /// done. On a refusal or an I/O error the compaction is dropped; a later checkpoint chooses
+    /// again.
     fn compact_step(&mut self, pending: &mut Vec<Record>) {
         if !matches!(self.health, Health::Healthy) {
             return;
@@ -611,6 +612,10 @@ impl Writer {
                     entries,
                     "segment compacted: its live messages copied, it goes at a later checkpoint"
                 );
+                // The next one right away: between two checkpoints several segments fill, and
+                // each may keep a few unread messages. (Never the same segment again: its
+                // entries all point elsewhere now, but a mistake here would copy forever.)
+                self.compaction = self.choose_compaction().filter(|c| c.segment != segment);
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
