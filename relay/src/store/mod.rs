@@ -870,6 +870,28 @@ impl Watchers {
     }
 }
 
+/// `body` as a slice of its segment's map in `segments` (readers' [`Store::read`], and the
+/// writer copying a body when it compacts). Fails only if the segment is gone or the reference
+/// points outside it.
+fn mapped_body(segments: &log::Segments, body: BodyRef) -> Result<Body, Error> {
+    let map = segments
+        .read()
+        .expect("segment map lock should not be poisoned")
+        .get(&body.segment)
+        .cloned()
+        .ok_or(Error::NotFound("segment"))?;
+    let start = usize::try_from(body.offset).map_err(|_| Error::NotFound("body"))?;
+    let len = body.len as usize;
+    if start.checked_add(len).is_none_or(|end| end > map.len()) {
+        return Err(Error::NotFound("body"));
+    }
+    Ok(Body {
+        bytes: BodyBytes::Mapped(map),
+        start,
+        len,
+    })
+}
+
 /// Counters of the writer since open.
 #[derive(Default)]
 struct Stats {
@@ -1126,25 +1148,7 @@ impl Store {
 
     /// The body of a message. Fails only if the message's segment was removed.
     pub fn read(&self, body: BodyRef) -> Result<Body, Error> {
-        let map = self
-            .inner
-            .shared
-            .segments
-            .read()
-            .expect("segment map lock should not be poisoned")
-            .get(&body.segment)
-            .cloned()
-            .ok_or(Error::NotFound("segment"))?;
-        let start = usize::try_from(body.offset).map_err(|_| Error::NotFound("body"))?;
-        let len = body.len as usize;
-        if start.checked_add(len).is_none_or(|end| end > map.len()) {
-            return Err(Error::NotFound("body"));
-        }
-        Ok(Body {
-            bytes: BodyBytes::Mapped(map),
-            start,
-            len,
-        })
+        mapped_body(&self.inner.shared.segments, body)
     }
 
     /// A metadata entry.

@@ -673,20 +673,8 @@ impl Planner for Planning<'_> {
         if body.segment >= self.log.position().segment {
             return Err(Error::Invalid("body in the active segment"));
         }
-        let map = self
-            .log
-            .segments()
-            .read()
-            .expect("segment map lock should not be poisoned")
-            .get(&body.segment)
-            .cloned()
-            .ok_or(Error::NotFound("segment"))?;
-        let start = usize::try_from(body.offset).map_err(|_| Error::NotFound("body"))?;
-        let bytes = start
-            .checked_add(body.len as usize)
-            .and_then(|end| map.get(start..end))
-            .ok_or(Error::NotFound("body"))?;
-        self.log.append_body(bytes)
+        let bytes = super::mapped_body(&self.log.segments(), body)?;
+        self.log.append_body(&bytes)
     }
 
     fn emit(&mut self, rec: Record) -> Result<(), Error> {
