@@ -52,8 +52,8 @@ impl From<PacketError> for ArmorError {
     }
 }
 
-const BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
-const END: &[u8] = b"-----END PGP MESSAGE-----";
+pub(super) const BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
+pub(super) const END: &[u8] = b"-----END PGP MESSAGE-----";
 
 /// Iterator over lines: each item is the line without its `\n` and without one trailing `\r`.
 struct Lines<'a> {
@@ -155,7 +155,7 @@ fn framing_error(text: &[u8], framing: ArmorError) -> ArmorError {
 }
 
 /// `=XXXX`: exactly four base64 characters (no padding) encoding the 24-bit CRC.
-fn parse_crc_line(line: &[u8]) -> Result<u32, ArmorError> {
+pub(super) fn parse_crc_line(line: &[u8]) -> Result<u32, ArmorError> {
     let [b'=', a, b, c, d] = *line else {
         return Err(ArmorError::BadCrcLine);
     };
@@ -171,7 +171,7 @@ fn parse_crc_line(line: &[u8]) -> Result<u32, ArmorError> {
 }
 
 /// Base64 alphabet lookup: value 0..63, 64 for `=`, 255 for anything else.
-const B64: [u8; 256] = {
+pub(super) const B64: [u8; 256] = {
     let mut t = [255u8; 256];
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut i = 0;

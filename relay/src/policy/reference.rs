@@ -1,26 +1,11 @@
 //! The gate's previous implementations, kept as test oracles: a straightforward line-by-line
 //! armor decoder (streaming base64, bytewise CRC24 table) and a line-by-line multipart split.
 //! The fast code in [`super::armor`] and [`super::mime`] must give the same result (data or
-//! error) on every input; the property tests below compare them.
+//! error) on every input; the property tests below compare them. What did not change (the
+//! armor's markers, the base64 table, the CRC line) is used from `armor`.
 
-use super::armor::ArmorError;
+use super::armor::{parse_crc_line, ArmorError, B64, BEGIN, END};
 use super::mime::{delimiter, Delim};
-
-const BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
-const END: &[u8] = b"-----END PGP MESSAGE-----";
-
-/// Base64 alphabet lookup: value 0..63, 64 for `=`, 255 for anything else.
-const B64: [u8; 256] = {
-    let mut t = [255u8; 256];
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut i = 0;
-    while i < 64 {
-        t[alphabet[i] as usize] = i as u8;
-        i += 1;
-    }
-    t[b'=' as usize] = 64;
-    t
-};
 
 /// Iterator over lines: each item is the line without its `\n` and without one trailing `\r`.
 struct Lines<'a> {
@@ -96,22 +81,6 @@ pub fn decode_armor(body: &[u8], outgoing: bool) -> Result<Vec<u8>, ArmorError> 
         }
     }
     Ok(data)
-}
-
-/// `=XXXX`: exactly four base64 characters (no padding) encoding the 24-bit CRC.
-fn parse_crc_line(line: &[u8]) -> Result<u32, ArmorError> {
-    let [b'=', a, b, c, d] = *line else {
-        return Err(ArmorError::BadCrcLine);
-    };
-    let mut v: u32 = 0;
-    for ch in [a, b, c, d] {
-        let x = B64[usize::from(ch)];
-        if x >= 64 {
-            return Err(ArmorError::BadCrcLine);
-        }
-        v = (v << 6) | u32::from(x);
-    }
-    Ok(v)
 }
 
 /// Streaming standard-base64 decoder across lines; padding is required and only at the end.
