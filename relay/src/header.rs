@@ -12,7 +12,7 @@
 /// If `start > header.len()`.
 pub fn field_end(header: &[u8], start: usize) -> usize {
     let mut end = start;
-    while let Some(p) = header[end..].iter().position(|&b| b == b'\n') {
+    while let Some(p) = memchr::memchr(b'\n', &header[end..]) {
         end += p + 1;
         if !(end < header.len() && (header[end] == b' ' || header[end] == b'\t')) {
             return end;

@@ -259,7 +259,7 @@ fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Re
                 Line::Complete
             });
         }
-        let (chunk, used, done) = match avail.iter().position(|&b| b == b'\n') {
+        let (chunk, used, done) = match memchr::memchr(b'\n', avail) {
             Some(i) => (&avail[..i], i + 1, true),
             None => (avail, avail.len(), false),
         };

@@ -39,7 +39,7 @@ pub fn parse(raw: &[u8]) -> Part {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// Split an entity into header and body ranges.
@@ -139,10 +139,7 @@ fn split_multipart(raw: &[u8], body: Range<usize>, boundary: &[u8]) -> Vec<Range
     let mut line_start = body.start;
     while line_start < body.end {
         let rest = &raw[line_start..body.end];
-        let line_len = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(rest.len(), |p| p + 1);
+        let line_len = memchr::memchr(b'\n', rest).map_or(rest.len(), |p| p + 1);
         let line = &rest[..line_len];
         if line.starts_with(&delim) {
             let after = &line[delim.len()..];

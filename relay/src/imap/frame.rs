@@ -462,10 +462,9 @@ impl Framer {
     /// The offset of the first CRLF in the unframed bytes, searching from `scanned`.
     fn find_crlf(&self) -> Option<usize> {
         let from = self.scanned.clamp(self.start, self.buf.len());
-        self.buf[from..]
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .map(|p| p + from - self.start)
+        // memchr's searcher: the byte-by-byte window scan this replaces was most of the
+        // framer's time on long lines and literals.
+        memchr::memmem::find(&self.buf[from..], b"\r\n").map(|p| p + from - self.start)
     }
 }
 

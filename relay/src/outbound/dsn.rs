@@ -237,7 +237,7 @@ fn original_headers(raw: &[u8]) -> Vec<u8> {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// FNV-1a: a stable, dependency-free hash for the boundary (not security relevant: the

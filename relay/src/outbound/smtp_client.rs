@@ -492,7 +492,7 @@ impl Client {
     fn next_reply(&mut self) -> Result<Option<Reply>, ConnError> {
         let mut start = 0;
         let mut reply = None;
-        while let Some(lf) = self.input[start..].iter().position(|&b| b == b'\n') {
+        while let Some(lf) = memchr::memchr(b'\n', &self.input[start..]) {
             let end = start + lf;
             if end + 1 - start > MAX_REPLY_LINE {
                 return Err(ConnError::Protocol("reply line too long".into()));

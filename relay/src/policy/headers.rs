@@ -30,7 +30,7 @@ fn rewrite(raw: &[u8], decide: impl Fn(&[u8]) -> Action) -> Vec<u8> {
         }
         let end = field_end(raw, pos);
         let field = &raw[pos..end];
-        let first_line = match field.iter().position(|&b| b == b'\n') {
+        let first_line = match memchr::memchr(b'\n', field) {
             Some(i) => &field[..=i],
             None => field,
         };

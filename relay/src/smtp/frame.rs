@@ -40,7 +40,7 @@ impl LineReceiver {
     /// one completed. `(0, None)` means more input is needed; while discarding an over-long line
     /// the bytes are consumed (`(n, None)`).
     pub fn next<'a>(&mut self, buf: &'a [u8]) -> (usize, Option<LineEvent<'a>>) {
-        let lf = buf.iter().position(|&b| b == b'\n');
+        let lf = memchr::memchr(b'\n', buf);
         if self.discarding {
             return match lf {
                 Some(pos) => {
@@ -163,10 +163,7 @@ impl DataReceiver {
                 DataState::Mid => {
                     // Fast path: copy up to the next CR or LF in one go.
                     let rest = &buf[i..];
-                    let n = rest
-                        .iter()
-                        .position(|&c| c == b'\r' || c == b'\n')
-                        .unwrap_or(rest.len());
+                    let n = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
                     if n > 0 {
                         self.emit(&rest[..n]);
                         i += n;
