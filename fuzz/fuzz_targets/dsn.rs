@@ -138,10 +138,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(status.matches("Final-Recipient:").count(), n);
 
     // What we generate is clean: the header section and the first two parts.
-    let header_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("header section");
+    let header_end = memchr::memmem::find(&raw, b"\r\n\r\n").expect("header section");
     check_lines("header section", &raw[..header_end]);
     check_lines("notification", parts[0].1);
     check_lines("report", parts[1].1);
