@@ -347,7 +347,7 @@ fn from_cp(cp: CpIndex, queue: Queue) -> Result<(Index, Position), &'static str>
                     uid_validity: mb.uid_validity,
                     uid_next: mb.uid_next,
                     highest_modseq: mb.highest_modseq,
-                    messages,
+                    messages: super::messages::Messages::from_sorted(messages),
                     size,
                 },
             );

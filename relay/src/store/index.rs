@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::format::Record;
+use super::messages::Messages;
 use super::queue::Queue;
 use super::{flag_bits, AccountId, AccountInfo, MailboxId, MailboxInfo, MailboxView, MessageMeta};
 
@@ -24,8 +25,8 @@ pub struct Mailbox {
     pub uid_validity: u32,
     pub uid_next: u32,
     pub highest_modseq: u64,
-    /// Sorted by UID.
-    pub messages: Vec<MessageMeta>,
+    /// In UID order, in chunks shared between the index's two copies (`messages.rs`).
+    pub messages: Messages,
     /// Sum of message sizes.
     pub size: u64,
 }
@@ -38,14 +39,9 @@ impl Mailbox {
             uid_validity,
             uid_next: 1,
             highest_modseq: 1,
-            messages: Vec::new(),
+            messages: Messages::new(),
             size: 0,
         }
-    }
-
-    /// Position of `uid` in `messages`.
-    pub fn find(&self, uid: u32) -> Option<usize> {
-        self.messages.binary_search_by_key(&uid, |m| m.uid).ok()
     }
 
     pub(crate) fn bump(&mut self, modseq: u64) {
@@ -108,7 +104,7 @@ impl Account {
             uid_validity: mb.uid_validity,
             uid_next: mb.uid_next,
             highest_modseq: mb.highest_modseq,
-            messages: mb.messages.clone(),
+            messages: mb.messages.to_vec(),
             keywords: self.keywords.clone(),
         }
     }

@@ -147,6 +147,7 @@ mod index;
 mod log;
 mod mailstore;
 pub mod memory;
+mod messages;
 // The only unsafe code of the store: `Mmap::map` of segment files, under the contract documented
 // in that module (single writer process, no truncation while mapped, readers below the published
 // length).

@@ -1931,3 +1931,90 @@ fn bench_compaction() {
     );
     assert!(compactions >= 6);
 }
+
+/// Anonymous memory of this process in KiB (`RssAnon`): what a running relay shows, the
+/// allocator's free but kept memory included.
+fn rss_anon_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Benchmark (figures in benches/README.md, "Memory per stored message"): anonymous memory per
+/// stored message with `BENCH_MESSAGES` (default 1,000,000) messages in `BENCH_ACCOUNTS`
+/// (default 10,000) INBOXes, measured after the fill (the index's two copies as a running
+/// relay holds them) and after a reopen, with the time the reopen took after the process
+/// "died" without a checkpoint of the last tenth (so it replays that part of the log).
+/// `cargo test --release -p relay --lib store::tests::bench_index_memory -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark"]
+fn bench_index_memory() {
+    use std::time::Instant;
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let total = env("BENCH_MESSAGES", 1_000_000) as u32;
+    let accounts = env("BENCH_ACCOUNTS", 10_000) as u32;
+    let dir = tempfile::tempdir().unwrap();
+    let c = StoreConfig {
+        max_mailbox_size: u64::MAX,
+        max_mailbox_messages: u64::MAX,
+        fsync: false,
+        ..StoreConfig::default()
+    };
+    let base = rss_anon_kib();
+    let s = reopen(dir.path(), c.clone());
+    let ids: Vec<AccountId> = (0..accounts)
+        .map(|i| new_account(&s, &format!("user{i}@example.org")))
+        .collect();
+    let with_accounts = rss_anon_kib();
+    let body = b"Subject: x\r\n\r\nhello\r\n".to_vec();
+    let t = Instant::now();
+    let mut delivered = 0u32;
+    while delivered < total {
+        let n = (total - delivered).min(1024);
+        let ops = (delivered..delivered + n)
+            .map(|i| Op::Deliver {
+                recipients: vec![ids[(i % accounts) as usize]],
+                sender: None,
+                internal_date: 1_700_000_000,
+                body: body.clone(),
+            })
+            .collect();
+        s.commit_blocking(Op::Group(ops)).unwrap();
+        delivered += n;
+        if delivered == total - total / 10 {
+            s.checkpoint().unwrap();
+        }
+    }
+    let fill = t.elapsed();
+    let filled = rss_anon_kib();
+    let per_message = |kib: u64, from: u64| (kib.saturating_sub(from) * 1024) as f64 / total as f64;
+    println!(
+        "{total} messages in {accounts} accounts, filled in {:.1} s; anon KiB: {base} empty, \
+         {with_accounts} with the accounts, {filled} filled: {:.1} bytes per message",
+        fill.as_secs_f64(),
+        per_message(filled, with_accounts),
+    );
+    // No checkpoint after the last tenth: the reopen replays it, as after `kill -9`.
+    drop(s);
+    let before_open = rss_anon_kib();
+    let t = Instant::now();
+    let s = reopen(dir.path(), c);
+    let open = t.elapsed();
+    let reopened = rss_anon_kib();
+    let stored: usize = ids.iter().map(|&a| s.messages(a).len()).sum();
+    assert_eq!(stored, total as usize);
+    println!(
+        "reopened in {:.3} s: anon KiB {before_open} before, {reopened} after: {:.1} bytes per \
+         message (accounts included)",
+        open.as_secs_f64(),
+        per_message(reopened, before_open),
+    );
+}

@@ -43,7 +43,7 @@ use super::checkpoint;
 use super::index::Index;
 use super::log::{Log, Position};
 use super::record::{self, is_io, Planner, Record};
-use super::{BodyRef, Error, Op, OpResult, Shared, StoreConfig};
+use super::{AccountId, BodyRef, Error, Op, OpResult, Shared, StoreConfig};
 
 /// Replayed records at open above which shutdown writes a checkpoint even without new writes.
 const REPLAY_WORTH_CHECKPOINT: u64 = 1024;
@@ -434,6 +434,27 @@ impl Writer {
                     touched.insert(a);
                 }
                 rec.also_wakes(&mut touched);
+            }
+            // The mailboxes the batch changed: the writer's copy takes the readers' chunks of
+            // them, so that messages cost their memory once (see `messages.rs`). A compaction
+            // step changes mailboxes of any account without a modseq.
+            let moved_bodies = pending.iter().any(|r| matches!(r, Record::BodyMove(_)));
+            let changed: Vec<AccountId> = if moved_bodies {
+                index.accounts.keys().copied().collect()
+            } else {
+                touched.iter().copied().collect()
+            };
+            for id in changed {
+                let (Some(mine), Some(theirs)) =
+                    (self.index.accounts.get_mut(&id), index.accounts.get(&id))
+                else {
+                    continue;
+                };
+                for (mb_id, mb) in &mut mine.mailboxes {
+                    if let Some(other) = theirs.mailboxes.get(mb_id) {
+                        mb.messages.share_from(&other.messages);
+                    }
+                }
             }
             let after = (index.queue.next_seq(), index.queue.len());
             if after != before {

@@ -94,16 +94,16 @@ impl Kind for BodyMove {
             .collect();
         for acc in index.accounts.values_mut() {
             for mb in acc.mailboxes.values_mut() {
-                for m in &mut mb.messages {
-                    if m.body.segment != self.from_segment {
-                        continue;
-                    }
-                    if let Some(to) = moved.get(&(m.body.offset, m.body.len)) {
-                        unref(&mut index.seg_refs, self.from_segment);
+                let from = self.from_segment;
+                mb.messages.update_where(
+                    |m| m.body.segment == from && moved.contains_key(&(m.body.offset, m.body.len)),
+                    |m| {
+                        let to = moved[&(m.body.offset, m.body.len)];
+                        unref(&mut index.seg_refs, from);
                         *index.seg_refs.entry(to.segment).or_default() += 1;
-                        m.body = *to;
-                    }
-                }
+                        m.body = to;
+                    },
+                );
             }
         }
         None

@@ -68,8 +68,8 @@ impl Kind for Copy {
         acc.mailboxes.get(&self.to)?;
         let mut copies = Vec::with_capacity(self.pairs.len());
         for (old, new) in &self.pairs {
-            if let Some(i) = src.find(*old) {
-                let mut m = src.messages[i];
+            if let Some(m) = src.messages.get(*old) {
+                let mut m = *m;
                 m.uid = *new;
                 m.modseq = modseq;
                 copies.push((*old, m));
@@ -78,8 +78,7 @@ impl Kind for Copy {
         if self.remove_source {
             let src = acc.mailboxes.get_mut(&self.from)?;
             for (old, m) in &copies {
-                if let Some(i) = src.find(*old) {
-                    src.messages.remove(i);
+                if src.messages.remove(*old).is_some() {
                     src.size = src.size.saturating_sub(u64::from(m.size));
                     acc.bytes_used = acc.bytes_used.saturating_sub(u64::from(m.size));
                     acc.messages = acc.messages.saturating_sub(1);
@@ -90,9 +89,8 @@ impl Kind for Copy {
         }
         let dst = acc.mailboxes.get_mut(&self.to)?;
         for (_, m) in copies {
-            match dst.messages.binary_search_by_key(&m.uid, |x| x.uid) {
-                Ok(_) => continue,
-                Err(pos) => dst.messages.insert(pos, m),
+            if !dst.messages.insert(m) {
+                continue;
             }
             dst.uid_next = dst.uid_next.max(m.uid.saturating_add(1));
             dst.size += u64::from(m.size);
@@ -128,8 +126,8 @@ pub(crate) fn plan(
     let mut bytes = 0u64;
     let mut pairs = Vec::new();
     for uid in uids {
-        if let Some(i) = src.find(uid) {
-            bytes += u64::from(src.messages[i].size);
+        if let Some(m) = src.messages.get(uid) {
+            bytes += u64::from(m.size);
             let new = dst
                 .uid_next
                 .checked_add(u32::try_from(pairs.len()).unwrap_or(u32::MAX))

@@ -55,8 +55,7 @@ impl Kind for Expunge {
         let mut freed = 0u64;
         let mut removed = 0u64;
         for uid in &self.uids {
-            if let Some(i) = mb.find(*uid) {
-                let m = mb.messages.remove(i);
+            if let Some(m) = mb.messages.remove(*uid) {
                 freed += u64::from(m.size);
                 removed += 1;
                 unref(&mut index.seg_refs, m.body.segment);
@@ -89,7 +88,7 @@ pub(crate) fn plan(
     let mut uids = uids;
     uids.sort_unstable();
     uids.dedup();
-    uids.retain(|u| mb.find(*u).is_some());
+    uids.retain(|u| mb.messages.contains(*u));
     if !uids.is_empty() {
         let modseq = acc.modseq + 1;
         p.emit(

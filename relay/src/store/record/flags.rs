@@ -56,9 +56,9 @@ impl Kind for Flags {
         let acc = index.accounts.get_mut(&self.account)?;
         let mb = acc.mailboxes.get_mut(&self.mailbox)?;
         for (uid, flags) in &self.changes {
-            if let Some(i) = mb.find(*uid) {
-                mb.messages[i].flags = *flags;
-                mb.messages[i].modseq = self.modseq;
+            if let Some(m) = mb.messages.get_mut(*uid) {
+                m.flags = *flags;
+                m.modseq = self.modseq;
             }
         }
         mb.bump(self.modseq);
@@ -101,8 +101,9 @@ pub(crate) fn plan(
     let mut changes = Vec::new();
     let mut modified = Vec::new();
     for uid in uids {
-        let Some(i) = mb.find(uid) else { continue };
-        let m = &mb.messages[i];
+        let Some(m) = mb.messages.get(uid) else {
+            continue;
+        };
         if unchanged_since.is_some_and(|us| m.modseq > us) {
             modified.push(uid);
             continue;

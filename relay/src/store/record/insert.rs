@@ -100,9 +100,8 @@ impl Kind for Insert {
                 body,
             };
             // UIDs are assigned in log order, so this is an append in practice.
-            match mb.messages.binary_search_by_key(&e.uid, |m| m.uid) {
-                Ok(_) => continue,
-                Err(pos) => mb.messages.insert(pos, meta),
+            if !mb.messages.insert(meta) {
+                continue;
             }
             mb.uid_next = mb.uid_next.max(e.uid.saturating_add(1));
             mb.size += u64::from(body.len);
@@ -232,7 +231,7 @@ pub(crate) fn plan_import(
     if uid == u32::MAX {
         return Err(Error::Invalid("UIDs exhausted"));
     }
-    if mb.find(uid).is_some() {
+    if mb.messages.contains(uid) {
         return Err(Error::Exists("message"));
     }
     if acc.bytes_used + u64::from(size) > max || acc.messages >= p.max_mailbox_messages() {
