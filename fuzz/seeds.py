@@ -85,6 +85,8 @@ command_seeds += [
     ("metadata", b"a SETMETADATA \"\" (/private/devicetoken {3+}\r\nabc /shared/x NIL)\r\n"),
     ("getmetadata", b"a GETMETADATA (MAXSIZE 100) INBOX (/private/comment /shared/comment)\r\n"),
     ("append-date", b"a APPEND INBOX (\\Seen) \"31-Dec-9999 23:59:60 -2359\" {1+}\r\nx\r\n"),
+    # Found by a long run: a signed hour below 23 made the date arithmetic overflow.
+    ("append-negative-hour", b"a APPEND INBOX (\\Seen) \"31-Dec-9999 -2222222222222222212:22:59 -2359\" {1+}\r\nx\r\n"),
 ]
 write("imap_command", command_seeds)
 

@@ -28,10 +28,10 @@ pub fn parse_date_time(s: &str) -> Option<i64> {
     let (date, rest) = s.trim_start().split_once(' ')?;
     let day = parse_date(date)?;
     let (time, zone) = rest.split_once(' ')?;
-    let mut t = time.split(':');
-    let h: i64 = t.next()?.parse().ok()?;
-    let mi: i64 = t.next()?.parse().ok()?;
-    let se: i64 = t.next()?.parse().ok()?;
+    // `time = 2DIGIT ":" 2DIGIT ":" 2DIGIT`: exactly two digits each (a signed parse took
+    // `-2222222222222222212` as an hour, below 23, and the arithmetic below overflowed).
+    let mut t = time.split(':').map(two_digits);
+    let (h, mi, se) = (t.next()??, t.next()??, t.next()??);
     if t.next().is_some() || h > 23 || mi > 59 || se > 60 {
         return None;
     }
@@ -44,6 +44,16 @@ pub fn parse_date_time(s: &str) -> Option<i64> {
     let zm: i64 = zone[3..5].parse().ok()?;
     let off = (zh * 60 + zm) * 60 * if zb[0] == b'-' { -1 } else { 1 };
     Some(day * 86400 + h * 3600 + mi * 60 + se - off)
+}
+
+/// The value of exactly two ASCII digits.
+fn two_digits(s: &str) -> Option<i64> {
+    match s.as_bytes() {
+        [a, b] if a.is_ascii_digit() && b.is_ascii_digit() => {
+            Some(i64::from((a - b'0') * 10 + (b - b'0')))
+        }
+        _ => None,
+    }
 }
 
 /// Unix seconds → `"17-Jul-1996 02:44:25 +0000"` (quoted).
@@ -79,6 +89,25 @@ mod tests {
         );
         // A multi-byte character inside the zone must not split a char boundary.
         assert_eq!(parse_date_time("1-Jan-2020 00:00:00 +0\u{e9}0"), None);
+        // Found by the imap_command fuzz target: a negative hour passed the range check and
+        // overflowed. Time fields are two digits, nothing else.
+        let negative = "31-Dec-9999 -2222222222222222212:22:59 -2359";
+        assert_eq!(parse_date_time(negative), None);
+        for bad in [
+            "1:00:00",
+            "01:0:00",
+            "01:00:+1",
+            "-1:00:00",
+            "001:00:00",
+            "01:00",
+        ] {
+            assert_eq!(
+                parse_date_time(&format!("1-Jan-2020 {bad} +0000")),
+                None,
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_date_time("1-Jan-1970 00:00:60 +0000"), Some(60));
         for d in [-1000i64, 0, 19_000, 2_932_896] {
             let (y, m, dd) = civil_from_days(d);
             assert_eq!(days_from_civil(y, m, dd), d);
