@@ -128,8 +128,10 @@
 //!   copies nothing refers to (gone with their segment); after it, replay applies the move.
 //!   A segment holding a queued message's body is never chosen. Readers are unaffected (see
 //!   the kind's module).
-//! - *Memory*: the index exists twice (shared and the writer's copy). The queue's entries are
-//!   shared between the two (`queue.rs`): about 24 bytes per queued message in all.
+//! - *Memory*: the index exists twice (shared and the writer's copy). The queue's entries and
+//!   the mailboxes' messages are in chunks shared between the two (`queue.rs`,
+//!   `messages.rs`): about 24 bytes per queued message and 48 per stored message (plus slack)
+//!   in all. Other parts (accounts, names, metadata) are still held twice.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
