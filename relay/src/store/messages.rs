@@ -159,26 +159,9 @@ impl Messages {
     /// Remove the message with `uid`; merge a chunk that became small into a neighbour.
     pub(crate) fn remove(&mut self, uid: u32) -> Option<MessageMeta> {
         let (ci, i) = self.search(uid).ok()?;
-        let c = Arc::make_mut(&mut self.chunks[ci]);
-        let m = c.remove(i);
+        let m = Arc::make_mut(&mut self.chunks[ci]).remove(i);
         self.len -= 1;
-        let n = c.len();
-        if n == 0 {
-            self.chunks.remove(ci);
-        } else if n < CHUNK / 4 {
-            if ci > 0 && self.chunks[ci - 1].len() + n <= CHUNK {
-                let small = self.chunks.remove(ci);
-                Arc::make_mut(&mut self.chunks[ci - 1]).extend_from_slice(&small);
-            } else if ci + 1 < self.chunks.len() && self.chunks[ci + 1].len() + n <= CHUNK {
-                let next = self.chunks.remove(ci + 1);
-                Arc::make_mut(&mut self.chunks[ci]).extend_from_slice(&next);
-            } else {
-                let c = Arc::make_mut(&mut self.chunks[ci]);
-                if c.capacity() > 4 * n.max(4) {
-                    c.shrink_to(2 * n);
-                }
-            }
-        }
+        super::chunks::settle_after_remove(&mut self.chunks, ci, CHUNK);
         Some(m)
     }
 

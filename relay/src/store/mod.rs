@@ -142,6 +142,7 @@ use std::sync::{mpsc, Arc, Mutex, RwLock};
 pub mod backup;
 pub mod check;
 mod checkpoint;
+mod chunks;
 mod fault;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)] // sans-I/O record format
 pub mod format;

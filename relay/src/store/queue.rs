@@ -191,29 +191,9 @@ impl Destination {
 
     /// Remove the entry at `(ci, i)`; merge a chunk that became small into a neighbour.
     fn remove(&mut self, ci: usize, i: usize) {
-        let c = Arc::make_mut(&mut self.chunks[ci]);
-        c.remove(i);
+        Arc::make_mut(&mut self.chunks[ci]).remove(i);
         self.len -= 1;
-        let n = c.len();
-        if n == 0 {
-            self.chunks.remove(ci);
-            return;
-        }
-        if n >= CHUNK / 4 {
-            return;
-        }
-        if ci > 0 && self.chunks[ci - 1].len() + n <= CHUNK {
-            let small = self.chunks.remove(ci);
-            Arc::make_mut(&mut self.chunks[ci - 1]).extend_from_slice(&small);
-        } else if ci + 1 < self.chunks.len() && self.chunks[ci + 1].len() + n <= CHUNK {
-            let next = self.chunks.remove(ci + 1);
-            Arc::make_mut(&mut self.chunks[ci]).extend_from_slice(&next);
-        } else {
-            let c = Arc::make_mut(&mut self.chunks[ci]);
-            if c.capacity() > 4 * n.max(4) {
-                c.shrink_to(2 * n);
-            }
-        }
+        super::chunks::settle_after_remove(&mut self.chunks, ci, CHUNK);
     }
 }
 
